@@ -1,0 +1,231 @@
+internal import CHiredis
+internal import ConnectionThread
+public import Logging
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One hiredis connection, confined to its own thread.
+///
+/// - Important: The actor's executor is a dedicated ``ThreadExecutor``: every isolated method runs
+///   on the connection's thread, so blocking hiredis calls never occupy Swift's cooperative pool,
+///   and the `redisContext` pointer never leaves this actor.
+///
+/// After a broken connection the next command reconnects (hiredis keeps a context's error
+/// forever, so a fresh context is the only way back); callers own the backoff.
+public actor RedisConnection {
+    public let configuration: RedisConfiguration
+    private let logger: Logger
+    private let executor: ThreadExecutor
+    private var context: UnsafeMutablePointer<redisContext>?
+    // Reused argv scratch arrays: pointers into a command's buffer, valid only during one append.
+    private var argumentPointers: [UnsafePointer<CChar>?] = []
+    private var argumentLengths: [Int] = []
+
+    public nonisolated var unownedExecutor: UnownedSerialExecutor { executor.asUnownedSerialExecutor() }
+
+    private init(configuration: RedisConfiguration, logger: Logger) {
+        self.configuration = configuration
+        self.logger = logger
+        self.executor = ThreadExecutor(name: "redis \(configuration.host):\(configuration.port)")
+    }
+
+    /// Opens a connection, runs `body` with it, and closes it (and its thread) however `body` ends.
+    /// - Parameters:
+    ///   - configuration: Where and how to connect.
+    ///   - logger: Receives connection lifecycle messages.
+    ///   - body: Uses the connection; it must not escape.
+    public static func withConnection<Result>(
+        _ configuration: RedisConfiguration, logger: Logger,
+        _ body: (RedisConnection) async throws -> sending Result
+    ) async throws -> sending Result {
+        let connection = RedisConnection(configuration: configuration, logger: logger)
+        do {
+            try await connection.connect()
+            let result = try await body(connection)
+            await connection.close()
+            return result
+        } catch {
+            await connection.close()
+            throw error
+        }
+    }
+
+    private func connect() throws(RedisError) {
+        if let context {
+            redisFree(context)
+            self.context = nil
+        }
+        let connectTimeout = timeval(configuration.connectTimeout)
+        guard let newContext = redisConnectWithTimeout(configuration.host, Int32(configuration.port), connectTimeout) else {
+            throw RedisError(.connectionFailed, "cannot allocate a hiredis context")
+        }
+        if newContext.pointee.err != 0 {
+            let message = Self.errorString(newContext)
+            redisFree(newContext)
+            throw RedisError(.connectionFailed, "\(configuration.host):\(configuration.port): \(message)")
+        }
+        redisSetTimeout(newContext, timeval(configuration.commandTimeout))
+        context = newContext
+        if let password = configuration.password {
+            var auth = RedisCommand("AUTH")
+            if let username = configuration.username { auth.append(username) }
+            auth.append(password)
+            let reply: RedisValue
+            // A transport failure here has already dropped the context (see dropBrokenContext).
+            reply = try roundTrip([auth])[0]
+            if case .error(let message) = reply {
+                redisFree(newContext)
+                context = nil
+                // Only the reply's leading word: the rest is the server's prose, never needed here.
+                throw RedisError(.authenticationFailed, "AUTH refused: \(message.prefix { $0 != " " })")
+            }
+        }
+        logger.debug("redis connected", metadata: ["redis": "\(configuration)"])
+    }
+
+    private func close() {
+        if let context {
+            redisFree(context)
+            self.context = nil
+        }
+        executor.shutdown()
+    }
+
+    /// Sends one command and returns its reply; error replies come back as `.error`, not thrown.
+    public func send(_ command: RedisCommand) throws(RedisError) -> RedisValue {
+        try pipeline([command])[0]
+    }
+
+    /// Sends all commands in one write and reads all replies: one round trip for the lot.
+    public func pipeline(_ commands: [RedisCommand]) throws(RedisError) -> [RedisValue] {
+        try ensureConnected()
+        return try roundTrip(commands)
+    }
+
+    /// Like ``pipeline(_:)`` but hands each raw reply to `decode` on the connection's thread,
+    /// so large replies (XREADGROUP) are decoded once, straight from hiredis's memory.
+    func pipeline<Decoded>(
+        _ commands: [RedisCommand], decode: (UnsafePointer<redisReply>) throws(RedisError) -> Decoded
+    ) throws(RedisError) -> [Decoded] {
+        try ensureConnected()
+        return try exchange(commands, decode: decode)
+    }
+
+    private func ensureConnected() throws(RedisError) {
+        if context == nil {
+            try connect()
+        }
+    }
+
+    private func roundTrip(_ commands: [RedisCommand]) throws(RedisError) -> [RedisValue] {
+        try exchange(commands) { reply throws(RedisError) in RedisValue(reply) }
+    }
+
+    private func exchange<Decoded>(
+        _ commands: [RedisCommand], decode: (UnsafePointer<redisReply>) throws(RedisError) -> Decoded
+    ) throws(RedisError) -> [Decoded] {
+        guard let context else { throw RedisError(.connectionLost, "not connected") }
+        for command in commands {
+            append(command, to: context)
+        }
+        var results: [Decoded] = []
+        results.reserveCapacity(commands.count)
+        var firstDecodeError: RedisError?
+        for _ in commands {
+            var raw: UnsafeMutableRawPointer?
+            guard redisGetReply(context, &raw) == REDIS_OK, let raw else {
+                throw dropBrokenContext(context)
+            }
+            defer { freeReplyObject(raw) }
+            // Read every reply even if one does not decode, so the connection stays in step.
+            do {
+                results.append(try decode(raw.assumingMemoryBound(to: redisReply.self)))
+            } catch {
+                firstDecodeError = firstDecodeError ?? error
+            }
+        }
+        if let firstDecodeError { throw firstDecodeError }
+        return results
+    }
+
+    private func append(_ command: RedisCommand, to context: UnsafeMutablePointer<redisContext>) {
+        let count = command.argumentCount
+        argumentLengths.removeAll(keepingCapacity: true)
+        argumentPointers.removeAll(keepingCapacity: true)
+        command.bytes.withUnsafeBufferPointer { buffer in
+            let base = UnsafeRawPointer(buffer.baseAddress ?? UnsafePointer(bitPattern: 1)!)
+            var start = 0
+            for end in command.ends {
+                argumentPointers.append(base.advanced(by: start).assumingMemoryBound(to: CChar.self))
+                argumentLengths.append(end - start)
+                start = end
+            }
+            // hiredis formats (copies) the command into its output buffer right here, so the
+            // pointers need to live only for this call.
+            _ = argumentPointers.withUnsafeMutableBufferPointer { pointers in
+                argumentLengths.withUnsafeBufferPointer { lengths in
+                    redisAppendCommandArgv(context, Int32(count), pointers.baseAddress, lengths.baseAddress)
+                }
+            }
+        }
+    }
+
+    /// Turns hiredis's sticky context error into a ``RedisError`` and forgets the context.
+    private func dropBrokenContext(_ broken: UnsafeMutablePointer<redisContext>) -> RedisError {
+        let code = broken.pointee.err
+        let message = Self.errorString(broken)
+        redisFree(broken)
+        context = nil
+        let isTimeout = code == REDIS_ERR_IO && (errno == EAGAIN || errno == EWOULDBLOCK || message.contains("temporarily unavailable"))
+        logger.warning("redis connection lost", metadata: ["error": "\(message)"])
+        switch code {
+        case REDIS_ERR_IO where isTimeout: return RedisError(.timeout, message)
+        case REDIS_ERR_PROTOCOL: return RedisError(.unexpectedReply, message)
+        default: return RedisError(.connectionLost, message.isEmpty ? "connection closed" : message)
+        }
+    }
+
+    private static func errorString(_ context: UnsafeMutablePointer<redisContext>) -> String {
+        withUnsafeBytes(of: context.pointee.errstr) { bytes in
+            String(decoding: bytes.prefix { $0 != 0 }, as: UTF8.self)
+        }
+    }
+}
+
+extension RedisValue {
+    init(_ reply: UnsafePointer<redisReply>) {
+        let value = reply.pointee
+        switch value.type {
+        case REDIS_REPLY_STRING:
+            self = .bulk(Array(UnsafeRawBufferPointer(start: value.str, count: value.len)))
+        case REDIS_REPLY_STATUS:
+            self = .status(String(decoding: UnsafeRawBufferPointer(start: value.str, count: value.len), as: UTF8.self))
+        case REDIS_REPLY_ERROR:
+            self = .error(String(decoding: UnsafeRawBufferPointer(start: value.str, count: value.len), as: UTF8.self))
+        case REDIS_REPLY_INTEGER:
+            self = .integer(value.integer)
+        case REDIS_REPLY_ARRAY:
+            var elements: [RedisValue] = []
+            elements.reserveCapacity(value.elements)
+            for index in 0..<value.elements {
+                if let element = value.element[index] {
+                    elements.append(RedisValue(element))
+                } else {
+                    elements.append(.null)
+                }
+            }
+            self = .array(elements)
+        default:
+            self = .null
+        }
+    }
+}
+
+extension timeval {
+    init(_ duration: Duration) {
+        let (seconds, attoseconds) = duration.components
+        self.init(tv_sec: Int(seconds), tv_usec: Int(attoseconds / 1_000_000_000_000))
+    }
+}

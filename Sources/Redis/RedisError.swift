@@ -1,0 +1,63 @@
+/// An error from the Redis module, classified once at the C boundary so callers switch on
+/// ``code`` (retry, create the group, give up) and never on message text.
+public struct RedisError: Error, Sendable, CustomStringConvertible {
+    public enum Code: Sendable, Equatable {
+        /// Could not connect (refused, unreachable, DNS).
+        case connectionFailed
+        /// The connection broke mid-command (EOF, reset, broken pipe); the next call reconnects.
+        case connectionLost
+        /// A read or write took longer than the command timeout.
+        case timeout
+        /// AUTH was refused.
+        case authenticationFailed
+        /// The consumer group or stream does not exist (`NOGROUP`).
+        case noGroup
+        /// The consumer group exists already (`BUSYGROUP`).
+        case groupExists
+        /// Redis is loading its data set or busy with a script (`LOADING`, `BUSY`): retry later.
+        case serverBusy
+        /// Any other error reply.
+        case serverError
+        /// A reply of a shape this client does not expect.
+        case unexpectedReply
+        /// A local misuse, e.g. a BLOCK not shorter than the command timeout.
+        case invalidArgument
+    }
+
+    public var code: Code
+    /// Short and free of secrets: hiredis's errstr or the server's error reply.
+    public var message: String
+    public var file: String
+    public var line: Int
+
+    public init(_ code: Code, _ message: String, file: String = #fileID, line: Int = #line) {
+        self.code = code
+        self.message = message
+        self.file = file
+        self.line = line
+    }
+
+    /// Whether retrying after a pause can help.
+    public var isTransient: Bool {
+        switch code {
+        case .connectionFailed, .connectionLost, .timeout, .serverBusy: true
+        default: false
+        }
+    }
+
+    public var description: String { "RedisError(\(code)): \(message)" }
+
+    /// Classifies an error reply by its leading word, as Redis documents it.
+    static func fromReply(_ message: String, file: String = #fileID, line: Int = #line) -> RedisError {
+        let prefix = message.prefix { $0 != " " }
+        let code: Code =
+            switch prefix {
+            case "NOGROUP": .noGroup
+            case "BUSYGROUP": .groupExists
+            case "LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN": .serverBusy
+            case "WRONGPASS", "NOAUTH", "NOPERM": .authenticationFailed
+            default: .serverError
+            }
+        return RedisError(code, message, file: file, line: line)
+    }
+}

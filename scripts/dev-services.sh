@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Installs what adworker needs on Debian and starts a local Redis and PostgreSQL on loopback.
+# Safe to run again: every step checks before it acts. PostgreSQL runs through Debian's
+# pg_ctlcluster, which drops to the postgres user, because the server refuses to run as root.
+set -euo pipefail
+
+REDIS_HOST=${REDIS_HOST:-127.0.0.1}
+REDIS_PORT=${REDIS_PORT:-6379}
+DATABASE_HOST=${DATABASE_HOST:-127.0.0.1}
+DATABASE_PORT=${DATABASE_PORT:-5432}
+DATABASE_NAME=${DATABASE_NAME:-adworker}
+DATABASE_USER=${DATABASE_USER:-adworker}
+DATABASE_PASSWORD=${DATABASE_PASSWORD:-adworker}
+DATA_DIR=${ADWORKER_DEV_DATA_DIR:-/var/tmp/adworker-dev}
+
+log() { printf '[dev-services] %s\n' "$*" >&2; }
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+install_packages() {
+    local wanted=(redis-server redis-tools libhiredis-dev libpq-dev postgresql postgresql-client)
+    local missing=()
+    for package in "${wanted[@]}"; do
+        dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing+=("$package")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        log "installing ${missing[*]}"
+        as_root apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+}
+
+start_redis() {
+    if redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" ping >/dev/null 2>&1; then
+        log "redis already answers on $REDIS_HOST:$REDIS_PORT"
+        return
+    fi
+    mkdir -p "$DATA_DIR/redis"
+    # Streams are the queue: never evict them, and keep an append-only file so a restart loses nothing.
+    redis-server --daemonize yes --bind "$REDIS_HOST" --port "$REDIS_PORT" \
+        --dir "$DATA_DIR/redis" --appendonly yes --maxmemory-policy noeviction \
+        --logfile "$DATA_DIR/redis/redis.log" --pidfile "$DATA_DIR/redis/redis.pid"
+    for _ in $(seq 50); do
+        redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" ping >/dev/null 2>&1 && { log "redis started on $REDIS_HOST:$REDIS_PORT"; return; }
+        sleep 0.1
+    done
+    log "redis did not start; see $DATA_DIR/redis/redis.log"
+    exit 1
+}
+
+start_postgres() {
+    local version
+    version=$(pg_lsclusters -h | awk '$2 == "main" { print $1; exit }')
+    if [ -z "$version" ]; then
+        version=$(ls /usr/lib/postgresql | sort -n | tail -1)
+        log "creating PostgreSQL $version cluster 'main'"
+        as_root pg_createcluster "$version" main --port "$DATABASE_PORT" >/dev/null
+    fi
+    if ! pg_lsclusters -h | awk -v v="$version" '$1 == v && $2 == "main" { print $4 }' | grep -q online; then
+        log "starting PostgreSQL $version/main"
+        as_root pg_ctlcluster "$version" main start
+    fi
+    for _ in $(seq 100); do
+        pg_isready -q -h "$DATABASE_HOST" -p "$DATABASE_PORT" && break
+        sleep 0.1
+    done
+    pg_isready -q -h "$DATABASE_HOST" -p "$DATABASE_PORT" || { log "PostgreSQL is not ready"; exit 1; }
+    # Role and database for the worker; the password goes over the SQL protocol, never on a command line.
+    as_root su postgres -c "psql -q -p $DATABASE_PORT -v ON_ERROR_STOP=1 -v user=$DATABASE_USER -v password=$DATABASE_PASSWORD" <<'SQL'
+SELECT format('CREATE ROLE %I LOGIN PASSWORD %L', :'user', :'password')
+WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'user') \gexec
+SELECT format('ALTER ROLE %I PASSWORD %L', :'user', :'password') \gexec
+SQL
+    as_root su postgres -c "psql -q -p $DATABASE_PORT -v ON_ERROR_STOP=1 -v db=$DATABASE_NAME -v user=$DATABASE_USER" <<'SQL'
+SELECT format('CREATE DATABASE %I OWNER %I', :'db', :'user')
+WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = :'db') \gexec
+SQL
+    log "PostgreSQL ready on $DATABASE_HOST:$DATABASE_PORT, database $DATABASE_NAME, user $DATABASE_USER"
+}
+
+install_packages
+start_redis
+start_postgres
