@@ -35,14 +35,18 @@ public actor RedisConnection {
     /// - Parameters:
     ///   - configuration: Where and how to connect.
     ///   - logger: Receives connection lifecycle messages.
+    ///   - connectImmediately: Connect before `body` runs and throw if that fails; with `false` the
+    ///     first command connects, so a long-running caller can retry with its own backoff.
     ///   - body: Uses the connection; it must not escape.
     public static func withConnection<Result>(
-        _ configuration: RedisConfiguration, logger: Logger,
+        _ configuration: RedisConfiguration, logger: Logger, connectImmediately: Bool = true,
         _ body: (RedisConnection) async throws -> sending Result
     ) async throws -> sending Result {
         let connection = RedisConnection(configuration: configuration, logger: logger)
         do {
-            try await connection.connect()
+            if connectImmediately {
+                try await connection.connect()
+            }
             let result = try await body(connection)
             await connection.close()
             return result

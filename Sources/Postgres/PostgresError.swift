@@ -1,0 +1,73 @@
+/// An error from the Postgres module, classified once from its SQLSTATE so the sink can switch
+/// on ``code``: bisect a data error, take the idempotent path on a unique violation, back off and
+/// retry anything else.
+///
+/// ``description`` carries the code and SQLSTATE only; the server's message (which may quote a
+/// row's value) is kept apart in ``serverMessage``.
+public struct PostgresError: Error, Sendable, CustomStringConvertible {
+    public enum Code: Sendable, Equatable {
+        case connectionFailed
+        /// The connection broke (SQLSTATE class 08, server shutting down, socket error).
+        case connectionLost
+        /// statement_timeout or a cancel (57014).
+        case timeout
+        /// Deadlock, serialization failure, out of resources: retrying may help.
+        case transient
+        /// 23505: the row exists already.
+        case uniqueViolation
+        /// Class 22: a value the column type refuses.
+        case dataError
+        /// Class 23 other than 23505: NOT NULL, CHECK, foreign key.
+        case constraintViolation
+        /// Anything else the server refused (missing table, permissions, syntax).
+        case serverError
+        /// A result libpq should not have given.
+        case unexpectedResult
+    }
+
+    public var code: Code
+    public var sqlState: String?
+    /// Our own short message, or the server's primary message when ``code`` is not about row data.
+    public var message: String
+    /// The server's text, which may contain row values: for debug logs only.
+    public var serverMessage: String?
+    public var file: String
+    public var line: Int
+
+    public init(
+        _ code: Code, _ message: String, sqlState: String? = nil, serverMessage: String? = nil,
+        file: String = #fileID, line: Int = #line
+    ) {
+        self.code = code
+        self.message = message
+        self.sqlState = sqlState
+        self.serverMessage = serverMessage
+        self.file = file
+        self.line = line
+    }
+
+    /// A value in the rows caused it: isolate those rows instead of retrying the batch.
+    public var isDataError: Bool { code == .dataError || code == .constraintViolation }
+
+    public var description: String {
+        "PostgresError(\(code)\(sqlState.map { ", sqlstate \($0)" } ?? "")): \(message)"
+    }
+
+    /// Maps a SQLSTATE to a code (PostgreSQL Appendix A).
+    static func code(forSQLState state: String) -> Code {
+        switch state {
+        case "23505": return .uniqueViolation
+        case "57014": return .timeout
+        case "57P01", "57P02", "57P03": return .connectionLost
+        case "40001", "40P01": return .transient
+        default: break
+        }
+        switch state.prefix(2) {
+        case "08": return .connectionLost
+        case "22": return .dataError
+        case "23": return .constraintViolation
+        case "53", "58": return .transient
+        default: return .serverError
+        }
+    }
+}

@@ -1,0 +1,66 @@
+public import Logging
+import Redis
+public import ServiceLifecycle
+import TelemetryRecords
+
+/// `adworker run`: for each configured stream, `concurrency` consumers, each with its own Redis
+/// and PostgreSQL connections. On graceful shutdown the consumers stop reading, commit and
+/// acknowledge the batch in hand, and return; in drain mode they return once the streams are empty.
+public struct WorkerService: Service {
+    public let configuration: WorkerConfiguration
+    private let logger: Logger
+    private let onBatch: @Sendable (BatchReport) -> Void
+
+    /// - Parameters:
+    ///   - configuration: Streams, batching, connections.
+    ///   - logger: The root logger; consumers add `stream` and `consumer` metadata.
+    ///   - onBatch: Called after every acknowledged batch, from the consumer's task; keep it cheap.
+    public init(
+        configuration: WorkerConfiguration, logger: Logger, onBatch: @escaping @Sendable (BatchReport) -> Void = { _ in }
+    ) {
+        self.configuration = configuration
+        self.logger = logger
+        self.onBatch = onBatch
+    }
+
+    public func run() async throws {
+        try await createGroups()
+        logger.info(
+            "worker started",
+            metadata: [
+                "streams": "\(configuration.kinds.map { configuration.stream(for: $0) })",
+                "concurrency": "\(configuration.concurrency)", "batch_size": "\(configuration.batchSize)",
+                "drain": "\(configuration.drain)",
+            ]
+        )
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for kind in configuration.kinds {
+                for slot in 0..<configuration.concurrency {
+                    let consumer = StreamConsumer(kind: kind, slot: slot, configuration: configuration, logger: logger, onBatch: onBatch)
+                    group.addTask { try await consumer.run() }
+                }
+            }
+            try await group.waitForAll()
+        }
+        logger.info("worker stopped")
+    }
+
+    /// Creates each stream's consumer group if missing, retrying while Redis is unreachable.
+    private func createGroups() async throws {
+        try await RedisConnection.withConnection(configuration.redis, logger: logger, connectImmediately: false) { redis in
+            var backoff = Backoff()
+            for kind in configuration.kinds {
+                while true {
+                    do {
+                        try await redis.createGroupIfMissing(configuration.group, on: configuration.stream(for: kind))
+                        break
+                    } catch {
+                        let delay = backoff.nextDelay()
+                        logger.warning("cannot create consumer group, retrying", metadata: [LogKey.error: "\(error)", LogKey.delay: "\(delay)"])
+                        try await Task.sleep(for: delay)
+                    }
+                }
+            }
+        }
+    }
+}
