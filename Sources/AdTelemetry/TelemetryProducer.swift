@@ -1,0 +1,164 @@
+public import Logging
+import Redis
+public import ServiceLifecycle
+public import TelemetryRecords
+
+/// Sends training and inference records to Redis Streams from an API service.
+///
+/// Sends from any number of tasks are gathered and written as pipelined XADDs on one connection
+/// with its own thread, so thousands of sends a second cost a few round trips and no send ever
+/// blocks a thread of Swift's cooperative pool. The buffer is bounded: past it a send fails at
+/// once with `bufferFull` instead of waiting.
+///
+/// Run it as a `Service` (in your `ServiceGroup`, or `try await producer.run()` in a task):
+/// ```swift
+/// let producer = TelemetryProducer(configuration: .init(redis: .init(host: "127.0.0.1")), logger: logger)
+/// async let _ = producer.run()
+/// let id = try await producer.send(TrainingRecord(model: "fraud_detection", requestID: "r-1",
+///                                                 input: JSONText(["amount": 12.5])))
+/// ```
+public actor TelemetryProducer: Service {
+    private struct PendingSend {
+        var commands: [RedisCommand]
+        var continuation: CheckedContinuation<[Result<StreamEntryID, TelemetryProducerError>], Never>
+    }
+
+    public nonisolated let configuration: TelemetryProducerConfiguration
+    private let logger: Logger
+    private var pending: [PendingSend] = []
+    private var bufferedRecords = 0
+    private var isClosed = false
+    private nonisolated let wakeups: AsyncStream<Void>
+    private nonisolated let wakeupContinuation: AsyncStream<Void>.Continuation
+
+    /// - Parameters:
+    ///   - configuration: Redis address, stream prefix and buffer bounds.
+    ///   - logger: Log keys are prefixed `adtelemetry_`, since they land in the host service's logs.
+    public init(configuration: TelemetryProducerConfiguration, logger: Logger) {
+        self.configuration = configuration
+        self.logger = logger
+        (wakeups, wakeupContinuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+    }
+
+    /// Sends a training record. - Returns: the entry id Redis assigned.
+    public nonisolated func send(_ record: TrainingRecord) async throws(TelemetryProducerError) -> StreamEntryID {
+        try await send([.training(record)])[0].get()
+    }
+
+    /// Sends an inference record. - Returns: the entry id Redis assigned.
+    public nonisolated func send(_ record: InferenceRecord) async throws(TelemetryProducerError) -> StreamEntryID {
+        try await send([.inference(record)])[0].get()
+    }
+
+    /// Sends a complete API request: its training and inference records, in the same pipeline.
+    /// - Parameters:
+    ///   - training: What the model was asked.
+    ///   - inference: What it answered; must carry the same `requestID`.
+    /// - Returns: Both entry ids.
+    public nonisolated func send(
+        training: TrainingRecord, inference: InferenceRecord
+    ) async throws(TelemetryProducerError) -> (training: StreamEntryID, inference: StreamEntryID) {
+        precondition(training.requestID == inference.requestID, "a complete API request shares one request id")
+        let results = try await send([.training(training), .inference(inference)])
+        return (try results[0].get(), try results[1].get())
+    }
+
+    /// Sends many records in one go (bulk loads, `adworker produce`).
+    /// - Parameter records: Sent in order; each goes to its kind's stream.
+    /// - Returns: One result per record: its entry id, or why that one failed.
+    /// - Throws: Only when nothing was queued (buffer full, shut down).
+    public nonisolated func send(
+        _ records: [TelemetryRecord]
+    ) async throws(TelemetryProducerError) -> [Result<StreamEntryID, TelemetryProducerError>] {
+        // Encoding happens here, on the caller's task, not on the actor or the connection thread.
+        let commands = records.map { record in
+            var command: RedisCommand
+            switch record {
+            case .training: command = .streamAdd(to: configuration.streamPrefix + RecordKind.training.rawValue)
+            case .inference: command = .streamAdd(to: configuration.streamPrefix + RecordKind.inference.rawValue)
+            }
+            WireFormat.encode(record, into: &command)
+            return command
+        }
+        return try await enqueue(commands)
+    }
+
+    /// Records queued and not yet answered by Redis.
+    public var bufferedCount: Int { bufferedRecords }
+
+    private func enqueue(
+        _ commands: [RedisCommand]
+    ) async throws(TelemetryProducerError) -> [Result<StreamEntryID, TelemetryProducerError>] {
+        guard !isClosed else { throw TelemetryProducerError(.shutDown, "the producer has stopped") }
+        guard bufferedRecords + commands.count <= configuration.maximumBufferedRecords else {
+            throw TelemetryProducerError(.bufferFull, "\(bufferedRecords) records are waiting to be sent")
+        }
+        bufferedRecords += commands.count
+        return await withCheckedContinuation { continuation in
+            pending.append(PendingSend(commands: commands, continuation: continuation))
+            self.wakeupContinuation.yield()
+        }
+    }
+
+    /// Sends queued records until graceful shutdown, then sends what was queued before it and returns.
+    public nonisolated func run() async throws {
+        try await RedisConnection.withConnection(configuration.redis, logger: logger, connectImmediately: false) { redis in
+            await withGracefulShutdownHandler {
+                for await _ in wakeups {
+                    await flushPending(redis)
+                }
+                await close()
+                await flushPending(redis)
+            } onGracefulShutdown: {
+                self.wakeupContinuation.finish()
+            }
+        }
+    }
+
+    private func close() {
+        isClosed = true
+    }
+
+    /// Takes up to one pipeline's worth of sends (whole sends only).
+    private func takePending() -> [PendingSend] {
+        var taken = 0
+        var count = 0
+        for send in pending {
+            if count > 0 && count + send.commands.count > configuration.maximumPipelineLength { break }
+            count += send.commands.count
+            taken += 1
+        }
+        let batch = Array(pending.prefix(taken))
+        pending.removeFirst(taken)
+        return batch
+    }
+
+    private func finished(_ records: Int) {
+        bufferedRecords -= records
+    }
+
+    private nonisolated func flushPending(_ redis: RedisConnection) async {
+        while true {
+            let sends = await takePending()
+            guard !sends.isEmpty else { return }
+            let commands = sends.flatMap(\.commands)
+            var results: [Result<StreamEntryID, TelemetryProducerError>]
+            do {
+                results = try await redis.add(commands).map { result in
+                    result.mapError { TelemetryProducerError(.rejected, $0.message, underlying: $0) }
+                }
+            } catch {
+                logger.warning("adtelemetry send failed", metadata: ["adtelemetry_error": "\(error)", "adtelemetry_records": "\(commands.count)"])
+                let failure = TelemetryProducerError(.redisUnavailable, error.message, underlying: error)
+                results = Array(repeating: .failure(failure), count: commands.count)
+            }
+            await finished(commands.count)
+            var offset = 0
+            for send in sends {
+                let count = send.commands.count
+                send.continuation.resume(returning: Array(results[offset..<offset + count]))
+                offset += count
+            }
+        }
+    }
+}

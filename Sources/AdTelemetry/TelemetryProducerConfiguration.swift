@@ -1,0 +1,22 @@
+public import Redis
+
+/// How a ``TelemetryProducer`` sends.
+public struct TelemetryProducerConfiguration: Sendable {
+    public var redis: RedisConfiguration
+    /// Stream names are `<prefix>training` and `<prefix>inference`, as the worker reads them.
+    public var streamPrefix: String
+    /// Records waiting to be sent beyond this are refused with ``TelemetryProducerError/Code/bufferFull``.
+    public var maximumBufferedRecords: Int
+    /// XADDs sent in one pipelined write.
+    public var maximumPipelineLength: Int
+
+    public init(
+        redis: RedisConfiguration = RedisConfiguration(), streamPrefix: String = "adserving:",
+        maximumBufferedRecords: Int = 100_000, maximumPipelineLength: Int = 2000
+    ) {
+        self.redis = redis
+        self.streamPrefix = streamPrefix
+        self.maximumBufferedRecords = maximumBufferedRecords
+        self.maximumPipelineLength = maximumPipelineLength
+    }
+}
