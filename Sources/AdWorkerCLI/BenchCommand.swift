@@ -1,0 +1,233 @@
+import AdTelemetry
+import ArgumentParser
+import Foundation
+import Logging
+import Postgres
+import Redis
+import ServiceLifecycle
+import Synchronization
+import TelemetryRecords
+import Worker
+
+struct BenchCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench",
+        abstract: "Measures raw COPY, producer, end-to-end drain and latency against the configured servers in one run.",
+        discussion: """
+            Uses its own schema (adworker_bench) and streams (adworker-bench:*), removed afterwards,
+            so it never touches live data. Compare the drain rate with the raw COPY rate of the same
+            run: the ratio holds on a noisy machine where absolute figures do not.
+            """
+    )
+
+    @OptionGroup var connection: ConnectionOptions
+    @OptionGroup var worker: WorkerOptions
+
+    @Option(help: "Records for the COPY, producer and drain runs.")
+    var count: Int = 200_000
+
+    @Option(help: "Record kind: training or inference.")
+    var kind: String = "inference"
+
+    @Option(help: "Records per second produced during the latency run.")
+    var latencyRate: Int = 5_000
+
+    @Option(help: "Seconds the latency run produces for.")
+    var latencySeconds: Int = 5
+
+    @Flag(help: "Print JSON instead of a table.")
+    var json = false
+
+    @Option(help: "Directory of NNN_name.sql files (default as for migrate).")
+    var schemaDir: String?
+
+    static let schema = "adworker_bench"
+    static let streamPrefix = "adworker-bench:"
+
+    struct Report: Encodable {
+        var kind: String
+        var records: Int
+        var batchSize: Int
+        var concurrency: Int
+        var rawCopyRowsPerSecond: Double
+        var producerEntriesPerSecond: Double
+        var drainRowsPerSecond: Double
+        var drainToRawCopyRatio: Double
+        var latencyRate: Int
+        var latencyEntries: Int
+        var latencyP50Milliseconds: Double
+        var latencyP95Milliseconds: Double
+        var latencyP99Milliseconds: Double
+        var loadAverageBefore: String
+        var loadAverageAfter: String
+    }
+
+    func validate() throws {
+        guard RecordKind(rawValue: kind) != nil else { throw ValidationError("--kind must be training or inference") }
+        guard count > 0, latencyRate > 0, latencySeconds > 0 else { throw ValidationError("counts, rate and seconds must be positive") }
+    }
+
+    func run() async throws {
+        let settings = try connection.settings()
+        let logger = try connection.bootstrap(settings, label: "adworker.bench")
+        let kind = RecordKind(rawValue: kind)!
+        var configuration = try worker.workerConfiguration(settings, connection: connection, drain: true)
+        configuration.kinds = [kind]
+        configuration.streamPrefix = Self.streamPrefix
+        configuration.group = "adworker-bench"
+        configuration.consumerPrefix = "bench"
+        var adminPostgres = configuration.postgres
+        adminPostgres.searchPath = Self.schema
+        configuration.postgres = adminPostgres
+        let stream = configuration.stream(for: kind)
+        let loadBefore = Self.loadAverage()
+
+        let migrations = try Migration.load(from: try MigrateCommand.schemaDirectory(schemaDir ?? settings.string("ADWORKER_SCHEMA_DIR")))
+        try await PostgresConnection.withConnection(adminPostgres, logger: logger) { postgres in
+            try await postgres.execute("DROP SCHEMA IF EXISTS \(Self.schema) CASCADE; CREATE SCHEMA \(Self.schema)")
+            _ = try await postgres.migrate(migrations)
+        }
+        _ = try await RedisConnection.withConnection(configuration.redis, logger: logger) { redis in
+            try await redis.delete([stream, DeadLetter.stream(for: stream)])
+        }
+        defer { logger.debug("bench finished") }
+
+        log("preparing \(count) \(kind.rawValue) records")
+        let records = LoadGenerator.records(kind == .training ? .training : .inference, count: count, seed: 7)
+
+        // (a) The ceiling: the same rows COPYed straight into the table in one transaction.
+        let rawCopyRate = try await Self.rawCopy(records, kind: kind, postgres: adminPostgres, logger: logger)
+        log(String(format: "raw COPY: %.0f rows/s", rawCopyRate))
+
+        // (b) The producer: pipelined XADD of the same records.
+        let producer = TelemetryProducer(
+            configuration: TelemetryProducerConfiguration(redis: configuration.redis, streamPrefix: Self.streamPrefix), logger: logger
+        )
+        let produced = try await LoadGenerator.withRunningProducer(producer, logger: logger) {
+            await LoadGenerator.sendAll(records, through: producer)
+        }
+        guard produced.failed == 0 else { throw ValidationError("the producer failed \(produced.failed) sends") }
+        log(String(format: "producer: %.0f entries/s", produced.ratePerSecond))
+
+        // (c) End to end: the worker drains what the producer sent.
+        let clock = ContinuousClock()
+        let drainStart = clock.now
+        try await WorkerService(configuration: configuration, logger: logger).run()
+        let drainElapsed = drainStart.duration(to: clock.now)
+        let rows = try await Self.rowCount(kind: kind, postgres: adminPostgres, logger: logger)
+        guard rows == count else { throw ValidationError("drain inserted \(rows) rows, expected \(count)") }
+        let drainRate = Double(count) / drainElapsed.seconds
+        log(String(format: "drain: %.0f rows/s", drainRate))
+
+        // (d) Latency at a fixed rate: commit time minus entry id time, for every entry.
+        let latencies = try await measureLatency(configuration: configuration, kind: kind, logger: logger)
+        _ = try await PostgresConnection.withConnection(adminPostgres, logger: logger) { postgres in
+            try await postgres.execute("DROP SCHEMA IF EXISTS \(Self.schema) CASCADE")
+        }
+        _ = try await RedisConnection.withConnection(configuration.redis, logger: logger) { redis in
+            try await redis.delete([stream, DeadLetter.stream(for: stream)])
+        }
+
+        let report = Report(
+            kind: kind.rawValue, records: count, batchSize: configuration.batchSize, concurrency: configuration.concurrency,
+            rawCopyRowsPerSecond: rawCopyRate.rounded(), producerEntriesPerSecond: produced.ratePerSecond.rounded(),
+            drainRowsPerSecond: drainRate.rounded(), drainToRawCopyRatio: (drainRate / rawCopyRate * 1000).rounded() / 1000,
+            latencyRate: latencyRate, latencyEntries: latencies.count,
+            latencyP50Milliseconds: Self.percentile(latencies, 0.50), latencyP95Milliseconds: Self.percentile(latencies, 0.95),
+            latencyP99Milliseconds: Self.percentile(latencies, 0.99),
+            loadAverageBefore: loadBefore, loadAverageAfter: Self.loadAverage()
+        )
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            print(String(decoding: try encoder.encode(report), as: UTF8.self))
+        } else {
+            print(Self.table(report))
+        }
+    }
+
+    private func log(_ message: String) {
+        FileHandle.standardError.write(Data("bench: \(message)\n".utf8))
+    }
+
+    static func rawCopy(_ records: [TelemetryRecord], kind: RecordKind, postgres: PostgresConfiguration, logger: Logger) async throws -> Double {
+        var rows = BinaryCopyRows(reservingBytes: records.count * 256)
+        let base = UInt64(Timestamp.now().millisecondsSinceEpoch)
+        for (index, record) in records.enumerated() {
+            RowEncoder.append(record, id: StreamEntryID(milliseconds: base, sequence: UInt64(index)), to: &rows)
+        }
+        return try await PostgresConnection.withConnection(postgres, logger: logger) { connection in
+            let clock = ContinuousClock()
+            let start = clock.now
+            let outcome = try await connection.insert(rows, into: RowEncoder.target(for: kind), path: .fast)
+            let elapsed = start.duration(to: clock.now)
+            guard outcome.insertedRows == records.count else {
+                throw ValidationError("raw COPY inserted \(outcome.insertedRows) of \(records.count) rows")
+            }
+            try await connection.execute("TRUNCATE \(RowEncoder.target(for: kind).table)")
+            return Double(records.count) / elapsed.seconds
+        }
+    }
+
+    static func rowCount(kind: RecordKind, postgres: PostgresConfiguration, logger: Logger) async throws -> Int {
+        try await PostgresConnection.withConnection(postgres, logger: logger) { connection in
+            Int(try await connection.query("SELECT count(*) FROM \(RowEncoder.target(for: kind).table)")[0][0] ?? "") ?? -1
+        }
+    }
+
+    /// Runs the worker while producing at `latencyRate`; returns every entry's latency in ms.
+    private func measureLatency(configuration: WorkerConfiguration, kind: RecordKind, logger: Logger) async throws -> [Double] {
+        var configuration = configuration
+        configuration.drain = false
+        let target = latencyRate * latencySeconds
+        let samples = Mutex<[Double]>([])
+        let allAcknowledged = AsyncStream<Void>.makeStream()
+        let service = WorkerService(configuration: configuration, logger: logger) { report in
+            let done = samples.withLock { samples in
+                for enqueued in report.enqueuedAt {
+                    samples.append(Double(report.acknowledgedAt.millisecondsSinceEpoch - enqueued.millisecondsSinceEpoch))
+                }
+                return samples.count >= target
+            }
+            if done { allAcknowledged.continuation.finish() }
+        }
+        let producer = TelemetryProducer(
+            configuration: TelemetryProducerConfiguration(redis: configuration.redis, streamPrefix: Self.streamPrefix), logger: logger
+        )
+        let group = ServiceGroup(services: [service, producer], logger: logger)
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try await group.run() }
+            let sent = try await LoadGenerator.sendPaced(kind == .training ? .training : .inference, count: target, rate: latencyRate, seed: 11, through: producer)
+            guard sent.failed == 0 else { throw ValidationError("the producer failed \(sent.failed) sends during the latency run") }
+            for await _ in allAcknowledged.stream {}
+            await group.triggerGracefulShutdown()
+            try await tasks.waitForAll()
+        }
+        return samples.withLock { $0 }
+    }
+
+    static func percentile(_ values: [Double], _ quantile: Double) -> Double {
+        guard !values.isEmpty else { return 0 }
+        let sorted = values.sorted()
+        let rank = Int((quantile * Double(sorted.count)).rounded(.up)) - 1
+        return sorted[min(max(rank, 0), sorted.count - 1)]
+    }
+
+    static func loadAverage() -> String {
+        (try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8))?.split(separator: " ").prefix(3).joined(separator: " ") ?? "unknown"
+    }
+
+    static func table(_ report: Report) -> String {
+        func rate(_ value: Double) -> String { String(format: "%12.0f", value) }
+        return """
+            adworker bench — \(report.records) \(report.kind) records, batch \(report.batchSize), concurrency \(report.concurrency)
+              raw COPY (ceiling)        \(rate(report.rawCopyRowsPerSecond)) rows/s
+              producer XADD             \(rate(report.producerEntriesPerSecond)) entries/s
+              end-to-end drain          \(rate(report.drainRowsPerSecond)) rows/s
+              drain / raw COPY          \(String(format: "%12.3f", report.drainToRawCopyRatio))
+              latency @ \(report.latencyRate)/s (\(report.latencyEntries) entries)
+                p50 \(String(format: "%.1f", report.latencyP50Milliseconds)) ms   p95 \(String(format: "%.1f", report.latencyP95Milliseconds)) ms   p99 \(String(format: "%.1f", report.latencyP99Milliseconds)) ms
+              load average before / after: \(report.loadAverageBefore) / \(report.loadAverageAfter)
+            """
+    }
+}

@@ -1,0 +1,75 @@
+import ArgumentParser
+import Foundation
+import Logging
+import Postgres
+import Redis
+
+/// Options every command shares: where Redis and PostgreSQL are, and logging.
+struct ConnectionOptions: ParsableArguments {
+    @Option(help: "Redis host (env REDIS_HOST; default 127.0.0.1).")
+    var redisHost: String?
+
+    @Option(help: "Redis port (env REDIS_PORT; default 6379).")
+    var redisPort: Int?
+
+    @Option(help: "PostgreSQL host (env DATABASE_HOST; default 127.0.0.1).")
+    var databaseHost: String?
+
+    @Option(help: "PostgreSQL port (env DATABASE_PORT; default 5432).")
+    var databasePort: Int?
+
+    @Option(help: "PostgreSQL database (env DATABASE_NAME; default adworker).")
+    var databaseName: String?
+
+    @Option(help: "PostgreSQL user (env DATABASE_USER; default adworker).")
+    var databaseUser: String?
+
+    @Option(help: "File of KEY=VALUE settings, read under the environment.")
+    var envFile: String = ".env"
+
+    @Option(help: "trace, debug, info, notice, warning, error or critical (env ADWORKER_LOG_LEVEL; default info).")
+    var logLevel: String?
+
+    func settings() throws -> Settings {
+        try Settings.load(dotEnvPath: envFile)
+    }
+
+    func redis(_ settings: Settings) throws -> RedisConfiguration {
+        RedisConfiguration(
+            host: redisHost ?? settings.string("REDIS_HOST") ?? "127.0.0.1",
+            port: try redisPort ?? settings.integer("REDIS_PORT") ?? 6379,
+            username: settings.string("REDIS_USERNAME"),
+            password: try settings.secret("REDIS_PASSWORD")
+        )
+    }
+
+    func postgres(_ settings: Settings) throws -> PostgresConfiguration {
+        let url = try settings.secret("DATABASE_URL")
+        let overridesURL = databaseHost != nil || databasePort != nil || databaseName != nil || databaseUser != nil
+        return PostgresConfiguration(
+            host: databaseHost ?? settings.string("DATABASE_HOST") ?? "127.0.0.1",
+            port: try databasePort ?? settings.integer("DATABASE_PORT") ?? 5432,
+            database: databaseName ?? settings.string("DATABASE_NAME") ?? "adworker",
+            user: databaseUser ?? settings.string("DATABASE_USER") ?? "adworker",
+            password: try settings.secret("DATABASE_PASSWORD"),
+            sslMode: settings.string("DATABASE_SSLMODE"),
+            url: overridesURL ? nil : url
+        )
+    }
+
+    /// Ignores SIGPIPE (hiredis writes with write(2), and a closed socket would kill the process)
+    /// and bootstraps logging to stderr. Call once, first thing in a command's `run`.
+    func bootstrap(_ settings: Settings, label: String) throws -> Logger {
+        signal(SIGPIPE, SIG_IGN)
+        let levelText = logLevel ?? settings.string("ADWORKER_LOG_LEVEL") ?? "info"
+        guard let level = Logger.Level(rawValue: levelText) else {
+            throw ValidationError("log level must be one of \(Logger.Level.allCases.map(\.rawValue).joined(separator: ", ")), not '\(levelText)'")
+        }
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        return Logger(label: label)
+    }
+}

@@ -1,0 +1,128 @@
+import AdTelemetry
+import Logging
+import ServiceLifecycle
+import TelemetryRecords
+
+/// What a load run achieved.
+struct LoadResult {
+    var sent = 0
+    var failed = 0
+    var elapsed: Duration = .zero
+
+    var ratePerSecond: Double { Double(sent) / elapsed.seconds }
+}
+
+/// Sends synthetic telemetry through a ``TelemetryProducer``, as fast as it goes or at a fixed rate.
+enum LoadGenerator {
+    enum Mix: String, CaseIterable {
+        case training, inference
+        /// Complete API requests: a training and an inference record per request.
+        case requests
+    }
+
+    /// Runs `producer` as a service while `body` uses it, then shuts it down gracefully (which
+    /// sends everything queued).
+    static func withRunningProducer<Result: Sendable>(
+        _ producer: TelemetryProducer, logger: Logger, _ body: () async throws -> Result
+    ) async throws -> Result {
+        let group = ServiceGroup(services: [producer], logger: logger)
+        return try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try await group.run() }
+            do {
+                let result = try await body()
+                await group.triggerGracefulShutdown()
+                try await tasks.waitForAll()
+                return result
+            } catch {
+                await group.triggerGracefulShutdown()
+                throw error
+            }
+        }
+    }
+
+    /// Builds `count` records of `mix` (a request counts as two records).
+    static func records(_ mix: Mix, count: Int, seed: UInt64, startingAt first: Int = 0) -> [TelemetryRecord] {
+        var telemetry = SyntheticTelemetry(seed: seed)
+        var records: [TelemetryRecord] = []
+        records.reserveCapacity(count)
+        var number = first
+        let now = Timestamp.now()
+        while records.count < count {
+            let (training, inference) = telemetry.request(number: number, at: now)
+            number += 1
+            switch mix {
+            case .training: records.append(.training(training))
+            case .inference: records.append(.inference(inference))
+            case .requests:
+                records.append(.training(training))
+                if records.count < count { records.append(.inference(inference)) }
+            }
+        }
+        return records
+    }
+
+    /// Sends `records` in chunks from `senders` concurrent tasks, as fast as the producer takes them.
+    static func sendAll(_ records: [TelemetryRecord], through producer: TelemetryProducer, chunk: Int = 1000, senders: Int = 4) async -> LoadResult {
+        let clock = ContinuousClock()
+        let start = clock.now
+        let chunks = stride(from: 0, to: records.count, by: chunk).map { Array(records[$0..<min($0 + chunk, records.count)]) }
+        var result = LoadResult()
+        await withTaskGroup(of: (Int, Int).self) { group in
+            for sender in 0..<senders {
+                group.addTask {
+                    var sent = 0
+                    var failed = 0
+                    for index in stride(from: sender, to: chunks.count, by: senders) {
+                        let outcome = await send(chunks[index], through: producer)
+                        sent += outcome.sent
+                        failed += outcome.failed
+                    }
+                    return (sent, failed)
+                }
+            }
+            for await (sent, failed) in group {
+                result.sent += sent
+                result.failed += failed
+            }
+        }
+        result.elapsed = start.duration(to: clock.now)
+        return result
+    }
+
+    /// Sends `count` records of `mix` at `rate` records a second (generation included).
+    static func sendPaced(_ mix: Mix, count: Int, rate: Int, seed: UInt64, through producer: TelemetryProducer) async throws -> LoadResult {
+        let clock = ContinuousClock()
+        let start = clock.now
+        let chunk = max(1, min(1000, rate / 50))
+        var result = LoadResult()
+        var number = 0
+        while result.sent + result.failed < count {
+            let size = min(chunk, count - result.sent - result.failed)
+            let outcome = await send(records(mix, count: size, seed: seed &+ UInt64(number), startingAt: number), through: producer)
+            number += size
+            result.sent += outcome.sent
+            result.failed += outcome.failed
+            let due = start.advanced(by: .seconds(Double(result.sent + result.failed) / Double(rate)))
+            if due > clock.now { try await clock.sleep(until: due) }
+        }
+        result.elapsed = start.duration(to: clock.now)
+        return result
+    }
+
+    private static func send(_ records: [TelemetryRecord], through producer: TelemetryProducer) async -> (sent: Int, failed: Int) {
+        do {
+            let results = try await producer.send(records)
+            let sent = results.count { if case .success = $0 { true } else { false } }
+            return (sent, results.count - sent)
+        } catch {
+            return (0, records.count)
+        }
+    }
+}
+
+extension Duration {
+    var seconds: Double {
+        let (seconds, attoseconds) = components
+        return Double(seconds) + Double(attoseconds) / 1e18
+    }
+}

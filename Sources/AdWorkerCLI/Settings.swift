@@ -1,0 +1,68 @@
+import ArgumentParser
+import Foundation
+
+/// Resolves settings as flags > environment > `.env` file. Only the CLI reads the environment;
+/// libraries get plain configuration structs.
+struct Settings {
+    private var values: [String: String]
+
+    init(values: [String: String]) {
+        self.values = values
+    }
+
+    /// The process environment over the `.env` file at `dotEnvPath` (missing file: environment only).
+    static func load(dotEnvPath: String, environment: [String: String] = ProcessInfo.processInfo.environment) throws -> Settings {
+        var values: [String: String] = [:]
+        if FileManager.default.fileExists(atPath: dotEnvPath) {
+            let text = try String(contentsOfFile: dotEnvPath, encoding: .utf8)
+            values = try parseDotEnv(text)
+        }
+        values.merge(environment) { _, fromEnvironment in fromEnvironment }
+        return Settings(values: values)
+    }
+
+    /// `KEY=VALUE` lines; `#` comments, blank lines, optional `export `, and single or double quotes.
+    static func parseDotEnv(_ text: String) throws -> [String: String] {
+        var values: [String: String] = [:]
+        for (number, rawLine) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            var line = rawLine.trimmingCharacters(in: .whitespaces)
+            if line.isEmpty || line.hasPrefix("#") { continue }
+            if line.hasPrefix("export ") { line = String(line.dropFirst(7)) }
+            guard let equals = line.firstIndex(of: "=") else {
+                throw ValidationError(".env line \(number + 1) is not KEY=VALUE")
+            }
+            let key = line[..<equals].trimmingCharacters(in: .whitespaces)
+            var value = line[line.index(after: equals)...].trimmingCharacters(in: .whitespaces)
+            if value.count >= 2, let first = value.first, first == "\"" || first == "'", value.last == first {
+                value = String(value.dropFirst().dropLast())
+            }
+            values[key] = value
+        }
+        return values
+    }
+
+    func string(_ key: String) -> String? {
+        guard let value = values[key], !value.isEmpty else { return nil }
+        return value
+    }
+
+    func integer(_ key: String) throws -> Int? {
+        guard let text = string(key) else { return nil }
+        guard let value = Int(text) else { throw ValidationError("\(key) must be a whole number, not '\(text)'") }
+        return value
+    }
+
+    /// A secret from `KEY` or from the file named by `KEY_FILE` (Docker and Kubernetes secrets).
+    func secret(_ key: String) throws -> String? {
+        if let path = string(key + "_FILE") {
+            do {
+                var text = try String(contentsOfFile: path, encoding: .utf8)
+                while text.last == "\n" || text.last == "\r" { text.removeLast() }
+                return text
+            } catch {
+                throw ValidationError("cannot read \(key)_FILE at \(path)")
+            }
+        }
+        return string(key)
+    }
+}

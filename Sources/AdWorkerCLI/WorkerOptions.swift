@@ -1,0 +1,64 @@
+import ArgumentParser
+import Foundation
+import TelemetryRecords
+import Worker
+
+/// Options for commands that run the worker pipeline (`run`, and `bench` for its drain and latency runs).
+struct WorkerOptions: ParsableArguments {
+    @Option(help: "Comma-separated record kinds to consume: training, inference (env ADWORKER_STREAMS; default both).")
+    var streams: String?
+
+    @Option(help: "Entries per COPY transaction (env CONSUMER_BATCH_SIZE; default 1000).")
+    var batchSize: Int?
+
+    @Option(help: "Flush a partial batch after its oldest entry waited this long (env ADWORKER_MAX_WAIT_MS; default 200).")
+    var maxWaitMs: Int?
+
+    @Option(help: "Consumer tasks per stream, each with its own connections (env ADWORKER_CONCURRENCY; default 1).")
+    var concurrency: Int?
+
+    @Option(help: "Stream name prefix (env ADWORKER_STREAM_PREFIX; default 'adserving:').")
+    var streamPrefix: String?
+
+    @Option(help: "Consumer group (env ADWORKER_GROUP; default adworker).")
+    var group: String?
+
+    @Option(help: "Consumer name prefix, stable per host (env ADWORKER_CONSUMER_NAME; default the host name).")
+    var consumerName: String?
+
+    @Option(help: "Entries larger than this go to the dead-letter stream (env ADWORKER_MAX_ENTRY_BYTES; default 1048576).")
+    var maxEntryBytes: Int?
+
+    func workerConfiguration(_ settings: Settings, connection: ConnectionOptions, drain: Bool) throws -> WorkerConfiguration {
+        let kindNames = (streams ?? settings.string("ADWORKER_STREAMS") ?? "training,inference")
+            .split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+        let kinds = try kindNames.map { name in
+            guard let kind = RecordKind(rawValue: name) else {
+                throw ValidationError("unknown stream '\(name)'; expected training or inference")
+            }
+            return kind
+        }
+        let batchSize = try batchSize ?? settings.integer("CONSUMER_BATCH_SIZE") ?? 1000
+        let maxWait = try maxWaitMs ?? settings.integer("ADWORKER_MAX_WAIT_MS") ?? 200
+        let concurrency = try concurrency ?? settings.integer("ADWORKER_CONCURRENCY") ?? 1
+        let maxEntryBytes = try maxEntryBytes ?? settings.integer("ADWORKER_MAX_ENTRY_BYTES") ?? 1 << 20
+        guard !kinds.isEmpty else { throw ValidationError("--streams names no stream") }
+        guard (1...100_000).contains(batchSize) else { throw ValidationError("batch size must be 1...100000, not \(batchSize)") }
+        guard maxWait >= 1 else { throw ValidationError("max wait must be at least 1 ms") }
+        guard (1...64).contains(concurrency) else { throw ValidationError("concurrency must be 1...64, not \(concurrency)") }
+        guard maxEntryBytes >= 1024 else { throw ValidationError("max entry bytes must be at least 1024") }
+        return WorkerConfiguration(
+            kinds: kinds,
+            streamPrefix: streamPrefix ?? settings.string("ADWORKER_STREAM_PREFIX") ?? "adserving:",
+            group: group ?? settings.string("ADWORKER_GROUP") ?? "adworker",
+            consumerPrefix: consumerName ?? settings.string("ADWORKER_CONSUMER_NAME") ?? ProcessInfo.processInfo.hostName,
+            concurrency: concurrency,
+            batchSize: batchSize,
+            maximumWait: .milliseconds(maxWait),
+            drain: drain,
+            maximumEntryBytes: maxEntryBytes,
+            redis: try connection.redis(settings),
+            postgres: try connection.postgres(settings)
+        )
+    }
+}
