@@ -12,7 +12,7 @@ public struct TelemetryProducerConfiguration: Sendable {
 
     public init(
         redis: RedisConfiguration = RedisConfiguration(), streamPrefix: String = "adserving:",
-        maximumBufferedRecords: Int = 100_000, maximumPipelineLength: Int = 2000
+        maximumBufferedRecords: Int = 100_000, maximumPipelineLength: Int = 8000
     ) {
         self.redis = redis
         self.streamPrefix = streamPrefix

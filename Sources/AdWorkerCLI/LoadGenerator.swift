@@ -62,7 +62,7 @@ enum LoadGenerator {
     }
 
     /// Sends `records` in chunks from `senders` concurrent tasks, as fast as the producer takes them.
-    static func sendAll(_ records: [TelemetryRecord], through producer: TelemetryProducer, chunk: Int = 1000, senders: Int = 4) async -> LoadResult {
+    static func sendAll(_ records: [TelemetryRecord], through producer: TelemetryProducer, chunk: Int = 1000, senders: Int = 8) async -> LoadResult {
         let clock = ContinuousClock()
         let start = clock.now
         let chunks = stride(from: 0, to: records.count, by: chunk).map { Array(records[$0..<min($0 + chunk, records.count)]) }

@@ -99,13 +99,15 @@ extension RedisConnection {
     /// Sends XADD commands pipelined. One result per command, in order: the new entry's id or why
     /// that one failed.
     public func add(_ commands: [RedisCommand]) throws(RedisError) -> [Result<StreamEntryID, RedisError>] {
-        try pipeline(commands).map { reply in
-            switch reply {
-            case .bulk(let bytes):
-                if let id = StreamEntryID(utf8: bytes) { return .success(id) }
+        try pipeline(commands) { reply throws(RedisError) -> Result<StreamEntryID, RedisError> in
+            let value = reply.pointee
+            let text = UnsafeRawBufferPointer(start: value.str, count: value.len)
+            switch value.type {
+            case REDIS_REPLY_STRING:
+                if let id = StreamEntryID(utf8: text) { return .success(id) }
                 return .failure(RedisError(.unexpectedReply, "XADD returned a malformed id"))
-            case .error(let message):
-                return .failure(RedisError.fromReply(message))
+            case REDIS_REPLY_ERROR:
+                return .failure(RedisError.fromReply(String(decoding: text, as: UTF8.self)))
             default:
                 return .failure(RedisError(.unexpectedReply, "XADD"))
             }

@@ -19,9 +19,9 @@ public actor RedisConnection {
     private let logger: Logger
     private let executor: ThreadExecutor
     private var context: UnsafeMutablePointer<redisContext>?
-    // Reused argv scratch arrays: pointers into a command's buffer, valid only during one append.
-    private var argumentPointers: [UnsafePointer<CChar>?] = []
-    private var argumentLengths: [Int] = []
+
+    /// Commands written ahead of the replies being read in a long pipeline.
+    static let pipelineChunk = 256
 
     public nonisolated var unownedExecutor: UnownedSerialExecutor { executor.asUnownedSerialExecutor() }
 
@@ -131,23 +131,43 @@ public actor RedisConnection {
         _ commands: [RedisCommand], decode: (UnsafePointer<redisReply>) throws(RedisError) -> Decoded
     ) throws(RedisError) -> [Decoded] {
         guard let context else { throw RedisError(.connectionLost, "not connected") }
-        for command in commands {
-            append(command, to: context)
-        }
         var results: [Decoded] = []
         results.reserveCapacity(commands.count)
         var firstDecodeError: RedisError?
-        for _ in commands {
-            var raw: UnsafeMutableRawPointer?
-            guard redisGetReply(context, &raw) == REDIS_OK, let raw else {
-                throw dropBrokenContext(context)
+        var appended = 0
+        var read = 0
+        // Long pipelines go out in chunks, one chunk ahead of the replies being read, so Redis
+        // works on the next chunk while this thread decodes the replies to the previous one.
+        func appendNextChunk() throws(RedisError) {
+            let end = min(appended + Self.pipelineChunk, commands.count)
+            for index in appended..<end {
+                append(commands[index], to: context)
             }
-            defer { freeReplyObject(raw) }
-            // Read every reply even if one does not decode, so the connection stays in step.
-            do {
-                results.append(try decode(raw.assumingMemoryBound(to: redisReply.self)))
-            } catch {
-                firstDecodeError = firstDecodeError ?? error
+            appended = end
+            var done: Int32 = 0
+            repeat {
+                guard redisBufferWrite(context, &done) == REDIS_OK else { throw dropBrokenContext(context) }
+            } while done == 0
+        }
+        try appendNextChunk()
+        while read < commands.count {
+            let readEnd = appended
+            if appended < commands.count {
+                try appendNextChunk()
+            }
+            while read < readEnd {
+                var raw: UnsafeMutableRawPointer?
+                guard redisGetReply(context, &raw) == REDIS_OK, let raw else {
+                    throw dropBrokenContext(context)
+                }
+                defer { freeReplyObject(raw) }
+                read += 1
+                // Read every reply even if one does not decode, so the connection stays in step.
+                do {
+                    results.append(try decode(raw.assumingMemoryBound(to: redisReply.self)))
+                } catch {
+                    firstDecodeError = firstDecodeError ?? error
+                }
             }
         }
         if let firstDecodeError { throw firstDecodeError }
@@ -155,24 +175,13 @@ public actor RedisConnection {
     }
 
     private func append(_ command: RedisCommand, to context: UnsafeMutablePointer<redisContext>) {
-        let count = command.argumentCount
-        argumentLengths.removeAll(keepingCapacity: true)
-        argumentPointers.removeAll(keepingCapacity: true)
-        command.bytes.withUnsafeBufferPointer { buffer in
-            let base = UnsafeRawPointer(buffer.baseAddress ?? UnsafePointer(bitPattern: 1)!)
-            var start = 0
-            for end in command.ends {
-                argumentPointers.append(base.advanced(by: start).assumingMemoryBound(to: CChar.self))
-                argumentLengths.append(end - start)
-                start = end
-            }
-            // hiredis formats (copies) the command into its output buffer right here, so the
-            // pointers need to live only for this call.
-            _ = argumentPointers.withUnsafeMutableBufferPointer { pointers in
-                argumentLengths.withUnsafeBufferPointer { lengths in
-                    redisAppendCommandArgv(context, Int32(count), pointers.baseAddress, lengths.baseAddress)
-                }
-            }
+        // hiredis copies the bytes into its output buffer; nothing is formatted on this thread.
+        command.header.withUnsafeBufferPointer { header in
+            _ = redisAppendFormattedCommand(context, UnsafeRawPointer(header.baseAddress!).assumingMemoryBound(to: CChar.self), header.count)
+        }
+        command.body.withUnsafeBufferPointer { body in
+            guard let base = body.baseAddress else { return }
+            _ = redisAppendFormattedCommand(context, UnsafeRawPointer(base).assumingMemoryBound(to: CChar.self), body.count)
         }
     }
 

@@ -190,28 +190,8 @@ public enum JSONSyntax {
             return unit
         }
 
-        /// One multi-byte UTF-8 scalar (RFC 3629: no overlongs, no surrogates, at most U+10FFFF).
         mutating func utf8Sequence() -> Bool {
-            let lead = buffer[position]
-            let length: Int
-            var lowerBound: UInt8 = 0x80
-            var upperBound: UInt8 = 0xBF
-            switch lead {
-            case 0xC2...0xDF: length = 2
-            case 0xE0: length = 3; lowerBound = 0xA0
-            case 0xE1...0xEC, 0xEE...0xEF: length = 3
-            case 0xED: length = 3; upperBound = 0x9F
-            case 0xF0: length = 4; lowerBound = 0x90
-            case 0xF1...0xF3: length = 4
-            case 0xF4: length = 4; upperBound = 0x8F
-            default: return false
-            }
-            guard buffer.count - position >= length else { return false }
-            let second = buffer[position + 1]
-            guard second >= lowerBound, second <= upperBound else { return false }
-            for offset in 2..<max(2, length) where buffer[position + offset] & 0xC0 != 0x80 {
-                return false
-            }
+            guard let length = UTF8Validation.scalarLength(in: buffer, at: position) else { return false }
             position += length
             return true
         }

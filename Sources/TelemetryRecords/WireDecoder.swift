@@ -179,9 +179,11 @@ public struct WireDecoder: Sendable {
 
     /// Text PostgreSQL can store: valid UTF-8 without NUL bytes.
     private func text(_ bytes: ArraySlice<UInt8>, field: String) throws(RecordError) -> String {
-        guard !bytes.contains(0) else { throw RecordError(.nulByte, field: field) }
-        guard let string = String(validating: bytes, as: UTF8.self) else { throw RecordError(.invalidUTF8, field: field) }
-        return string
+        try bytes.withUnsafeBufferPointer { (buffer) throws(RecordError) -> String in
+            guard !buffer.contains(0) else { throw RecordError(.nulByte, field: field) }
+            guard UTF8Validation.isValid(buffer) else { throw RecordError(.invalidUTF8, field: field) }
+            return String(decoding: buffer, as: UTF8.self)
+        }
     }
 
     private func boundedText(_ bytes: ArraySlice<UInt8>, field: String) throws(RecordError) -> String {
@@ -208,7 +210,7 @@ public struct WireDecoder: Sendable {
     }
 
     private func double(_ bytes: ArraySlice<UInt8>, field: String) throws(RecordError) -> Double {
-        guard bytes.count <= 64, let text = String(validating: bytes, as: UTF8.self), let value = Double(text) else {
+        guard bytes.count <= 64, let value = Double(String(decoding: bytes, as: UTF8.self)) else {
             throw RecordError(.invalidNumber, field: field)
         }
         guard value.isFinite else { throw RecordError(.outOfRange, field: field) }

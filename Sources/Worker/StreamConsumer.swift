@@ -5,18 +5,25 @@ import Redis
 import ServiceLifecycle
 import TelemetryRecords
 
-/// One consumer of one stream: a reader task that fills batches and a sink task that inserts,
-/// dead-letters and acknowledges them, joined by a channel that holds at most one batch.
+/// One consumer of one stream: a reader task that reads, decodes and encodes batches, and a sink
+/// task that inserts, dead-letters and acknowledges them, joined by a channel that holds at most
+/// one batch. The split lets decoding of the next batch overlap the COPY of the current one.
 ///
 /// - Important: Entries are acknowledged only after their rows are committed (or their dead
 ///   letters written, in the same MULTI as the XACK). A crash at any point leaves them pending,
 ///   and the restarted consumer, having the same name, reads its pending entries first and
 ///   inserts them on the idempotent path.
 struct StreamConsumer {
-    /// Entries read together; `redelivered` ones may already be in the table.
+    /// Entries read together, decoded and encoded as COPY rows; `redelivered` ones may already be
+    /// in the table.
     struct Batch: Sendable {
         var entries: [StreamEntry]
         var redelivered: Bool
+        var rows: BinaryCopyRows
+        /// The entry each row came from.
+        var entryIndexOfRow: [Int]
+        /// Entries that did not decode.
+        var deadLetters: [DeadLetter]
     }
 
     let kind: RecordKind
@@ -72,7 +79,7 @@ struct StreamConsumer {
             guard let last = entries.last else { return }
             logger.info("re-reading own pending entries", metadata: [LogKey.batchSize: "\(entries.count)"])
             after = last.id
-            await batches.send(Batch(entries: entries, redelivered: true))
+            await batches.send(prepare(entries, redelivered: true))
         }
     }
 
@@ -90,7 +97,7 @@ struct StreamConsumer {
             let now = clock.now
             batcher.append(contentsOf: entries, at: now)
             if batcher.isReady(at: now) {
-                await batches.send(Batch(entries: batcher.take(), redelivered: false))
+                await batches.send(prepare(batcher.take(), redelivered: false))
             } else if entries.isEmpty && batcher.isEmpty && configuration.drain {
                 logger.debug("stream drained")
                 return
@@ -98,7 +105,7 @@ struct StreamConsumer {
         }
         // Shutting down: hand over what was read, so it is committed and acknowledged before exit.
         if !batcher.isEmpty {
-            await batches.send(Batch(entries: batcher.take(), redelivered: false))
+            await batches.send(prepare(batcher.take(), redelivered: false))
         }
     }
 
@@ -125,6 +132,26 @@ struct StreamConsumer {
         }
     }
 
+    /// Decodes and encodes entries; those that do not decode become dead letters.
+    private func prepare(_ entries: [StreamEntry], redelivered: Bool) -> Batch {
+        let decoder = WireDecoder(maximumEntryBytes: configuration.maximumEntryBytes)
+        var batch = Batch(
+            entries: entries, redelivered: redelivered, rows: BinaryCopyRows(reservingBytes: entries.count * 256),
+            entryIndexOfRow: [], deadLetters: []
+        )
+        batch.entryIndexOfRow.reserveCapacity(entries.count)
+        for (index, entry) in entries.enumerated() {
+            do {
+                RowEncoder.append(try decoder.decode(entry, as: kind), id: entry.id, to: &batch.rows)
+                batch.entryIndexOfRow.append(index)
+            } catch {
+                logger.warning("entry refused", metadata: [LogKey.entryID: "\(entry.id)", LogKey.reason: "\(error)"])
+                batch.deadLetters.append(DeadLetter(entry: entry, reason: error.description))
+            }
+        }
+        return batch
+    }
+
     // MARK: Sink
 
     private func sink(from batches: AsyncChannel<Batch>) async throws {
@@ -138,22 +165,11 @@ struct StreamConsumer {
     }
 
     private func process(_ batch: Batch, postgres: PostgresConnection, redis: RedisConnection) async throws {
-        let decoder = WireDecoder(maximumEntryBytes: configuration.maximumEntryBytes)
-        var rows = BinaryCopyRows(reservingBytes: batch.entries.count * 256)
-        var entryIndexOfRow: [Int] = []
-        entryIndexOfRow.reserveCapacity(batch.entries.count)
-        var deadLetters: [DeadLetter] = []
-        for (index, entry) in batch.entries.enumerated() {
-            do {
-                RowEncoder.append(try decoder.decode(entry, as: kind), id: entry.id, to: &rows)
-                entryIndexOfRow.append(index)
-            } catch {
-                logger.warning("entry refused", metadata: [LogKey.entryID: "\(entry.id)", LogKey.reason: "\(error)"])
-                deadLetters.append(DeadLetter(entry: entry, reason: error.description))
-            }
-        }
-
+        let rows = batch.rows
+        var deadLetters = batch.deadLetters
         let path: InsertPath = batch.redelivered ? .idempotent : .fast
+        let clock = ContinuousClock()
+        let insertStart = clock.now
         var backoff = Backoff()
         var outcome = InsertOutcome()
         while !rows.isEmpty {
@@ -165,12 +181,13 @@ struct StreamConsumer {
             }
         }
         for (rowIndex, error) in outcome.rejectedRows {
-            let entry = batch.entries[entryIndexOfRow[rowIndex]]
+            let entry = batch.entries[batch.entryIndexOfRow[rowIndex]]
             let reason = "rejected_by_database: sqlstate \(error.sqlState ?? "?")"
             logger.warning("entry refused by the database", metadata: [LogKey.entryID: "\(entry.id)", LogKey.reason: "\(reason)"])
             deadLetters.append(DeadLetter(entry: entry, reason: reason, sqlState: error.sqlState))
         }
 
+        let insertDuration = insertStart.duration(to: clock.now)
         let ids = batch.entries.map(\.id)
         let now = Timestamp.now()
         let deadLetterCommands = deadLetters.map { $0.command(from: stream, at: now) }
@@ -185,7 +202,10 @@ struct StreamConsumer {
         }
         logger.debug(
             "batch committed",
-            metadata: [LogKey.batchSize: "\(batch.entries.count)", "inserted": "\(outcome.insertedRows)", "dead": "\(deadLetters.count)"]
+            metadata: [
+                LogKey.batchSize: "\(batch.entries.count)", "inserted": "\(outcome.insertedRows)", "dead": "\(deadLetters.count)",
+                "insert_duration": "\(insertDuration)", "total_duration": "\(insertStart.duration(to: clock.now))",
+            ]
         )
         onBatch(
             BatchReport(

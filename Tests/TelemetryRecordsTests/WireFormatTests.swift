@@ -1,0 +1,120 @@
+import Testing
+import TelemetryRecords
+
+/// Collects encoded fields the way XADD would send them.
+struct FieldCollector: StreamFieldWriter {
+    var fields = StreamFields()
+
+    mutating func writeField(_ name: String, _ value: some Collection<UInt8>) {
+        fields.append(name: name.utf8, value: value)
+    }
+}
+
+@Suite("Wire format v1")
+struct WireFormatTests {
+    let decoder = WireDecoder()
+
+    static let training = TrainingRecord(
+        model: "fraud_detection", requestID: "req-1", eventTime: Timestamp(millisecondsSinceEpoch: 1_764_000_000_123),
+        input: JSONText(["user_id": "u-1", "transaction_amount": 12.5, "features": [0.1, 0.2]]),
+        metadata: JSONText(["api_version": "v1"]), sourceIP: IPAddress("2001:db8::1")
+    )
+
+    static let inference = InferenceRecord(
+        model: "fraud_detection", requestID: "req-1", eventTime: Timestamp(millisecondsSinceEpoch: 1_764_000_000_456),
+        prediction: JSONText(["label": "fraud", "probability": 0.93]), confidence: 0.87, anomalyScore: 0.1234567890123,
+        isAnomaly: true, processingTime: .milliseconds(42), metadata: nil
+    )
+
+    @Test func trainingRoundTrips() throws {
+        var collector = FieldCollector()
+        WireFormat.encode(Self.training, into: &collector)
+        #expect(collector.fields.map(\.nameString) == ["v", "model", "request_id", "ts", "input", "meta", "source_ip"])
+        #expect(try decoder.decodeTraining(collector.fields) == Self.training)
+    }
+
+    @Test func inferenceRoundTripsIncludingFloatsExactly() throws {
+        var collector = FieldCollector()
+        WireFormat.encode(Self.inference, into: &collector)
+        let decoded = try decoder.decodeInference(collector.fields)
+        #expect(decoded == Self.inference)
+        #expect(decoded.anomalyScore == 0.1234567890123)
+    }
+
+    @Test func decodesAnEntryWrittenByHand() throws {
+        // As `redis-cli XADD adserving:inference * v 1 model m request_id r ts 1700000000000 prediction 0.7 is_anomaly 0`.
+        let fields = StreamFields([
+            ("v", "1"), ("model", "m"), ("request_id", "r"), ("ts", "1700000000000"), ("prediction", "0.7"), ("is_anomaly", "0"),
+        ])
+        let record = try decoder.decodeInference(fields)
+        #expect(record.prediction.description == "0.7")
+        #expect(record.isAnomaly == false)
+        #expect(record.confidence == nil)
+        #expect(record.eventTime.millisecondsSinceEpoch == 1_700_000_000_000)
+    }
+
+    @Test func keepsUnknownFieldsInMetadata() throws {
+        let fields = StreamFields([
+            ("v", "1"), ("model", "m"), ("request_id", "r"), ("ts", "1"), ("input", "{}"),
+            ("meta", #"{"api_version":"v2"}"#), ("campaign", "summer \"sale\""),
+        ])
+        let record = try decoder.decodeTraining(fields)
+        #expect(record.metadata?.description == #"{"extra_fields":{"campaign":"summer \"sale\""},"api_version":"v2"}"#)
+    }
+
+    static let base: [(String, String)] = [("v", "1"), ("model", "m"), ("request_id", "r"), ("ts", "1700000000000"), ("input", #"{"a":1}"#)]
+
+    static func replacing(_ name: String, with value: String?) -> StreamFields {
+        var pairs = base.filter { $0.0 != name }
+        if let value { pairs.append((name, value)) }
+        return StreamFields(pairs)
+    }
+
+    @Test(arguments: [
+        (replacing("model", with: nil), RecordError(.missingField, field: "model")),
+        (replacing("input", with: nil), RecordError(.missingField, field: "input")),
+        (replacing("v", with: "2"), RecordError(.unknownVersion, field: "v")),
+        (replacing("ts", with: "yesterday"), RecordError(.invalidNumber, field: "ts")),
+        (replacing("ts", with: "-5"), RecordError(.outOfRange, field: "ts")),
+        (replacing("ts", with: "99999999999999999999"), RecordError(.outOfRange, field: "ts")),
+        (replacing("input", with: #"{"a":1"#), RecordError(.invalidJSON, field: "input")),
+        (replacing("input", with: "[1,2]"), RecordError(.notAnObject, field: "input")),
+        (replacing("input", with: #"{"a":"\u0000"}"#), RecordError(.invalidJSON, field: "input")),
+        (replacing("model", with: "a\u{0}b"), RecordError(.nulByte, field: "model")),
+        (replacing("model", with: String(repeating: "m", count: 2000)), RecordError(.fieldTooLarge, field: "model")),
+        (replacing("source_ip", with: "300.1.1.1"), RecordError(.invalidIPAddress, field: "source_ip")),
+        (replacing("meta", with: "\"text\""), RecordError(.notAnObject, field: "meta")),
+        (StreamFields(), RecordError(.emptyEntry)),
+        (StreamFields(base + [("model", "again")]), RecordError(.duplicateField, field: "model")),
+    ])
+    func refusesBadTrainingEntries(fields: StreamFields, expected: RecordError) {
+        #expect(throws: expected) { try decoder.decodeTraining(fields) }
+    }
+
+    @Test func refusesInvalidUTF8() {
+        var fields = StreamFields(Self.base.filter { $0.0 != "request_id" })
+        fields.append(name: Array("request_id".utf8), value: [0x72, 0xFF, 0x65])
+        #expect(throws: RecordError(.invalidUTF8, field: "request_id")) { try decoder.decodeTraining(fields) }
+    }
+
+    @Test func refusesOversizedEntries() {
+        let small = WireDecoder(maximumEntryBytes: 1024)
+        let fields = Self.replacing("input", with: #"{"blob":""# + String(repeating: "x", count: 2000) + #""}"#)
+        #expect(throws: RecordError(.entryTooLarge)) { try small.decodeTraining(fields) }
+    }
+
+    @Test(arguments: [
+        ("confidence", "high", RecordError(.invalidNumber, field: "confidence")),
+        ("confidence", "nan", RecordError(.outOfRange, field: "confidence")),
+        ("is_anomaly", "maybe", RecordError(.invalidBoolean, field: "is_anomaly")),
+        ("processing_ms", "3000000000", RecordError(.outOfRange, field: "processing_ms")),
+        ("processing_ms", "-1", RecordError(.outOfRange, field: "processing_ms")),
+        ("prediction", "{oops", RecordError(.invalidJSON, field: "prediction")),
+    ])
+    func refusesBadInferenceValues(name: String, value: String, expected: RecordError) {
+        var pairs: [(String, String)] = [("v", "1"), ("model", "m"), ("request_id", "r"), ("ts", "1"), ("prediction", "1")]
+        pairs.removeAll { $0.0 == name }
+        pairs.append((name, value))
+        #expect(throws: expected) { try decoder.decodeInference(StreamFields(pairs)) }
+    }
+}
