@@ -79,6 +79,7 @@ let package = Package(
             dependencies: [
                 "AdTelemetry", "Worker", "Postgres", "Redis", "TelemetryRecords",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: swiftSettings
         ),

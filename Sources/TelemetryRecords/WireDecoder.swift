@@ -39,8 +39,8 @@ public struct WireDecoder: Sendable {
             }
             return true
         }
-        guard let input else { throw RecordError(.missingField, field: WireFormat.FieldName.input) }
         let required = try common.required()
+        guard let input else { throw RecordError(.missingField, field: WireFormat.FieldName.input) }
         return TrainingRecord(
             model: required.model, requestID: required.requestID, eventTime: required.eventTime,
             input: input, metadata: try common.mergedMetadata(), sourceIP: sourceIP
@@ -80,8 +80,8 @@ public struct WireDecoder: Sendable {
             }
             return true
         }
-        guard let prediction else { throw RecordError(.missingField, field: WireFormat.FieldName.prediction) }
         let required = try common.required()
+        guard let prediction else { throw RecordError(.missingField, field: WireFormat.FieldName.prediction) }
         return InferenceRecord(
             model: required.model, requestID: required.requestID, eventTime: required.eventTime,
             prediction: prediction, confidence: confidence, anomalyScore: anomalyScore, isAnomaly: isAnomaly,

@@ -15,8 +15,13 @@ struct Backoff {
         let exponent = min(attempt, 30)
         attempt += 1
         let ceiling = min(maximum, initial * (1 << exponent))
-        let fraction = Double.random(in: 0.5...1.0, using: &generator)
-        return ceiling * fraction
+        let (seconds, attoseconds) = ceiling.components
+        let ceilingNanoseconds = UInt64(seconds) * 1_000_000_000 + UInt64(attoseconds / 1_000_000_000)
+        let half = ceilingNanoseconds / 2
+        // Scaled so that the generator's full range maps onto [half, ceiling] exactly. (Not
+        // `Double.random(in:using:)`: it rejection-samples, and never returns for some generators.)
+        let jitter = UInt64.max.dividingFullWidth(half.multipliedFullWidth(by: generator.next())).quotient
+        return .nanoseconds(Int64(ceilingNanoseconds - half + jitter))
     }
 
     mutating func nextDelay() -> Duration {

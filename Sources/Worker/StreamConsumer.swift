@@ -75,6 +75,8 @@ struct StreamConsumer {
     private func readOwnPending(_ redis: RedisConnection, into batches: AsyncChannel<Batch>) async throws {
         var after = StreamEntryID(milliseconds: 0, sequence: 0)
         while !Task.isShuttingDownGracefully {
+            // Reads run on the connection's own thread and do not see cancellation; check it here.
+            try Task.checkCancellation()
             let entries = try await readWithRetry(redis, position: .pending(after: after), count: configuration.batchSize, block: nil)
             guard let last = entries.last else { return }
             logger.info("re-reading own pending entries", metadata: [LogKey.batchSize: "\(entries.count)"])
@@ -92,6 +94,7 @@ struct StreamConsumer {
             ? min(configuration.maximumWait, WorkerConfiguration.maximumReadBlock)
             : WorkerConfiguration.maximumReadBlock
         while !Task.isShuttingDownGracefully {
+            try Task.checkCancellation()
             let wait = batcher.readWait(at: clock.now, limit: waitLimit)
             let entries = try await readWithRetry(redis, position: .new, count: batcher.remainingCapacity, block: wait)
             let now = clock.now

@@ -85,6 +85,7 @@ struct WireFormatTests {
         (replacing("source_ip", with: "300.1.1.1"), RecordError(.invalidIPAddress, field: "source_ip")),
         (replacing("meta", with: "\"text\""), RecordError(.notAnObject, field: "meta")),
         (StreamFields(), RecordError(.emptyEntry)),
+        (StreamFields([("unrelated", "x")]), RecordError(.missingField, field: "v")),
         (StreamFields(base + [("model", "again")]), RecordError(.duplicateField, field: "model")),
     ])
     func refusesBadTrainingEntries(fields: StreamFields, expected: RecordError) {

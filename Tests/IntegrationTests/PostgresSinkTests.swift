@@ -1,0 +1,91 @@
+import Logging
+import Postgres
+import TelemetryRecords
+import Testing
+import Worker
+
+@Suite("PostgreSQL sink against a real server", .timeLimit(.minutes(1)))
+struct PostgresSinkTests {
+    static func rows(_ ids: ClosedRange<UInt64>, badValueAt bad: Set<UInt64> = []) -> BinaryCopyRows {
+        var rows = BinaryCopyRows()
+        var telemetry = SyntheticTelemetry(seed: 3)
+        for sequence in ids {
+            var record = telemetry.inference(model: "m", requestID: "r-\(sequence)")
+            if bad.contains(sequence) {
+                // A NUL byte is valid in a Swift string but PostgreSQL's text refuses it (SQLSTATE 22021).
+                record.model = "bad\u{0}model"
+            }
+            RowEncoder.append(record, id: StreamEntryID(milliseconds: 1_700_000_000_000, sequence: sequence), to: &rows)
+        }
+        return rows
+    }
+
+    @Test func fastPathFallsBackToIdempotentOnDuplicates() async throws {
+        try await TestServers.withTestSchema { configuration in
+            try await PostgresConnection.withConnection(configuration, logger: TestServers.logger) { connection in
+                let first = try await connection.insert(Self.rows(1...10), into: RowEncoder.inferenceTarget, path: .fast)
+                #expect(first.insertedRows == 10)
+                #expect(!first.fellBackToIdempotentPath)
+                let again = try await connection.insert(Self.rows(5...15), into: RowEncoder.inferenceTarget, path: .fast)
+                #expect(again.fellBackToIdempotentPath)
+                #expect(again.insertedRows == 5)
+                #expect(again.duplicateRows == 6)
+                let redelivered = try await connection.insert(Self.rows(1...15), into: RowEncoder.inferenceTarget, path: .idempotent)
+                #expect(redelivered.insertedRows == 0)
+                #expect(redelivered.duplicateRows == 15)
+            }
+            #expect(try await TestServers.count(configuration, "inference_results") == 15)
+        }
+    }
+
+    @Test func aDataErrorIsBisectedToTheBadRowsAndTheRestCommitted() async throws {
+        try await TestServers.withTestSchema { configuration in
+            try await PostgresConnection.withConnection(configuration, logger: TestServers.logger) { connection in
+                let outcome = try await connection.insert(Self.rows(1...100, badValueAt: [7, 64]), into: RowEncoder.inferenceTarget, path: .fast)
+                #expect(outcome.insertedRows == 98)
+                #expect(outcome.rejectedRows.map(\.index) == [6, 63])
+                #expect(outcome.rejectedRows.allSatisfy { $0.error.sqlState == "22021" && $0.error.code == .dataError })
+            }
+            let missing = try await TestServers.query(
+                configuration, "SELECT stream_id FROM inference_results WHERE stream_id IN ('1700000000000-7', '1700000000000-64')"
+            )
+            #expect(missing.isEmpty)
+            #expect(try await TestServers.count(configuration, "inference_results") == 98)
+        }
+    }
+
+    @Test func errorsCarryTheirSQLState() async throws {
+        try await PostgresConnection.withConnection(TestServers.postgres, logger: TestServers.logger) { connection in
+            let badCast = await #expect(throws: PostgresError.self) { try await connection.execute("SELECT 'x'::int") }
+            #expect(badCast?.sqlState == "22P02")
+            #expect(badCast?.code == .dataError)
+            let missing = await #expect(throws: PostgresError.self) { try await connection.execute("SELECT * FROM no_such_table") }
+            #expect(missing?.sqlState == "42P01")
+            // The connection is still usable after both errors.
+            let sum = try await connection.query("SELECT 1 + 1")
+            #expect(sum == [["2"]])
+        }
+    }
+
+    @Test func migrateIsIdempotent() async throws {
+        try await TestServers.withTestSchema { configuration in
+            let migrations = try Migration.load(from: TestServers.schemaDirectory)
+            let applied = try await PostgresConnection.withConnection(configuration, logger: TestServers.logger) { connection in
+                try await connection.migrate(migrations)
+            }
+            #expect(applied.isEmpty)
+            let recorded = try await TestServers.query(configuration, "SELECT version FROM adworker_schema_migrations ORDER BY version")
+            #expect(recorded.map { $0[0] } == migrations.map { String($0.version) })
+        }
+    }
+
+    @Test func aWrongPasswordIsRefusedWithoutEchoingIt() async throws {
+        var configuration = TestServers.postgres
+        configuration.password = "definitely-wrong-\(UInt32.random(in: 0...UInt32.max))"
+        let error = await #expect(throws: PostgresError.self) {
+            try await PostgresConnection.withConnection(configuration, logger: TestServers.logger) { _ in }
+        }
+        #expect(error?.code == .connectionFailed)
+        #expect(error.map { !$0.description.contains(configuration.password!) } == true)
+    }
+}

@@ -1,0 +1,103 @@
+import Foundation
+import Logging
+import Postgres
+import Redis
+import Testing
+
+/// The Redis and PostgreSQL that `scripts/dev-services.sh` starts; the environment may point
+/// elsewhere with the same variables the daemon reads. A missing server fails the test: CI
+/// always starts them, so a skip would only hide a broken setup.
+enum TestServers {
+    static let environment = ProcessInfo.processInfo.environment
+    static let logger: Logger = {
+        var logger = Logger(label: "adworker.tests")
+        logger.logLevel = ProcessInfo.processInfo.environment["ADWORKER_TEST_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .critical
+        return logger
+    }()
+
+    static var redis: RedisConfiguration {
+        RedisConfiguration(
+            host: environment["REDIS_HOST"] ?? "127.0.0.1",
+            port: Int(environment["REDIS_PORT"] ?? "") ?? 6379,
+            username: environment["REDIS_USERNAME"],
+            password: environment["REDIS_PASSWORD"]
+        )
+    }
+
+    static var postgres: PostgresConfiguration {
+        PostgresConfiguration(
+            host: environment["DATABASE_HOST"] ?? "127.0.0.1",
+            port: Int(environment["DATABASE_PORT"] ?? "") ?? 5432,
+            database: environment["DATABASE_NAME"] ?? "adworker",
+            user: environment["DATABASE_USER"] ?? "adworker",
+            password: environment["DATABASE_PASSWORD"] ?? "adworker"
+        )
+    }
+
+    /// The repository's `schema/` directory.
+    static var schemaDirectory: String {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("schema").path
+    }
+
+    static func uniqueName(_ prefix: String) -> String {
+        "\(prefix)_\(UUID().uuidString.prefix(8).lowercased())"
+    }
+
+    /// Runs `body` with a PostgreSQL configuration whose `search_path` is a fresh, migrated
+    /// schema, dropped afterwards.
+    static func withTestSchema<Result>(_ body: (PostgresConfiguration) async throws -> Result) async throws -> Result {
+        let schema = uniqueName("test")
+        var configuration = postgres
+        configuration.searchPath = schema
+        let migrations = try Migration.load(from: schemaDirectory)
+        try await PostgresConnection.withConnection(configuration, logger: logger) { connection in
+            try await connection.execute("CREATE SCHEMA \(schema)")
+            _ = try await connection.migrate(migrations)
+        }
+        do {
+            let result = try await body(configuration)
+            try await dropSchema(schema)
+            return result
+        } catch {
+            try? await dropSchema(schema)
+            throw error
+        }
+    }
+
+    private static func dropSchema(_ schema: String) async throws {
+        try await PostgresConnection.withConnection(postgres, logger: logger) { connection in
+            try await connection.execute("DROP SCHEMA IF EXISTS \(schema) CASCADE")
+        }
+    }
+
+    /// Runs `body` with a unique stream prefix; every stream under it is deleted afterwards.
+    static func withTestStreams<Result>(_ body: (String) async throws -> Result) async throws -> Result {
+        let prefix = uniqueName("test") + ":"
+        do {
+            let result = try await body(prefix)
+            try await deleteStreams(prefix)
+            return result
+        } catch {
+            try? await deleteStreams(prefix)
+            throw error
+        }
+    }
+
+    private static func deleteStreams(_ prefix: String) async throws {
+        try await RedisConnection.withConnection(redis, logger: logger) { connection in
+            let keys = try await connection.send(RedisCommand("KEYS", prefix + "*")).array?.compactMap(\.string) ?? []
+            try await connection.delete(keys)
+        }
+    }
+
+    static func query(_ configuration: PostgresConfiguration, _ sql: String, _ parameters: [String?] = []) async throws -> [[String?]] {
+        try await PostgresConnection.withConnection(configuration, logger: logger) { connection in
+            try await connection.query(sql, parameters)
+        }
+    }
+
+    static func count(_ configuration: PostgresConfiguration, _ table: String) async throws -> Int {
+        Int(try await query(configuration, "SELECT count(*) FROM \(table)")[0][0] ?? "") ?? -1
+    }
+}
