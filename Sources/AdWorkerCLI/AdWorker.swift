@@ -8,7 +8,7 @@ struct AdWorker: AsyncParsableCommand {
         commandName: "adworker",
         abstract: "Moves ad-serving telemetry from Redis Streams into PostgreSQL.",
         discussion: """
-            Settings come from flags, then the environment, then the .env file (see .env.template).
+            Settings come from flags, then the environment, then the .env file (see .env.template). \
             Passwords are read only from the environment, .env or *_FILE paths, never from flags.
             """,
         version: version,

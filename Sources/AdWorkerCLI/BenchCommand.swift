@@ -14,8 +14,8 @@ struct BenchCommand: AsyncParsableCommand {
         commandName: "bench",
         abstract: "Measures raw COPY, producer, end-to-end drain and latency against the configured servers in one run.",
         discussion: """
-            Uses its own schema (adworker_bench) and streams (adworker-bench:*), removed afterwards,
-            so it never touches live data. Compare the drain rate with the raw COPY rate of the same
+            Uses its own schema (adworker_bench) and streams (adworker-bench:*), removed afterwards, \
+            so it never touches live data. Compare the drain rate with the raw COPY rate of the same \
             run: the ratio holds on a noisy machine where absolute figures do not.
             """
     )

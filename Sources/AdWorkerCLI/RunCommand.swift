@@ -9,9 +9,9 @@ struct RunCommand: AsyncParsableCommand {
         commandName: "run",
         abstract: "Reads the telemetry streams through a consumer group and COPYs them into PostgreSQL.",
         discussion: """
-            Entries are acknowledged only after their rows are committed. Entries that cannot become
-            rows go to <stream>:dead with a reason. SIGTERM or SIGINT: stop reading, commit and
-            acknowledge the batch in hand, exit 0.
+            Entries are acknowledged only after their rows are committed. Entries that cannot \
+            become rows go to <stream>:dead with a reason. SIGTERM or SIGINT: stop reading, \
+            commit and acknowledge the batch in hand, exit 0.
             """
     )
 

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# The test command: starts local Redis and PostgreSQL (scripts/dev-services.sh), builds once in
+# debug, runs the unit and integration tests against those servers, then drives the adworker
+# binary end to end (migrate twice, produce, drain, count rows, bench on a small workload).
+# Integration tests never skip: a missing server is a failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\n[test] %s\n' "$*" >&2; }
+
+# The CLI smoke run gets its own database so it never mixes with development data.
+export DATABASE_HOST=${DATABASE_HOST:-127.0.0.1} DATABASE_PORT=${DATABASE_PORT:-5432}
+export DATABASE_USER=${DATABASE_USER:-adworker} DATABASE_PASSWORD=${DATABASE_PASSWORD:-adworker}
+export REDIS_HOST=${REDIS_HOST:-127.0.0.1} REDIS_PORT=${REDIS_PORT:-6379}
+smoke_database=${ADWORKER_SMOKE_DATABASE:-adworker_smoke}
+
+log "starting Redis and PostgreSQL"
+scripts/dev-services.sh
+DATABASE_NAME=$smoke_database scripts/dev-services.sh
+
+log "building (debug)"
+swift build --build-tests
+
+log "unit and integration tests"
+timeout 1200 swift test --skip-build
+
+log "checking that .env.template lists every variable the code reads"
+scripts/check-env-template.sh
+
+log "CLI smoke run against database $smoke_database"
+adworker=$(swift build --show-bin-path)/adworker
+psql_smoke() { PGPASSWORD=$DATABASE_PASSWORD psql -X -q -t -A -v ON_ERROR_STOP=1 -h "$DATABASE_HOST" -p "$DATABASE_PORT" -U "$DATABASE_USER" -d "$smoke_database" "$@"; }
+psql_smoke -c 'SET client_min_messages = warning; DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public;'
+prefix="smoke-$$:"
+empty_env=$(mktemp)
+cleanup() { rm -f "$empty_env"; redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" --scan --pattern "${prefix}*" | xargs -r redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" del >/dev/null; }
+trap cleanup EXIT
+export DATABASE_NAME=$smoke_database ADWORKER_STREAM_PREFIX=$prefix
+"$adworker" migrate --env-file "$empty_env"
+"$adworker" migrate --env-file "$empty_env"
+"$adworker" produce --env-file "$empty_env" --stream requests --count 2000
+redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" xadd "${prefix}inference" '*' v 1 model smoke request_id by-hand ts 1700000000000 prediction 0.5 >/dev/null
+redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" xadd "${prefix}inference" '*' v 1 model smoke request_id poison ts 1700000000000 prediction '{' >/dev/null
+timeout 120 "$adworker" run --env-file "$empty_env" --drain --streams training,inference
+training=$(psql_smoke -c 'SELECT count(*) FROM training_data')
+inference=$(psql_smoke -c 'SELECT count(*) FROM inference_results')
+dead=$(redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" xlen "${prefix}inference:dead")
+pending=$(redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" xpending "${prefix}inference" adworker | head -1)
+echo "training rows $training, inference rows $inference, dead letters $dead, pending $pending"
+[ "$training" = 1000 ] && [ "$inference" = 1001 ] && [ "$dead" = 1 ] && [ "$pending" = 0 ] || { log "smoke run counts are wrong"; exit 1; }
+
+log "bench on a small workload (debug build: figures are not meaningful here, the command is)"
+"$adworker" bench --env-file "$empty_env" --count 5000 --latency-seconds 2 --latency-rate 500 --json > /tmp/adworker-smoke-bench.json
+python3 - /tmp/adworker-smoke-bench.json <<'PY'
+import json, sys
+report = json.load(open(sys.argv[1]))
+print(json.dumps(report, indent=1))
+assert report["records"] == 5000, report
+for key in ("rawCopyRowsPerSecond", "producerEntriesPerSecond", "drainRowsPerSecond"):
+    assert report[key] > 0, key
+assert report["latencyEntries"] > 0
+assert 0 < report["latencyP50Milliseconds"] <= report["latencyP95Milliseconds"] <= report["latencyP99Milliseconds"], report
+PY
+
+log "all tests passed"
