@@ -51,6 +51,27 @@ public struct StreamEntryID: Hashable, Comparable, Sendable, CustomStringConvert
 
     public var description: String { "\(milliseconds)-\(sequence)" }
 
+    /// The `<ms>-<seq>` text, written into a stack buffer (no String on the per-row path).
+    public func withUTF8<Result>(_ body: (UnsafeBufferPointer<UInt8>) throws -> Result) rethrows -> Result {
+        // Two UInt64 of at most 20 digits each, and the dash.
+        try withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 41) { buffer in
+            var end = 41
+            func prepend(_ number: UInt64) {
+                var number = number
+                repeat {
+                    end -= 1
+                    buffer[end] = UInt8(ascii: "0") + UInt8(number % 10)
+                    number /= 10
+                } while number > 0
+            }
+            prepend(sequence)
+            end -= 1
+            buffer[end] = UInt8(ascii: "-")
+            prepend(milliseconds)
+            return try body(UnsafeBufferPointer(rebasing: buffer[end...]))
+        }
+    }
+
     /// The time Redis accepted the entry.
     public var timestamp: Timestamp { Timestamp(millisecondsSinceEpoch: Int64(clamping: milliseconds)) }
 

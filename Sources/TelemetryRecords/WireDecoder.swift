@@ -22,14 +22,15 @@ public struct WireDecoder: Sendable {
         var common = CommonFields()
         var input: JSONText?
         var sourceIP: IPAddress?
-        try scan(fields, into: &common) { (name, value) throws(RecordError) in
-            switch name {
-            case WireFormat.FieldName.input:
+        try scan(fields, into: &common) { (field, value) throws(RecordError) in
+            let name = field.rawValue
+            switch field {
+            case .input:
                 guard input == nil else { throw RecordError(.duplicateField, field: name) }
                 let json = try JSONText(validating: value, field: name)
                 guard json.kind == .object else { throw RecordError(.notAnObject, field: name) }
                 input = json
-            case WireFormat.FieldName.sourceIP:
+            case .sourceIP:
                 guard sourceIP == nil else { throw RecordError(.duplicateField, field: name) }
                 let text = try self.text(value, field: name)
                 guard let address = IPAddress(text) else { throw RecordError(.invalidIPAddress, field: name) }
@@ -54,21 +55,22 @@ public struct WireDecoder: Sendable {
         var anomalyScore: Double?
         var isAnomaly: Bool?
         var processingTime: Duration?
-        try scan(fields, into: &common) { (name, value) throws(RecordError) in
-            switch name {
-            case WireFormat.FieldName.prediction:
+        try scan(fields, into: &common) { (field, value) throws(RecordError) in
+            let name = field.rawValue
+            switch field {
+            case .prediction:
                 guard prediction == nil else { throw RecordError(.duplicateField, field: name) }
                 prediction = try JSONText(validating: value, field: name)
-            case WireFormat.FieldName.confidence:
+            case .confidence:
                 guard confidence == nil else { throw RecordError(.duplicateField, field: name) }
                 confidence = try double(value, field: name)
-            case WireFormat.FieldName.anomalyScore:
+            case .anomalyScore:
                 guard anomalyScore == nil else { throw RecordError(.duplicateField, field: name) }
                 anomalyScore = try double(value, field: name)
-            case WireFormat.FieldName.isAnomaly:
+            case .isAnomaly:
                 guard isAnomaly == nil else { throw RecordError(.duplicateField, field: name) }
                 isAnomaly = try boolean(value, field: name)
-            case WireFormat.FieldName.processingMilliseconds:
+            case .processingMilliseconds:
                 guard processingTime == nil else { throw RecordError(.duplicateField, field: name) }
                 let milliseconds = try integer(value, field: name)
                 guard let fitsInt4 = Int32(exactly: milliseconds), fitsInt4 >= 0 else {
@@ -136,40 +138,63 @@ public struct WireDecoder: Sendable {
         }
     }
 
+    /// The field names of wire format v1, matched on bytes so that the per-field path builds no String.
+    enum KnownField: String, CaseIterable {
+        case version = "v", model, requestID = "request_id", eventTime = "ts", input, metadata = "meta"
+        case sourceIP = "source_ip", prediction, confidence, anomalyScore = "anomaly_score", isAnomaly = "is_anomaly"
+        case processingMilliseconds = "processing_ms"
+
+        private static let table: [(bytes: [UInt8], field: KnownField)] = allCases.map { (Array($0.rawValue.utf8), $0) }
+
+        init?(_ name: ArraySlice<UInt8>) {
+            guard let match = Self.table.first(where: { $0.bytes.count == name.count && $0.bytes.elementsEqual(name) }) else {
+                return nil
+            }
+            self = match.field
+        }
+    }
+
     /// Walks the fields once: common ones here, kind-specific ones in `specific` (which returns
-    /// false for a name it does not know), the rest into extras.
+    /// false for a field it does not take), the rest into extras.
     private func scan(
         _ fields: StreamFields, into common: inout CommonFields,
-        specific: (String, ArraySlice<UInt8>) throws(RecordError) -> Bool
+        specific: (KnownField, ArraySlice<UInt8>) throws(RecordError) -> Bool
     ) throws(RecordError) {
         guard !fields.isEmpty else { throw RecordError(.emptyEntry) }
         guard fields.byteCount <= maximumEntryBytes else { throw RecordError(.entryTooLarge) }
         for field in fields {
-            let name = try text(field.name, field: "field name")
             let value = field.value
-            switch name {
-            case WireFormat.FieldName.version:
+            guard let known = KnownField(field.name) else {
+                let name = try text(field.name, field: "field name")
+                _ = try text(value, field: name)
+                common.extras.append((name, value))
+                continue
+            }
+            let name = known.rawValue
+            switch known {
+            case .version:
                 guard !common.version else { throw RecordError(.duplicateField, field: name) }
                 guard value.elementsEqual(WireFormat.version.utf8) else { throw RecordError(.unknownVersion, field: name) }
                 common.version = true
-            case WireFormat.FieldName.model:
+            case .model:
                 guard common.model == nil else { throw RecordError(.duplicateField, field: name) }
                 common.model = try boundedText(value, field: name)
-            case WireFormat.FieldName.requestID:
+            case .requestID:
                 guard common.requestID == nil else { throw RecordError(.duplicateField, field: name) }
                 common.requestID = try boundedText(value, field: name)
-            case WireFormat.FieldName.eventTime:
+            case .eventTime:
                 guard common.eventTime == nil else { throw RecordError(.duplicateField, field: name) }
                 let milliseconds = try integer(value, field: name)
                 guard Timestamp.acceptedRange.contains(milliseconds) else { throw RecordError(.outOfRange, field: name) }
                 common.eventTime = Timestamp(millisecondsSinceEpoch: milliseconds)
-            case WireFormat.FieldName.metadata:
+            case .metadata:
                 guard common.metadata == nil else { throw RecordError(.duplicateField, field: name) }
                 let json = try JSONText(validating: value, field: name)
                 guard json.kind == .object else { throw RecordError(.notAnObject, field: name) }
                 common.metadata = json
             default:
-                if try !specific(name, value) {
+                if try !specific(known, value) {
+                    // A v1 name that belongs to the other record kind: kept like any unknown field.
                     _ = try text(value, field: name)
                     common.extras.append((name, value))
                 }

@@ -65,7 +65,7 @@ public enum RowEncoder {
     }
 
     private static func writeKey(_ id: StreamEntryID, to rows: inout BinaryCopyRows) {
-        rows.writeText(id.description)
+        id.withUTF8 { rows.writeText(ascii: $0) }
         rows.writeTimestamp(id.timestamp)
     }
 }

@@ -11,6 +11,12 @@ struct StreamEntryIDTests {
         #expect(id.timestamp.millisecondsSinceEpoch == 1_700_000_000_123)
     }
 
+    @Test(arguments: ["0-0", "1700000000123-7", "18446744073709551615-18446744073709551615"])
+    func writesTheSameBytesAsItsDescription(text: String) throws {
+        let id = try #require(StreamEntryID(text))
+        #expect(id.withUTF8 { Array($0) } == Array(text.utf8))
+    }
+
     @Test(arguments: ["", "-", "1-", "-1", "1", "1-2-3", "a-1", "1-b", "99999999999999999999999-0", " 1-2"])
     func refusesMalformedIDs(text: String) {
         #expect(StreamEntryID(text) == nil)
