@@ -5,9 +5,10 @@ import Redis
 import ServiceLifecycle
 import TelemetryRecords
 
-/// One consumer of one stream: a reader task that reads, decodes and encodes batches, and a sink
-/// task that inserts, dead-letters and acknowledges them, joined by a channel that holds at most
-/// one batch. The split lets decoding of the next batch overlap the COPY of the current one.
+/// One consumer of one stream, as three tasks joined by channels that each hold at most one
+/// batch: a reader (XREADGROUP, batching), a preparer (decode and encode as COPY rows) and a sink
+/// (insert, dead-letter, acknowledge). Reading, decoding and the COPY of three successive batches
+/// overlap, on the Redis connection's thread, the cooperative pool and the libpq thread.
 ///
 /// - Important: Entries are acknowledged only after their rows are committed (or their dead
 ///   letters written, in the same MULTI as the XACK). A crash at any point leaves them pending,
@@ -48,12 +49,25 @@ struct StreamConsumer {
         self.onBatch = onBatch
     }
 
+    /// Entries as read, before decoding.
+    struct ReadBatch: Sendable {
+        var entries: [StreamEntry]
+        var redelivered: Bool
+    }
+
     func run() async throws {
+        let reads = AsyncChannel<ReadBatch>()
         let batches = AsyncChannel<Batch>()
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
+                defer { reads.finish() }
+                try await read(into: reads)
+            }
+            group.addTask {
                 defer { batches.finish() }
-                try await read(into: batches)
+                for await read in reads {
+                    await batches.send(prepare(read.entries, redelivered: read.redelivered))
+                }
             }
             group.addTask {
                 try await sink(from: batches)
@@ -64,7 +78,7 @@ struct StreamConsumer {
 
     // MARK: Reader
 
-    private func read(into batches: AsyncChannel<Batch>) async throws {
+    private func read(into batches: AsyncChannel<ReadBatch>) async throws {
         try await RedisConnection.withConnection(configuration.redis, logger: logger, connectImmediately: false) { redis in
             try await readOwnPending(redis, into: batches)
             try await readNew(redis, into: batches)
@@ -72,7 +86,7 @@ struct StreamConsumer {
     }
 
     /// Entries delivered to this consumer name before (a previous run that crashed or was killed).
-    private func readOwnPending(_ redis: RedisConnection, into batches: AsyncChannel<Batch>) async throws {
+    private func readOwnPending(_ redis: RedisConnection, into batches: AsyncChannel<ReadBatch>) async throws {
         var after = StreamEntryID(milliseconds: 0, sequence: 0)
         while !Task.isShuttingDownGracefully {
             // Reads run on the connection's own thread and do not see cancellation; check it here.
@@ -81,11 +95,11 @@ struct StreamConsumer {
             guard let last = entries.last else { return }
             logger.info("re-reading own pending entries", metadata: [LogKey.batchSize: "\(entries.count)"])
             after = last.id
-            await batches.send(prepare(entries, redelivered: true))
+            await batches.send(ReadBatch(entries: entries, redelivered: true))
         }
     }
 
-    private func readNew(_ redis: RedisConnection, into batches: AsyncChannel<Batch>) async throws {
+    private func readNew(_ redis: RedisConnection, into batches: AsyncChannel<ReadBatch>) async throws {
         let clock = ContinuousClock()
         var batcher = Batcher<StreamEntry, ContinuousClock.Instant>(
             maximumSize: configuration.batchSize, maximumWait: configuration.maximumWait
@@ -100,7 +114,7 @@ struct StreamConsumer {
             let now = clock.now
             batcher.append(contentsOf: entries, at: now)
             if batcher.isReady(at: now) {
-                await batches.send(prepare(batcher.take(), redelivered: false))
+                await batches.send(ReadBatch(entries: batcher.take(), redelivered: false))
             } else if entries.isEmpty && batcher.isEmpty && configuration.drain {
                 logger.debug("stream drained")
                 return
@@ -108,7 +122,7 @@ struct StreamConsumer {
         }
         // Shutting down: hand over what was read, so it is committed and acknowledged before exit.
         if !batcher.isEmpty {
-            await batches.send(prepare(batcher.take(), redelivered: false))
+            await batches.send(ReadBatch(entries: batcher.take(), redelivered: false))
         }
     }
 
