@@ -52,6 +52,12 @@ struct Settings {
         return value
     }
 
+    func decimal(_ key: String) throws -> Double? {
+        guard let text = string(key) else { return nil }
+        guard let value = Double(text), value.isFinite else { throw ValidationError("\(key) must be a number, not '\(text)'") }
+        return value
+    }
+
     /// A secret from `KEY` or from the file named by `KEY_FILE` (Docker and Kubernetes secrets).
     func secret(_ key: String) throws -> String? {
         if let path = string(key + "_FILE") {

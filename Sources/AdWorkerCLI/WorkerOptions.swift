@@ -29,6 +29,18 @@ struct WorkerOptions: ParsableArguments {
     @Option(help: "Entries larger than this go to the dead-letter stream (env ADWORKER_MAX_ENTRY_BYTES; default 1048576).")
     var maxEntryBytes: Int?
 
+    @Option(help: "Claim entries pending on any consumer for longer than this many seconds (env ADWORKER_CLAIM_IDLE; default 60).")
+    var claimIdle: Double?
+
+    @Option(help: "Dead-letter an entry delivered more often than this (env ADWORKER_MAX_DELIVERIES; default 5).")
+    var maxDeliveries: Int?
+
+    @Option(help: "Seconds between trims of acknowledged history (XTRIM MINID); 0 turns trimming off (env ADWORKER_TRIM_INTERVAL; default 60).")
+    var trimInterval: Double?
+
+    @Option(help: "Remove consumers idle this many seconds that own no pending entries (env ADWORKER_CONSUMER_EXPIRY; default 3600).")
+    var consumerExpiry: Double?
+
     func workerConfiguration(_ settings: Settings, connection: ConnectionOptions, drain: Bool) throws -> WorkerConfiguration {
         let kindNames = (streams ?? settings.string("ADWORKER_STREAMS") ?? "training,inference")
             .split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
@@ -42,6 +54,14 @@ struct WorkerOptions: ParsableArguments {
         let maxWait = try maxWaitMs ?? settings.integer("ADWORKER_MAX_WAIT_MS") ?? 200
         let concurrency = try concurrency ?? settings.integer("ADWORKER_CONCURRENCY") ?? 1
         let maxEntryBytes = try maxEntryBytes ?? settings.integer("ADWORKER_MAX_ENTRY_BYTES") ?? 1 << 20
+        let claimIdle = try claimIdle ?? settings.decimal("ADWORKER_CLAIM_IDLE") ?? 60
+        let maxDeliveries = try maxDeliveries ?? settings.integer("ADWORKER_MAX_DELIVERIES") ?? 5
+        let trimInterval = try trimInterval ?? settings.decimal("ADWORKER_TRIM_INTERVAL") ?? 60
+        let consumerExpiry = try consumerExpiry ?? settings.decimal("ADWORKER_CONSUMER_EXPIRY") ?? 3600
+        guard claimIdle >= 0.1 else { throw ValidationError("claim idle must be at least 0.1 s") }
+        guard maxDeliveries >= 1 else { throw ValidationError("max deliveries must be at least 1") }
+        guard trimInterval >= 0 else { throw ValidationError("trim interval must not be negative") }
+        guard consumerExpiry >= 1 else { throw ValidationError("consumer expiry must be at least 1 s") }
         guard !kinds.isEmpty else { throw ValidationError("--streams names no stream") }
         guard (1...100_000).contains(batchSize) else { throw ValidationError("batch size must be 1...100000, not \(batchSize)") }
         guard maxWait >= 1 else { throw ValidationError("max wait must be at least 1 ms") }
@@ -57,6 +77,10 @@ struct WorkerOptions: ParsableArguments {
             maximumWait: .milliseconds(maxWait),
             drain: drain,
             maximumEntryBytes: maxEntryBytes,
+            claimIdle: .milliseconds(Int64(claimIdle * 1000)),
+            maximumDeliveries: maxDeliveries,
+            trimInterval: trimInterval > 0 ? .milliseconds(Int64(trimInterval * 1000)) : nil,
+            consumerExpiry: .milliseconds(Int64(consumerExpiry * 1000)),
             redis: try connection.redis(settings),
             postgres: try connection.postgres(settings)
         )

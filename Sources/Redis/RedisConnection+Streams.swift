@@ -80,20 +80,9 @@ extension RedisConnection {
             try acknowledge(ids, in: stream, group: group)
             return
         }
-        var commands = [RedisCommand("MULTI")]
-        commands.append(contentsOf: additions)
+        var commands = additions
         if !ids.isEmpty { commands.append(Self.acknowledgeCommand(ids, in: stream, group: group)) }
-        commands.append(RedisCommand("EXEC"))
-        let replies = try pipeline(commands)
-        for reply in replies {
-            if case .error(let message) = reply { throw RedisError.fromReply(message) }
-        }
-        guard case .array(let results)? = replies.last else {
-            throw RedisError(.unexpectedReply, "EXEC returned no results")
-        }
-        for result in results {
-            if case .error(let message) = result { throw RedisError.fromReply(message) }
-        }
+        _ = try transaction(commands)
     }
 
     /// Sends XADD commands pipelined. One result per command, in order: the new entry's id or why
@@ -174,7 +163,7 @@ extension RedisConnection {
         return command
     }
 
-    private static func integer(_ reply: RedisValue, _ commandName: String) throws(RedisError) -> Int64 {
+    static func integer(_ reply: RedisValue, _ commandName: String) throws(RedisError) -> Int64 {
         switch reply {
         case .integer(let value): return value
         case .error(let message): throw RedisError.fromReply(message)

@@ -11,17 +11,35 @@ public struct DeadLetter: Sendable {
         public static let entryID = "dead.entry_id"
         public static let stream = "dead.stream"
         public static let deadAt = "dead.at"
+        public static let deliveries = "dead.deliveries"
     }
 
     public var entry: StreamEntry
     /// A code and a field name (``RecordError/description``) or a SQLSTATE class; never a value.
     public var reason: String
     public var sqlState: String?
+    /// How many times the entry had been delivered to a consumer.
+    public var deliveries: Int
 
-    public init(entry: StreamEntry, reason: String, sqlState: String? = nil) {
+    public init(entry: StreamEntry, reason: String, sqlState: String? = nil, deliveries: Int = 1) {
         self.entry = entry
         self.reason = reason
         self.sqlState = sqlState
+        self.deliveries = deliveries
+    }
+
+    /// The original entry's fields: what follows the leading `dead.*` fields, byte for byte (an
+    /// original field that happens to be named `dead.…` is kept). What `dlq replay` sends again.
+    public static func originalFields(of deadLetter: StreamFields) -> StreamFields {
+        let deadNames = Set([Field.reason, Field.sqlState, Field.entryID, Field.stream, Field.deadAt, Field.deliveries].map { Array($0.utf8) })
+        var original = StreamFields()
+        var inHeader = true
+        for field in deadLetter {
+            if inHeader && deadNames.contains(Array(field.name)) { continue }
+            inHeader = false
+            original.append(name: field.name, value: field.value)
+        }
+        return original
     }
 
     public static func stream(for stream: String) -> String { stream + ":dead" }
@@ -34,6 +52,7 @@ public struct DeadLetter: Sendable {
         command.writeField(Field.entryID, entry.id.description.utf8)
         command.writeField(Field.stream, stream.utf8)
         command.writeField(Field.deadAt, String(time.millisecondsSinceEpoch).utf8)
+        command.writeField(Field.deliveries, String(deliveries).utf8)
         for field in entry.fields {
             // Raw bytes: a name that is not valid UTF-8 must survive as it arrived.
             command.append(bytes: field.name)

@@ -23,8 +23,9 @@ struct StreamConsumer {
         var rows: BinaryCopyRows
         /// The entry each row came from.
         var entryIndexOfRow: [Int]
-        /// Entries that did not decode.
+        /// Entries that did not decode, or were delivered too often.
         var deadLetters: [DeadLetter]
+        var deliveries: [StreamEntryID: Int] = [:]
     }
 
     let kind: RecordKind
@@ -33,6 +34,10 @@ struct StreamConsumer {
     let configuration: WorkerConfiguration
     let logger: Logger
     let onBatch: @Sendable (BatchReport) -> Void
+    /// One per task and target: the reader's Redis, the sink's Redis and PostgreSQL.
+    let readerRedis = CircuitBreaker(target: "redis")
+    let sinkRedis = CircuitBreaker(target: "redis")
+    let sinkPostgres = CircuitBreaker(target: "postgres")
 
     init(
         kind: RecordKind, slot: Int, configuration: WorkerConfiguration, logger: Logger,
@@ -53,6 +58,8 @@ struct StreamConsumer {
     struct ReadBatch: Sendable {
         var entries: [StreamEntry]
         var redelivered: Bool
+        /// Delivery counts of redelivered entries; a fresh entry has been delivered once.
+        var deliveries: [StreamEntryID: Int] = [:]
     }
 
     func run() async throws {
@@ -66,7 +73,7 @@ struct StreamConsumer {
             group.addTask {
                 defer { batches.finish() }
                 for await read in reads {
-                    await batches.send(prepare(read.entries, redelivered: read.redelivered))
+                    await batches.send(prepare(read))
                 }
             }
             group.addTask {
@@ -95,8 +102,43 @@ struct StreamConsumer {
             guard let last = entries.last else { return }
             logger.info("re-reading own pending entries", metadata: [LogKey.batchSize: "\(entries.count)"])
             after = last.id
-            await batches.send(ReadBatch(entries: entries, redelivered: true))
+            await batches.send(try await redelivered(entries, redis))
         }
+    }
+
+    /// A batch of entries delivered before, with their delivery counts.
+    private func redelivered(_ entries: [StreamEntry], _ redis: RedisConnection) async throws -> ReadBatch {
+        var batch = ReadBatch(entries: entries, redelivered: true)
+        guard let first = entries.first?.id, let last = entries.last?.id else { return batch }
+        let pending = try await readerRedis.retrying(doing: "reading delivery counts", logger: logger) {
+            try await redis.pendingEntries(stream, group: configuration.group, in: first...last, count: entries.count, consumer: consumer)
+        }
+        for entry in pending { batch.deliveries[entry.id] = entry.deliveries }
+        return batch
+    }
+
+    /// Takes over entries that another consumer (or an earlier incarnation of any) has held for
+    /// longer than `claimIdle`; one step of XAUTOCLAIM per call, resuming at `cursor`.
+    private func reclaim(_ redis: RedisConnection, cursor: inout StreamEntryID) async throws -> ReadBatch? {
+        let start = cursor
+        let claim = try await readerRedis.retrying(doing: "claiming idle entries", logger: logger) {
+            try await redis.autoClaim(
+                stream, group: configuration.group, consumer: consumer, minimumIdle: configuration.claimIdle, start: start,
+                count: configuration.batchSize
+            )
+        }
+        cursor = claim.next
+        if !claim.deleted.isEmpty {
+            // Redis has already dropped these from the pending list: deleted by XDEL or a trim that
+            // did not go through adworker. Nothing is left to store; say so loudly.
+            logger.error(
+                "pending entries were deleted from the stream before they were stored",
+                metadata: ["count": "\(claim.deleted.count)", "entry_ids": "\(claim.deleted.prefix(10).map(\.description))"]
+            )
+        }
+        guard !claim.entries.isEmpty else { return nil }
+        logger.notice("claimed idle entries from other consumers", metadata: [LogKey.batchSize: "\(claim.entries.count)"])
+        return try await redelivered(claim.entries, redis)
     }
 
     private func readNew(_ redis: RedisConnection, into batches: AsyncChannel<ReadBatch>) async throws {
@@ -107,8 +149,18 @@ struct StreamConsumer {
         let waitLimit = configuration.drain
             ? min(configuration.maximumWait, WorkerConfiguration.maximumReadBlock)
             : WorkerConfiguration.maximumReadBlock
+        let claimInterval = min(max(configuration.claimIdle / 2, .milliseconds(100)), .seconds(30))
+        var nextClaim = clock.now
+        var claimCursor = StreamEntryID(milliseconds: 0, sequence: 0)
         while !Task.isShuttingDownGracefully {
             try Task.checkCancellation()
+            if clock.now >= nextClaim {
+                if let claimed = try await reclaim(redis, cursor: &claimCursor) {
+                    await batches.send(claimed)
+                    continue
+                }
+                nextClaim = clock.now + claimInterval
+            }
             let wait = batcher.readWait(at: clock.now, limit: waitLimit)
             let entries = try await readWithRetry(redis, position: .new, count: batcher.remainingCapacity, block: wait)
             let now = clock.now
@@ -116,6 +168,13 @@ struct StreamConsumer {
             if batcher.isReady(at: now) {
                 await batches.send(ReadBatch(entries: batcher.take(), redelivered: false))
             } else if entries.isEmpty && batcher.isEmpty && configuration.drain {
+                if try await othersHoldPending(redis) {
+                    // Drain means nothing new and nothing pending: wait for the other holders to
+                    // finish, or for their entries to become idle enough to claim.
+                    try await Task.sleep(for: min(claimInterval, .milliseconds(200)))
+                    nextClaim = clock.now
+                    continue
+                }
                 logger.debug("stream drained")
                 return
             }
@@ -129,41 +188,51 @@ struct StreamConsumer {
     private func readWithRetry(
         _ redis: RedisConnection, position: ReadPosition, count: Int, block: Duration?
     ) async throws -> [StreamEntry] {
-        var backoff = Backoff()
-        while true {
+        try await readerRedis.retrying(doing: "reading", logger: logger) {
             do {
                 return try await redis.readGroup(
                     configuration.group, consumer: consumer, from: stream, position: position, count: count, block: block
                 )
-            } catch let error where error.code == .noGroup {
-                // The stream or group was deleted under us; recreate it and go on.
+            } catch let error as RedisError where error.code == .noGroup {
+                // The stream or group was deleted under us; recreate it and read again.
                 logger.warning("consumer group missing, creating it", metadata: [LogKey.error: "\(error)"])
-                do {
-                    try await redis.createGroupIfMissing(configuration.group, on: stream)
-                } catch {
-                    try await pause(&backoff, after: error, doing: "creating the consumer group")
-                }
-            } catch {
-                try await pause(&backoff, after: error, doing: "reading")
+                try await redis.createGroupIfMissing(configuration.group, on: stream)
+                return []
             }
         }
     }
 
+    /// Whether entries are pending on the group at all (in drain mode, another consumer's batch
+    /// in flight, or entries a dead consumer left behind).
+    private func othersHoldPending(_ redis: RedisConnection) async throws -> Bool {
+        try await readerRedis.retrying(doing: "counting pending entries", logger: logger) {
+            try await redis.pendingCount(stream, group: configuration.group) > 0
+        }
+    }
+
     /// Decodes and encodes entries; those that do not decode become dead letters.
-    private func prepare(_ entries: [StreamEntry], redelivered: Bool) -> Batch {
+    private func prepare(_ read: ReadBatch) -> Batch {
         let decoder = WireDecoder(maximumEntryBytes: configuration.maximumEntryBytes)
+        let entries = read.entries
         var batch = Batch(
-            entries: entries, redelivered: redelivered, rows: BinaryCopyRows(reservingBytes: entries.count * 256),
+            entries: entries, redelivered: read.redelivered, rows: BinaryCopyRows(reservingBytes: entries.count * 256),
             entryIndexOfRow: [], deadLetters: []
         )
         batch.entryIndexOfRow.reserveCapacity(entries.count)
+        batch.deliveries = read.deliveries
         for (index, entry) in entries.enumerated() {
+            let deliveries = read.deliveries[entry.id] ?? 1
+            if deliveries > configuration.maximumDeliveries {
+                logger.warning("entry delivered too often", metadata: [LogKey.entryID: "\(entry.id)", "deliveries": "\(deliveries)"])
+                batch.deadLetters.append(DeadLetter(entry: entry, reason: "max_deliveries_exceeded", deliveries: deliveries))
+                continue
+            }
             do {
                 RowEncoder.append(try decoder.decode(entry, as: kind), id: entry.id, to: &batch.rows)
                 batch.entryIndexOfRow.append(index)
             } catch {
                 logger.warning("entry refused", metadata: [LogKey.entryID: "\(entry.id)", LogKey.reason: "\(error)"])
-                batch.deadLetters.append(DeadLetter(entry: entry, reason: error.description))
+                batch.deadLetters.append(DeadLetter(entry: entry, reason: error.description, deliveries: deliveries))
             }
         }
         return batch
@@ -187,35 +256,25 @@ struct StreamConsumer {
         let path: InsertPath = batch.redelivered ? .idempotent : .fast
         let clock = ContinuousClock()
         let insertStart = clock.now
-        var backoff = Backoff()
         var outcome = InsertOutcome()
-        while !rows.isEmpty {
-            do {
-                outcome = try await postgres.insert(rows, into: RowEncoder.target(for: kind), path: path)
-                break
-            } catch {
-                try await pause(&backoff, after: error, doing: "inserting")
+        if !rows.isEmpty {
+            outcome = try await sinkPostgres.retrying(doing: "inserting", logger: logger) {
+                try await postgres.insert(rows, into: RowEncoder.target(for: kind), path: path)
             }
         }
         for (rowIndex, error) in outcome.rejectedRows {
             let entry = batch.entries[batch.entryIndexOfRow[rowIndex]]
             let reason = "rejected_by_database: sqlstate \(error.sqlState ?? "?")"
             logger.warning("entry refused by the database", metadata: [LogKey.entryID: "\(entry.id)", LogKey.reason: "\(reason)"])
-            deadLetters.append(DeadLetter(entry: entry, reason: reason, sqlState: error.sqlState))
+            deadLetters.append(DeadLetter(entry: entry, reason: reason, sqlState: error.sqlState, deliveries: batch.deliveries[entry.id] ?? 1))
         }
 
         let insertDuration = insertStart.duration(to: clock.now)
         let ids = batch.entries.map(\.id)
         let now = Timestamp.now()
         let deadLetterCommands = deadLetters.map { $0.command(from: stream, at: now) }
-        backoff.reset()
-        while true {
-            do {
-                try await redis.acknowledge(ids, in: stream, group: configuration.group, addingAtomically: deadLetterCommands)
-                break
-            } catch {
-                try await pause(&backoff, after: error, doing: "acknowledging")
-            }
+        try await sinkRedis.retrying(doing: "acknowledging", logger: logger) {
+            try await redis.acknowledge(ids, in: stream, group: configuration.group, addingAtomically: deadLetterCommands)
         }
         logger.debug(
             "batch committed",
@@ -232,17 +291,5 @@ struct StreamConsumer {
                 enqueuedAt: ids.map(\.timestamp)
             )
         )
-    }
-
-    // MARK: Retry
-
-    /// Sleeps for the next backoff delay after a failure; throws if the task is cancelled.
-    private func pause(_ backoff: inout Backoff, after error: any Error, doing activity: String) async throws {
-        let delay = backoff.nextDelay()
-        logger.warning(
-            "\(activity) failed, retrying",
-            metadata: [LogKey.error: "\(error)", LogKey.attempt: "\(backoff.attempt)", LogKey.delay: "\(delay)"]
-        )
-        try await Task.sleep(for: delay)
     }
 }

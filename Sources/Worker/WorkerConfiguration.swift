@@ -20,13 +20,26 @@ public struct WorkerConfiguration: Sendable {
     /// Process until the streams have no new and no pending entries, then return.
     public var drain: Bool
     public var maximumEntryBytes: Int
+    /// Entries pending on any consumer for longer than this are claimed (XAUTOCLAIM) and processed
+    /// by a live one: a consumer that died under another name leaves nothing behind.
+    public var claimIdle: Duration
+    /// An entry delivered more often than this goes to the dead-letter stream instead of being
+    /// tried again (it has been in flight when a worker crashed that many times).
+    public var maximumDeliveries: Int
+    /// How often acknowledged history is trimmed (XTRIM MINID) and long-idle consumers without
+    /// pending entries are removed; nil: never.
+    public var trimInterval: Duration?
+    /// A consumer idle for longer than this, owning no pending entries, is removed.
+    public var consumerExpiry: Duration
     public var redis: RedisConfiguration
     public var postgres: PostgresConfiguration
 
     public init(
         kinds: [RecordKind] = RecordKind.allCases, streamPrefix: String = "adserving:", group: String = "adworker",
         consumerPrefix: String, concurrency: Int = 1, batchSize: Int = 1000, maximumWait: Duration = .milliseconds(200),
-        drain: Bool = false, maximumEntryBytes: Int = 1 << 20, redis: RedisConfiguration, postgres: PostgresConfiguration
+        drain: Bool = false, maximumEntryBytes: Int = 1 << 20, claimIdle: Duration = .seconds(60), maximumDeliveries: Int = 5,
+        trimInterval: Duration? = .seconds(60), consumerExpiry: Duration = .seconds(3600),
+        redis: RedisConfiguration, postgres: PostgresConfiguration
     ) {
         self.kinds = kinds
         self.streamPrefix = streamPrefix
@@ -37,6 +50,10 @@ public struct WorkerConfiguration: Sendable {
         self.maximumWait = maximumWait
         self.drain = drain
         self.maximumEntryBytes = maximumEntryBytes
+        self.claimIdle = claimIdle
+        self.maximumDeliveries = maximumDeliveries
+        self.trimInterval = trimInterval
+        self.consumerExpiry = consumerExpiry
         self.redis = redis
         self.postgres = postgres
     }

@@ -33,16 +33,46 @@ public struct WorkerService: Service {
                 "drain": "\(configuration.drain)",
             ]
         )
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            for kind in configuration.kinds {
-                for slot in 0..<configuration.concurrency {
-                    let consumer = StreamConsumer(kind: kind, slot: slot, configuration: configuration, logger: logger, onBatch: onBatch)
-                    group.addTask { try await consumer.run() }
+        do {
+            try await withThrowingTaskGroup(of: Void.self) { background in
+                if let interval = configuration.trimInterval {
+                    background.addTask { try await maintain(every: interval) }
                 }
+                try await withThrowingTaskGroup(of: Void.self) { consumers in
+                    for kind in configuration.kinds {
+                        for slot in 0..<configuration.concurrency {
+                            let consumer = StreamConsumer(kind: kind, slot: slot, configuration: configuration, logger: logger, onBatch: onBatch)
+                            consumers.addTask { try await consumer.run() }
+                        }
+                    }
+                    try await consumers.waitForAll()
+                }
+                // Maintenance never ends on its own; the consumers decide when the worker is done.
+                background.cancelAll()
             }
-            try await group.waitForAll()
+        } catch is CancellationError where Task.isShuttingDownGracefully {
+            // The shutdown timeout ran out (the database is down, say): what was not committed
+            // stays pending and is read again by this consumer name on the next start.
+            logger.warning("shutdown timeout reached; unacknowledged entries stay pending for the next start")
+            return
         }
         logger.info("worker stopped")
+    }
+
+    /// Trims each stream and expires idle consumers every `interval`, until cancelled.
+    private func maintain(every interval: Duration) async throws {
+        let breaker = CircuitBreaker(target: "redis")
+        try await RedisConnection.withConnection(configuration.redis, logger: logger, connectImmediately: false) { redis in
+            while !Task.isShuttingDownGracefully {
+                for kind in configuration.kinds {
+                    let maintenance = StreamMaintenance(
+                        stream: configuration.stream(for: kind), group: configuration.group, consumerExpiry: configuration.consumerExpiry
+                    )
+                    _ = try await breaker.retrying(doing: "trimming", logger: logger) { try await maintenance.run(redis, logger: logger) }
+                }
+                try await Task.sleep(for: interval)
+            }
+        }
     }
 
     /// Creates each stream's consumer group if missing, retrying while Redis is unreachable.

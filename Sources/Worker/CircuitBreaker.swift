@@ -1,0 +1,74 @@
+import Logging
+import Synchronization
+
+/// Tracks one target (PostgreSQL, Redis) for one task: closed while calls succeed, open from the
+/// first failure until the next success. Retries are paced by ``Backoff``; the breaker's job is
+/// to say clearly, once, when a target goes away and when it comes back, instead of one warning
+/// per retry, and to let readiness checks see that a target is failing.
+final class CircuitBreaker: Sendable {
+    enum State: Equatable {
+        case closed
+        case open(since: ContinuousClock.Instant, failures: Int)
+    }
+
+    let target: String
+    private let state = Mutex(State.closed)
+
+    init(target: String) {
+        self.target = target
+    }
+
+    var isOpen: Bool { state.withLock { $0 != .closed } }
+
+    func recordFailure(_ error: any Error, doing activity: String, nextAttemptIn delay: Duration, logger: Logger) {
+        let failures = state.withLock { state -> Int in
+            switch state {
+            case .closed:
+                state = .open(since: .now, failures: 1)
+                return 1
+            case .open(let since, let failures):
+                state = .open(since: since, failures: failures + 1)
+                return failures + 1
+            }
+        }
+        if failures == 1 {
+            logger.warning(
+                "\(target) circuit open: \(activity) failed; retrying with backoff",
+                metadata: [LogKey.error: "\(error)", LogKey.delay: "\(delay)"]
+            )
+        } else {
+            logger.debug(
+                "\(target) still failing", metadata: [LogKey.error: "\(error)", LogKey.attempt: "\(failures)", LogKey.delay: "\(delay)"]
+            )
+        }
+    }
+
+    func recordSuccess(logger: Logger) {
+        let opened = state.withLock { state -> (since: ContinuousClock.Instant, failures: Int)? in
+            guard case .open(let since, let failures) = state else { return nil }
+            state = .closed
+            return (since, failures)
+        }
+        guard let opened else { return }
+        logger.notice("\(target) circuit closed", metadata: ["failures": "\(opened.failures)", "outage": "\(opened.since.duration(to: .now))"])
+    }
+
+    /// Runs `body` until it succeeds, sleeping with exponential backoff and jitter between
+    /// attempts; only cancellation ends it early.
+    func retrying<Result>(doing activity: String, logger: Logger, _ body: () async throws -> Result) async throws -> Result {
+        var backoff = Backoff()
+        while true {
+            do {
+                let result = try await body()
+                recordSuccess(logger: logger)
+                return result
+            } catch is CancellationError {
+                throw CancellationError()
+            } catch {
+                let delay = backoff.nextDelay()
+                recordFailure(error, doing: activity, nextAttemptIn: delay, logger: logger)
+                try await Task.sleep(for: delay)
+            }
+        }
+    }
+}

@@ -1,0 +1,83 @@
+public import Logging
+public import Redis
+import TelemetryRecords
+
+/// Keeps a stream's memory bounded without losing anything: trims acknowledged history below the
+/// oldest entry any consumer group still needs, and removes consumers of our group that have been
+/// idle for long and own no pending entries.
+///
+/// Both run as Lua scripts, so that nothing can happen between looking and acting: a group
+/// created, an entry delivered to a consumer about to be removed.
+public struct StreamMaintenance: Sendable {
+    public let stream: String
+    public let group: String
+    public let consumerExpiry: Duration
+
+    public init(stream: String, group: String, consumerExpiry: Duration) {
+        self.stream = stream
+        self.group = group
+        self.consumerExpiry = consumerExpiry
+    }
+
+    /// XTRIM MINID at the smallest id some group still needs: its oldest pending entry, or the
+    /// first entry after the last one delivered to it. No group: nothing is trimmed.
+    static let trimScript = """
+        local groups = redis.call('XINFO', 'GROUPS', KEYS[1])
+        if #groups == 0 then return 0 end
+        local bestMs, bestSeq
+        local function consider(id, increment)
+          local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+          ms, seq = tonumber(ms), tonumber(seq) + increment
+          if bestMs == nil or ms < bestMs or (ms == bestMs and seq < bestSeq) then bestMs, bestSeq = ms, seq end
+        end
+        for _, group in ipairs(groups) do
+          local fields = {}
+          for i = 1, #group, 2 do fields[group[i]] = group[i + 1] end
+          consider(fields['last-delivered-id'], 1)
+          if fields['pending'] > 0 then
+            consider(redis.call('XPENDING', KEYS[1], fields['name'])[2], 0)
+          end
+        end
+        return redis.call('XTRIM', KEYS[1], 'MINID', string.format('%.0f-%.0f', bestMs, bestSeq))
+        """
+
+    /// XGROUP DELCONSUMER for every consumer of the group idle longer than ARGV[2] ms that owns
+    /// no pending entries; returns their names.
+    static let expireConsumersScript = """
+        local removed = {}
+        for _, consumer in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+          local fields = {}
+          for i = 1, #consumer, 2 do fields[consumer[i]] = consumer[i + 1] end
+          if fields['pending'] == 0 and fields['idle'] > tonumber(ARGV[2]) then
+            redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], fields['name'])
+            table.insert(removed, fields['name'])
+          end
+        end
+        return removed
+        """
+
+    public struct Outcome: Sendable, Equatable {
+        public var trimmedEntries = 0
+        public var removedConsumers: [String] = []
+    }
+
+    /// One round of trimming and consumer expiry.
+    public func run(_ redis: RedisConnection, logger: Logger) async throws -> Outcome {
+        var outcome = Outcome()
+        let exists = try await redis.send(RedisCommand("EXISTS", stream))
+        guard exists.integer == 1 else { return outcome }
+        let trimmed = try await redis.evaluate(Self.trimScript, keys: [stream])
+        let expired = try await redis.evaluate(
+            Self.expireConsumersScript, keys: [stream], arguments: [group, String(consumerExpiry.wholeMilliseconds)]
+        )
+        outcome.trimmedEntries = Int(trimmed.integer ?? 0)
+        outcome.removedConsumers = expired.array?.compactMap(\.string) ?? []
+        if outcome.trimmedEntries > 0 || !outcome.removedConsumers.isEmpty {
+            logger.info(
+                "stream maintained",
+                metadata: ["stream": "\(stream)", "trimmed": "\(outcome.trimmedEntries)", "removed_consumers": "\(outcome.removedConsumers)"]
+            )
+        }
+        return outcome
+    }
+}
