@@ -1,0 +1,159 @@
+import Logging
+import Postgres
+import Redis
+import TelemetryRecords
+import Testing
+import Worker
+
+/// Entries left behind by consumers that died, entries delivered too often, and bounded stream
+/// memory: each against the real servers, each ending in exact accounting.
+@Suite("Recovery and stream maintenance, on real servers", .timeLimit(.minutes(3)))
+struct RecoveryTests {
+    static func configuration(prefix: String, postgres: PostgresConfiguration) -> WorkerConfiguration {
+        var configuration = EndToEndTests.workerConfiguration(prefix: prefix, postgres: postgres, concurrency: 1)
+        configuration.kinds = [.inference]
+        configuration.claimIdle = .milliseconds(100)
+        // Trimming runs where a test asks for it, not at a moment the test cannot predict.
+        configuration.trimInterval = nil
+        return configuration
+    }
+
+    /// Adds `count` valid inference entries; returns their ids.
+    static func addEntries(_ count: Int, to stream: String, seed: UInt64 = 1) async throws -> [StreamEntryID] {
+        var telemetry = SyntheticTelemetry(seed: seed)
+        let commands = (0..<count).map { number -> RedisCommand in
+            var command = RedisCommand.streamAdd(to: stream)
+            WireFormat.encode(telemetry.inference(model: "m", requestID: "r-\(number)"), into: &command)
+            return command
+        }
+        return try await RedisConnection.withConnection(TestServers.redis, logger: TestServers.logger) { redis in
+            try await redis.add(commands).map { try $0.get() }
+        }
+    }
+
+    @Test func entriesLeftByADeadConsumerAreClaimedAndStoredOnce() async throws {
+        try await TestServers.withTestSchema { postgres in
+            try await TestServers.withTestStreams { prefix in
+                let configuration = Self.configuration(prefix: prefix, postgres: postgres)
+                let stream = configuration.stream(for: .inference)
+                let ids = try await Self.addEntries(500, to: stream)
+                // A consumer under another name reads 300 entries, stores 100 of them, and dies;
+                // then one of its pending entries is deleted from the stream by someone else.
+                try await RedisConnection.withConnection(TestServers.redis, logger: TestServers.logger) { redis in
+                    try await redis.createGroupIfMissing("adworker", on: stream)
+                    let taken = try await redis.readGroup("adworker", consumer: "ghost", from: stream, count: 300)
+                    #expect(taken.count == 300)
+                    var rows = BinaryCopyRows(reservingBytes: 0)
+                    let decoder = WireDecoder()
+                    for entry in taken.prefix(100) { RowEncoder.append(try decoder.decode(entry, as: .inference), id: entry.id, to: &rows) }
+                    try await PostgresConnection.withConnection(postgres, logger: TestServers.logger) { connection in
+                        _ = try await connection.insert(rows, into: RowEncoder.inferenceTarget, path: .fast)
+                    }
+                    #expect(try await redis.deleteEntries([ids[299]], from: stream) == 1)
+                }
+                try await Task.sleep(for: .milliseconds(150))
+
+                let reports = ReportLog()
+                try await WorkerService(configuration: configuration, logger: TestServers.logger, onBatch: reports.append).run()
+
+                #expect(try await TestServers.count(postgres, "inference_results") == 499)
+                #expect(try await EndToEndTests.pending(stream) == 0)
+                let duplicates = try await TestServers.query(
+                    postgres, "SELECT count(*) FROM (SELECT request_id FROM inference_results GROUP BY request_id HAVING count(*) > 1) d"
+                )
+                #expect(duplicates == [["0"]])
+                #expect(reports.all.reduce(0) { $0 + $1.duplicateRows } == 100)
+            }
+        }
+    }
+
+    @Test func anEntryDeliveredTooOftenIsDeadLetteredWithItsCount() async throws {
+        try await TestServers.withTestSchema { postgres in
+            try await TestServers.withTestStreams { prefix in
+                var configuration = Self.configuration(prefix: prefix, postgres: postgres)
+                configuration.maximumDeliveries = 3
+                let stream = configuration.stream(for: .inference)
+                let ids = try await Self.addEntries(10, to: stream)
+                // Entries 0...4 were in flight on this consumer name three times already (three
+                // crashes); the next delivery is the fourth.
+                try await RedisConnection.withConnection(TestServers.redis, logger: TestServers.logger) { redis in
+                    try await redis.createGroupIfMissing("adworker", on: stream)
+                    _ = try await redis.readGroup("adworker", consumer: "test-0", from: stream, count: 5)
+                    _ = try await redis.send(RedisCommand(["XCLAIM", stream, "adworker", "test-0", "0"] + ids[0..<5].map(\.description) + ["RETRYCOUNT", "3"]))
+                }
+
+                try await WorkerService(configuration: configuration, logger: TestServers.logger).run()
+
+                #expect(try await TestServers.count(postgres, "inference_results") == 5)
+                #expect(try await EndToEndTests.pending(stream) == 0)
+                let dead = try await RedisConnection.withConnection(TestServers.redis, logger: TestServers.logger) { redis in
+                    try await redis.range(DeadLetter.stream(for: stream), count: 100)
+                }
+                #expect(dead.count == 5)
+                for letter in dead {
+                    #expect(letter.fields.value(of: DeadLetter.Field.reason).map { Array($0) } == Array("max_deliveries_exceeded".utf8))
+                    #expect(letter.fields.value(of: DeadLetter.Field.deliveries).map { Array($0) } == Array("4".utf8))
+                }
+                let deadIDs = Set(dead.compactMap { $0.fields.value(of: DeadLetter.Field.entryID).flatMap { StreamEntryID(utf8: $0) } })
+                #expect(deadIDs == Set(ids[0..<5]))
+            }
+        }
+    }
+
+    @Test func trimmingKeepsEverythingALaggingGroupHasNotRead() async throws {
+        try await TestServers.withTestSchema { postgres in
+            try await TestServers.withTestStreams { prefix in
+                let configuration = Self.configuration(prefix: prefix, postgres: postgres)
+                let stream = configuration.stream(for: .inference)
+                let ids = try await Self.addEntries(1000, to: stream)
+                // A second group (another application) has read 400 entries and acknowledged 300.
+                try await RedisConnection.withConnection(TestServers.redis, logger: TestServers.logger) { redis in
+                    _ = try await redis.send(RedisCommand("XGROUP", "CREATE", stream, "analytics", "0"))
+                    let read = try await redis.readGroup("analytics", consumer: "a", from: stream, count: 400)
+                    try await redis.acknowledge(read.prefix(300).map(\.id), in: stream, group: "analytics")
+                }
+                try await WorkerService(configuration: configuration, logger: TestServers.logger).run()
+
+                let maintenance = StreamMaintenance(stream: stream, group: "adworker", consumerExpiry: .seconds(3600))
+                let outcome = try await RedisConnection.withConnection(TestServers.redis, logger: TestServers.logger) { redis in
+                    try await maintenance.run(redis, logger: TestServers.logger)
+                }
+                #expect(outcome.trimmedEntries == 300)
+                let remaining = try await RedisConnection.withConnection(TestServers.redis, logger: TestServers.logger) { redis in
+                    try await redis.range(stream, count: 2000).map(\.id)
+                }
+                #expect(remaining == Array(ids[300...]))
+
+                // Once the lagging group has caught up, everything goes.
+                try await RedisConnection.withConnection(TestServers.redis, logger: TestServers.logger) { redis in
+                    let pending = try await redis.readGroup("analytics", consumer: "a", from: stream, position: .pending(after: StreamEntryID(milliseconds: 0, sequence: 0)), count: 1000)
+                    try await redis.acknowledge(pending.map(\.id), in: stream, group: "analytics")
+                    let rest = try await redis.readGroup("analytics", consumer: "a", from: stream, count: 1000)
+                    try await redis.acknowledge(rest.map(\.id), in: stream, group: "analytics")
+                    #expect(try await maintenance.run(redis, logger: TestServers.logger).trimmedEntries == 700)
+                    #expect(try await redis.streamLength(stream) == 0)
+                }
+                #expect(try await TestServers.count(postgres, "inference_results") == 1000)
+            }
+        }
+    }
+
+    @Test func idleConsumersAreRemovedOnlyWithoutPendingEntries() async throws {
+        try await TestServers.withTestStreams { prefix in
+            let stream = prefix + "inference"
+            _ = try await Self.addEntries(3, to: stream)
+            try await RedisConnection.withConnection(TestServers.redis, logger: TestServers.logger) { redis in
+                try await redis.createGroupIfMissing("adworker", on: stream)
+                let idle = try await redis.readGroup("adworker", consumer: "idle-with-nothing", from: stream, count: 1)
+                try await redis.acknowledge(idle.map(\.id), in: stream, group: "adworker")
+                _ = try await redis.readGroup("adworker", consumer: "idle-with-pending", from: stream, count: 1)
+                try await Task.sleep(for: .milliseconds(100))
+                let maintenance = StreamMaintenance(stream: stream, group: "adworker", consumerExpiry: .milliseconds(50))
+                let outcome = try await maintenance.run(redis, logger: TestServers.logger)
+                #expect(outcome.removedConsumers == ["idle-with-nothing"])
+                #expect(try await redis.consumers(of: stream, group: "adworker").map(\.name) == ["idle-with-pending"])
+                #expect(try await redis.pendingCount(stream, group: "adworker") == 1)
+            }
+        }
+    }
+}
