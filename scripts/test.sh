@@ -49,6 +49,19 @@ pending=$(redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" xpending "${prefix}inferen
 echo "training rows $training, inference rows $inference, dead letters $dead, pending $pending"
 [ "$training" = 1000 ] && [ "$inference" = 1001 ] && [ "$dead" = 1 ] && [ "$pending" = 0 ] || { log "smoke run counts are wrong"; exit 1; }
 
+log "dead letters: list, replay (still poison, so it comes back), purge"
+redis_cli() { redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" "$@"; }
+"$adworker" dlq list --env-file "$empty_env" --stream inference | tee /tmp/adworker-smoke-dlq.txt
+grep -q 'invalid_json: prediction' /tmp/adworker-smoke-dlq.txt || { log "dlq list does not show the reason"; exit 1; }
+if "$adworker" dlq purge --env-file "$empty_env" --stream inference < /dev/null; then log "purge without --yes and without a terminal must refuse"; exit 1; fi
+"$adworker" dlq replay --env-file "$empty_env" --stream inference --yes
+[ "$(redis_cli xlen "${prefix}inference:dead")" = 0 ] || { log "replay left the dead letter in place"; exit 1; }
+[ "$(redis_cli xrevrange "${prefix}inference" + - COUNT 1 | grep -c '^{$')" = 1 ] || { log "replay did not restore the original fields"; exit 1; }
+timeout 120 "$adworker" run --env-file "$empty_env" --drain --streams inference
+[ "$(redis_cli xlen "${prefix}inference:dead")" = 1 ] || { log "replayed poison did not return to the dead-letter stream"; exit 1; }
+"$adworker" dlq purge --env-file "$empty_env" --stream inference --reason invalid_json --yes
+[ "$(redis_cli xlen "${prefix}inference:dead")" = 0 ] || { log "purge left dead letters"; exit 1; }
+
 log "bench on a small workload (debug build: figures are not meaningful here, the command is)"
 "$adworker" bench --env-file "$empty_env" --count 5000 --latency-seconds 2 --latency-rate 500 --json > /tmp/adworker-smoke-bench.json
 python3 - /tmp/adworker-smoke-bench.json <<'PY'

@@ -72,6 +72,12 @@ public struct StreamEntryID: Hashable, Comparable, Sendable, CustomStringConvert
         }
     }
 
+    /// The next possible id: where a range continues after this one.
+    public var successor: StreamEntryID {
+        sequence == .max
+            ? StreamEntryID(milliseconds: milliseconds + 1, sequence: 0) : StreamEntryID(milliseconds: milliseconds, sequence: sequence + 1)
+    }
+
     /// The time Redis accepted the entry.
     public var timestamp: Timestamp { Timestamp(millisecondsSinceEpoch: Int64(clamping: milliseconds)) }
 

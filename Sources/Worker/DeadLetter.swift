@@ -44,20 +44,23 @@ public struct DeadLetter: Sendable {
 
     public static func stream(for stream: String) -> String { stream + ":dead" }
 
+    /// The dead letter's fields: `dead.*` first, then the original fields byte for byte (a name
+    /// that is not valid UTF-8 survives as it arrived).
+    public func fields(from stream: String, at time: Timestamp) -> StreamFields {
+        var fields = StreamFields()
+        fields.reserveCapacity(fields: entry.fields.count + 6, bytes: entry.fields.byteCount + 128)
+        fields.append(name: Field.reason.utf8, value: reason.utf8)
+        if let sqlState { fields.append(name: Field.sqlState.utf8, value: sqlState.utf8) }
+        fields.append(name: Field.entryID.utf8, value: entry.id.description.utf8)
+        fields.append(name: Field.stream.utf8, value: stream.utf8)
+        fields.append(name: Field.deadAt.utf8, value: String(time.millisecondsSinceEpoch).utf8)
+        fields.append(name: Field.deliveries.utf8, value: String(deliveries).utf8)
+        for field in entry.fields { fields.append(name: field.name, value: field.value) }
+        return fields
+    }
+
     /// The XADD that records this dead letter for `stream`.
     func command(from stream: String, at time: Timestamp) -> RedisCommand {
-        var command = RedisCommand.streamAdd(to: Self.stream(for: stream))
-        command.writeField(Field.reason, reason.utf8)
-        if let sqlState { command.writeField(Field.sqlState, sqlState.utf8) }
-        command.writeField(Field.entryID, entry.id.description.utf8)
-        command.writeField(Field.stream, stream.utf8)
-        command.writeField(Field.deadAt, String(time.millisecondsSinceEpoch).utf8)
-        command.writeField(Field.deliveries, String(deliveries).utf8)
-        for field in entry.fields {
-            // Raw bytes: a name that is not valid UTF-8 must survive as it arrived.
-            command.append(bytes: field.name)
-            command.append(bytes: field.value)
-        }
-        return command
+        .streamAdd(to: Self.stream(for: stream), fields: fields(from: stream, at: time))
     }
 }

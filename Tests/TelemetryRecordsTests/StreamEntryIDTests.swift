@@ -11,6 +11,11 @@ struct StreamEntryIDTests {
         #expect(id.timestamp.millisecondsSinceEpoch == 1_700_000_000_123)
     }
 
+    @Test func successorIsTheNextPossibleID() throws {
+        #expect(try #require(StreamEntryID("5-1")).successor.description == "5-2")
+        #expect(try #require(StreamEntryID("5-18446744073709551615")).successor.description == "6-0")
+    }
+
     @Test(arguments: ["0-0", "1700000000123-7", "18446744073709551615-18446744073709551615"])
     func writesTheSameBytesAsItsDescription(text: String) throws {
         let id = try #require(StreamEntryID(text))

@@ -1,0 +1,199 @@
+import ArgumentParser
+import Foundation
+import Logging
+import Redis
+import TelemetryRecords
+import Worker
+
+/// `adworker dlq list|replay|purge`: the dead-letter streams, for people.
+struct DeadLetterCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "dlq",
+        abstract: "Inspects, replays and purges dead letters (<stream>:dead).",
+        subcommands: [List.self, Replay.self, Purge.self]
+    )
+
+    /// Which dead letters a command works on.
+    struct Selection: ParsableArguments {
+        @Option(help: "training, inference, or a full stream name.")
+        var stream: String
+
+        @Option(help: "Stream name prefix for training and inference (env ADWORKER_STREAM_PREFIX; default 'adserving:').")
+        var streamPrefix: String?
+
+        @Option(help: "Only dead letters whose reason starts with this, e.g. invalid_json or rejected_by_database.")
+        var reason: String?
+
+        @Option(help: "Only these dead letters, by their id in the dead-letter stream (comma-separated).")
+        var ids: String?
+
+        func deadLetterStream(_ settings: Settings) -> String {
+            let prefix = streamPrefix ?? settings.string("ADWORKER_STREAM_PREFIX") ?? "adserving:"
+            let stream = RecordKind(rawValue: stream).map { prefix + $0.rawValue } ?? stream
+            return stream.hasSuffix(":dead") ? stream : DeadLetter.stream(for: stream)
+        }
+
+        func validate() throws {
+            if let ids {
+                for id in ids.split(separator: ",") where StreamEntryID(String(id)) == nil {
+                    throw ValidationError("'\(id)' is not a stream entry id (like 1700000000000-0)")
+                }
+            }
+        }
+
+        /// Every selected dead letter, oldest first, read in pages.
+        func letters(in stream: String, _ redis: RedisConnection) async throws -> [StreamEntry] {
+            let wanted = ids.map { Set($0.split(separator: ",").compactMap { StreamEntryID(String($0)) }) }
+            var selected: [StreamEntry] = []
+            var start = StreamEntryID(milliseconds: 0, sequence: 0)
+            while true {
+                let page = try await redis.range(stream, from: start, count: 1000)
+                for letter in page where matches(letter, wanted: wanted) { selected.append(letter) }
+                guard page.count == 1000, let last = page.last else { return selected }
+                start = last.id.successor
+            }
+        }
+
+        private func matches(_ letter: StreamEntry, wanted: Set<StreamEntryID>?) -> Bool {
+            if let wanted, !wanted.contains(letter.id) { return false }
+            if let reason {
+                let text = letter.fields.value(of: DeadLetter.Field.reason).map { String(decoding: $0, as: UTF8.self) } ?? ""
+                return text.hasPrefix(reason)
+            }
+            return true
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Lists dead letters: id, original entry, reason, deliveries, time.")
+
+        @OptionGroup var connection: ConnectionOptions
+        @OptionGroup var selection: Selection
+
+        @Option(help: "Show at most this many (the total is always printed).")
+        var limit = 50
+
+        @Flag(help: "Print JSON lines (one object per dead letter, every field as text).")
+        var json = false
+
+        func run() async throws {
+            let settings = try connection.settings()
+            let logger = try connection.bootstrap(settings, label: "adworker.dlq")
+            let stream = selection.deadLetterStream(settings)
+            try await RedisConnection.withConnection(try connection.redis(settings), logger: logger) { redis in
+                let letters = try await selection.letters(in: stream, redis)
+                if json {
+                    for letter in letters.prefix(limit) {
+                        var object: [String: String] = ["id": letter.id.description]
+                        for field in letter.fields { object[field.nameString] = String(decoding: field.value, as: UTF8.self) }
+                        let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+                        print(String(decoding: data, as: UTF8.self))
+                    }
+                    return
+                }
+                print("\(stream): \(letters.count) dead letter\(letters.count == 1 ? "" : "s")")
+                guard !letters.isEmpty else { return }
+                print(pad("DEAD-LETTER ID", 22) + pad("ENTRY ID", 22) + pad("DELIVERIES", 11) + pad("AT (UTC)", 21) + "REASON")
+                for letter in letters.prefix(limit) {
+                    func text(_ name: String) -> String { letter.fields.value(of: name).map { String(decoding: $0, as: UTF8.self) } ?? "-" }
+                    let at = Int64(text(DeadLetter.Field.deadAt)).map { Self.format(Timestamp(millisecondsSinceEpoch: $0)) } ?? "-"
+                    print(
+                        pad(letter.id.description, 22) + pad(text(DeadLetter.Field.entryID), 22) + pad(text(DeadLetter.Field.deliveries), 11)
+                            + pad(at, 21) + text(DeadLetter.Field.reason)
+                    )
+                }
+                if letters.count > limit { print("… \(letters.count - limit) more (--limit)") }
+            }
+        }
+
+        private func pad(_ text: String, _ width: Int) -> String {
+            text.count >= width ? text + " " : text + String(repeating: " ", count: width - text.count)
+        }
+
+        static func format(_ timestamp: Timestamp) -> String {
+            let formatter = ISO8601DateFormatter()
+            formatter.formatOptions = [.withFullDate, .withTime, .withColonSeparatorInTime, .withSpaceBetweenDateAndTime]
+            return formatter.string(from: Date(timeIntervalSince1970: Double(timestamp.millisecondsSinceEpoch) / 1000))
+        }
+    }
+
+    struct Replay: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Sends dead letters' original fields back to their stream (after a fix) and removes them from the dead-letter stream.",
+            discussion: "Each dead letter is re-added and removed in one MULTI/EXEC, so an interrupted replay neither loses nor doubles one."
+        )
+
+        @OptionGroup var connection: ConnectionOptions
+        @OptionGroup var selection: Selection
+
+        @Flag(name: .shortAndLong, help: "Do not ask for confirmation.")
+        var yes = false
+
+        func run() async throws {
+            let settings = try connection.settings()
+            let logger = try connection.bootstrap(settings, label: "adworker.dlq")
+            let deadStream = selection.deadLetterStream(settings)
+            let originalStream = String(deadStream.dropLast(":dead".count))
+            try await RedisConnection.withConnection(try connection.redis(settings), logger: logger) { redis in
+                let letters = try await selection.letters(in: deadStream, redis)
+                guard !letters.isEmpty else {
+                    print("no dead letters selected in \(deadStream)")
+                    return
+                }
+                try confirm("Replay \(letters.count) dead letter\(letters.count == 1 ? "" : "s") from \(deadStream) into \(originalStream)?", yes: yes)
+                var replayed = 0
+                for letter in letters {
+                    let target = letter.fields.value(of: DeadLetter.Field.stream).map { String(decoding: $0, as: UTF8.self) } ?? originalStream
+                    let original = DeadLetter.originalFields(of: letter.fields)
+                    _ = try await redis.transaction([
+                        .streamAdd(to: target, fields: original), RedisCommand("XDEL", deadStream, letter.id.description),
+                    ])
+                    replayed += 1
+                }
+                print("replayed \(replayed) dead letter\(replayed == 1 ? "" : "s") into \(originalStream)")
+            }
+        }
+    }
+
+    struct Purge: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Deletes dead letters for good.")
+
+        @OptionGroup var connection: ConnectionOptions
+        @OptionGroup var selection: Selection
+
+        @Flag(name: .shortAndLong, help: "Do not ask for confirmation.")
+        var yes = false
+
+        func run() async throws {
+            let settings = try connection.settings()
+            let logger = try connection.bootstrap(settings, label: "adworker.dlq")
+            let deadStream = selection.deadLetterStream(settings)
+            try await RedisConnection.withConnection(try connection.redis(settings), logger: logger) { redis in
+                let letters = try await selection.letters(in: deadStream, redis)
+                guard !letters.isEmpty else {
+                    print("no dead letters selected in \(deadStream)")
+                    return
+                }
+                try confirm("Delete \(letters.count) dead letter\(letters.count == 1 ? "" : "s") from \(deadStream) for good?", yes: yes)
+                var deleted = 0
+                for start in stride(from: 0, to: letters.count, by: 1000) {
+                    deleted += try await redis.deleteEntries(letters[start..<min(start + 1000, letters.count)].map(\.id), from: deadStream)
+                }
+                print("purged \(deleted) dead letter\(deleted == 1 ? "" : "s") from \(deadStream)")
+            }
+        }
+    }
+}
+
+/// Asks on the terminal; refuses without one unless `--yes` was given.
+private func confirm(_ question: String, yes: Bool) throws {
+    if yes { return }
+    guard isatty(STDIN_FILENO) == 1 else {
+        FileHandle.standardError.write(Data("\(question)\nrefused: no terminal to ask on; pass --yes\n".utf8))
+        throw ExitCode.failure
+    }
+    print("\(question) [y/N] ", terminator: "")
+    guard let answer = readLine(), ["y", "yes"].contains(answer.lowercased()) else {
+        throw CleanExit.message("nothing changed")
+    }
+}
