@@ -16,7 +16,9 @@ public struct JSONText: Sendable, Equatable, CustomStringConvertible {
     /// Checks JSON that arrived as text.
     public init(validating utf8: ArraySlice<UInt8>, field: String = "json") throws(RecordError) {
         guard let kind = JSONSyntax.validate(utf8) else {
-            throw RecordError(.invalidJSON, field: field)
+            // Say what is wrong in the terms of the bytes first: invalid UTF-8 is not a JSON typo.
+            let isUTF8 = utf8.withUnsafeBufferPointer { UTF8Validation.isValid($0) }
+            throw RecordError(isUTF8 ? .invalidJSON : .invalidUTF8, field: field)
         }
         self.utf8 = utf8
         self.kind = kind

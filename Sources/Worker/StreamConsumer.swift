@@ -128,17 +128,21 @@ struct StreamConsumer {
             )
         }
         cursor = claim.next
+        var entries = claim.entries
         if !claim.deleted.isEmpty {
-            // Redis has already dropped these from the pending list: deleted by XDEL or a trim that
-            // did not go through adworker. Nothing is left to store; say so loudly.
+            // Deleted (XDEL, or a trim that did not go through adworker) after delivery and before
+            // anyone stored them. Redis has dropped them from the pending list; they go on as
+            // entries without fields, so each still ends as exactly one dead letter (empty_entry).
             logger.error(
                 "pending entries were deleted from the stream before they were stored",
                 metadata: ["count": "\(claim.deleted.count)", "entry_ids": "\(claim.deleted.prefix(10).map(\.description))"]
             )
+            entries += claim.deleted.map { StreamEntry(id: $0, fields: StreamFields()) }
+            entries.sort { $0.id < $1.id }
         }
-        guard !claim.entries.isEmpty else { return nil }
-        logger.notice("claimed idle entries from other consumers", metadata: [LogKey.batchSize: "\(claim.entries.count)"])
-        return try await redelivered(claim.entries, redis)
+        guard !entries.isEmpty else { return nil }
+        logger.notice("claimed idle entries from other consumers", metadata: [LogKey.batchSize: "\(entries.count)"])
+        return try await redelivered(entries, redis)
     }
 
     private func readNew(_ redis: RedisConnection, into batches: AsyncChannel<ReadBatch>) async throws {
@@ -154,7 +158,9 @@ struct StreamConsumer {
         var claimCursor = StreamEntryID(milliseconds: 0, sequence: 0)
         while !Task.isShuttingDownGracefully {
             try Task.checkCancellation()
-            if clock.now >= nextClaim {
+            // Claiming while our own sink cannot reach its targets would only pile up delivery
+            // counts (an outage is not the entries' fault) and work this consumer cannot do.
+            if clock.now >= nextClaim && !sinkPostgres.isOpen && !sinkRedis.isOpen {
                 if let claimed = try await reclaim(redis, cursor: &claimCursor) {
                     await batches.send(claimed)
                     continue

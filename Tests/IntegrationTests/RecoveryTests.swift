@@ -63,6 +63,13 @@ struct RecoveryTests {
                 )
                 #expect(duplicates == [["0"]])
                 #expect(reports.all.reduce(0) { $0 + $1.duplicateRows } == 100)
+                // The deleted one is accounted for as a dead letter without fields.
+                let dead = try await RedisConnection.withConnection(TestServers.redis, logger: TestServers.logger) { redis in
+                    try await redis.range(DeadLetter.stream(for: stream), count: 10)
+                }
+                #expect(dead.count == 1)
+                #expect(dead.first?.fields.value(of: DeadLetter.Field.entryID).map { Array($0) } == Array(ids[299].description.utf8))
+                #expect(dead.first?.fields.value(of: DeadLetter.Field.reason).map { Array($0) } == Array("empty_entry".utf8))
             }
         }
     }

@@ -96,6 +96,9 @@ struct WireFormatTests {
         var fields = StreamFields(Self.base.filter { $0.0 != "request_id" })
         fields.append(name: Array("request_id".utf8), value: [0x72, 0xFF, 0x65])
         #expect(throws: RecordError(.invalidUTF8, field: "request_id")) { try decoder.decodeTraining(fields) }
+        var json = StreamFields(Self.base.filter { $0.0 != "input" })
+        json.append(name: Array("input".utf8), value: Array(#"{"k":""#.utf8) + [0xC3, 0x28] + Array(#""}"#.utf8))
+        #expect(throws: RecordError(.invalidUTF8, field: "input")) { try decoder.decodeTraining(json) }
     }
 
     @Test func refusesOversizedEntries() {

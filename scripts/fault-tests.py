@@ -1,0 +1,379 @@
+#!/usr/bin/env python3
+"""Fault tests: the adworker binary under load against the real Redis and PostgreSQL that
+scripts/dev-services.sh starts, with workers killed, servers restarted or stopped, locks held and
+poison mixed in. Every scenario ends with exact accounting:
+
+    entries in the stream = rows + dead letters, no request id twice, nothing pending.
+
+Usage: scripts/fault-tests.py ADWORKER_BINARY [SCENARIO ...]   (run as root: it restarts servers)
+Writes a summary table to stdout and JSON to $FAULT_REPORT (default /tmp/adworker-faults.json).
+"""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ADWORKER = os.path.abspath(sys.argv[1])
+DATABASE = os.environ.get("ADWORKER_FAULT_DATABASE", "adworker_faults")
+REDIS = ["redis-cli", "-h", os.environ.get("REDIS_HOST", "127.0.0.1"), "-p", os.environ.get("REDIS_PORT", "6379")]
+PSQL = [
+    "psql", "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1",
+    "-h", os.environ.get("DATABASE_HOST", "127.0.0.1"), "-p", os.environ.get("DATABASE_PORT", "5432"),
+    "-U", os.environ.get("DATABASE_USER", "adworker"), "-d", DATABASE,
+]
+BASE_ENV = dict(os.environ, DATABASE_NAME=DATABASE)
+BASE_ENV.setdefault("DATABASE_PASSWORD", "adworker")
+PG_ENV = dict(os.environ, PGPASSWORD=BASE_ENV["DATABASE_PASSWORD"])
+LOG_DIR = tempfile.mkdtemp(prefix="adworker-faults-")
+EMPTY_ENV = os.path.join(LOG_DIR, "empty.env")
+open(EMPTY_ENV, "w").close()
+
+
+class Failure(Exception):
+    pass
+
+
+def check(condition, message):
+    if not condition:
+        raise Failure(message)
+
+
+def psql(sql):
+    return subprocess.run(PSQL + ["-c", sql], env=PG_ENV, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def redis(*args, stdin=None):
+    result = subprocess.run(REDIS + list(args), input=stdin, check=True, capture_output=True)
+    return result.stdout.decode("utf-8", "replace").strip()
+
+
+def postgres_cluster():
+    for line in subprocess.run(["pg_lsclusters", "-h"], check=True, capture_output=True, text=True).stdout.splitlines():
+        version, name = line.split()[:2]
+        if name == "main":
+            return version
+    raise Failure("no PostgreSQL cluster 'main'")
+
+
+def pg_ctl(action):
+    subprocess.run(["pg_ctlcluster", postgres_cluster(), "main", action], check=True)
+
+
+def wait_for(condition, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise Failure(f"timed out after {timeout} s waiting for {what}")
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Scenario:
+    def __init__(self, name):
+        self.name = name
+        self.prefix = f"fault-{name}-{os.getpid()}:"
+        self.stream = self.prefix + "inference"
+        self.processes = []
+        self.notes = []
+        # Entries delivered and then deleted from the stream: dead letters that XLEN does not count.
+        self.deleted = 0
+        psql("TRUNCATE inference_results")
+
+    def environment(self):
+        return dict(BASE_ENV, ADWORKER_STREAM_PREFIX=self.prefix, ADWORKER_LOG_LEVEL="notice")
+
+    def spawn(self, label, arguments):
+        log = open(os.path.join(LOG_DIR, f"{self.name}-{label}.log"), "ab")
+        process = subprocess.Popen([ADWORKER] + arguments, env=self.environment(), stdout=log, stderr=subprocess.STDOUT)
+        self.processes.append(process)
+        return process
+
+    def worker(self, consumer="w", *extra):
+        return self.spawn(
+            f"worker-{consumer}",
+            ["run", "--env-file", EMPTY_ENV, "--streams", "inference", "--consumer-name", consumer, "--trim-interval", "0",
+             "--claim-idle", "2", "--max-wait-ms", "50", *extra],
+        )
+
+    def produce(self, count, rate, seed):
+        return self.spawn("produce", ["produce", "--env-file", EMPTY_ENV, "--stream", "inference", "--count", str(count),
+                                      "--rate", str(rate), "--seed", str(seed)])
+
+    def counts(self):
+        rows, distinct = (int(value) for value in psql("SELECT count(*), count(DISTINCT request_id) FROM inference_results").split("|"))
+        entries = int(redis("XLEN", self.stream))
+        dead = int(redis("XLEN", self.stream + ":dead"))
+        pending_reply = redis("XPENDING", self.stream, "adworker") if entries else ""
+        pending = int(pending_reply.splitlines()[0]) if pending_reply and not pending_reply.startswith("NOGROUP") else 0
+        return {"entries": entries, "rows": rows, "dead": dead, "duplicates": rows - distinct, "pending": pending}
+
+    def caught_up(self):
+        counts = self.counts()
+        return counts["entries"] > 0 and counts["pending"] == 0 and counts["rows"] + counts["dead"] == counts["entries"] + self.deleted
+
+    def wait_caught_up(self, since, timeout=120):
+        wait_for(self.caught_up, timeout, "the worker to catch up")
+        return time.monotonic() - since
+
+    def stop(self, process, timeout=40):
+        process.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        code = process.wait(timeout)
+        return code, time.monotonic() - started
+
+    def finish(self, recovery, expected_dead=0):
+        for process in self.processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(40)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                raise Failure(f"process {process.args[1]} did not stop within 40 s of SIGTERM")
+        counts = self.counts()
+        check(counts["rows"] + counts["dead"] == counts["entries"] + self.deleted,
+              f"{counts['entries']} entries (+{self.deleted} deleted) but {counts['rows']} rows + {counts['dead']} dead letters")
+        check(counts["duplicates"] == 0, f"{counts['duplicates']} duplicate rows")
+        check(counts["pending"] == 0, f"{counts['pending']} entries still pending")
+        check(counts["dead"] == expected_dead, f"{counts['dead']} dead letters, expected {expected_dead}")
+        redis("DEL", self.stream, self.stream + ":dead")
+        return dict(counts, scenario=self.name, recovery_seconds=round(recovery, 2), notes="; ".join(self.notes))
+
+
+def wait_producer(producer, allow_failures=False):
+    code = producer.wait(120)
+    check(code == 0 or allow_failures, f"producer exited {code}")
+
+
+# Scenarios ------------------------------------------------------------------------------------
+
+def kill9():
+    scenario = Scenario("kill9")
+    worker = scenario.worker()
+    producer = scenario.produce(20000, 5000, 1)
+    time.sleep(2)
+    worker.kill()
+    worker.wait()
+    scenario.notes.append(f"killed with {scenario.counts()['pending']} entries pending")
+    time.sleep(1)
+    restarted = time.monotonic()
+    scenario.worker()
+    wait_producer(producer)
+    return scenario.finish(scenario.wait_caught_up(restarted))
+
+
+def postgres_restart():
+    scenario = Scenario("postgres-restart")
+    scenario.worker()
+    producer = scenario.produce(20000, 5000, 2)
+    time.sleep(2)
+    pg_ctl("restart")
+    back = time.monotonic()
+    wait_producer(producer)
+    return scenario.finish(scenario.wait_caught_up(back))
+
+
+def postgres_down_30s():
+    scenario = Scenario("postgres-down-30s")
+    worker = scenario.worker()
+    producer = scenario.produce(40000, 1000, 3)
+    time.sleep(3)
+    pg_ctl("stop")
+    cpu_before = cpu_seconds(worker.pid)
+    pending_at_stop = int(redis("XPENDING", scenario.stream, "adworker").splitlines()[0])
+    time.sleep(30)
+    cpu_during = cpu_seconds(worker.pid) - cpu_before
+    pending_before_start = int(redis("XPENDING", scenario.stream, "adworker").splitlines()[0])
+    pg_ctl("start")
+    back = time.monotonic()
+    check(cpu_during < 3, f"worker used {cpu_during:.1f} s of CPU in 30 s of outage: it spins")
+    check(pending_before_start >= pending_at_stop, "entries were acknowledged while the database was down")
+    scenario.notes.append(f"worker CPU during outage {cpu_during:.2f} s; {pending_before_start} pending, unacknowledged, at restart")
+    wait_producer(producer)
+    return scenario.finish(scenario.wait_caught_up(back))
+
+
+def redis_restart():
+    scenario = Scenario("redis-restart")
+    scenario.worker()
+    producer = scenario.produce(20000, 5000, 4)
+    time.sleep(2)
+    subprocess.run(REDIS + ["SHUTDOWN"], capture_output=True)
+    time.sleep(1)
+    subprocess.run([os.path.join(ROOT, "scripts", "dev-services.sh")], check=True, capture_output=True)
+    back = time.monotonic()
+    # Sends while Redis was down fail and are counted by the producer; what Redis holds is the truth.
+    wait_producer(producer, allow_failures=True)
+    return scenario.finish(scenario.wait_caught_up(back))
+
+
+def sigterm_during_batch():
+    scenario = Scenario("sigterm")
+    worker = scenario.worker("w", "--batch-size", "5000", "--max-wait-ms", "2000")
+    producer = scenario.produce(20000, 5000, 5)
+    time.sleep(2.5)
+    code, took = scenario.stop(worker)
+    check(code == 0, f"worker exited {code} on SIGTERM")
+    counts = scenario.counts()
+    check(counts["pending"] == 0, f"{counts['pending']} entries pending after a clean stop")
+    scenario.notes.append(f"exit 0 {took:.2f} s after SIGTERM with the batch in hand committed; {counts['rows']} rows")
+    restarted = time.monotonic()
+    scenario.worker()
+    wait_producer(producer)
+    return scenario.finish(scenario.wait_caught_up(restarted))
+
+
+def sigterm_with_database_down():
+    scenario = Scenario("sigterm-db-down")
+    worker = scenario.worker("w", "--shutdown-timeout", "3")
+    producer = scenario.produce(10000, 5000, 6)
+    time.sleep(1)
+    pg_ctl("stop")
+    try:
+        time.sleep(1)
+        code, took = scenario.stop(worker)
+        check(code == 0, f"worker exited {code} on SIGTERM with the database down")
+        check(took < 4.5, f"worker took {took:.1f} s to stop with a 3 s shutdown timeout")
+        pending = scenario.counts()["pending"]
+        check(pending > 0, "nothing was left pending although the database was down")
+        scenario.notes.append(f"exit 0 {took:.2f} s after SIGTERM, {pending} entries left pending")
+    finally:
+        pg_ctl("start")
+    restarted = time.monotonic()
+    scenario.worker()
+    wait_producer(producer)
+    return scenario.finish(scenario.wait_caught_up(restarted))
+
+
+def two_workers_racing():
+    scenario = Scenario("two-workers")
+    first = scenario.worker("a")
+    scenario.worker("b")
+    producer = scenario.produce(20000, 5000, 7)
+    time.sleep(2)
+    first.kill()
+    killed = time.monotonic()
+    scenario.notes.append("two consumers on one group; a killed with -9 and not restarted, b claims what a held")
+    wait_producer(producer)
+    return scenario.finish(scenario.wait_caught_up(killed))
+
+
+def xadd(stream, pairs):
+    """XADD with raw byte values (NUL bytes, invalid UTF-8), spoken in RESP over a socket."""
+    host, port = os.environ.get("REDIS_HOST", "127.0.0.1"), int(os.environ.get("REDIS_PORT", "6379"))
+    arguments = [b"XADD", stream.encode(), b"*"] + [part for name, value in pairs for part in (name.encode(), value)]
+    command = b"*%d\r\n" % len(arguments) + b"".join(b"$%d\r\n%s\r\n" % (len(part), part) for part in arguments)
+    with socket.create_connection((host, port)) as connection:
+        connection.sendall(command)
+        reply = connection.makefile("rb")
+        header = reply.readline()
+        check(header.startswith(b"$"), f"XADD failed: {header!r}")
+        return reply.readline().strip().decode()
+
+
+def poison_mix():
+    scenario = Scenario("poison")
+    redis("XGROUP", "CREATE", scenario.stream, "adworker", "0", "MKSTREAM")
+
+    def entry(**overrides):
+        fields = {"v": b"1", "model": b"m", "request_id": b"poison", "ts": b"1700000000000", "prediction": b"1"}
+        fields.update(overrides)
+        return [(name, value) for name, value in fields.items() if value is not None]
+
+    cases = [
+        (entry(prediction=b'{"a":'), "invalid_json: prediction"),
+        (entry(request_id=None), "missing_field: request_id"),
+        (entry(confidence=b"high"), "invalid_number: confidence"),
+        (entry(model=b"m\x00m"), "nul_byte: model"),
+        (entry(meta=b'{"k":"\xc3\x28"}'), "invalid_utf8: meta"),
+        (entry(meta=b'{"blob":"' + b"x" * (5 << 20) + b'"}'), "entry_too_large"),
+        (entry(v=b"2"), "unknown_version: v"),
+    ]
+    expected = {xadd(scenario.stream, fields): reason for fields, reason in cases}
+    # An empty entry: delivered, then deleted from the stream, so the re-read returns no fields.
+    gone = xadd(scenario.stream, entry())
+    redis("XREADGROUP", "GROUP", "adworker", "w", "COUNT", "100", "STREAMS", scenario.stream, ">")
+    redis("XDEL", scenario.stream, gone)
+    scenario.deleted = 1
+    wait_producer(scenario.produce(2000, 5000, 8))
+    started = time.monotonic()
+    scenario.worker()
+    recovery = scenario.wait_caught_up(started)
+    letters = [json.loads(line) for line in subprocess.run(
+        [ADWORKER, "dlq", "list", "--env-file", EMPTY_ENV, "--stream", "inference", "--json", "--limit", "100"],
+        env=scenario.environment(), check=True, capture_output=True, text=True).stdout.splitlines()]
+    reasons = {letter["dead.entry_id"]: letter["dead.reason"] for letter in letters}
+    check(reasons.get(gone) == "empty_entry", f"deleted entry: {reasons.get(gone)}")
+    for entry_id, reason in expected.items():
+        check(reasons.get(entry_id) == reason, f"{entry_id}: expected {reason}, got {reasons.get(entry_id)}")
+    scenario.notes.append("reasons: " + ", ".join(sorted(set(reasons.values()))))
+    check(scenario.counts()["rows"] == 2000, "not every valid entry was stored")
+    return scenario.finish(recovery, expected_dead=len(cases) + 1)
+
+
+def slow_database():
+    scenario = Scenario("slow-database")
+    worker = scenario.worker()
+    producer = scenario.produce(20000, 2000, 9)
+    time.sleep(2)
+    locker = subprocess.Popen(
+        PSQL + ["-c", "BEGIN; LOCK TABLE inference_results IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(10); COMMIT;"],
+        env=PG_ENV, stdout=subprocess.DEVNULL)
+    time.sleep(0.5)
+    cpu_before = cpu_seconds(worker.pid)
+    locker.wait(30)
+    cpu_during = cpu_seconds(worker.pid) - cpu_before
+    released = time.monotonic()
+    check(cpu_during < 2, f"worker used {cpu_during:.1f} s of CPU while blocked on a lock: it spins")
+    scenario.notes.append(f"lock held 10 s; worker CPU meanwhile {cpu_during:.2f} s")
+    wait_producer(producer)
+    return scenario.finish(scenario.wait_caught_up(released))
+
+
+SCENARIOS = {
+    "kill9": kill9, "postgres-restart": postgres_restart, "postgres-down-30s": postgres_down_30s,
+    "redis-restart": redis_restart, "sigterm": sigterm_during_batch, "sigterm-db-down": sigterm_with_database_down,
+    "two-workers": two_workers_racing, "poison": poison_mix, "slow-database": slow_database,
+}
+
+
+def main():
+    subprocess.run([ADWORKER, "migrate", "--env-file", EMPTY_ENV], env=BASE_ENV, check=True,
+                   cwd=ROOT, capture_output=True)
+    names = sys.argv[2:] or list(SCENARIOS)
+    results, failures = [], []
+    for name in names:
+        started = time.monotonic()
+        try:
+            results.append(SCENARIOS[name]())
+            print(f"[fault] {name}: ok ({time.monotonic() - started:.0f} s)", file=sys.stderr, flush=True)
+        except Exception as error:  # noqa: BLE001 - every scenario runs, every failure is reported
+            failures.append(f"{name}: {error}")
+            print(f"[fault] {name}: FAILED: {error} (logs in {LOG_DIR})", file=sys.stderr, flush=True)
+            subprocess.run(["pg_ctlcluster", postgres_cluster(), "main", "start"], capture_output=True)
+            subprocess.run([os.path.join(ROOT, "scripts", "dev-services.sh")], capture_output=True)
+    print(f"{'scenario':<20}{'entries':>9}{'rows':>9}{'dead':>6}{'dupes':>7}{'pending':>9}{'recovery s':>12}  notes")
+    for result in results:
+        print(f"{result['scenario']:<20}{result['entries']:>9}{result['rows']:>9}{result['dead']:>6}{result['duplicates']:>7}"
+              f"{result['pending']:>9}{result['recovery_seconds']:>12}  {result['notes']}")
+    with open(os.environ.get("FAULT_REPORT", "/tmp/adworker-faults.json"), "w") as report:
+        json.dump(results, report, indent=1)
+    if failures:
+        print("\n".join(["FAILED:"] + failures), file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
