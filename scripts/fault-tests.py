@@ -5,7 +5,7 @@ poison mixed in. Every scenario ends with exact accounting:
 
     entries in the stream = rows + dead letters, no request id twice, nothing pending.
 
-Usage: scripts/fault-tests.py ADWORKER_BINARY [SCENARIO ...]   (run as root: it restarts servers)
+Usage: scripts/fault-tests.py ADWORKER_BINARY [SCENARIO ...]   (restarts servers: root, or sudo)
 Writes a summary table to stdout and JSON to $FAULT_REPORT (default /tmp/adworker-faults.json).
 """
 import json
@@ -60,8 +60,11 @@ def postgres_cluster():
     raise Failure("no PostgreSQL cluster 'main'")
 
 
+AS_ROOT = [] if os.geteuid() == 0 else ["sudo"]
+
+
 def pg_ctl(action):
-    subprocess.run(["pg_ctlcluster", postgres_cluster(), "main", action], check=True)
+    subprocess.run(AS_ROOT + ["pg_ctlcluster", postgres_cluster(), "main", action], check=True)
 
 
 def wait_for(condition, timeout, what):
@@ -216,6 +219,9 @@ def redis_restart():
     back = time.monotonic()
     # Sends while Redis was down fail and are counted by the producer; what Redis holds is the truth.
     wait_producer(producer, allow_failures=True)
+    with open(os.path.join(LOG_DIR, "redis-restart-produce.log")) as log:
+        summary = [line for line in log if line.startswith("sent ")]
+    scenario.notes.append("producer: " + (summary[-1].split(" in ")[0] if summary else "no summary") + " while Redis restarted")
     return scenario.finish(scenario.wait_caught_up(back))
 
 
@@ -246,7 +252,7 @@ def sigterm_with_database_down():
         code, took = scenario.stop(worker)
         check(code == 0, f"worker exited {code} on SIGTERM with the database down")
         check(took < 4.5, f"worker took {took:.1f} s to stop with a 3 s shutdown timeout")
-        pending = scenario.counts()["pending"]
+        pending = int(redis("XPENDING", scenario.stream, "adworker").splitlines()[0])
         check(pending > 0, "nothing was left pending although the database was down")
         scenario.notes.append(f"exit 0 {took:.2f} s after SIGTERM, {pending} entries left pending")
     finally:
@@ -362,7 +368,7 @@ def main():
         except Exception as error:  # noqa: BLE001 - every scenario runs, every failure is reported
             failures.append(f"{name}: {error}")
             print(f"[fault] {name}: FAILED: {error} (logs in {LOG_DIR})", file=sys.stderr, flush=True)
-            subprocess.run(["pg_ctlcluster", postgres_cluster(), "main", "start"], capture_output=True)
+            subprocess.run(AS_ROOT + ["pg_ctlcluster", postgres_cluster(), "main", "start"], capture_output=True)
             subprocess.run([os.path.join(ROOT, "scripts", "dev-services.sh")], capture_output=True)
     print(f"{'scenario':<20}{'entries':>9}{'rows':>9}{'dead':>6}{'dupes':>7}{'pending':>9}{'recovery s':>12}  notes")
     for result in results:

@@ -17,6 +17,7 @@ smoke_database=${ADWORKER_SMOKE_DATABASE:-adworker_smoke}
 log "starting Redis and PostgreSQL"
 scripts/dev-services.sh
 DATABASE_NAME=$smoke_database scripts/dev-services.sh
+DATABASE_NAME=adworker_faults scripts/dev-services.sh
 
 log "building (debug)"
 swift build --build-tests
@@ -74,5 +75,9 @@ for key in ("rawCopyRowsPerSecond", "producerEntriesPerSecond", "drainRowsPerSec
 assert report["latencyEntries"] > 0
 assert 0 < report["latencyP50Milliseconds"] <= report["latencyP95Milliseconds"] <= report["latencyP99Milliseconds"], report
 PY
+
+log "fault tests: kill -9, PostgreSQL restart and 30 s outage, Redis restart, SIGTERM, racing workers, poison, a held lock"
+# In a subshell with the smoke run's stream prefix and database unset: each scenario sets its own.
+(unset ADWORKER_STREAM_PREFIX DATABASE_NAME; python3 scripts/fault-tests.py "$adworker")
 
 log "all tests passed"

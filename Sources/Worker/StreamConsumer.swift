@@ -3,6 +3,7 @@ import Logging
 import Postgres
 import Redis
 import ServiceLifecycle
+import Synchronization
 import TelemetryRecords
 
 /// One consumer of one stream, as three tasks joined by channels that each hold at most one
@@ -38,6 +39,9 @@ struct StreamConsumer {
     let readerRedis = CircuitBreaker(target: "redis")
     let sinkRedis = CircuitBreaker(target: "redis")
     let sinkPostgres = CircuitBreaker(target: "postgres")
+    /// Entries between reading and acknowledgement in this consumer's own pipeline: a claim that
+    /// returns one of them (it has been in flight longer than `claimIdle`) must not queue it twice.
+    let inFlight = InFlightEntries()
 
     init(
         kind: RecordKind, slot: Int, configuration: WorkerConfiguration, logger: Logger,
@@ -102,8 +106,13 @@ struct StreamConsumer {
             guard let last = entries.last else { return }
             logger.info("re-reading own pending entries", metadata: [LogKey.batchSize: "\(entries.count)"])
             after = last.id
-            await batches.send(try await redelivered(entries, redis))
+            await send(try await redelivered(entries, redis), to: batches)
         }
+    }
+
+    private func send(_ batch: ReadBatch, to batches: AsyncChannel<ReadBatch>) async {
+        inFlight.insert(batch.entries)
+        await batches.send(batch)
     }
 
     /// A batch of entries delivered before, with their delivery counts.
@@ -140,6 +149,7 @@ struct StreamConsumer {
             entries += claim.deleted.map { StreamEntry(id: $0, fields: StreamFields()) }
             entries.sort { $0.id < $1.id }
         }
+        entries.removeAll { inFlight.contains($0.id) }
         guard !entries.isEmpty else { return nil }
         logger.notice("claimed idle entries from other consumers", metadata: [LogKey.batchSize: "\(entries.count)"])
         return try await redelivered(entries, redis)
@@ -162,7 +172,7 @@ struct StreamConsumer {
             // counts (an outage is not the entries' fault) and work this consumer cannot do.
             if clock.now >= nextClaim && !sinkPostgres.isOpen && !sinkRedis.isOpen {
                 if let claimed = try await reclaim(redis, cursor: &claimCursor) {
-                    await batches.send(claimed)
+                    await send(claimed, to: batches)
                     continue
                 }
                 nextClaim = clock.now + claimInterval
@@ -172,7 +182,7 @@ struct StreamConsumer {
             let now = clock.now
             batcher.append(contentsOf: entries, at: now)
             if batcher.isReady(at: now) {
-                await batches.send(ReadBatch(entries: batcher.take(), redelivered: false))
+                await send(ReadBatch(entries: batcher.take(), redelivered: false), to: batches)
             } else if entries.isEmpty && batcher.isEmpty && configuration.drain {
                 if try await othersHoldPending(redis) {
                     // Drain means nothing new and nothing pending: wait for the other holders to
@@ -187,7 +197,7 @@ struct StreamConsumer {
         }
         // Shutting down: hand over what was read, so it is committed and acknowledged before exit.
         if !batcher.isEmpty {
-            await batches.send(ReadBatch(entries: batcher.take(), redelivered: false))
+            await send(ReadBatch(entries: batcher.take(), redelivered: false), to: batches)
         }
     }
 
@@ -282,6 +292,7 @@ struct StreamConsumer {
         try await sinkRedis.retrying(doing: "acknowledging", logger: logger) {
             try await redis.acknowledge(ids, in: stream, group: configuration.group, addingAtomically: deadLetterCommands)
         }
+        inFlight.remove(ids)
         logger.debug(
             "batch committed",
             metadata: [
@@ -297,5 +308,22 @@ struct StreamConsumer {
                 enqueuedAt: ids.map(\.timestamp)
             )
         )
+    }
+}
+
+/// The ids of entries a consumer holds between reading and acknowledging them.
+final class InFlightEntries: Sendable {
+    private let ids = Mutex(Set<StreamEntryID>())
+
+    func insert(_ entries: [StreamEntry]) {
+        ids.withLock { ids in for entry in entries { ids.insert(entry.id) } }
+    }
+
+    func remove(_ removed: [StreamEntryID]) {
+        ids.withLock { ids in for id in removed { ids.remove(id) } }
+    }
+
+    func contains(_ id: StreamEntryID) -> Bool {
+        ids.withLock { $0.contains(id) }
     }
 }
