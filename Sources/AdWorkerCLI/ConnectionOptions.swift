@@ -30,6 +30,9 @@ struct ConnectionOptions: ParsableArguments {
     @Option(help: "trace, debug, info, notice, warning, error or critical (env ADWORKER_LOG_LEVEL; default info).")
     var logLevel: String?
 
+    @Option(help: "text, or json for one JSON object per line (env ADWORKER_LOG_FORMAT; default text).")
+    var logFormat: String?
+
     func settings() throws -> Settings {
         try Settings.load(dotEnvPath: envFile)
     }
@@ -65,10 +68,18 @@ struct ConnectionOptions: ParsableArguments {
         guard let level = Logger.Level(rawValue: levelText) else {
             throw ValidationError("log level must be one of \(Logger.Level.allCases.map(\.rawValue).joined(separator: ", ")), not '\(levelText)'")
         }
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
+        let format = logFormat ?? settings.string("ADWORKER_LOG_FORMAT") ?? "text"
+        switch format {
+        case "text":
+            LoggingSystem.bootstrap { label in
+                var handler = StreamLogHandler.standardError(label: label)
+                handler.logLevel = level
+                return handler
+            }
+        case "json":
+            LoggingSystem.bootstrap { label in JSONLogHandler(label: label, logLevel: level) }
+        default:
+            throw ValidationError("log format must be text or json, not '\(format)'")
         }
         return Logger(label: label)
     }

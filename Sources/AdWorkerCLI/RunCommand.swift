@@ -1,8 +1,13 @@
 import ArgumentParser
 import Logging
+import Metrics
+import Postgres
+import Prometheus
+import Redis
 import ServiceLifecycle
 import UnixSignals
 import Worker
+import WorkerHTTP
 
 struct RunCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -24,20 +29,77 @@ struct RunCommand: AsyncParsableCommand {
     @Option(help: "Seconds to finish the batch in hand after SIGTERM before giving up (env ADWORKER_SHUTDOWN_TIMEOUT; default 30).")
     var shutdownTimeout: Int?
 
+    @Option(help: "HOST:PORT for /healthz, /readyz, /metrics and /status, or 'off' (env ADWORKER_HTTP; default 127.0.0.1:9464).")
+    var http: String?
+
     func run() async throws {
         let settings = try connection.settings()
         let logger = try connection.bootstrap(settings, label: "adworker")
         let configuration = try worker.workerConfiguration(settings, connection: connection, drain: drain)
         let timeout = try shutdownTimeout ?? settings.integer("ADWORKER_SHUTDOWN_TIMEOUT") ?? 30
+        let address = try HTTPAddress(http ?? settings.string("ADWORKER_HTTP") ?? "127.0.0.1:9464")
         logger.info("connecting", metadata: ["redis": "\(configuration.redis)", "postgres": "\(configuration.postgres)"])
+
+        let registry = PrometheusCollectorRegistry()
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+        let status = WorkerStatus(version: AdWorker.version)
+        var services = [
+            ServiceGroupConfiguration.ServiceConfiguration(
+                service: WorkerService(configuration: configuration, logger: logger, status: status),
+                successTerminationBehavior: .gracefullyShutdownGroup
+            )
+        ]
+        if let address {
+            let server = ObservabilityServer.application(
+                host: address.host, port: address.port, status: status, registry: registry,
+                readiness: { await Readiness.reasons(status: status, configuration: configuration, logger: logger) }, logger: logger
+            )
+            services.append(.init(service: server))
+            logger.info("serving /healthz /readyz /metrics /status", metadata: ["http": "\(address.host):\(address.port)"])
+        }
         let group = ServiceGroup(
-            configuration: .init(
-                services: [.init(service: WorkerService(configuration: configuration, logger: logger), successTerminationBehavior: .gracefullyShutdownGroup)],
-                gracefulShutdownSignals: [.sigterm, .sigint],
-                logger: logger
-            ).withMaximumGracefulShutdownDuration(.seconds(timeout))
+            configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+                .withMaximumGracefulShutdownDuration(.seconds(timeout))
         )
         try await group.run()
+    }
+}
+
+/// `--http`: HOST:PORT, or off.
+struct HTTPAddress {
+    var host: String
+    var port: Int
+
+    init?(_ text: String) throws {
+        if text == "off" { return nil }
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (0...65535).contains(port) else {
+            throw ValidationError("--http must be HOST:PORT or off, not '\(text)'")
+        }
+        self.host = String(text[..<colon])
+        self.port = port
+    }
+}
+
+/// What `/readyz` checks: no consumer has a circuit open, and both servers answer now.
+enum Readiness {
+    static func reasons(status: WorkerStatus, configuration: WorkerConfiguration, logger: Logger) async -> [String] {
+        var reasons = status.openCircuits.map { "\($0.target) circuit open on consumer \($0.consumer)" }
+        var redis = configuration.redis
+        redis.connectTimeout = .seconds(1)
+        redis.commandTimeout = .seconds(2)
+        do {
+            _ = try await RedisConnection.withConnection(redis, logger: logger) { try await $0.send(RedisCommand("PING")) }
+        } catch {
+            reasons.append("redis unreachable: \(error)")
+        }
+        var postgres = configuration.postgres
+        postgres.connectTimeout = .seconds(2)
+        do {
+            _ = try await PostgresConnection.withConnection(postgres, logger: logger) { try await $0.execute("SELECT 1") }
+        } catch {
+            reasons.append("postgres unreachable: \(error)")
+        }
+        return reasons
     }
 }
 

@@ -13,9 +13,16 @@ final class CircuitBreaker: Sendable {
 
     let target: String
     private let state = Mutex(State.closed)
+    private let onFailure: @Sendable (any Error) -> Void
+    private let onStateChange: @Sendable (_ isOpen: Bool) -> Void
 
-    init(target: String) {
+    init(
+        target: String, onFailure: @escaping @Sendable (any Error) -> Void = { _ in },
+        onStateChange: @escaping @Sendable (_ isOpen: Bool) -> Void = { _ in }
+    ) {
         self.target = target
+        self.onFailure = onFailure
+        self.onStateChange = onStateChange
     }
 
     var isOpen: Bool { state.withLock { $0 != .closed } }
@@ -31,7 +38,9 @@ final class CircuitBreaker: Sendable {
                 return failures + 1
             }
         }
+        onFailure(error)
         if failures == 1 {
+            onStateChange(true)
             logger.warning(
                 "\(target) circuit open: \(activity) failed; retrying with backoff",
                 metadata: [LogKey.error: "\(error)", LogKey.delay: "\(delay)"]
@@ -50,6 +59,7 @@ final class CircuitBreaker: Sendable {
             return (since, failures)
         }
         guard let opened else { return }
+        onStateChange(false)
         logger.notice("\(target) circuit closed", metadata: ["failures": "\(opened.failures)", "outage": "\(opened.since.duration(to: .now))"])
     }
 

@@ -35,21 +35,35 @@ struct StreamConsumer {
     let configuration: WorkerConfiguration
     let logger: Logger
     let onBatch: @Sendable (BatchReport) -> Void
+    let status: WorkerStatus?
     /// One per task and target: the reader's Redis, the sink's Redis and PostgreSQL.
-    let readerRedis = CircuitBreaker(target: "redis")
-    let sinkRedis = CircuitBreaker(target: "redis")
-    let sinkPostgres = CircuitBreaker(target: "postgres")
+    let readerRedis: CircuitBreaker
+    let sinkRedis: CircuitBreaker
+    let sinkPostgres: CircuitBreaker
     /// Entries between reading and acknowledgement in this consumer's own pipeline: a claim that
     /// returns one of them (it has been in flight longer than `claimIdle`) must not queue it twice.
     let inFlight = InFlightEntries()
 
     init(
-        kind: RecordKind, slot: Int, configuration: WorkerConfiguration, logger: Logger,
+        kind: RecordKind, slot: Int, configuration: WorkerConfiguration, logger: Logger, status: WorkerStatus?,
         onBatch: @escaping @Sendable (BatchReport) -> Void
     ) {
         self.kind = kind
-        self.stream = configuration.stream(for: kind)
-        self.consumer = "\(configuration.consumerPrefix)-\(slot)"
+        let stream = configuration.stream(for: kind)
+        let consumer = "\(configuration.consumerPrefix)-\(slot)"
+        self.stream = stream
+        self.consumer = consumer
+        self.status = status
+        func breaker(_ target: String, _ role: String) -> CircuitBreaker {
+            CircuitBreaker(
+                target: target,
+                onFailure: { status?.recordFailure(stream: stream, target: target, error: $0) },
+                onStateChange: { status?.circuit("\(target) (\(role))", of: consumer, stream: stream, isOpen: $0) }
+            )
+        }
+        self.readerRedis = breaker("redis", "reader")
+        self.sinkRedis = breaker("redis", "sink")
+        self.sinkPostgres = breaker("postgres", "sink")
         self.configuration = configuration
         var logger = logger
         logger[metadataKey: LogKey.stream] = "\(stream)"
@@ -67,6 +81,8 @@ struct StreamConsumer {
     }
 
     func run() async throws {
+        status?.consumer(consumer, stream: stream, state: "running")
+        defer { status?.consumer(consumer, stream: stream, state: "stopped") }
         let reads = AsyncChannel<ReadBatch>()
         let batches = AsyncChannel<Batch>()
         try await withThrowingTaskGroup(of: Void.self) { group in
@@ -300,14 +316,14 @@ struct StreamConsumer {
                 "insert_duration": "\(insertDuration)", "total_duration": "\(insertStart.duration(to: clock.now))",
             ]
         )
-        onBatch(
-            BatchReport(
-                stream: stream, entries: batch.entries.count, insertedRows: outcome.insertedRows,
-                duplicateRows: outcome.duplicateRows, deadLettered: deadLetters.count,
-                path: outcome.fellBackToIdempotentPath ? .idempotent : path, acknowledgedAt: .now(),
-                enqueuedAt: ids.map(\.timestamp)
-            )
+        let report = BatchReport(
+            stream: stream, entries: batch.entries.count, insertedRows: outcome.insertedRows,
+            duplicateRows: outcome.duplicateRows, deadLettered: deadLetters.count,
+            path: outcome.fellBackToIdempotentPath ? .idempotent : path, acknowledgedAt: .now(),
+            enqueuedAt: ids.map(\.timestamp)
         )
+        status?.recordBatch(report, deadLetterReasons: deadLetters.map(\.reason), insertDuration: insertDuration)
+        onBatch(report)
     }
 }
 

@@ -10,16 +10,21 @@ public struct WorkerService: Service {
     public let configuration: WorkerConfiguration
     private let logger: Logger
     private let onBatch: @Sendable (BatchReport) -> Void
+    private let status: WorkerStatus?
 
     /// - Parameters:
     ///   - configuration: Streams, batching, connections.
     ///   - logger: The root logger; consumers add `stream` and `consumer` metadata.
+    ///   - status: Where batches, failures, consumer states and queue samples are recorded (for
+    ///     `/status`, `/readyz` and metrics); nil records nothing.
     ///   - onBatch: Called after every acknowledged batch, from the consumer's task; keep it cheap.
     public init(
-        configuration: WorkerConfiguration, logger: Logger, onBatch: @escaping @Sendable (BatchReport) -> Void = { _ in }
+        configuration: WorkerConfiguration, logger: Logger, status: WorkerStatus? = nil,
+        onBatch: @escaping @Sendable (BatchReport) -> Void = { _ in }
     ) {
         self.configuration = configuration
         self.logger = logger
+        self.status = status
         self.onBatch = onBatch
     }
 
@@ -38,10 +43,15 @@ public struct WorkerService: Service {
                 if let interval = configuration.trimInterval {
                     background.addTask { try await maintain(every: interval) }
                 }
+                if let status {
+                    background.addTask { try await sampleQueues(into: status, every: .seconds(1)) }
+                }
                 try await withThrowingTaskGroup(of: Void.self) { consumers in
                     for kind in configuration.kinds {
                         for slot in 0..<configuration.concurrency {
-                            let consumer = StreamConsumer(kind: kind, slot: slot, configuration: configuration, logger: logger, onBatch: onBatch)
+                            let consumer = StreamConsumer(
+                                kind: kind, slot: slot, configuration: configuration, logger: logger, status: status, onBatch: onBatch
+                            )
                             consumers.addTask { try await consumer.run() }
                         }
                     }
@@ -57,6 +67,23 @@ public struct WorkerService: Service {
             return
         }
         logger.info("worker stopped")
+    }
+
+    /// Samples each stream's length, the group's lag and its pending count, until cancelled.
+    private func sampleQueues(into status: WorkerStatus, every interval: Duration) async throws {
+        let breaker = CircuitBreaker(target: "redis")
+        try await RedisConnection.withConnection(configuration.redis, logger: logger, connectImmediately: false) { redis in
+            while !Task.isShuttingDownGracefully {
+                for kind in configuration.kinds {
+                    let stream = configuration.stream(for: kind)
+                    let (length, group) = try await breaker.retrying(doing: "sampling queues", logger: logger) {
+                        (try await redis.streamLength(stream), try await redis.groups(of: stream).first { $0.name == configuration.group })
+                    }
+                    status.recordQueue(stream: stream, length: length, lag: group?.lag, pending: group?.pending ?? 0)
+                }
+                try await Task.sleep(for: interval)
+            }
+        }
     }
 
     /// Trims each stream and expires idle consumers every `interval`, until cancelled.

@@ -1,0 +1,247 @@
+public import Metrics
+import Synchronization
+public import TelemetryRecords
+
+/// What the worker is doing, for `/status`, `/readyz` and `/metrics`: every committed batch,
+/// every failed attempt, every consumer's state and each stream's queue pass through here. It
+/// keeps the last minute per stream (per-second buckets) for rates and latency quantiles, and
+/// forwards everything to swift-metrics, so whatever backend the process bootstraps (Prometheus
+/// in `adworker run`) sees the same numbers.
+public final class WorkerStatus: Sendable {
+    public static let window = 60
+
+    /// One stream's last minute, and its queue as last sampled.
+    public struct StreamSnapshot: Sendable, Codable, Equatable {
+        public var stream: String
+        public var entriesPerSecond: Double
+        public var rowsPerSecond: Double
+        public var latencyP50Milliseconds: Double?
+        public var latencyP95Milliseconds: Double?
+        public var latencyP99Milliseconds: Double?
+        /// Dead-lettered entries over entries read, in the last minute.
+        public var errorRate: Double
+        public var failedAttempts: Int
+        public var totalEntries: Int
+        public var totalRows: Int
+        public var totalDeadLetters: Int
+        public var streamLength: Int?
+        public var lag: Int?
+        public var pending: Int?
+        /// Lag plus pending: entries not yet stored.
+        public var queueLength: Int?
+    }
+
+    public struct ConsumerSnapshot: Sendable, Codable, Equatable {
+        public var consumer: String
+        public var stream: String
+        public var state: String
+        public var openCircuits: [String]
+    }
+
+    public struct Snapshot: Sendable, Codable, Equatable {
+        public var version: String
+        public var uptimeSeconds: Double
+        public var streams: [StreamSnapshot]
+        public var consumers: [ConsumerSnapshot]
+    }
+
+    private struct Second {
+        var time: Int64 = 0
+        var entries = 0
+        var rows = 0
+        var deadLetters = 0
+        var failures = 0
+        /// A bounded uniform sample of the second's end-to-end latencies, in milliseconds.
+        var latencies: [Int64] = []
+        var latencyCount = 0
+    }
+
+    private struct StreamState {
+        var seconds = [Second](repeating: Second(), count: WorkerStatus.window)
+        var totalEntries = 0
+        var totalRows = 0
+        var totalDeadLetters = 0
+        var streamLength: Int?
+        var lag: Int?
+        var pending: Int?
+    }
+
+    private struct ConsumerState {
+        var stream: String
+        var name: String
+        var state: String
+        var openCircuits: Set<String> = []
+    }
+
+    /// Consumer names repeat across streams (`<host>-<slot>` on each), so they are keyed by both.
+    private struct ConsumerKey: Hashable, Comparable {
+        var stream: String
+        var name: String
+
+        static func < (lhs: ConsumerKey, rhs: ConsumerKey) -> Bool { (lhs.stream, lhs.name) < (rhs.stream, rhs.name) }
+    }
+
+    private struct State {
+        var streams: [String: StreamState] = [:]
+        var consumers: [ConsumerKey: ConsumerState] = [:]
+        var random = SystemRandomNumberGenerator()
+    }
+
+    private static let latencySamplesPerSecond = 2000
+    private let state = Mutex(State())
+    private let started = ContinuousClock.now
+    public let version: String
+
+    public init(version: String) {
+        self.version = version
+    }
+
+    // MARK: Recording
+
+    func recordBatch(_ report: BatchReport, deadLetterReasons: [String], insertDuration: Duration) {
+        let now = Timestamp.now()
+        let latencies = report.enqueuedAt.map { max(0, report.acknowledgedAt.millisecondsSinceEpoch - $0.millisecondsSinceEpoch) }
+        state.withLock { state in
+            var stream = state.streams[report.stream] ?? StreamState()
+            Self.withSecond(&stream, at: now) { second in
+                second.entries += report.entries
+                second.rows += report.insertedRows
+                second.deadLetters += report.deadLettered
+                for latency in latencies {
+                    // Reservoir sampling keeps the quantiles honest at any rate within bounded memory.
+                    second.latencyCount += 1
+                    if second.latencies.count < Self.latencySamplesPerSecond {
+                        second.latencies.append(latency)
+                    } else {
+                        let slot = Int.random(in: 0..<second.latencyCount, using: &state.random)
+                        if slot < Self.latencySamplesPerSecond { second.latencies[slot] = latency }
+                    }
+                }
+            }
+            stream.totalEntries += report.entries
+            stream.totalRows += report.insertedRows
+            stream.totalDeadLetters += report.deadLettered
+            state.streams[report.stream] = stream
+        }
+
+        let dimensions = [("stream", report.stream)]
+        Counter(label: "adworker_entries_read_total", dimensions: dimensions).increment(by: report.entries)
+        Counter(label: "adworker_rows_inserted_total", dimensions: dimensions).increment(by: report.insertedRows)
+        Counter(label: "adworker_entries_acknowledged_total", dimensions: dimensions).increment(by: report.entries)
+        Counter(label: "adworker_duplicate_rows_skipped_total", dimensions: dimensions).increment(by: report.duplicateRows)
+        for reason in deadLetterReasons {
+            let code = reason.split(separator: ":").first.map(String.init) ?? reason
+            Counter(label: "adworker_dead_letters_total", dimensions: dimensions + [("reason", code)]).increment()
+        }
+        Recorder(label: "adworker_batch_size", dimensions: dimensions).record(report.entries)
+        Timer(label: "adworker_insert_duration_seconds", dimensions: dimensions).recordNanoseconds(insertDuration.nanoseconds)
+        let latency = Timer(label: "adworker_end_to_end_latency_seconds", dimensions: dimensions)
+        for milliseconds in latencies { latency.recordMilliseconds(milliseconds) }
+    }
+
+    func recordFailure(stream: String, target: String, error: any Error) {
+        let now = Timestamp.now()
+        state.withLock { state in
+            var streamState = state.streams[stream] ?? StreamState()
+            Self.withSecond(&streamState, at: now) { $0.failures += 1 }
+            state.streams[stream] = streamState
+        }
+        let kind = "\(error)".split(separator: "(").first.map(String.init) ?? "error"
+        Counter(label: "adworker_errors_total", dimensions: [("stream", stream), ("target", target), ("kind", kind)]).increment()
+    }
+
+    func consumer(_ consumer: String, stream: String, state newState: String) {
+        let alive = state.withLock { state -> Int in
+            state.consumers[ConsumerKey(stream: stream, name: consumer), default: ConsumerState(stream: stream, name: consumer, state: newState)]
+                .state = newState
+            return state.consumers.values.count { $0.stream == stream && $0.state != "stopped" }
+        }
+        Gauge(label: "adworker_workers_alive", dimensions: [("stream", stream)]).record(alive)
+    }
+
+    func circuit(_ target: String, of consumer: String, stream: String, isOpen: Bool) {
+        state.withLock { state in
+            let key = ConsumerKey(stream: stream, name: consumer)
+            var entry = state.consumers[key] ?? ConsumerState(stream: stream, name: consumer, state: "running")
+            if isOpen { entry.openCircuits.insert(target) } else { entry.openCircuits.remove(target) }
+            state.consumers[key] = entry
+        }
+    }
+
+    /// Queue figures from XLEN and XINFO GROUPS, sampled periodically.
+    func recordQueue(stream: String, length: Int, lag: Int?, pending: Int) {
+        state.withLock { state in
+            var entry = state.streams[stream] ?? StreamState()
+            entry.streamLength = length
+            entry.lag = lag
+            entry.pending = pending
+            state.streams[stream] = entry
+        }
+        let dimensions = [("stream", stream)]
+        Gauge(label: "adworker_stream_length", dimensions: dimensions).record(length)
+        Gauge(label: "adworker_pending_entries", dimensions: dimensions).record(pending)
+        if let lag { Gauge(label: "adworker_consumer_group_lag", dimensions: dimensions).record(lag) }
+    }
+
+    private static func withSecond(_ stream: inout StreamState, at now: Timestamp, _ body: (inout Second) -> Void) {
+        let second = now.millisecondsSinceEpoch / 1000
+        let slot = Int(second % Int64(window))
+        if stream.seconds[slot].time != second { stream.seconds[slot] = Second(time: second) }
+        body(&stream.seconds[slot])
+    }
+
+    // MARK: Reading
+
+    /// Consumers with a circuit open: targets they cannot reach right now.
+    public var openCircuits: [(consumer: String, target: String)] {
+        state.withLock { state in
+            state.consumers.sorted { $0.key < $1.key }.flatMap { key, consumer in
+                consumer.openCircuits.sorted().map { ("\(key.stream)/\(key.name)", $0) }
+            }
+        }
+    }
+
+    public func snapshot(now: Timestamp = .now()) -> Snapshot {
+        let current = now.millisecondsSinceEpoch / 1000
+        return state.withLock { state in
+            let streams = state.streams.keys.sorted().map { name -> StreamSnapshot in
+                let stream = state.streams[name]!
+                // The last minute, the second in progress included.
+                let seconds = stream.seconds.filter { $0.time <= current && $0.time > current - Int64(Self.window) }
+                let entries = seconds.reduce(0) { $0 + $1.entries }
+                let rows = seconds.reduce(0) { $0 + $1.rows }
+                let dead = seconds.reduce(0) { $0 + $1.deadLetters }
+                let latencies = seconds.flatMap(\.latencies).sorted()
+                func quantile(_ q: Double) -> Double? {
+                    guard !latencies.isEmpty else { return nil }
+                    return Double(latencies[min(latencies.count - 1, Int((Double(latencies.count) * q).rounded(.up)) - 1)])
+                }
+                let queue = stream.lag.flatMap { lag in stream.pending.map { lag + $0 } }
+                return StreamSnapshot(
+                    stream: name, entriesPerSecond: Double(entries) / Double(Self.window), rowsPerSecond: Double(rows) / Double(Self.window),
+                    latencyP50Milliseconds: quantile(0.5), latencyP95Milliseconds: quantile(0.95), latencyP99Milliseconds: quantile(0.99),
+                    errorRate: entries == 0 ? 0 : Double(dead) / Double(entries), failedAttempts: seconds.reduce(0) { $0 + $1.failures },
+                    totalEntries: stream.totalEntries, totalRows: stream.totalRows, totalDeadLetters: stream.totalDeadLetters,
+                    streamLength: stream.streamLength, lag: stream.lag, pending: stream.pending, queueLength: queue
+                )
+            }
+            let consumers = state.consumers.keys.sorted().map { key in
+                let consumer = state.consumers[key]!
+                return ConsumerSnapshot(consumer: key.name, stream: key.stream, state: consumer.state, openCircuits: consumer.openCircuits.sorted())
+            }
+            return Snapshot(version: version, uptimeSeconds: (ContinuousClock.now - started).seconds, streams: streams, consumers: consumers)
+        }
+    }
+}
+
+extension Duration {
+    var nanoseconds: Int64 {
+        let (seconds, attoseconds) = components
+        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
+    }
+
+    var seconds: Double {
+        let (seconds, attoseconds) = components
+        return Double(seconds) + Double(attoseconds) / 1e18
+    }
+}
