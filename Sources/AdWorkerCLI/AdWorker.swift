@@ -12,6 +12,6 @@ struct AdWorker: AsyncParsableCommand {
             Passwords are read only from the environment, .env or *_FILE paths, never from flags.
             """,
         version: version,
-        subcommands: [RunCommand.self, MigrateCommand.self, ProduceCommand.self, BenchCommand.self, DeadLetterCommand.self]
+        subcommands: [RunCommand.self, MigrateCommand.self, ProduceCommand.self, BenchCommand.self, DeadLetterCommand.self, StatusCommand.self, StatsCommand.self]
     )
 }

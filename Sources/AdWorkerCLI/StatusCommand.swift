@@ -1,0 +1,142 @@
+import ArgumentParser
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+import Logging
+import Redis
+import TelemetryRecords
+import Worker
+
+/// `adworker status`: the daemon's `/status` and `/readyz` as a table; without a daemon, what
+/// Redis alone can tell. Exit 0 healthy, 1 degraded, 2 daemon down or unreachable.
+struct StatusCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "status",
+        abstract: "Shows throughput, latency, queue and errors per stream; exit 0 healthy, 1 degraded, 2 down.",
+        discussion: "Degraded: the daemon is not ready (a server unreachable, a circuit open), a consumer has stopped, or attempts failed in the last minute. Without a reachable daemon, stream length, lag, pending and consumers come straight from Redis."
+    )
+
+    @OptionGroup var connection: ConnectionOptions
+
+    @Option(help: "The daemon's HTTP address (env ADWORKER_STATUS_URL; default http://127.0.0.1:9464).")
+    var url: String?
+
+    @Option(help: "Stream name prefix, for the Redis view (env ADWORKER_STREAM_PREFIX; default 'adserving:').")
+    var streamPrefix: String?
+
+    @Option(help: "Consumer group, for the Redis view (env ADWORKER_GROUP; default adworker).")
+    var group: String?
+
+    @Flag(help: "Print JSON.")
+    var json = false
+
+    enum Health: Int32, Encodable {
+        case healthy = 0, degraded = 1, down = 2
+    }
+
+    struct Report: Encodable {
+        var health: Health
+        var daemon: String
+        var reasons: [String]
+        var status: WorkerStatus.Snapshot?
+        var redis: [StreamQueue]?
+    }
+
+    struct StreamQueue: Encodable {
+        var stream: String
+        var length: Int
+        var lag: Int?
+        var pending: Int
+        var consumers: [String]
+    }
+
+    func run() async throws {
+        let settings = try connection.settings()
+        let logger = try connection.bootstrap(settings, label: "adworker.status")
+        let base = url ?? settings.string("ADWORKER_STATUS_URL") ?? "http://127.0.0.1:9464"
+        var report: Report
+        if let snapshot = try? await Self.fetch(WorkerStatus.Snapshot.self, from: base + "/status") {
+            let readiness = try? await Self.fetch(ReadinessReply.self, from: base + "/readyz")
+            var reasons = readiness?.reasons ?? (readiness == nil ? ["/readyz did not answer"] : [])
+            reasons += snapshot.consumers.filter { $0.state == "stopped" }.map { "consumer \($0.stream)/\($0.consumer) stopped" }
+            reasons += snapshot.streams.filter { $0.failedAttempts > 0 }.map { "\($0.stream): \($0.failedAttempts) failed attempts in the last minute" }
+            report = Report(health: reasons.isEmpty ? .healthy : .degraded, daemon: "up", reasons: reasons, status: snapshot, redis: nil)
+        } else {
+            report = Report(health: .down, daemon: "down", reasons: ["no answer from \(base)/status"], status: nil, redis: nil)
+            let prefix = streamPrefix ?? settings.string("ADWORKER_STREAM_PREFIX") ?? "adserving:"
+            let group = group ?? settings.string("ADWORKER_GROUP") ?? "adworker"
+            do {
+                report.redis = try await RedisConnection.withConnection(try connection.redis(settings), logger: logger) { redis in
+                    var queues: [StreamQueue] = []
+                    for kind in RecordKind.allCases {
+                        let stream = prefix + kind.rawValue
+                        let info = try await redis.groups(of: stream).first { $0.name == group }
+                        let consumers = info == nil ? [] : try await redis.consumers(of: stream, group: group)
+                        queues.append(StreamQueue(
+                            stream: stream, length: try await redis.streamLength(stream), lag: info?.lag, pending: info?.pending ?? 0,
+                            consumers: consumers.map { "\($0.name) (pending \($0.pending), idle \($0.idle))" }
+                        ))
+                    }
+                    return queues
+                }
+            } catch {
+                report.reasons.append("redis: \(error)")
+            }
+        }
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            print(String(decoding: try encoder.encode(report), as: UTF8.self))
+        } else {
+            print(Self.table(report))
+        }
+        throw ExitCode(report.health.rawValue)
+    }
+
+    struct ReadinessReply: Decodable {
+        var status: String
+        var reasons: [String]?
+    }
+
+    static func fetch<Value: Decodable>(_ type: Value.Type, from address: String) async throws -> Value {
+        guard let url = URL(string: address) else { throw ValidationError("'\(address)' is not a URL") }
+        var request = URLRequest(url: url)
+        request.timeoutInterval = 3
+        let (data, _) = try await URLSession.shared.data(for: request)
+        return try JSONDecoder().decode(Value.self, from: data)
+    }
+
+    static func table(_ report: Report) -> String {
+        var lines = ["adworker: \(report.health) (daemon \(report.daemon))"]
+        lines += report.reasons.map { "  ! \($0)" }
+        func number(_ value: Double?, _ digits: Int = 0) -> String { value.map { String(format: "%.\(digits)f", $0) } ?? "-" }
+        func number(_ value: Int?) -> String { value.map(String.init) ?? "-" }
+        func row(_ cells: [String], _ widths: [Int]) -> String {
+            zip(cells, widths).map { cell, width in cell.count >= width ? cell + " " : cell + String(repeating: " ", count: width - cell.count) }
+                .joined()
+        }
+        if let status = report.status {
+            lines.append("version \(status.version), up \(Int(status.uptimeSeconds)) s; figures over the last minute")
+            let widths = [24, 10, 8, 8, 8, 9, 9, 9, 11, 8]
+            lines.append(row(["STREAM", "ROWS/S", "P50 MS", "P95 MS", "P99 MS", "QUEUE", "LAG", "PENDING", "ERROR RATE", "FAILED"], widths))
+            for stream in status.streams {
+                lines.append(row([
+                    stream.stream, number(stream.rowsPerSecond, 1), number(stream.latencyP50Milliseconds), number(stream.latencyP95Milliseconds),
+                    number(stream.latencyP99Milliseconds), number(stream.queueLength), number(stream.lag), number(stream.pending),
+                    String(format: "%.2f %%", stream.errorRate * 100), String(stream.failedAttempts),
+                ], widths))
+            }
+            lines.append("consumers: " + status.consumers.map { "\($0.stream)/\($0.consumer) \($0.state)" + ($0.openCircuits.isEmpty ? "" : " (open: \($0.openCircuits.joined(separator: ", ")))") }.joined(separator: "; "))
+        }
+        if let queues = report.redis {
+            lines.append("from Redis:")
+            let widths = [24, 10, 9, 9]
+            lines.append(row(["STREAM", "LENGTH", "LAG", "PENDING"], widths) + "CONSUMERS")
+            for queue in queues {
+                lines.append(row([queue.stream, String(queue.length), number(queue.lag), String(queue.pending)], widths) + queue.consumers.joined(separator: ", "))
+            }
+        }
+        return lines.joined(separator: "\n")
+    }
+}
