@@ -1,4 +1,5 @@
 public import Logging
+import Metrics
 import Redis
 public import ServiceLifecycle
 public import TelemetryRecords
@@ -9,6 +10,11 @@ public import TelemetryRecords
 /// with its own thread, so thousands of sends a second cost a few round trips and no send ever
 /// blocks a thread of Swift's cooperative pool. The buffer is bounded: past it a send fails at
 /// once with `bufferFull` instead of waiting.
+///
+/// It reports through swift-metrics (whatever backend the host service bootstraps):
+/// `adtelemetry_sent_total`, `adtelemetry_failed_total`, `adtelemetry_dropped_total` (buffer
+/// full or shut down), `adtelemetry_buffered` and `adtelemetry_send_latency_seconds` (from
+/// `send` to Redis's answer).
 ///
 /// Run it as a `Service` (in your `ServiceGroup`, or `try await producer.run()` in a task):
 /// ```swift
@@ -21,6 +27,17 @@ public actor TelemetryProducer: Service {
     private struct PendingSend {
         var commands: [RedisCommand]
         var continuation: CheckedContinuation<[Result<StreamEntryID, TelemetryProducerError>], Never>
+        var enqueuedAt: ContinuousClock.Instant
+    }
+
+    // Made per producer, not static: a service creates its producer after bootstrapping metrics.
+    private nonisolated let sent = Counter(label: "adtelemetry_sent_total")
+    private nonisolated let failed = Counter(label: "adtelemetry_failed_total")
+    private nonisolated let buffered = Gauge(label: "adtelemetry_buffered")
+    private nonisolated let sendLatency = Timer(label: "adtelemetry_send_latency_seconds")
+
+    private nonisolated func dropped(_ reason: String, count: Int) {
+        Counter(label: "adtelemetry_dropped_total", dimensions: [("reason", reason)]).increment(by: count)
     }
 
     public nonisolated let configuration: TelemetryProducerConfiguration
@@ -89,13 +106,19 @@ public actor TelemetryProducer: Service {
     private func enqueue(
         _ commands: [RedisCommand]
     ) async throws(TelemetryProducerError) -> [Result<StreamEntryID, TelemetryProducerError>] {
-        guard !isClosed else { throw TelemetryProducerError(.shutDown, "the producer has stopped") }
+        guard !isClosed else {
+            dropped("shut_down", count: commands.count)
+            throw TelemetryProducerError(.shutDown, "the producer has stopped")
+        }
         guard bufferedRecords + commands.count <= configuration.maximumBufferedRecords else {
+            dropped("buffer_full", count: commands.count)
             throw TelemetryProducerError(.bufferFull, "\(bufferedRecords) records are waiting to be sent")
         }
         bufferedRecords += commands.count
+        buffered.record(bufferedRecords)
+        let now = ContinuousClock.now
         return await withCheckedContinuation { continuation in
-            pending.append(PendingSend(commands: commands, continuation: continuation))
+            pending.append(PendingSend(commands: commands, continuation: continuation, enqueuedAt: now))
             self.wakeupContinuation.yield()
         }
     }
@@ -135,6 +158,7 @@ public actor TelemetryProducer: Service {
 
     private func finished(_ records: Int) {
         bufferedRecords -= records
+        buffered.record(bufferedRecords)
     }
 
     private nonisolated func flushPending(_ redis: RedisConnection) async {
@@ -153,8 +177,13 @@ public actor TelemetryProducer: Service {
                 results = Array(repeating: .failure(failure), count: commands.count)
             }
             await finished(commands.count)
+            let successes = results.count { if case .success = $0 { true } else { false } }
+            sent.increment(by: successes)
+            failed.increment(by: results.count - successes)
+            let answeredAt = ContinuousClock.now
             var offset = 0
             for send in sends {
+                sendLatency.record(duration: send.enqueuedAt.duration(to: answeredAt))
                 let count = send.commands.count
                 send.continuation.resume(returning: Array(results[offset..<offset + count]))
                 offset += count

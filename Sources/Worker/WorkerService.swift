@@ -59,6 +59,10 @@ public struct WorkerService: Service {
                 }
                 // Maintenance never ends on its own; the consumers decide when the worker is done.
                 background.cancelAll()
+                if let status {
+                    // One last sample, so the final queue figures (lag 0 after a drain) are current.
+                    try await sampleQueues(into: status, every: nil)
+                }
             }
         } catch is CancellationError where Task.isShuttingDownGracefully {
             // The shutdown timeout ran out (the database is down, say): what was not committed
@@ -70,7 +74,7 @@ public struct WorkerService: Service {
     }
 
     /// Samples each stream's length, the group's lag and its pending count, until cancelled.
-    private func sampleQueues(into status: WorkerStatus, every interval: Duration) async throws {
+    private func sampleQueues(into status: WorkerStatus, every interval: Duration?) async throws {
         let breaker = CircuitBreaker(target: "redis")
         try await RedisConnection.withConnection(configuration.redis, logger: logger, connectImmediately: false) { redis in
             while !Task.isShuttingDownGracefully {
@@ -81,6 +85,7 @@ public struct WorkerService: Service {
                     }
                     status.recordQueue(stream: stream, length: length, lag: group?.lag, pending: group?.pending ?? 0)
                 }
+                guard let interval else { return }
                 try await Task.sleep(for: interval)
             }
         }
