@@ -16,6 +16,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ADWORKER = os.path.abspath(sys.argv[1])
@@ -348,10 +350,69 @@ def slow_database():
     return scenario.finish(scenario.wait_caught_up(released))
 
 
+def http_get(url):
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+    except OSError:
+        return None, ""
+
+
+def observability():
+    from prometheus_client.parser import text_string_to_metric_families
+
+    scenario = Scenario("observability")
+    base = f"http://127.0.0.1:{19000 + os.getpid() % 1000}"
+    worker = scenario.worker("w", "--http", base.removeprefix("http://"))
+    wait_producer(scenario.produce(5000, 5000, 10))
+    redis("XADD", scenario.stream, "*", "v", "1", "model", "m", "request_id", "bad", "ts", "1", "prediction", "{")
+    started = time.monotonic()
+    recovery = scenario.wait_caught_up(started)
+
+    def status_exit():
+        return subprocess.run([ADWORKER, "status", "--env-file", EMPTY_ENV, "--url", base], env=scenario.environment(),
+                              capture_output=True).returncode
+
+    wait_for(lambda: http_get(base + "/readyz")[0] == 200, 10, "/readyz to answer 200")
+    check(status_exit() == 0, "adworker status is not 0 with a healthy daemon")
+    families = {family.name: family for family in text_string_to_metric_families(http_get(base + "/metrics")[1])}
+
+    def sample(name, **labels):
+        for family in families.values():
+            for found in family.samples:
+                if found.name == name and all(found.labels.get(key) == value for key, value in labels.items()):
+                    return found.value
+        return None
+
+    check(sample("adworker_rows_inserted_total", stream=scenario.stream) == 5000, "rows inserted metric")
+    check(sample("adworker_dead_letters_total", stream=scenario.stream, reason="invalid_json") == 1, "dead letters metric")
+    check(sample("adworker_end_to_end_latency_seconds_count", stream=scenario.stream) == 5001, "latency histogram count")
+    status = json.loads(http_get(base + "/status")[1])
+    figures = next(stream for stream in status["streams"] if stream["stream"] == scenario.stream)
+    check(figures["totalRows"] == 5000 and figures["totalDeadLetters"] == 1, f"/status totals: {figures}")
+
+    pg_ctl("stop")
+    try:
+        wait_for(lambda: http_get(base + "/readyz")[0] == 503, 20, "/readyz to answer 503 with PostgreSQL stopped")
+        reasons = json.loads(http_get(base + "/readyz")[1])["reasons"]
+        check(any("postgres" in reason for reason in reasons), f"/readyz reasons: {reasons}")
+        check(status_exit() == 1, "adworker status is not 1 (degraded) with PostgreSQL stopped")
+    finally:
+        pg_ctl("start")
+    wait_for(lambda: http_get(base + "/readyz")[0] == 200, 30, "/readyz to answer 200 again")
+    scenario.stop(worker)
+    check(status_exit() == 2, "adworker status is not 2 with the daemon stopped")
+    scenario.notes.append(f"{len(families)} metric families parsed by prometheus_client; /readyz 200 → 503 → 200; status exits 0, 1, 2")
+    return scenario.finish(recovery, expected_dead=1)
+
+
 SCENARIOS = {
     "kill9": kill9, "postgres-restart": postgres_restart, "postgres-down-30s": postgres_down_30s,
     "redis-restart": redis_restart, "sigterm": sigterm_during_batch, "sigterm-db-down": sigterm_with_database_down,
     "two-workers": two_workers_racing, "poison": poison_mix, "slow-database": slow_database,
+    "observability": observability,
 }
 
 

@@ -76,7 +76,9 @@ assert report["latencyEntries"] > 0
 assert 0 < report["latencyP50Milliseconds"] <= report["latencyP95Milliseconds"] <= report["latencyP99Milliseconds"], report
 PY
 
-log "fault tests: kill -9, PostgreSQL restart and 30 s outage, Redis restart, SIGTERM, racing workers, poison, a held lock"
+python3 -c 'import prometheus_client' 2>/dev/null || python3 -m pip install -q prometheus_client
+
+log "fault tests: kill -9, PostgreSQL restart and 30 s outage, Redis restart, SIGTERM, racing workers, poison, a held lock, /readyz and status exit codes"
 # In a subshell with the smoke run's stream prefix and database unset: each scenario sets its own.
 (unset ADWORKER_STREAM_PREFIX DATABASE_NAME; python3 scripts/fault-tests.py "$adworker")
 
