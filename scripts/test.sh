@@ -50,6 +50,25 @@ pending=$(redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" xpending "${prefix}inferen
 echo "training rows $training, inference rows $inference, dead letters $dead, pending $pending"
 [ "$training" = 1000 ] && [ "$inference" = 1001 ] && [ "$dead" = 1 ] && [ "$pending" = 0 ] || { log "smoke run counts are wrong"; exit 1; }
 
+log "stats for one model match SQL written by hand; JSON logs parse"
+model=$(psql_smoke -c 'SELECT model_name FROM inference_results GROUP BY 1 ORDER BY count(*) DESC LIMIT 1')
+expected=$(psql_smoke -c "SELECT (SELECT count(*) FROM training_data WHERE model_name = '$model') || ' ' || count(*) || ' ' || round(avg(is_anomaly::int) FILTER (WHERE is_anomaly IS NOT NULL), 6) FROM inference_results WHERE model_name = '$model'")
+"$adworker" stats --env-file "$empty_env" --model "$model" --hours 1 --json > /tmp/adworker-smoke-stats.json
+python3 - "$expected" /tmp/adworker-smoke-stats.json <<'PY'
+import json, sys
+training, inference, anomaly = sys.argv[1].split()
+stats = json.load(open(sys.argv[2]))
+assert stats["trainingRecords"] == int(training) and stats["inferenceRecords"] == int(inference), (stats, sys.argv[1])
+assert abs(stats["anomalyRate"] - float(anomaly)) < 1e-6, (stats, anomaly)
+assert stats["meanProcessingMilliseconds"] <= stats["p95ProcessingMilliseconds"] * 2, stats
+print("stats", stats)
+PY
+"$adworker" migrate --env-file "$empty_env" --log-format json --log-level debug 2>&1 >/dev/null | python3 -c '
+import json, sys
+lines = [json.loads(line) for line in sys.stdin if line.strip()]
+assert lines and all({"time", "level", "message", "label"} <= line.keys() for line in lines), lines
+print(len(lines), "JSON log lines")'
+
 log "dead letters: list, replay (still poison, so it comes back), purge"
 redis_cli() { redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" "$@"; }
 "$adworker" dlq list --env-file "$empty_env" --stream inference | tee /tmp/adworker-smoke-dlq.txt
