@@ -38,7 +38,8 @@ cleanup() { rm -f "$empty_env"; redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" --sc
 trap cleanup EXIT
 export DATABASE_NAME=$smoke_database ADWORKER_STREAM_PREFIX=$prefix
 "$adworker" migrate --env-file "$empty_env"
-"$adworker" migrate --env-file "$empty_env"
+"$adworker" migrate --env-file "$empty_env" | tee /tmp/adworker-smoke-migrate.txt
+grep -q 'TimescaleDB: not installed in this database, skipped hypertables' /tmp/adworker-smoke-migrate.txt || { log "migrate does not say it skipped TimescaleDB"; exit 1; }
 "$adworker" produce --env-file "$empty_env" --stream requests --count 2000
 redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" xadd "${prefix}inference" '*' v 1 model smoke request_id by-hand ts 1700000000000 prediction 0.5 >/dev/null
 redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" xadd "${prefix}inference" '*' v 1 model smoke request_id poison ts 1700000000000 prediction '{' >/dev/null
@@ -96,6 +97,9 @@ assert 0 < report["latencyP50Milliseconds"] <= report["latencyP95Milliseconds"] 
 PY
 
 python3 -c 'import prometheus_client' 2>/dev/null || python3 -m pip install -q prometheus_client
+
+log "deploy files: systemd unit, Kubernetes manifests, compose file"
+scripts/validate-deploy.sh "$adworker"
 
 log "fault tests: kill -9, PostgreSQL restart and 30 s outage, Redis restart, SIGTERM, racing workers, poison, a held lock, /readyz and status exit codes"
 # In a subshell with the smoke run's stream prefix and database unset: each scenario sets its own.

@@ -14,8 +14,11 @@ struct Settings {
     static func load(dotEnvPath: String, environment: [String: String] = ProcessInfo.processInfo.environment) throws -> Settings {
         var values: [String: String] = [:]
         if FileManager.default.fileExists(atPath: dotEnvPath) {
-            let text = try String(contentsOfFile: dotEnvPath, encoding: .utf8)
-            values = try parseDotEnv(text)
+            // Through a file handle, so that /dev/null (no settings file) reads as empty.
+            guard let data = FileHandle(forReadingAtPath: dotEnvPath)?.readDataToEndOfFile() else {
+                throw ValidationError("cannot read the settings file \(dotEnvPath)")
+            }
+            values = try parseDotEnv(String(decoding: data, as: UTF8.self))
         }
         values.merge(environment) { _, fromEnvironment in fromEnvironment }
         return Settings(values: values)

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Validates what deploy/, Dockerfile and docker-compose.yml ship, without a cluster or a Docker
+# engine: `systemd-analyze verify` on the unit, `kubectl kustomize` + kubernetes-validate (the
+# Kubernetes JSON schemas) on the manifests, `docker-compose config` on the compose file, and that
+# every variable they set is one adworker reads (listed in .env.template).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+adworker=${1:?usage: scripts/validate-deploy.sh ADWORKER_BINARY}
+log() { printf '[deploy] %s\n' "$*" >&2; }
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+# Two environments: kubernetes-validate needs jsonschema 4, docker-compose 1.29 needs 3.
+k8s=$PWD/.build/venv-kubernetes
+compose=$PWD/.build/venv-compose
+if [ ! -x "$k8s/bin/kubernetes-validate" ]; then
+    log "installing kubernetes-validate into $k8s"
+    python3 -m venv "$k8s" && "$k8s/bin/pip" install -q kubernetes-validate
+fi
+if [ ! -x "$compose/bin/docker-compose" ]; then
+    log "installing docker-compose into $compose"
+    python3 -m venv "$compose"
+    "$compose/bin/pip" install -q "PyYAML>=6" docopt "jsonschema<4" python-dotenv texttable dockerpty "docker>=5" distro requests "setuptools<70"
+    # docker-compose 1.29 pins PyYAML<6, which no longer builds; its config check works with 6.
+    "$compose/bin/pip" install -q --no-deps docker-compose==1.29.2
+fi
+
+command -v systemd-analyze >/dev/null || { log "installing systemd for systemd-analyze"; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd >/dev/null; }
+log "systemd unit"
+sed "s|/usr/local/bin/adworker|$(realpath "$adworker")|" deploy/systemd/adworker.service > "$work/adworker.service"
+output=$(systemd-analyze verify "$work/adworker.service" 2>&1) || { echo "$output"; exit 1; }
+[ -z "$output" ] || { echo "$output"; log "systemd-analyze has remarks"; exit 1; }
+
+log "kubernetes manifests"
+if command -v kubectl >/dev/null; then
+    kubectl kustomize deploy/kubernetes > "$work/rendered.yaml"
+else
+    log "no kubectl here: validating the manifests one by one instead of the kustomize rendering"
+    for file in deploy/kubernetes/*.yaml; do
+        case $file in */kustomization.yaml|*/keda-scaledobject.yaml) ;; *) cat "$file"; echo "---" ;; esac
+    done > "$work/rendered.yaml"
+fi
+"$k8s/bin/kubernetes-validate" --strict --quiet "$work/rendered.yaml"
+
+log "docker-compose.yml"
+cp docker-compose.yml "$work/" && cp .env.template "$work/.env" && mkdir -p "$work/deploy" && cp deploy/database-password.example "$work/deploy/"
+(cd "$work" && "$compose/bin/docker-compose" config -q)
+
+log "variables set by deploy/ are variables adworker reads"
+known=$(grep -oE '^#? ?[A-Z][A-Z0-9_]+=' .env.template | tr -d '#= ' | sort -u)
+set_by_deploy=$( (grep -hoE '^  [A-Z][A-Z0-9_]+:' deploy/kubernetes/configmap.yaml docker-compose.yml | tr -d ' :';
+    grep -hoE 'name: [A-Z][A-Z0-9_]+$' deploy/kubernetes/deployment.yaml | sed 's/name: //';
+    grep -hoE '^Environment=[A-Z][A-Z0-9_]+' deploy/systemd/adworker.service | sed 's/Environment=//') \
+    | grep -vE '^POSTGRES_' | sort -u)
+unknown=$(comm -13 <(echo "$known") <(echo "$set_by_deploy"))
+[ -z "$unknown" ] || { log "deploy/ sets variables adworker does not read: $unknown"; exit 1; }
+log "deploy files valid"
