@@ -3,7 +3,7 @@
 scripts/dev-services.sh starts, with workers killed, servers restarted or stopped, locks held and
 poison mixed in. Every scenario ends with exact accounting:
 
-    entries in the stream = rows + dead letters, no request id twice, nothing pending.
+    entries ever added to the stream = rows + dead letters, no request id twice, nothing pending.
 
 Usage: scripts/fault-tests.py ADWORKER_BINARY [SCENARIO ...]   (restarts servers: root, or sudo)
 Writes a summary table to stdout and JSON to $FAULT_REPORT (default /tmp/adworker-faults.json).
@@ -34,6 +34,9 @@ PG_ENV = dict(os.environ, PGPASSWORD=BASE_ENV["DATABASE_PASSWORD"])
 LOG_DIR = tempfile.mkdtemp(prefix="adworker-faults-")
 EMPTY_ENV = os.path.join(LOG_DIR, "empty.env")
 open(EMPTY_ENV, "w").close()
+
+
+SPAWNED = []
 
 
 class Failure(Exception):
@@ -91,8 +94,6 @@ class Scenario:
         self.stream = self.prefix + "inference"
         self.processes = []
         self.notes = []
-        # Entries delivered and then deleted from the stream: dead letters that XLEN does not count.
-        self.deleted = 0
         psql("TRUNCATE inference_results")
 
     def environment(self):
@@ -102,13 +103,16 @@ class Scenario:
         log = open(os.path.join(LOG_DIR, f"{self.name}-{label}.log"), "ab")
         process = subprocess.Popen([ADWORKER] + arguments, env=self.environment(), stdout=log, stderr=subprocess.STDOUT)
         self.processes.append(process)
+        SPAWNED.append(process)
         return process
 
     def worker(self, consumer="w", *extra):
+        # Several workers run at once here: the HTTP endpoint only where a scenario asks for it.
+        http = [] if "--http" in extra else ["--http", "off"]
         return self.spawn(
             f"worker-{consumer}",
             ["run", "--env-file", EMPTY_ENV, "--streams", "inference", "--consumer-name", consumer, "--trim-interval", "0",
-             "--claim-idle", "2", "--max-wait-ms", "50", *extra],
+             "--claim-idle", "2", "--max-wait-ms", "50", *http, *extra],
         )
 
     def produce(self, count, rate, seed):
@@ -117,7 +121,9 @@ class Scenario:
 
     def counts(self):
         rows, distinct = (int(value) for value in psql("SELECT count(*), count(DISTINCT request_id) FROM inference_results").split("|"))
-        entries = int(redis("XLEN", self.stream))
+        # Every entry ever added (XLEN would shrink with trimming and XDEL).
+        info = redis("XINFO", "STREAM", self.stream).splitlines()
+        entries = int(info[info.index("entries-added") + 1]) if "entries-added" in info else 0
         dead = int(redis("XLEN", self.stream + ":dead"))
         pending_reply = redis("XPENDING", self.stream, "adworker") if entries else ""
         pending = int(pending_reply.splitlines()[0]) if pending_reply and not pending_reply.startswith("NOGROUP") else 0
@@ -125,7 +131,7 @@ class Scenario:
 
     def caught_up(self):
         counts = self.counts()
-        return counts["entries"] > 0 and counts["pending"] == 0 and counts["rows"] + counts["dead"] == counts["entries"] + self.deleted
+        return counts["entries"] > 0 and counts["pending"] == 0 and counts["rows"] + counts["dead"] == counts["entries"]
 
     def wait_caught_up(self, since, timeout=120):
         wait_for(self.caught_up, timeout, "the worker to catch up")
@@ -148,8 +154,8 @@ class Scenario:
                 process.kill()
                 raise Failure(f"process {process.args[1]} did not stop within 40 s of SIGTERM")
         counts = self.counts()
-        check(counts["rows"] + counts["dead"] == counts["entries"] + self.deleted,
-              f"{counts['entries']} entries (+{self.deleted} deleted) but {counts['rows']} rows + {counts['dead']} dead letters")
+        check(counts["rows"] + counts["dead"] == counts["entries"],
+              f"{counts['entries']} entries but {counts['rows']} rows + {counts['dead']} dead letters")
         check(counts["duplicates"] == 0, f"{counts['duplicates']} duplicate rows")
         check(counts["pending"] == 0, f"{counts['pending']} entries still pending")
         check(counts["dead"] == expected_dead, f"{counts['dead']} dead letters, expected {expected_dead}")
@@ -314,7 +320,6 @@ def poison_mix():
     gone = xadd(scenario.stream, entry())
     redis("XREADGROUP", "GROUP", "adworker", "w", "COUNT", "100", "STREAMS", scenario.stream, ">")
     redis("XDEL", scenario.stream, gone)
-    scenario.deleted = 1
     wait_producer(scenario.produce(2000, 5000, 8))
     started = time.monotonic()
     scenario.worker()
@@ -408,11 +413,74 @@ def observability():
     return scenario.finish(recovery, expected_dead=1)
 
 
+def least_privilege():
+    """The ACL lines and the role script from deploy/, exactly as documented (key patterns moved to
+    this scenario's prefix): the worker works with its user and role, the producer user can only
+    append, the worker role can only insert and read."""
+    scenario = Scenario("least-privilege")
+    acl = open(os.path.join(ROOT, "deploy", "redis", "users.acl")).read().replace("~adserving:", "~" + scenario.prefix)
+    users = {}
+    for line in acl.splitlines():
+        if line.startswith("user "):
+            name = line.split()[1]
+            redis("ACL", "SETUSER", *line.split()[1:])
+            users[name] = next(part[1:] for part in line.split() if part.startswith(">"))
+    role, password = f"adworker_worker_{os.getpid()}", "worker-secret"
+    subprocess.run(AS_ROOT + ["su", "postgres", "-c", f"psql -q -X -v ON_ERROR_STOP=1 -d {DATABASE} -v role={role} "
+                              f"-v password={password} -v database={DATABASE} -f {ROOT}/deploy/postgres/worker-role.sql"],
+                   check=True, capture_output=True)
+    worker_env = dict(REDIS_USERNAME="adworker-worker", REDIS_PASSWORD=users["adworker-worker"],
+                      DATABASE_USER=role, DATABASE_PASSWORD=password)
+    producer_env = dict(REDIS_USERNAME="adworker-producer", REDIS_PASSWORD=users["adworker-producer"])
+    original = scenario.environment
+
+    try:
+        scenario.environment = lambda: dict(original(), **worker_env)
+        worker = scenario.worker("w", "--trim-interval", "1", "--claim-idle", "1")
+        scenario.environment = lambda: dict(original(), **producer_env)
+        producer = scenario.produce(10000, 5000, 11)
+        time.sleep(1)
+        worker.kill()
+        worker.wait()
+        scenario.environment = lambda: dict(original(), **worker_env)
+        restarted = time.monotonic()
+        scenario.worker("w", "--trim-interval", "1", "--claim-idle", "1")
+        wait_producer(producer)
+        redis("XADD", scenario.stream, "*", "v", "1", "model", "m", "request_id", "bad", "ts", "1", "prediction", "{")
+        recovery = scenario.wait_caught_up(restarted)
+        # The trim script (EVAL of XINFO, XPENDING, XTRIM) runs under the worker's ACL too.
+        wait_for(lambda: int(redis("XLEN", scenario.stream)) == 0, 10, "the acknowledged stream to be trimmed")
+
+        as_producer = REDIS + ["--user", "adworker-producer", "--pass", users["adworker-producer"], "--no-auth-warning"]
+        for command in (["XRANGE", scenario.stream, "-", "+", "COUNT", "1"], ["XREADGROUP", "GROUP", "adworker", "x", "STREAMS", scenario.stream, ">"],
+                        ["XADD", "elsewhere", "*", "a", "b"]):
+            reply = subprocess.run(as_producer + command, capture_output=True, text=True).stdout + ""
+            check("NOPERM" in reply, f"producer user was allowed {command[0]} ({reply.strip()[:80]})")
+        as_worker = REDIS + ["--user", "adworker-worker", "--pass", users["adworker-worker"], "--no-auth-warning"]
+        for command in (["KEYS", "*"], ["FLUSHALL"], ["XRANGE", "elsewhere", "-", "+"]):
+            reply = subprocess.run(as_worker + command, capture_output=True, text=True).stdout
+            check("NOPERM" in reply, f"worker user was allowed {command[0]} ({reply.strip()[:80]})")
+        as_role = [arg if arg != os.environ.get("DATABASE_USER", "adworker") else role for arg in PSQL]
+        for sql in ("DELETE FROM inference_results", "TRUNCATE inference_results", "DROP TABLE inference_results"):
+            result = subprocess.run(as_role + ["-c", sql], env=dict(PG_ENV, PGPASSWORD=password), capture_output=True, text=True)
+            check(result.returncode != 0 and ("permission denied" in result.stderr or "must be owner" in result.stderr),
+                  f"worker role was allowed: {sql} ({result.stderr.strip()[:80]})")
+        scenario.notes.append("worker ran as ACL user adworker-worker and role with INSERT/SELECT/TEMP only (killed -9 once: "
+                              "idempotent path; trimmed to 0); producer user refused XRANGE, XREADGROUP, XADD elsewhere; role refused DELETE, TRUNCATE, DROP")
+        return scenario.finish(recovery, expected_dead=1)
+    finally:
+        scenario.environment = original
+        for name in users:
+            redis("ACL", "DELUSER", name)
+        subprocess.run(AS_ROOT + ["su", "postgres", "-c", f"psql -q -X -d {DATABASE} -c 'DROP OWNED BY {role}; DROP ROLE IF EXISTS {role}'"],
+                       capture_output=True)
+
+
 SCENARIOS = {
     "kill9": kill9, "postgres-restart": postgres_restart, "postgres-down-30s": postgres_down_30s,
     "redis-restart": redis_restart, "sigterm": sigterm_during_batch, "sigterm-db-down": sigterm_with_database_down,
     "two-workers": two_workers_racing, "poison": poison_mix, "slow-database": slow_database,
-    "observability": observability,
+    "observability": observability, "least-privilege": least_privilege,
 }
 
 
@@ -428,6 +496,9 @@ def main():
             print(f"[fault] {name}: ok ({time.monotonic() - started:.0f} s)", file=sys.stderr, flush=True)
         except Exception as error:  # noqa: BLE001 - every scenario runs, every failure is reported
             failures.append(f"{name}: {error}")
+            for process in SPAWNED:
+                if process.poll() is None:
+                    process.kill()
             print(f"[fault] {name}: FAILED: {error} (logs in {LOG_DIR})", file=sys.stderr, flush=True)
             subprocess.run(AS_ROOT + ["pg_ctlcluster", postgres_cluster(), "main", "start"], capture_output=True)
             subprocess.run([os.path.join(ROOT, "scripts", "dev-services.sh")], capture_output=True)
