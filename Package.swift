@@ -28,6 +28,7 @@ let package = Package(
         .systemLibrary(name: "CHiredis", path: "Sources/CHiredis", pkgConfig: "hiredis", providers: [.apt(["libhiredis-dev"])]),
         .systemLibrary(name: "CLibPQ", path: "Sources/CLibPQ", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
         .target(name: "ConnectionThread", swiftSettings: swiftSettings),
+        .target(name: "CProcessControl"),
         .target(name: "TelemetryRecords", swiftSettings: swiftSettings),
         .target(
             name: "Redis",
@@ -80,7 +81,7 @@ let package = Package(
         .executableTarget(
             name: "AdWorkerCLI",
             dependencies: [
-                "AdTelemetry", "Worker", "WorkerHTTP", "Postgres", "Redis", "TelemetryRecords",
+                "AdTelemetry", "Worker", "WorkerHTTP", "Postgres", "Redis", "TelemetryRecords", "CProcessControl",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -91,7 +92,7 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "TelemetryRecordsTests", dependencies: ["TelemetryRecords"], swiftSettings: swiftSettings),
-        .testTarget(name: "WorkerUnitTests", dependencies: ["Worker", "Postgres", "TelemetryRecords"], swiftSettings: swiftSettings),
+        .testTarget(name: "WorkerUnitTests", dependencies: ["Worker", "WorkerHTTP", "Postgres", "TelemetryRecords"], swiftSettings: swiftSettings),
         .testTarget(
             name: "IntegrationTests",
             dependencies: [

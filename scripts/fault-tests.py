@@ -476,11 +476,86 @@ def least_privilege():
                        capture_output=True)
 
 
+def pool():
+    """adworker run --processes 2: kill -9 of a child under load, the aggregate endpoint, SIGTERM."""
+    scenario = Scenario("pool")
+    port = 19600 + os.getpid() % 200
+    base = f"http://127.0.0.1:{port}"
+    supervisor = scenario.spawn("supervisor", ["run", "--env-file", EMPTY_ENV, "--streams", "inference", "--processes", "2",
+                                               "--http", f"127.0.0.1:{port}", "--consumer-name", "pool", "--trim-interval", "0",
+                                               "--claim-idle", "2", "--max-wait-ms", "50"])
+    producer = scenario.produce(20000, 5000, 12)
+    wait_for(lambda: http_get(base + "/readyz")[0] == 200, 20, "the pool to be ready")
+    time.sleep(1.5)
+    child = subprocess.run(["pgrep", "-f", "consumer-name pool-p0"], capture_output=True, text=True).stdout.split()
+    check(len(child) == 1, f"expected one process for child 0, found {child}")
+    os.kill(int(child[0]), signal.SIGKILL)
+    killed = time.monotonic()
+    wait_for(lambda: http_get(base + "/readyz")[0] == 503, 5, "/readyz to report the killed process")
+    wait_for(lambda: http_get(base + "/readyz")[0] == 200, 30, "the supervisor to restart the killed process")
+    restarted = subprocess.run(["pgrep", "-f", "consumer-name pool-p0"], capture_output=True, text=True).stdout.split()
+    check(len(restarted) == 1 and restarted != child, "child 0 was not restarted as a new process")
+    wait_producer(producer)
+    recovery = scenario.wait_caught_up(killed)
+
+    # The aggregate equals the sum of what the processes report themselves (now quiescent).
+    pooled = http_get(base + "/metrics")[1]
+    def total(text, name):
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith(name + "{") and f'stream="{scenario.stream}"' in line)
+    children = [http_get(f"http://127.0.0.1:{port + 1 + index}/metrics")[1] for index in range(2)]
+    for name in ("adworker_rows_inserted_total", "adworker_entries_acknowledged_total", "adworker_batch_size_count"):
+        check(total(pooled, name) == sum(total(text, name) for text in children) > 0, f"{name}: pool differs from the sum of its processes")
+    status = json.loads(http_get(base + "/status")[1])
+    check(sorted(c["consumer"] for c in status["consumers"]) == ["pool-p0-0", "pool-p1-0"], f"consumers: {status['consumers']}")
+
+    code, took = scenario.stop(supervisor)
+    check(code == 0, f"supervisor exited {code} on SIGTERM")
+    check(not subprocess.run(["pgrep", "-f", "consumer-name pool-p"], capture_output=True).stdout, "children outlived the supervisor")
+
+    # A supervisor killed with -9 cannot forward anything: its children must stop on their own.
+    second = scenario.spawn("supervisor-2", ["run", "--env-file", EMPTY_ENV, "--streams", "inference", "--processes", "2",
+                                             "--http", f"127.0.0.1:{port}", "--consumer-name", "pool"])
+    wait_for(lambda: http_get(base + "/readyz")[0] == 200, 20, "the second pool to be ready")
+    second.kill()
+    second.wait()
+    wait_for(lambda: not subprocess.run(["pgrep", "-f", "consumer-name pool-p"], capture_output=True).stdout, 15,
+             "the children of a killed supervisor to stop")
+    scenario.notes.append(f"child 0 killed -9 and restarted; aggregate /metrics = sum of processes; SIGTERM: exit 0 in {took:.2f} s, "
+                          "no child left; supervisor killed -9: children stopped by themselves")
+    return scenario.finish(recovery)
+
+
+def pool_crash_loop():
+    """A child that cannot start (its port taken) is restarted with backoff, then the pool gives up."""
+    scenario = Scenario("pool-crash-loop")
+    port = 19800 + os.getpid() % 100
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", port + 1))
+    blocker.listen()
+    try:
+        started = time.monotonic()
+        supervisor = scenario.spawn("supervisor", ["run", "--env-file", EMPTY_ENV, "--streams", "inference", "--processes", "2",
+                                                   "--http", f"127.0.0.1:{port}", "--consumer-name", "loop"])
+        code = supervisor.wait(90)
+        took = time.monotonic() - started
+    finally:
+        blocker.close()
+    log = open(os.path.join(LOG_DIR, "pool-crash-loop-supervisor.log")).read()
+    check(code != 0, "the supervisor exited 0 although a child crash-looped")
+    check("crash-looping" in log, "no clear error about the crash loop")
+    check(not subprocess.run(["pgrep", "-f", "consumer-name loop-p"], capture_output=True).stdout, "children outlived the supervisor")
+    scenario.notes.append(f"child 0 could not bind its port: gave up after {took:.1f} s with exit {code}")
+    redis("XADD", scenario.stream, "*", "v", "1", "model", "m", "request_id", "r", "ts", "1", "prediction", "1")
+    scenario.worker()
+    return scenario.finish(scenario.wait_caught_up(time.monotonic()))
+
+
 SCENARIOS = {
     "kill9": kill9, "postgres-restart": postgres_restart, "postgres-down-30s": postgres_down_30s,
     "redis-restart": redis_restart, "sigterm": sigterm_during_batch, "sigterm-db-down": sigterm_with_database_down,
     "two-workers": two_workers_racing, "poison": poison_mix, "slow-database": slow_database,
-    "observability": observability, "least-privilege": least_privilege,
+    "observability": observability, "least-privilege": least_privilege, "pool": pool, "pool-crash-loop": pool_crash_loop,
 }
 
 

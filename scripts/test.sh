@@ -101,7 +101,7 @@ python3 -c 'import prometheus_client' 2>/dev/null || python3 -m pip install -q p
 log "deploy files: systemd unit, Kubernetes manifests, compose file"
 scripts/validate-deploy.sh "$adworker"
 
-log "fault tests: kill -9, PostgreSQL restart and 30 s outage, Redis restart, SIGTERM, racing workers, poison, a held lock, /readyz and status exit codes"
+log "fault tests: kill -9, PostgreSQL restart and 30 s outage, Redis restart, SIGTERM, racing workers, poison, a held lock, /readyz and status exit codes, least privilege, the process pool"
 # In a subshell with the smoke run's stream prefix and database unset: each scenario sets its own.
 (unset ADWORKER_STREAM_PREFIX DATABASE_NAME; python3 scripts/fault-tests.py "$adworker")
 

@@ -32,12 +32,22 @@ struct RunCommand: AsyncParsableCommand {
     @Option(help: "HOST:PORT for /healthz, /readyz, /metrics and /status, or 'off' (env ADWORKER_HTTP; default 127.0.0.1:9464).")
     var http: String?
 
+    @Option(help: "Worker processes; more than 1 runs a supervisor that restarts crashed ones and serves their aggregate on --http, each process on 127.0.0.1:<port+1+i> (env ASYNC_PROCESSING_NUM_WORKERS; default 1).")
+    var processes: Int?
+
     func run() async throws {
         let settings = try connection.settings()
         let logger = try connection.bootstrap(settings, label: "adworker")
         let configuration = try worker.workerConfiguration(settings, connection: connection, drain: drain)
         let timeout = try shutdownTimeout ?? settings.integer("ADWORKER_SHUTDOWN_TIMEOUT") ?? 30
         let address = try HTTPAddress(http ?? settings.string("ADWORKER_HTTP") ?? "127.0.0.1:9464")
+        let processCount = try processes ?? settings.integer("ASYNC_PROCESSING_NUM_WORKERS") ?? 1
+        guard (1...64).contains(processCount) else { throw ValidationError("processes must be 1...64, not \(processCount)") }
+        if processCount > 1 {
+            try await runPool(processCount, configuration: configuration, address: address, timeout: timeout, logger: logger)
+            return
+        }
+        Supervisor.terminateWithSupervisor(logger: logger)
         logger.info("connecting", metadata: ["redis": "\(configuration.redis)", "postgres": "\(configuration.postgres)"])
 
         let registry = PrometheusCollectorRegistry()
@@ -60,6 +70,34 @@ struct RunCommand: AsyncParsableCommand {
         let group = ServiceGroup(
             configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
                 .withMaximumGracefulShutdownDuration(.seconds(timeout))
+        )
+        try await group.run()
+    }
+}
+
+extension RunCommand {
+    /// The supervisor and the pool's endpoint; the children are this binary with `--processes 1`.
+    private func runPool(_ count: Int, configuration: WorkerConfiguration, address: HTTPAddress?, timeout: Int, logger: Logger) async throws {
+        let arguments = CommandLine.arguments
+        let afterRun = arguments.firstIndex(of: "run").map { arguments.index(after: $0) } ?? arguments.endIndex
+        let supervisor = Supervisor(
+            count: count, arguments: Supervisor.childArguments(from: Array(arguments[afterRun...])),
+            consumerName: configuration.consumerPrefix, basePort: address?.port, logger: logger
+        )
+        var services = [ServiceGroupConfiguration.ServiceConfiguration(service: supervisor, successTerminationBehavior: .gracefullyShutdownGroup)]
+        if let address {
+            let endpoint = PoolEndpoint.application(
+                host: address.host, port: address.port, version: AdWorker.version,
+                processes: { supervisor.snapshot.map { PoolEndpoint.Process(index: $0.index, state: $0.state, port: $0.port) } },
+                logger: logger
+            )
+            services.append(.init(service: endpoint))
+        }
+        logger.info("starting \(count) worker processes", metadata: ["http": "\(address.map { "\($0.host):\($0.port)" } ?? "off")"])
+        let group = ServiceGroup(
+            configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+                // The children have the shutdown timeout each; the supervisor waits a little longer.
+                .withMaximumGracefulShutdownDuration(.seconds(timeout + 5))
         )
         try await group.run()
     }

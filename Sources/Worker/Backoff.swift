@@ -1,11 +1,11 @@
 /// Exponential backoff with jitter for retrying a failing database or Redis: each delay doubles
 /// up to `maximum`, and is drawn from its upper half so that many workers do not retry in step.
-struct Backoff {
-    let initial: Duration
-    let maximum: Duration
-    private(set) var attempt = 0
+public struct Backoff: Sendable {
+    public let initial: Duration
+    public let maximum: Duration
+    public private(set) var attempt = 0
 
-    init(initial: Duration = .milliseconds(100), maximum: Duration = .seconds(10)) {
+    public init(initial: Duration = .milliseconds(100), maximum: Duration = .seconds(10)) {
         self.initial = initial
         self.maximum = maximum
     }
@@ -24,12 +24,12 @@ struct Backoff {
         return .nanoseconds(Int64(ceilingNanoseconds - half + jitter))
     }
 
-    mutating func nextDelay() -> Duration {
+    public mutating func nextDelay() -> Duration {
         var generator = SystemRandomNumberGenerator()
         return nextDelay(using: &generator)
     }
 
-    mutating func reset() {
+    public mutating func reset() {
         attempt = 0
     }
 }

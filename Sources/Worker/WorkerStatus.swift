@@ -29,6 +29,28 @@ public final class WorkerStatus: Sendable {
         public var pending: Int?
         /// Lag plus pending: entries not yet stored.
         public var queueLength: Int?
+
+        public init(
+            stream: String, entriesPerSecond: Double, rowsPerSecond: Double, latencyP50Milliseconds: Double?,
+            latencyP95Milliseconds: Double?, latencyP99Milliseconds: Double?, errorRate: Double, failedAttempts: Int,
+            totalEntries: Int, totalRows: Int, totalDeadLetters: Int, streamLength: Int?, lag: Int?, pending: Int?, queueLength: Int?
+        ) {
+            self.stream = stream
+            self.entriesPerSecond = entriesPerSecond
+            self.rowsPerSecond = rowsPerSecond
+            self.latencyP50Milliseconds = latencyP50Milliseconds
+            self.latencyP95Milliseconds = latencyP95Milliseconds
+            self.latencyP99Milliseconds = latencyP99Milliseconds
+            self.errorRate = errorRate
+            self.failedAttempts = failedAttempts
+            self.totalEntries = totalEntries
+            self.totalRows = totalRows
+            self.totalDeadLetters = totalDeadLetters
+            self.streamLength = streamLength
+            self.lag = lag
+            self.pending = pending
+            self.queueLength = queueLength
+        }
     }
 
     public struct ConsumerSnapshot: Sendable, Codable, Equatable {
@@ -36,6 +58,13 @@ public final class WorkerStatus: Sendable {
         public var stream: String
         public var state: String
         public var openCircuits: [String]
+
+        public init(consumer: String, stream: String, state: String, openCircuits: [String]) {
+            self.consumer = consumer
+            self.stream = stream
+            self.state = state
+            self.openCircuits = openCircuits
+        }
     }
 
     public struct Snapshot: Sendable, Codable, Equatable {
@@ -43,6 +72,13 @@ public final class WorkerStatus: Sendable {
         public var uptimeSeconds: Double
         public var streams: [StreamSnapshot]
         public var consumers: [ConsumerSnapshot]
+
+        public init(version: String, uptimeSeconds: Double, streams: [StreamSnapshot], consumers: [ConsumerSnapshot]) {
+            self.version = version
+            self.uptimeSeconds = uptimeSeconds
+            self.streams = streams
+            self.consumers = consumers
+        }
     }
 
     private struct Second {

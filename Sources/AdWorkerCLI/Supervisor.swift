@@ -1,0 +1,180 @@
+import CProcessControl
+import ConnectionThread
+import Foundation
+import Logging
+import ServiceLifecycle
+import Synchronization
+import Worker
+
+/// `adworker run --processes N`: N worker processes of this same binary, each with its own
+/// consumer names (`<name>-p<i>-<slot>`) and connections. A child that exits with an error or is
+/// killed is restarted with exponential backoff; five crashes of one child within a minute end
+/// the pool with an error. SIGTERM/SIGINT reach every child, and the supervisor returns when all
+/// have finished their batches. Each child serves its endpoint on 127.0.0.1:<port+1+i>; the
+/// supervisor serves the aggregate (see ``PoolEndpoint``).
+final class Supervisor: Service, Sendable {
+    struct Child: Sendable {
+        var index: Int
+        var pid: Int32?
+        var state: String
+        var restarts: Int
+        var port: Int?
+    }
+
+    struct Failure: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    static let crashLoopLimit = 5
+    static let crashLoopWindow: Duration = .seconds(60)
+
+    let count: Int
+    let arguments: [String]
+    let consumerName: String
+    let basePort: Int?
+    let logger: Logger
+    private let children: Mutex<[Child]>
+    private let spawner = Spawner()
+    private let running = Mutex<[Int: Process]>([:])
+
+    /// - Parameters:
+    ///   - arguments: The `run` arguments for each child, without `--processes`, `--http` and `--consumer-name`.
+    ///   - basePort: The supervisor's own port; child i listens on basePort + 1 + i. Nil: no endpoints.
+    init(count: Int, arguments: [String], consumerName: String, basePort: Int?, logger: Logger) {
+        self.count = count
+        self.arguments = arguments
+        self.consumerName = consumerName
+        self.basePort = basePort
+        self.logger = logger
+        self.children = Mutex((0..<count).map { index in
+            Child(index: index, pid: nil, state: "starting", restarts: 0, port: basePort.map { $0 + 1 + index })
+        })
+    }
+
+    var snapshot: [Child] { children.withLock { $0 } }
+
+    func run() async throws {
+        try await withGracefulShutdownHandler {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for index in 0..<count {
+                    group.addTask { try await self.supervise(index) }
+                }
+                try await group.waitForAll()
+            }
+        } onGracefulShutdown: {
+            self.signalAll(SIGTERM)
+        }
+        logger.info("all worker processes finished")
+    }
+
+    /// Runs child `index` until it exits cleanly or shutdown begins; restarts it after crashes.
+    private func supervise(_ index: Int) async throws {
+        var backoff = Backoff(initial: .milliseconds(500), maximum: .seconds(30))
+        var crashes: [ContinuousClock.Instant] = []
+        while true {
+            let status = try await runChild(index)
+            if status.reason == .exit && status.code == 0 {
+                update(index) { $0.state = "finished"; $0.pid = nil }
+                return
+            }
+            if Task.isShuttingDownGracefully || Task.isCancelled {
+                update(index) { $0.state = "stopped"; $0.pid = nil }
+                return
+            }
+            let now = ContinuousClock.now
+            crashes = crashes.filter { now - $0 < Self.crashLoopWindow } + [now]
+            let how = status.reason == .uncaughtSignal ? "killed by signal \(status.code)" : "exited with \(status.code)"
+            if crashes.count >= Self.crashLoopLimit {
+                update(index) { $0.state = "dead"; $0.pid = nil }
+                logger.critical("worker process \(index) \(how); \(crashes.count) crashes within \(Self.crashLoopWindow): giving up")
+                signalAll(SIGTERM)
+                throw Failure(description: "worker process \(index) is crash-looping (\(crashes.count) crashes in \(Self.crashLoopWindow))")
+            }
+            let delay = backoff.nextDelay()
+            update(index) { $0.state = "restarting"; $0.pid = nil; $0.restarts += 1 }
+            logger.error("worker process \(index) \(how); restarting", metadata: ["delay": "\(delay)", "crashes_last_minute": "\(crashes.count)"])
+            try await Task.sleep(for: delay)
+        }
+    }
+
+    private func runChild(_ index: Int) async throws -> (reason: Process.TerminationReason, code: Int32) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: try Self.executablePath())
+        var childArguments = ["run"] + arguments + ["--processes", "1", "--consumer-name", "\(consumerName)-p\(index)"]
+        childArguments += ["--http", basePort.map { "127.0.0.1:\($0 + 1 + index)" } ?? "off"]
+        process.arguments = childArguments
+        var environment = ProcessInfo.processInfo.environment
+        environment[Self.parentVariable] = String(getpid())
+        process.environment = environment
+        let (terminations, termination) = AsyncStream.makeStream(of: (Process.TerminationReason, Int32).self)
+        process.terminationHandler = { finished in
+            self.running.withLock { _ = $0.removeValue(forKey: index) }
+            termination.yield((finished.terminationReason, finished.terminationStatus))
+            termination.finish()
+        }
+        let pid = try await spawner.launch(process)
+        running.withLock { $0[index] = process }
+        update(index) { $0.state = "running"; $0.pid = pid }
+        logger.info("worker process \(index) started", metadata: ["pid": "\(pid)"])
+        // A shutdown that began while this child was starting must reach it too.
+        if Task.isShuttingDownGracefully { kill(pid, SIGTERM) }
+        for await status in terminations { return status }
+        throw Failure(description: "worker process \(index) ended without a termination status")
+    }
+
+    private func signalAll(_ signal: Int32) {
+        for process in running.withLock({ Array($0.values) }) where process.isRunning {
+            kill(process.processIdentifier, signal)
+        }
+    }
+
+    private func update(_ index: Int, _ change: (inout Child) -> Void) {
+        children.withLock { change(&$0[index]) }
+    }
+
+    /// Set in each child's environment to the supervisor's pid: the child asks to be terminated
+    /// when the supervisor dies, so a killed supervisor leaves no workers behind.
+    static let parentVariable = "ADWORKER_SUPERVISOR_PID"
+
+    /// In a child: SIGTERM when the supervisor goes away (and now, if it already has).
+    static func terminateWithSupervisor(logger: Logger) {
+        guard let parent = ProcessInfo.processInfo.environment[parentVariable].flatMap({ Int32($0) }) else { return }
+        if adworker_terminate_with_parent() != 0 {
+            logger.warning("cannot arrange to stop with the supervisor; a killed supervisor would leave this worker running")
+        }
+        if getppid() != parent { kill(getpid(), SIGTERM) }
+    }
+
+    static func executablePath() throws -> String {
+        try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")
+    }
+
+    /// The `run` arguments without the options the supervisor sets per child.
+    static func childArguments(from arguments: [String]) -> [String] {
+        let owned: Set = ["--processes", "--http", "--consumer-name"]
+        var result: [String] = []
+        var skipNext = false
+        for argument in arguments {
+            if skipNext { skipNext = false; continue }
+            if owned.contains(argument) { skipNext = true; continue }
+            if owned.contains(where: { argument.hasPrefix($0 + "=") }) { continue }
+            result.append(argument)
+        }
+        return result
+    }
+}
+
+/// Starts child processes from one thread that lives as long as the supervisor: the children's
+/// "terminate with parent" (PR_SET_PDEATHSIG) fires when the *thread* that spawned them exits,
+/// and the cooperative pool's threads come and go.
+actor Spawner {
+    private let executor = ThreadExecutor(name: "adworker supervisor")
+
+    nonisolated var unownedExecutor: UnownedSerialExecutor { executor.asUnownedSerialExecutor() }
+
+    /// - Returns: The child's pid.
+    func launch(_ process: Process) throws -> Int32 {
+        try process.run()
+        return process.processIdentifier
+    }
+}
