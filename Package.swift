@@ -91,6 +91,20 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        .executableTarget(
+            name: "AdServingExample",
+            dependencies: [
+                "AdTelemetry", "Redis", "TelemetryRecords",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+            ],
+            path: "Examples/AdServingAPI",
+            swiftSettings: swiftSettings
+        ),
         .testTarget(name: "TelemetryRecordsTests", dependencies: ["TelemetryRecords"], swiftSettings: swiftSettings),
         .testTarget(name: "WorkerUnitTests", dependencies: ["Worker", "WorkerHTTP", "Postgres", "TelemetryRecords"], swiftSettings: swiftSettings),
         .testTarget(

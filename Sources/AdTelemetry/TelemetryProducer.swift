@@ -26,7 +26,8 @@ public import TelemetryRecords
 public actor TelemetryProducer: Service {
     private struct PendingSend {
         var commands: [RedisCommand]
-        var continuation: CheckedContinuation<[Result<StreamEntryID, TelemetryProducerError>], Never>
+        /// Nil for ``submit(_:)``: nobody waits; the outcome goes to metrics and logs only.
+        var continuation: CheckedContinuation<[Result<StreamEntryID, TelemetryProducerError>], Never>?
         var enqueuedAt: ContinuousClock.Instant
     }
 
@@ -87,8 +88,12 @@ public actor TelemetryProducer: Service {
     public nonisolated func send(
         _ records: [TelemetryRecord]
     ) async throws(TelemetryProducerError) -> [Result<StreamEntryID, TelemetryProducerError>] {
-        // Encoding happens here, on the caller's task, not on the actor or the connection thread.
-        let commands = records.map { record in
+        try await enqueue(encode(records))
+    }
+
+    /// Encoding happens on the caller's task, not on the actor or the connection thread.
+    private nonisolated func encode(_ records: [TelemetryRecord]) -> [RedisCommand] {
+        records.map { record in
             var command: RedisCommand
             switch record {
             case .training: command = .streamAdd(to: configuration.streamPrefix + RecordKind.training.rawValue)
@@ -97,30 +102,56 @@ public actor TelemetryProducer: Service {
             WireFormat.encode(record, into: &command)
             return command
         }
-        return try await enqueue(commands)
+    }
+
+    /// Queues records and returns at once, without waiting for Redis: for request handlers that
+    /// must not be slowed by telemetry. A pipeline cut by a lost connection counts as failed in
+    /// full, although Redis may have stored part of it: failed means unconfirmed. Sent and failed records show in the producer's metrics
+    /// (`adtelemetry_sent_total`, `adtelemetry_failed_total`) and failures in its log.
+    /// - Throws: `bufferFull` or `shutDown` when the records were not queued (also counted in
+    ///   `adtelemetry_dropped_total`).
+    public nonisolated func submit(_ records: [TelemetryRecord]) async throws(TelemetryProducerError) {
+        try await enqueueWithoutWaiting(encode(records))
+    }
+
+    /// ``submit(_:)`` for a complete API request.
+    public nonisolated func submit(training: TrainingRecord, inference: InferenceRecord) async throws(TelemetryProducerError) {
+        precondition(training.requestID == inference.requestID, "a complete API request shares one request id")
+        try await submit([.training(training), .inference(inference)])
     }
 
     /// Records queued and not yet answered by Redis.
     public var bufferedCount: Int { bufferedRecords }
 
+    private func enqueueWithoutWaiting(_ commands: [RedisCommand]) throws(TelemetryProducerError) {
+        try admit(commands.count)
+        pending.append(PendingSend(commands: commands, continuation: nil, enqueuedAt: .now))
+        wakeupContinuation.yield()
+    }
+
     private func enqueue(
         _ commands: [RedisCommand]
     ) async throws(TelemetryProducerError) -> [Result<StreamEntryID, TelemetryProducerError>] {
-        guard !isClosed else {
-            dropped("shut_down", count: commands.count)
-            throw TelemetryProducerError(.shutDown, "the producer has stopped")
-        }
-        guard bufferedRecords + commands.count <= configuration.maximumBufferedRecords else {
-            dropped("buffer_full", count: commands.count)
-            throw TelemetryProducerError(.bufferFull, "\(bufferedRecords) records are waiting to be sent")
-        }
-        bufferedRecords += commands.count
-        buffered.record(bufferedRecords)
+        try admit(commands.count)
         let now = ContinuousClock.now
         return await withCheckedContinuation { continuation in
             pending.append(PendingSend(commands: commands, continuation: continuation, enqueuedAt: now))
             self.wakeupContinuation.yield()
         }
+    }
+
+    /// Counts `count` more records into the bounded buffer, or refuses them.
+    private func admit(_ count: Int) throws(TelemetryProducerError) {
+        guard !isClosed else {
+            dropped("shut_down", count: count)
+            throw TelemetryProducerError(.shutDown, "the producer has stopped")
+        }
+        guard bufferedRecords + count <= configuration.maximumBufferedRecords else {
+            dropped("buffer_full", count: count)
+            throw TelemetryProducerError(.bufferFull, "\(bufferedRecords) records are waiting to be sent")
+        }
+        bufferedRecords += count
+        buffered.record(bufferedRecords)
     }
 
     /// Sends queued records until graceful shutdown, then sends what was queued before it and returns.
@@ -185,7 +216,7 @@ public actor TelemetryProducer: Service {
             for send in sends {
                 sendLatency.record(duration: send.enqueuedAt.duration(to: answeredAt))
                 let count = send.commands.count
-                send.continuation.resume(returning: Array(results[offset..<offset + count]))
+                send.continuation?.resume(returning: Array(results[offset..<offset + count]))
                 offset += count
             }
         }
