@@ -138,9 +138,7 @@ struct BenchCommand: AsyncParsableCommand {
             loadAverageBefore: loadBefore, loadAverageAfter: Self.loadAverage()
         )
         if json {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-            print(String(decoding: try encoder.encode(report), as: UTF8.self))
+            try printJSON(report)
         } else {
             print(Self.table(report))
         }

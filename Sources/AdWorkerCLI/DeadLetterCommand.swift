@@ -130,27 +130,18 @@ struct DeadLetterCommand: AsyncParsableCommand {
         var yes = false
 
         func run() async throws {
-            let settings = try connection.settings()
-            let logger = try connection.bootstrap(settings, label: "adworker.dlq")
-            let deadStream = selection.deadLetterStream(settings)
-            let originalStream = String(deadStream.dropLast(":dead".count))
-            try await RedisConnection.withConnection(try connection.redis(settings), logger: logger) { redis in
-                let letters = try await selection.letters(in: deadStream, redis)
-                guard !letters.isEmpty else {
-                    print("no dead letters selected in \(deadStream)")
-                    return
-                }
-                try confirm("Replay \(letters.count) dead letter\(letters.count == 1 ? "" : "s") from \(deadStream) into \(originalStream)?", yes: yes)
-                var replayed = 0
+            try await withConfirmedLetters(connection: connection, selection: selection, yes: yes) { deadStream in
+                "Replay {} from \(deadStream) into \(deadStream.dropLast(":dead".count))?"
+            } change: { redis, deadStream, letters in
+                let originalStream = String(deadStream.dropLast(":dead".count))
                 for letter in letters {
                     let target = letter.fields.value(of: DeadLetter.Field.stream).map { String(decoding: $0, as: UTF8.self) } ?? originalStream
-                    let original = DeadLetter.originalFields(of: letter.fields)
                     _ = try await redis.transaction([
-                        .streamAdd(to: target, fields: original), RedisCommand("XDEL", deadStream, letter.id.description),
+                        .streamAdd(to: target, fields: DeadLetter.originalFields(of: letter.fields)),
+                        RedisCommand("XDEL", deadStream, letter.id.description),
                     ])
-                    replayed += 1
                 }
-                print("replayed \(replayed) dead letter\(replayed == 1 ? "" : "s") into \(originalStream)")
+                return "replayed {} into \(originalStream)"
             }
         }
     }
@@ -165,23 +156,36 @@ struct DeadLetterCommand: AsyncParsableCommand {
         var yes = false
 
         func run() async throws {
-            let settings = try connection.settings()
-            let logger = try connection.bootstrap(settings, label: "adworker.dlq")
-            let deadStream = selection.deadLetterStream(settings)
-            try await RedisConnection.withConnection(try connection.redis(settings), logger: logger) { redis in
-                let letters = try await selection.letters(in: deadStream, redis)
-                guard !letters.isEmpty else {
-                    print("no dead letters selected in \(deadStream)")
-                    return
-                }
-                try confirm("Delete \(letters.count) dead letter\(letters.count == 1 ? "" : "s") from \(deadStream) for good?", yes: yes)
-                var deleted = 0
+            try await withConfirmedLetters(connection: connection, selection: selection, yes: yes) { deadStream in
+                "Delete {} from \(deadStream) for good?"
+            } change: { redis, deadStream, letters in
                 for start in stride(from: 0, to: letters.count, by: 1000) {
-                    deleted += try await redis.deleteEntries(letters[start..<min(start + 1000, letters.count)].map(\.id), from: deadStream)
+                    try await redis.deleteEntries(letters[start..<min(start + 1000, letters.count)].map(\.id), from: deadStream)
                 }
-                print("purged \(deleted) dead letter\(deleted == 1 ? "" : "s") from \(deadStream)")
+                return "purged {} from \(deadStream)"
             }
         }
+    }
+}
+
+/// Selects dead letters, asks before changing anything, applies `change` and reports. In the
+/// question and the report, `{}` stands for "N dead letter(s)".
+private func withConfirmedLetters(
+    connection: ConnectionOptions, selection: DeadLetterCommand.Selection, yes: Bool, question: (String) -> String,
+    change: (RedisConnection, String, [StreamEntry]) async throws -> String
+) async throws {
+    let settings = try connection.settings()
+    let logger = try connection.bootstrap(settings, label: "adworker.dlq")
+    let deadStream = selection.deadLetterStream(settings)
+    try await RedisConnection.withConnection(try connection.redis(settings), logger: logger) { redis in
+        let letters = try await selection.letters(in: deadStream, redis)
+        guard !letters.isEmpty else {
+            print("no dead letters selected in \(deadStream)")
+            return
+        }
+        let counted = "\(letters.count) dead letter\(letters.count == 1 ? "" : "s")"
+        try confirm(question(deadStream).replacingOccurrences(of: "{}", with: counted), yes: yes)
+        print(try await change(redis, deadStream, letters).replacingOccurrences(of: "{}", with: counted))
     }
 }
 

@@ -61,9 +61,7 @@ struct StatsCommand: AsyncParsableCommand {
             meanConfidence: row[4].flatMap(Double.init), anomalyRate: row[5].flatMap(Double.init)
         )
         if json {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-            print(String(decoding: try encoder.encode(statistics), as: UTF8.self))
+            try printJSON(statistics)
             return
         }
         func number(_ value: Double?, _ format: String) -> String { value.map { String(format: format, $0) } ?? "-" }
