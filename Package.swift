@@ -29,11 +29,12 @@ let package = Package(
         .systemLibrary(name: "CLibPQ", path: "Sources/CLibPQ", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
         .target(name: "ConnectionThread", swiftSettings: swiftSettings),
         .target(name: "CProcessControl"),
+        .target(name: "CRedisArena", dependencies: ["CHiredis"]),
         .target(name: "TelemetryRecords", swiftSettings: swiftSettings),
         .target(
             name: "Redis",
             dependencies: [
-                "CHiredis", "ConnectionThread", "TelemetryRecords",
+                "CHiredis", "CRedisArena", "ConnectionThread", "TelemetryRecords",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings

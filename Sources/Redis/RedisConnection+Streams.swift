@@ -60,7 +60,7 @@ extension RedisConnection {
         case .new: command.append(">")
         case .pending(let after): command.append(after.description)
         }
-        return try pipeline([command]) { reply throws(RedisError) in try Self.decodeReadReply(reply) }[0]
+        return try arenaExchange(command) { (reply: inout ArenaReply) throws(RedisError) in try Self.decodeReadReply(&reply) }
     }
 
     /// Acknowledges entries (XACK). - Returns: how many were pending and now are not.
@@ -172,20 +172,38 @@ extension RedisConnection {
     }
 
     /// XREADGROUP's `[[stream, [[id, [field, value, …]], …]]]`, or nil when BLOCK ran out.
-    static func decodeReadReply(_ reply: UnsafePointer<redisReply>) throws(RedisError) -> [StreamEntry] {
-        let value = reply.pointee
-        switch value.type {
+    static func decodeReadReply(_ reply: inout ArenaReply) throws(RedisError) -> [StreamEntry] {
+        guard let top = reply.next() else { throw RedisError(.unexpectedReply, "XREADGROUP: empty reply") }
+        switch top.type {
         case REDIS_REPLY_NIL:
             return []
         case REDIS_REPLY_ERROR:
-            throw RedisError.fromReply(String(decoding: UnsafeRawBufferPointer(start: value.str, count: value.len), as: UTF8.self))
+            throw RedisError.fromReply(String(decoding: top.text, as: UTF8.self))
         case REDIS_REPLY_ARRAY:
             var entries: [StreamEntry] = []
-            for streamIndex in 0..<value.elements {
-                guard let streamReply = value.element[streamIndex], streamReply.pointee.type == REDIS_REPLY_ARRAY,
-                    streamReply.pointee.elements == 2, let entriesReply = streamReply.pointee.element[1]
+            for _ in 0..<top.elements {
+                guard let pair = reply.next(), pair.type == REDIS_REPLY_ARRAY, pair.elements == 2,
+                    let name = reply.next(), name.isString, let list = reply.next(), list.type == REDIS_REPLY_ARRAY
                 else { throw RedisError(.unexpectedReply, "XREADGROUP stream element") }
-                entries.append(contentsOf: try decodeEntries(entriesReply))
+                entries.reserveCapacity(entries.count + list.elements)
+                for _ in 0..<list.elements {
+                    guard let entry = reply.next(), entry.type == REDIS_REPLY_ARRAY, entry.elements == 2,
+                        let idNode = reply.next(), idNode.isString, let id = StreamEntryID(utf8: idNode.text),
+                        let fieldsNode = reply.next()
+                    else { throw RedisError(.unexpectedReply, "stream entry") }
+                    var fields = StreamFields()
+                    // An entry deleted while pending comes back with nil fields: it stays empty.
+                    if fieldsNode.type == REDIS_REPLY_ARRAY {
+                        fields.reserveCapacity(fields: fieldsNode.elements / 2, bytes: reply.textLength(ofNext: fieldsNode.elements))
+                        var remaining = fieldsNode.elements
+                        while remaining >= 2, let field = reply.next(), let value = reply.next() {
+                            fields.append(name: field.text, value: value.text)
+                            remaining -= 2
+                        }
+                        if remaining == 1 { _ = reply.next() }
+                    }
+                    entries.append(StreamEntry(id: id, fields: fields))
+                }
             }
             return entries
         default:

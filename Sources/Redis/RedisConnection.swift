@@ -1,4 +1,5 @@
 internal import CHiredis
+internal import CRedisArena
 internal import ConnectionThread
 public import Logging
 
@@ -19,6 +20,10 @@ public actor RedisConnection {
     private let logger: Logger
     private let executor: ThreadExecutor
     private var context: UnsafeMutablePointer<redisContext>?
+    /// Where large replies (XREADGROUP) are parsed: reused, so reading entries allocates no
+    /// per-field reply objects.
+    // nonisolated(unsafe) only so that deinit may free it; every other use is on the actor.
+    private nonisolated(unsafe) let arena: UnsafeMutablePointer<adw_arena>
 
     /// Commands written ahead of the replies being read in a long pipeline.
     static let pipelineChunk = 256
@@ -29,6 +34,13 @@ public actor RedisConnection {
         self.configuration = configuration
         self.logger = logger
         self.executor = ThreadExecutor(name: "redis \(configuration.host):\(configuration.port)")
+        self.arena = .allocate(capacity: 1)
+        arena.initialize(to: adw_arena())
+    }
+
+    deinit {
+        adw_arena_free(arena)
+        arena.deallocate()
     }
 
     /// Opens a connection, runs `body` with it, and closes it (and its thread) however `body` ends.
@@ -115,6 +127,22 @@ public actor RedisConnection {
     ) throws(RedisError) -> [Decoded] {
         try ensureConnected()
         return try exchange(commands, decode: decode)
+    }
+
+    /// Sends one command and parses its reply into the connection's arena; `decode` reads it there.
+    func arenaExchange<Decoded>(
+        _ command: RedisCommand, decode: (inout ArenaReply) throws(RedisError) -> Decoded
+    ) throws(RedisError) -> Decoded {
+        try ensureConnected()
+        guard let context else { throw RedisError(.connectionLost, "not connected") }
+        append(command, to: context)
+        var done: Int32 = 0
+        repeat {
+            guard redisBufferWrite(context, &done) == REDIS_OK else { throw dropBrokenContext(context) }
+        } while done == 0
+        guard adw_arena_get_reply(context, arena) == REDIS_OK else { throw dropBrokenContext(context) }
+        var reply = ArenaReply(arena.pointee)
+        return try decode(&reply)
     }
 
     private func ensureConnected() throws(RedisError) {

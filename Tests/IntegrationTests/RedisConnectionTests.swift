@@ -5,6 +5,26 @@ import Testing
 
 @Suite("Redis streams client against a real redis-server", .timeLimit(.minutes(1)))
 struct RedisConnectionTests {
+    @Test func aPendingEntryDeletedFromTheStreamComesBackWithoutFields() async throws {
+        try await TestServers.withTestStreams { prefix in
+            let stream = prefix + "s"
+            try await RedisConnection.withConnection(TestServers.redis, logger: TestServers.logger) { redis in
+                try await redis.createGroupIfMissing("g", on: stream)
+                let ids = try await redis.add([
+                    .streamAdd(to: stream, fields: StreamFields([("a", "1")])), .streamAdd(to: stream, fields: StreamFields([("b", "2")])),
+                ]).map { try $0.get() }
+                #expect(try await redis.readGroup("g", consumer: "c", from: stream, count: 10).count == 2)
+                #expect(try await redis.deleteEntries([ids[0]], from: stream) == 1)
+                let pending = try await redis.readGroup(
+                    "g", consumer: "c", from: stream, position: .pending(after: StreamEntryID(milliseconds: 0, sequence: 0)), count: 10
+                )
+                #expect(pending.map(\.id) == ids)
+                #expect(pending.map(\.fields.count) == [0, 1])
+                #expect(pending[1].fields.value(of: "b").map { Array($0) } == Array("2".utf8))
+            }
+        }
+    }
+
     @Test func valuesAreBinarySafeThroughXADDAndXREADGROUP() async throws {
         try await TestServers.withTestStreams { prefix in
             let stream = prefix + "binary"
