@@ -327,19 +327,36 @@ struct StreamConsumer {
     }
 }
 
-/// The ids of entries a consumer holds between reading and acknowledging them.
+/// The ids of entries a consumer holds between reading and acknowledging them: at most a few
+/// batches, each kept as its sorted ids, so the per-entry cost is one array per batch rather than
+/// a hash per entry.
 final class InFlightEntries: Sendable {
-    private let ids = Mutex(Set<StreamEntryID>())
+    private let batches = Mutex<[[StreamEntryID]]>([])
 
     func insert(_ entries: [StreamEntry]) {
-        ids.withLock { ids in for entry in entries { ids.insert(entry.id) } }
+        let ids = entries.map(\.id).sorted()
+        batches.withLock { $0.append(ids) }
     }
 
+    /// Removes the batch these ids were inserted as.
     func remove(_ removed: [StreamEntryID]) {
-        ids.withLock { ids in for id in removed { ids.remove(id) } }
+        guard let first = removed.min() else { return }
+        batches.withLock { batches in
+            if let index = batches.firstIndex(where: { $0.first == first }) { batches.remove(at: index) }
+        }
     }
 
     func contains(_ id: StreamEntryID) -> Bool {
-        ids.withLock { $0.contains(id) }
+        batches.withLock { batches in
+            batches.contains { ids in
+                var low = 0
+                var high = ids.count
+                while low < high {
+                    let middle = (low + high) / 2
+                    if ids[middle] < id { low = middle + 1 } else { high = middle }
+                }
+                return low < ids.count && ids[low] == id
+            }
+        }
     }
 }

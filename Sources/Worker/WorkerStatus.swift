@@ -120,7 +120,8 @@ public final class WorkerStatus: Sendable {
     private struct State {
         var streams: [String: StreamState] = [:]
         var consumers: [ConsumerKey: ConsumerState] = [:]
-        var random = SystemRandomNumberGenerator()
+        /// For reservoir sampling: fast and seeded once (the system generator costs a syscall a call).
+        var random = SplitMix64(seed: UInt64.random(in: .min ... .max))
     }
 
     private static let latencySamplesPerSecond = 2000
