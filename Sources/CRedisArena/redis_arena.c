@@ -4,8 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-// hiredis 0.14 hands the reader's privdata to tasks only in some paths; each connection has its
-// own thread, so a thread-local names the arena being filled.
+// Each connection parses on its own thread, so a thread-local names the arena being filled; that
+// keeps this independent of how a hiredis version passes the reader's privdata to its tasks.
 static __thread adw_arena *filling;
 
 static int push_token(int32_t type, int32_t elements, int64_t offset, int64_t length) {
