@@ -75,14 +75,6 @@ extension RedisConnection {
         }
     }
 
-    /// The smallest pending id of `group` (XPENDING summary); nil when nothing is pending.
-    public func oldestPending(_ stream: String, group: String) throws(RedisError) -> StreamEntryID? {
-        let reply = try send(RedisCommand("XPENDING", stream, group))
-        if case .error(let message) = reply { throw RedisError.fromReply(message) }
-        guard let summary = reply.array, summary.count == 4 else { throw RedisError(.unexpectedReply, "XPENDING") }
-        return summary[1].string.flatMap { StreamEntryID($0) }
-    }
-
     /// XINFO CONSUMERS of `group`.
     public func consumers(of stream: String, group: String) throws(RedisError) -> [ConsumerInfo] {
         let reply = try send(RedisCommand("XINFO", "CONSUMERS", stream, group))
@@ -102,19 +94,6 @@ extension RedisConnection {
             }
             return info
         }
-    }
-
-    /// XGROUP DELCONSUMER. - Returns: how many pending entries the consumer had (they are dropped
-    /// from the pending list, so call it only for consumers that own none).
-    @discardableResult
-    public func deleteConsumer(_ consumer: String, of stream: String, group: String) throws(RedisError) -> Int {
-        Int(try Self.integer(try send(RedisCommand("XGROUP", "DELCONSUMER", stream, group, consumer)), "XGROUP DELCONSUMER"))
-    }
-
-    /// XTRIM MINID: removes entries with ids below `minimumID`. - Returns: how many were removed.
-    @discardableResult
-    public func trim(_ stream: String, below minimumID: StreamEntryID) throws(RedisError) -> Int {
-        Int(try Self.integer(try send(RedisCommand("XTRIM", stream, "MINID", minimumID.description)), "XTRIM"))
     }
 
     /// XRANGE from `start` (inclusive) to the end, up to `count` entries.

@@ -28,8 +28,4 @@ public struct Backoff: Sendable {
         var generator = SystemRandomNumberGenerator()
         return nextDelay(using: &generator)
     }
-
-    public mutating func reset() {
-        attempt = 0
-    }
 }

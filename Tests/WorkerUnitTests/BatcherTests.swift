@@ -59,8 +59,8 @@ struct BackoffTests {
         let delays = (0..<6).map { _ in backoff.nextDelay(using: &highest) }
         #expect(delays == [.milliseconds(100), .milliseconds(200), .milliseconds(400), .milliseconds(800), .seconds(1), .seconds(1)])
         var lowest = Fixed(value: 0)
-        backoff.reset()
-        #expect(backoff.nextDelay(using: &lowest) == .milliseconds(50))
+        var fresh = Backoff(initial: .milliseconds(100), maximum: .seconds(1))
+        #expect(fresh.nextDelay(using: &lowest) == .milliseconds(50))
     }
 }
 
