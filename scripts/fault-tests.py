@@ -115,6 +115,11 @@ class Scenario:
              "--claim-idle", "2", "--max-wait-ms", "50", *http, *extra],
         )
 
+    def pool(self, label, port, name, *extra):
+        """A supervisor with two worker processes, its endpoint on `port`."""
+        return self.spawn(label, ["run", "--env-file", EMPTY_ENV, "--streams", "inference", "--processes", "2",
+                                  "--http", f"127.0.0.1:{port}", "--consumer-name", name, *extra])
+
     def produce(self, count, rate, seed):
         return self.spawn("produce", ["produce", "--env-file", EMPTY_ENV, "--stream", "inference", "--count", str(count),
                                       "--rate", str(rate), "--seed", str(seed)])
@@ -481,9 +486,7 @@ def pool():
     scenario = Scenario("pool")
     port = 19600 + os.getpid() % 200
     base = f"http://127.0.0.1:{port}"
-    supervisor = scenario.spawn("supervisor", ["run", "--env-file", EMPTY_ENV, "--streams", "inference", "--processes", "2",
-                                               "--http", f"127.0.0.1:{port}", "--consumer-name", "pool", "--trim-interval", "0",
-                                               "--claim-idle", "2", "--max-wait-ms", "50"])
+    supervisor = scenario.pool("supervisor", port, "pool", "--trim-interval", "0", "--claim-idle", "2", "--max-wait-ms", "50")
     producer = scenario.produce(20000, 5000, 12)
     wait_for(lambda: http_get(base + "/readyz")[0] == 200, 20, "the pool to be ready")
     time.sleep(1.5)
@@ -514,8 +517,7 @@ def pool():
     check(not subprocess.run(["pgrep", "-f", "consumer-name pool-p"], capture_output=True).stdout, "children outlived the supervisor")
 
     # A supervisor killed with -9 cannot forward anything: its children must stop on their own.
-    second = scenario.spawn("supervisor-2", ["run", "--env-file", EMPTY_ENV, "--streams", "inference", "--processes", "2",
-                                             "--http", f"127.0.0.1:{port}", "--consumer-name", "pool"])
+    second = scenario.pool("supervisor-2", port, "pool")
     wait_for(lambda: http_get(base + "/readyz")[0] == 200, 20, "the second pool to be ready")
     second.kill()
     second.wait()
@@ -535,8 +537,7 @@ def pool_crash_loop():
     blocker.listen()
     try:
         started = time.monotonic()
-        supervisor = scenario.spawn("supervisor", ["run", "--env-file", EMPTY_ENV, "--streams", "inference", "--processes", "2",
-                                                   "--http", f"127.0.0.1:{port}", "--consumer-name", "loop"])
+        supervisor = scenario.pool("supervisor", port, "loop")
         code = supervisor.wait(90)
         took = time.monotonic() - started
     finally:

@@ -116,7 +116,7 @@ struct BenchCommand: AsyncParsableCommand {
         let drainElapsed = drainStart.duration(to: clock.now)
         let rows = try await Self.rowCount(kind: kind, postgres: adminPostgres, logger: logger)
         guard rows == count else { throw ValidationError("drain inserted \(rows) rows, expected \(count)") }
-        let drainRate = Double(count) / drainElapsed.seconds
+        let drainRate = Double(count) / drainElapsed.inSeconds
         log(String(format: "drain: %.0f rows/s", drainRate))
 
         // (d) Latency at a fixed rate: commit time minus entry id time, for every entry.
@@ -163,7 +163,7 @@ struct BenchCommand: AsyncParsableCommand {
                 throw ValidationError("raw COPY inserted \(outcome.insertedRows) of \(records.count) rows")
             }
             try await connection.execute("TRUNCATE \(RowEncoder.target(for: kind).table)")
-            return Double(records.count) / elapsed.seconds
+            return Double(records.count) / elapsed.inSeconds
         }
     }
 

@@ -9,7 +9,7 @@ struct LoadResult {
     var failed = 0
     var elapsed: Duration = .zero
 
-    var ratePerSecond: Double { Double(sent) / elapsed.seconds }
+    var ratePerSecond: Double { Double(sent) / elapsed.inSeconds }
 }
 
 /// Sends synthetic telemetry through a ``TelemetryProducer``, as fast as it goes or at a fixed rate.
@@ -117,12 +117,5 @@ enum LoadGenerator {
         } catch {
             return (0, records.count)
         }
-    }
-}
-
-extension Duration {
-    var seconds: Double {
-        let (seconds, attoseconds) = components
-        return Double(seconds) + Double(attoseconds) / 1e18
     }
 }

@@ -2,6 +2,7 @@ import AdTelemetry
 import Foundation
 import ArgumentParser
 import Logging
+import TelemetryRecords
 
 struct ProduceCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -51,7 +52,7 @@ struct ProduceCommand: AsyncParsableCommand {
             }
             return await LoadGenerator.sendAll(LoadGenerator.records(mix, count: count, seed: seed), through: producer)
         }
-        print("sent \(result.sent) records (\(result.failed) failed) in \(String(format: "%.2f", result.elapsed.seconds)) s: \(Int(result.ratePerSecond)) records/s")
+        print("sent \(result.sent) records (\(result.failed) failed) in \(String(format: "%.2f", result.elapsed.inSeconds)) s: \(Int(result.ratePerSecond)) records/s")
         if result.failed > 0 { throw ExitCode(1) }
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import TelemetryRecords
 
 /// How to reach PostgreSQL; turned into a libpq conninfo string.
 public struct PostgresConfiguration: Sendable, CustomStringConvertible {
@@ -64,12 +65,5 @@ public struct PostgresConfiguration: Sendable, CustomStringConvertible {
     public var description: String {
         if url != nil { return "postgres (DATABASE_URL)" }
         return "postgres://\(user)@\(host):\(port)/\(database)\(password == nil ? "" : " (password set)")"
-    }
-}
-
-extension Duration {
-    var wholeMilliseconds: Int64 {
-        let (seconds, attoseconds) = components
-        return seconds * 1000 + attoseconds / 1_000_000_000_000_000
     }
 }

@@ -253,7 +253,8 @@ struct StreamConsumer {
         batch.entryIndexOfRow.reserveCapacity(entries.count)
         batch.deliveries = read.deliveries
         for (index, entry) in entries.enumerated() {
-            let deliveries = read.deliveries[entry.id] ?? 1
+            // Fresh batches have no counts: skip hashing every id for nothing.
+            let deliveries = read.deliveries.isEmpty ? 1 : read.deliveries[entry.id] ?? 1
             if deliveries > configuration.maximumDeliveries {
                 logger.warning("entry delivered too often", metadata: [LogKey.entryID: "\(entry.id)", "deliveries": "\(deliveries)"])
                 batch.deadLetters.append(DeadLetter(entry: entry, reason: "max_deliveries_exceeded", deliveries: deliveries))

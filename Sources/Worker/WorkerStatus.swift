@@ -171,7 +171,7 @@ public final class WorkerStatus: Sendable {
             Counter(label: "adworker_dead_letters_total", dimensions: dimensions + [("reason", code)]).increment()
         }
         Recorder(label: "adworker_batch_size", dimensions: dimensions).record(report.entries)
-        Timer(label: "adworker_insert_duration_seconds", dimensions: dimensions).recordNanoseconds(insertDuration.nanoseconds)
+        Timer(label: "adworker_insert_duration_seconds", dimensions: dimensions).record(duration: insertDuration)
         let latency = Timer(label: "adworker_end_to_end_latency_seconds", dimensions: dimensions)
         for milliseconds in latencies { latency.recordMilliseconds(milliseconds) }
     }
@@ -266,19 +266,7 @@ public final class WorkerStatus: Sendable {
                 let consumer = state.consumers[key]!
                 return ConsumerSnapshot(consumer: key.name, stream: key.stream, state: consumer.state, openCircuits: consumer.openCircuits.sorted())
             }
-            return Snapshot(version: version, uptimeSeconds: (ContinuousClock.now - started).seconds, streams: streams, consumers: consumers)
+            return Snapshot(version: version, uptimeSeconds: (ContinuousClock.now - started).inSeconds, streams: streams, consumers: consumers)
         }
-    }
-}
-
-extension Duration {
-    var nanoseconds: Int64 {
-        let (seconds, attoseconds) = components
-        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
-    }
-
-    var seconds: Double {
-        let (seconds, attoseconds) = components
-        return Double(seconds) + Double(attoseconds) / 1e18
     }
 }

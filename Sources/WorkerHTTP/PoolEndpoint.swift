@@ -4,6 +4,7 @@ import FoundationNetworking
 #endif
 public import Hummingbird
 public import Logging
+import TelemetryRecords
 import Worker
 
 /// The endpoint of `adworker run --processes N`: the same paths as one worker's, aggregated over
@@ -73,7 +74,7 @@ public enum PoolEndpoint {
                 }
                 reports.append((process.index, snapshot == nil && process.state == "running" ? "unreachable" : process.state, snapshot))
             }
-            let merged = PoolAggregation.mergeStatus(version: version, uptimeSeconds: (ContinuousClock.now - started).secondsValue, processes: reports)
+            let merged = PoolAggregation.mergeStatus(version: version, uptimeSeconds: (ContinuousClock.now - started).inSeconds, processes: reports)
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys]
             return text(.ok, String(decoding: (try? encoder.encode(merged)) ?? Data(), as: UTF8.self), type: "application/json")
@@ -94,12 +95,5 @@ public enum PoolEndpoint {
         request.timeoutInterval = 3
         guard let (data, response) = try? await URLSession.shared.data(for: request) else { return (0, Data()) }
         return ((response as? HTTPURLResponse)?.statusCode ?? 0, data)
-    }
-}
-
-extension Duration {
-    var secondsValue: Double {
-        let (seconds, attoseconds) = components
-        return Double(seconds) + Double(attoseconds) / 1e18
     }
 }
