@@ -29,8 +29,22 @@ install_packages() {
     fi
 }
 
+redis_answers() { redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" ping 2>/dev/null; }
+
+# A restarted Redis answers PING with "LOADING" while it replays its append-only file, and refuses
+# every command meanwhile: ready means PONG. redis-cli exits 0 on error replies, so compare the text.
+wait_for_redis() {
+    for _ in $(seq 600); do
+        [ "$(redis_answers)" = PONG ] && return 0
+        sleep 0.1
+    done
+    log "redis did not become ready on $REDIS_HOST:$REDIS_PORT within 60 s; see $DATA_DIR/redis/redis.log"
+    exit 1
+}
+
 start_redis() {
-    if redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" ping >/dev/null 2>&1; then
+    if [ -n "$(redis_answers)" ]; then
+        wait_for_redis
         log "redis already answers on $REDIS_HOST:$REDIS_PORT"
         return
     fi
@@ -39,12 +53,8 @@ start_redis() {
     redis-server --daemonize yes --bind "$REDIS_HOST" --port "$REDIS_PORT" \
         --dir "$DATA_DIR/redis" --appendonly yes --maxmemory-policy noeviction \
         --logfile "$DATA_DIR/redis/redis.log" --pidfile "$DATA_DIR/redis/redis.pid"
-    for _ in $(seq 50); do
-        redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" ping >/dev/null 2>&1 && { log "redis started on $REDIS_HOST:$REDIS_PORT"; return; }
-        sleep 0.1
-    done
-    log "redis did not start; see $DATA_DIR/redis/redis.log"
-    exit 1
+    wait_for_redis
+    log "redis started on $REDIS_HOST:$REDIS_PORT"
 }
 
 start_postgres() {

@@ -53,8 +53,24 @@ def psql(sql):
 
 
 def redis(*args, stdin=None):
-    result = subprocess.run(REDIS + list(args), input=stdin, check=True, capture_output=True)
-    return result.stdout.decode("utf-8", "replace").strip()
+    """The reply as redis-cli prints it; error replies come back as text (redis-cli exits 0 on them),
+    except LOADING, which only means a restarted Redis is still reading its append-only file."""
+    deadline = time.monotonic() + 60
+    while True:
+        result = subprocess.run(REDIS + list(args), input=stdin, check=True, capture_output=True)
+        reply = result.stdout.decode("utf-8", "replace").strip()
+        if not reply.startswith("LOADING") or time.monotonic() > deadline:
+            return reply
+        time.sleep(0.1)
+
+
+def entries_added(stream):
+    """Every entry ever added to the stream (XLEN shrinks with trimming and XDEL); 0 if it does not exist."""
+    info = redis("XINFO", "STREAM", stream).splitlines()
+    if "entries-added" not in info:
+        check(info == ["ERR no such key"], f"XINFO STREAM {stream}: {info[:2]}")
+        return 0
+    return int(info[info.index("entries-added") + 1])
 
 
 def postgres_cluster():
@@ -126,9 +142,7 @@ class Scenario:
 
     def counts(self):
         rows, distinct = (int(value) for value in psql("SELECT count(*), count(DISTINCT request_id) FROM inference_results").split("|"))
-        # Every entry ever added (XLEN would shrink with trimming and XDEL).
-        info = redis("XINFO", "STREAM", self.stream).splitlines()
-        entries = int(info[info.index("entries-added") + 1]) if "entries-added" in info else 0
+        entries = entries_added(self.stream)
         dead = int(redis("XLEN", self.stream + ":dead"))
         pending_reply = redis("XPENDING", self.stream, "adworker") if entries else ""
         pending = int(pending_reply.splitlines()[0]) if pending_reply and not pending_reply.startswith("NOGROUP") else 0
@@ -586,6 +600,7 @@ def api_not_blocked():
         subprocess.run(REDIS + ["SHUTDOWN"], capture_output=True)  # then Redis goes away and comes back
         futures += [pool.submit(request, number) for number in range(1500, 2500)]
         subprocess.run([os.path.join(ROOT, "scripts", "dev-services.sh")], check=True, capture_output=True)
+        added_before_return = entries_added(scenario.stream)
         futures += [pool.submit(request, number) for number in range(2500, 3000)]
         results = [future.result() for future in futures]
     latencies = sorted(latency for _, latency, _ in results)
@@ -602,8 +617,9 @@ def api_not_blocked():
     text = http_get(f"http://127.0.0.1:{port}/metrics")[1]
     sent, failed, dropped = (metric(name, text) for name in ("adtelemetry_sent_total", "adtelemetry_failed_total", "adtelemetry_dropped_total"))
     check(sent + failed + dropped == 2 * len(results), f"records: sent {sent} + failed {failed} + dropped {dropped} != {2 * len(results)}")
-    info = redis("XINFO", "STREAM", scenario.stream).splitlines()
-    check(int(info[info.index("entries-added") + 1]) + int(redis("XLEN", scenario.prefix + "training")) >= sent, "sent records missing from Redis")
+    added = entries_added(scenario.stream)
+    check(added > added_before_return, "no record reached Redis after it came back")
+    check(added + int(redis("XLEN", scenario.prefix + "training")) >= sent, "sent records missing from Redis")
     scenario.notes.append(f"{len(results)} requests, 16 at a time, through a 3 s Redis hang and a restart: all 200, "
                           f"p99 {p99 * 1000:.0f} ms, max {worst * 1000:.0f} ms; records sent {sent:.0f}, failed (unconfirmed) {failed:.0f}, dropped {dropped:.0f}")
     service.send_signal(signal.SIGTERM)
