@@ -50,8 +50,10 @@ start_redis() {
     fi
     mkdir -p "$DATA_DIR/redis"
     # Streams are the queue: never evict them, and keep an append-only file so a restart loses nothing.
+    # No RDB snapshots on top: here they would only fork a second copy of Redis every minute under
+    # load, on a two-core machine where the benchmarks run.
     redis-server --daemonize yes --bind "$REDIS_HOST" --port "$REDIS_PORT" \
-        --dir "$DATA_DIR/redis" --appendonly yes --maxmemory-policy noeviction \
+        --dir "$DATA_DIR/redis" --appendonly yes --save "" --maxmemory-policy noeviction \
         --logfile "$DATA_DIR/redis/redis.log" --pidfile "$DATA_DIR/redis/redis.pid"
     wait_for_redis
     log "redis started on $REDIS_HOST:$REDIS_PORT"

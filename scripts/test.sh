@@ -90,8 +90,9 @@ import json, sys
 report = json.load(open(sys.argv[1]))
 print(json.dumps(report, indent=1))
 assert report["records"] == 5000, report
-for key in ("rawCopyRowsPerSecond", "producerEntriesPerSecond", "drainRowsPerSecond"):
+for key in ("rawCopyRowsPerSecond", "xaddCeilingEntriesPerSecond", "producerEntriesPerSecond", "drainRowsPerSecond"):
     assert report[key] > 0, key
+assert report["redisAppendOnly"] == "yes", report  # dev-services.sh starts Redis with AOF on
 assert report["latencyEntries"] > 0
 assert 0 < report["latencyP50Milliseconds"] <= report["latencyP95Milliseconds"] <= report["latencyP99Milliseconds"], report
 PY

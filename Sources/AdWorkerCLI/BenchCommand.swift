@@ -50,7 +50,12 @@ struct BenchCommand: AsyncParsableCommand {
         var batchSize: Int
         var concurrency: Int
         var rawCopyRowsPerSecond: Double
+        var xaddCeilingEntriesPerSecond: Double
         var producerEntriesPerSecond: Double
+        var producerToCeilingRatio: Double
+        /// Redis's `appendonly` setting ("unknown" when CONFIG is not allowed): AOF on costs
+        /// XADD about 40 % of its rate here.
+        var redisAppendOnly: String
         var drainRowsPerSecond: Double
         var drainToRawCopyRatio: Double
         var latencyRate: Int
@@ -99,7 +104,11 @@ struct BenchCommand: AsyncParsableCommand {
         let rawCopyRate = try await Self.rawCopy(records, kind: kind, postgres: adminPostgres, logger: logger)
         log(String(format: "raw COPY: %.0f rows/s", rawCopyRate))
 
-        // (b) The producer: pipelined XADD of the same records.
+        // (b) The producer: pipelined XADD of the same records, and beside it the ceiling: the
+        // same commands encoded beforehand and pipelined on one connection, as `redis-benchmark
+        // -c 1 -P 1000` would send them, without the producer's buffering and callers.
+        let (xaddCeiling, appendOnly) = try await Self.xaddCeiling(records, stream: stream + ":ceiling", redis: configuration.redis, logger: logger)
+        log(String(format: "XADD ceiling: %.0f entries/s (appendonly %@)", xaddCeiling, appendOnly))
         let producer = TelemetryProducer(
             configuration: TelemetryProducerConfiguration(redis: configuration.redis, streamPrefix: Self.streamPrefix), logger: logger
         )
@@ -130,7 +139,9 @@ struct BenchCommand: AsyncParsableCommand {
 
         let report = Report(
             kind: kind.rawValue, records: count, batchSize: configuration.batchSize, concurrency: configuration.concurrency,
-            rawCopyRowsPerSecond: rawCopyRate.rounded(), producerEntriesPerSecond: produced.ratePerSecond.rounded(),
+            rawCopyRowsPerSecond: rawCopyRate.rounded(), xaddCeilingEntriesPerSecond: xaddCeiling.rounded(),
+            producerEntriesPerSecond: produced.ratePerSecond.rounded(),
+            producerToCeilingRatio: (produced.ratePerSecond / xaddCeiling * 1000).rounded() / 1000, redisAppendOnly: appendOnly,
             drainRowsPerSecond: drainRate.rounded(), drainToRawCopyRatio: (drainRate / rawCopyRate * 1000).rounded() / 1000,
             latencyRate: latencyRate, latencyEntries: latencies.count,
             latencyP50Milliseconds: Self.percentile(latencies, 0.50), latencyP95Milliseconds: Self.percentile(latencies, 0.95),
@@ -165,6 +176,42 @@ struct BenchCommand: AsyncParsableCommand {
             try await connection.execute("TRUNCATE \(RowEncoder.target(for: kind).table)")
             return Double(records.count) / elapsed.inSeconds
         }
+    }
+
+    /// XADD rate of `records` encoded beforehand, pipelined 1000 at a time on one connection.
+    static func xaddCeiling(
+        _ records: [TelemetryRecord], stream: String, redis configuration: RedisConfiguration, logger: Logger
+    ) async throws -> (entriesPerSecond: Double, appendOnly: String) {
+        let pipelines = stride(from: 0, to: records.count, by: 1000).map { start in
+            records[start..<min(start + 1000, records.count)].map { record in
+                var command = RedisCommand.streamAdd(to: stream)
+                WireFormat.encode(record, into: &command)
+                return command
+            }
+        }
+        return try await RedisConnection.withConnection(configuration, logger: logger) { redis in
+            let elapsed = try await timedAdds(pipelines, on: redis)
+            try await redis.delete([stream])
+            return (Double(records.count) / elapsed.inSeconds, try await appendOnlySetting(redis))
+        }
+    }
+
+    /// Runs on the connection's own thread, so the loop is nothing but the pipelines.
+    private static func timedAdds(_ pipelines: [[RedisCommand]], on redis: isolated RedisConnection) throws -> Duration {
+        let clock = ContinuousClock()
+        let start = clock.now
+        for commands in pipelines {
+            let failures = try redis.add(commands).count { if case .failure = $0 { true } else { false } }
+            guard failures == 0 else { throw ValidationError("\(failures) XADDs failed while measuring the ceiling") }
+        }
+        return start.duration(to: clock.now)
+    }
+
+    private static func appendOnlySetting(_ redis: isolated RedisConnection) throws -> String {
+        guard case .array(let reply) = try redis.pipeline([RedisCommand("CONFIG", "GET", "appendonly")])[0], reply.count == 2,
+            case .bulk(let value) = reply[1]
+        else { return "unknown" }
+        return String(decoding: value, as: UTF8.self)
     }
 
     static func rowCount(kind: RecordKind, postgres: PostgresConfiguration, logger: Logger) async throws -> Int {
@@ -220,7 +267,9 @@ struct BenchCommand: AsyncParsableCommand {
         return """
             adworker bench — \(report.records) \(report.kind) records, batch \(report.batchSize), concurrency \(report.concurrency)
               raw COPY (ceiling)        \(rate(report.rawCopyRowsPerSecond)) rows/s
+              XADD ceiling (1 conn.)    \(rate(report.xaddCeilingEntriesPerSecond)) entries/s  (Redis appendonly \(report.redisAppendOnly))
               producer XADD             \(rate(report.producerEntriesPerSecond)) entries/s
+              producer / XADD ceiling   \(String(format: "%12.3f", report.producerToCeilingRatio))
               end-to-end drain          \(rate(report.drainRowsPerSecond)) rows/s
               drain / raw COPY          \(String(format: "%12.3f", report.drainToRawCopyRatio))
               latency @ \(report.latencyRate)/s (\(report.latencyEntries) entries)

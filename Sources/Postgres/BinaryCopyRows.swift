@@ -95,7 +95,13 @@ public struct BinaryCopyRows: Sendable {
         return [Self.header[...], bytes[start..<end], Self.trailer[...]]
     }
 
+    /// Byte by byte, big-endian: a row has about twenty of these, and appending a 4-byte buffer
+    /// through `append(contentsOf:)` was the worker's most expensive function.
     private mutating func appendInteger<Integer: FixedWidthInteger>(_ value: Integer) {
-        withUnsafeBytes(of: value.bigEndian) { bytes.append(contentsOf: $0) }
+        var shift = Integer.bitWidth - 8
+        while shift >= 0 {
+            bytes.append(UInt8(truncatingIfNeeded: value >> shift))
+            shift -= 8
+        }
     }
 }

@@ -66,8 +66,16 @@ extension PostgresConnection {
     ) throws(PostgresError) {
         do {
             outcome.transactions += 1
-            let inserted = try transaction { connection throws(PostgresError) in
-                try connection.copyOnce(rows, range: range, into: target, path: path)
+            let inserted: Int
+            switch path {
+            case .fast:
+                // A lone COPY is a transaction of its own (all rows or none): no BEGIN and COMMIT
+                // round trips per batch.
+                inserted = try copyOnce(rows, range: range, into: target, path: path)
+            case .idempotent:
+                inserted = try transaction { connection throws(PostgresError) in
+                    try connection.copyOnce(rows, range: range, into: target, path: path)
+                }
             }
             outcome.insertedRows += inserted
             outcome.duplicateRows += range.count - inserted

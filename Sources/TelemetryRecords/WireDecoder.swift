@@ -235,7 +235,7 @@ public struct WireDecoder: Sendable {
     }
 
     private func double(_ bytes: ArraySlice<UInt8>, field: String) throws(RecordError) -> Double {
-        guard bytes.count <= 64, let value = Double(String(decoding: bytes, as: UTF8.self)) else {
+        guard bytes.count <= 64, let value = DecimalText.double(bytes) else {
             throw RecordError(.invalidNumber, field: field)
         }
         guard value.isFinite else { throw RecordError(.outOfRange, field: field) }
