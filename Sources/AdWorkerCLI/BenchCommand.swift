@@ -35,6 +35,9 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: "Seconds the latency run produces for.")
     var latencySeconds: Int = 5
 
+    @Option(help: "Rounds of raw COPY, XADD ceiling, producer and drain; the table shows their medians.")
+    var rounds: Int = 3
+
     @Flag(help: "Print JSON instead of a table.")
     var json = false
 
@@ -44,11 +47,23 @@ struct BenchCommand: AsyncParsableCommand {
     static let schema = "adworker_bench"
     static let streamPrefix = "adworker-bench:"
 
+    /// One round's figures; the ratios pair figures measured seconds apart.
+    struct Round: Encodable {
+        var rawCopyRowsPerSecond: Double
+        var xaddCeilingEntriesPerSecond: Double
+        var producerEntriesPerSecond: Double
+        var producerToCeilingRatio: Double
+        var drainRowsPerSecond: Double
+        var drainToRawCopyRatio: Double
+    }
+
+    /// Medians over the rounds, and the rounds themselves.
     struct Report: Encodable {
         var kind: String
         var records: Int
         var batchSize: Int
         var concurrency: Int
+        var rounds: [Round]
         var rawCopyRowsPerSecond: Double
         var xaddCeilingEntriesPerSecond: Double
         var producerEntriesPerSecond: Double
@@ -69,7 +84,9 @@ struct BenchCommand: AsyncParsableCommand {
 
     func validate() throws {
         guard RecordKind(rawValue: kind) != nil else { throw ValidationError("--kind must be training or inference") }
-        guard count > 0, latencyRate > 0, latencySeconds > 0 else { throw ValidationError("counts, rate and seconds must be positive") }
+        guard count > 0, latencyRate > 0, latencySeconds > 0, rounds > 0 else {
+            throw ValidationError("counts, rate, seconds and rounds must be positive")
+        }
     }
 
     func run() async throws {
@@ -92,41 +109,25 @@ struct BenchCommand: AsyncParsableCommand {
             try await postgres.execute("DROP SCHEMA IF EXISTS \(Self.schema) CASCADE; CREATE SCHEMA \(Self.schema)")
             _ = try await postgres.migrate(migrations)
         }
-        _ = try await RedisConnection.withConnection(configuration.redis, logger: logger) { redis in
-            try await redis.delete([stream, DeadLetter.stream(for: stream)])
-        }
         defer { logger.debug("bench finished") }
 
         log("preparing \(count) \(kind.rawValue) records")
         let records = LoadGenerator.records(kind == .training ? .training : .inference, count: count, seed: 7)
-
-        // (a) The ceiling: the same rows COPYed straight into the table in one transaction.
-        let rawCopyRate = try await Self.rawCopy(records, kind: kind, postgres: adminPostgres, logger: logger)
-        log(String(format: "raw COPY: %.0f rows/s", rawCopyRate))
-
-        // (b) The producer: pipelined XADD of the same records, and beside it the ceiling: the
-        // same commands encoded beforehand and pipelined on one connection, as `redis-benchmark
-        // -c 1 -P 1000` would send them, without the producer's buffering and callers.
-        let (xaddCeiling, appendOnly) = try await Self.xaddCeiling(records, stream: stream + ":ceiling", redis: configuration.redis, logger: logger)
-        log(String(format: "XADD ceiling: %.0f entries/s (appendonly %@)", xaddCeiling, appendOnly))
-        let producer = TelemetryProducer(
-            configuration: TelemetryProducerConfiguration(redis: configuration.redis, streamPrefix: Self.streamPrefix), logger: logger
-        )
-        let produced = try await LoadGenerator.withRunningProducer(producer, logger: logger) {
-            await LoadGenerator.sendAll(records, through: producer)
+        var measured: [Round] = []
+        for number in 1...rounds {
+            let round = try await measureRound(records, kind: kind, configuration: configuration, logger: logger)
+            log(
+                String(
+                    format: "round %d: raw COPY %.0f rows/s, XADD ceiling %.0f entries/s, producer %.0f entries/s, drain %.0f rows/s (%.3f of raw COPY)",
+                    number, round.rawCopyRowsPerSecond, round.xaddCeilingEntriesPerSecond, round.producerEntriesPerSecond,
+                    round.drainRowsPerSecond, round.drainToRawCopyRatio
+                )
+            )
+            measured.append(round)
         }
-        guard produced.failed == 0 else { throw ValidationError("the producer failed \(produced.failed) sends") }
-        log(String(format: "producer: %.0f entries/s", produced.ratePerSecond))
-
-        // (c) End to end: the worker drains what the producer sent.
-        let clock = ContinuousClock()
-        let drainStart = clock.now
-        try await WorkerService(configuration: configuration, logger: logger).run()
-        let drainElapsed = drainStart.duration(to: clock.now)
-        let rows = try await Self.rowCount(kind: kind, postgres: adminPostgres, logger: logger)
-        guard rows == count else { throw ValidationError("drain inserted \(rows) rows, expected \(count)") }
-        let drainRate = Double(count) / drainElapsed.inSeconds
-        log(String(format: "drain: %.0f rows/s", drainRate))
+        let appendOnly = try await RedisConnection.withConnection(configuration.redis, logger: logger) { redis in
+            try await Self.appendOnlySetting(redis)
+        }
 
         // (d) Latency at a fixed rate: commit time minus entry id time, for every entry.
         let latencies = try await measureLatency(configuration: configuration, kind: kind, logger: logger)
@@ -137,12 +138,14 @@ struct BenchCommand: AsyncParsableCommand {
             try await redis.delete([stream, DeadLetter.stream(for: stream)])
         }
 
+        func median(_ figure: (Round) -> Double) -> Double { Self.median(measured.map(figure)) }
         let report = Report(
             kind: kind.rawValue, records: count, batchSize: configuration.batchSize, concurrency: configuration.concurrency,
-            rawCopyRowsPerSecond: rawCopyRate.rounded(), xaddCeilingEntriesPerSecond: xaddCeiling.rounded(),
-            producerEntriesPerSecond: produced.ratePerSecond.rounded(),
-            producerToCeilingRatio: (produced.ratePerSecond / xaddCeiling * 1000).rounded() / 1000, redisAppendOnly: appendOnly,
-            drainRowsPerSecond: drainRate.rounded(), drainToRawCopyRatio: (drainRate / rawCopyRate * 1000).rounded() / 1000,
+            rounds: measured,
+            rawCopyRowsPerSecond: median(\.rawCopyRowsPerSecond), xaddCeilingEntriesPerSecond: median(\.xaddCeilingEntriesPerSecond),
+            producerEntriesPerSecond: median(\.producerEntriesPerSecond), producerToCeilingRatio: median(\.producerToCeilingRatio),
+            redisAppendOnly: appendOnly,
+            drainRowsPerSecond: median(\.drainRowsPerSecond), drainToRawCopyRatio: median(\.drainToRawCopyRatio),
             latencyRate: latencyRate, latencyEntries: latencies.count,
             latencyP50Milliseconds: Self.percentile(latencies, 0.50), latencyP95Milliseconds: Self.percentile(latencies, 0.95),
             latencyP99Milliseconds: Self.percentile(latencies, 0.99),
@@ -153,6 +156,61 @@ struct BenchCommand: AsyncParsableCommand {
         } else {
             print(Self.table(report))
         }
+    }
+
+    /// (a) raw COPY, (b) XADD ceiling and producer, (c) drain, on an empty table and stream.
+    private func measureRound(
+        _ records: [TelemetryRecord], kind: RecordKind, configuration: WorkerConfiguration, logger: Logger
+    ) async throws -> Round {
+        let stream = configuration.stream(for: kind)
+        _ = try await RedisConnection.withConnection(configuration.redis, logger: logger) { redis in
+            try await redis.delete([stream, DeadLetter.stream(for: stream)])
+        }
+        // (a) The ceiling: the same rows COPYed straight into the table in one transaction.
+        let rawCopyRate = try await Self.rawCopy(records, kind: kind, postgres: configuration.postgres, logger: logger)
+
+        // (b) The producer: pipelined XADD of the same records, and beside it the ceiling: the
+        // same commands encoded beforehand and pipelined on one connection, as `redis-benchmark
+        // -c 1 -P 1000` would send them, without the producer's buffering and callers.
+        let xaddCeiling = try await Self.xaddCeiling(records, stream: stream + ":ceiling", redis: configuration.redis, logger: logger)
+        let producer = TelemetryProducer(
+            configuration: TelemetryProducerConfiguration(redis: configuration.redis, streamPrefix: Self.streamPrefix), logger: logger
+        )
+        let produced = try await LoadGenerator.withRunningProducer(producer, logger: logger) {
+            await LoadGenerator.sendAll(records, through: producer)
+        }
+        guard produced.failed == 0 else { throw ValidationError("the producer failed \(produced.failed) sends") }
+
+        // (c) End to end: the worker drains what the producer sent.
+        let clock = ContinuousClock()
+        let drainStart = clock.now
+        try await WorkerService(configuration: configuration, logger: logger).run()
+        let drainElapsed = drainStart.duration(to: clock.now)
+        let target = RowEncoder.target(for: kind).table
+        let rows = try await PostgresConnection.withConnection(configuration.postgres, logger: logger) { postgres in
+            let rows = Int(try await postgres.query("SELECT count(*) FROM \(target)")[0][0] ?? "") ?? -1
+            try await postgres.execute("TRUNCATE \(target)")
+            return rows
+        }
+        guard rows == records.count else { throw ValidationError("drain inserted \(rows) rows, expected \(records.count)") }
+        let drainRate = Double(records.count) / drainElapsed.inSeconds
+        return Round(
+            rawCopyRowsPerSecond: rawCopyRate.rounded(), xaddCeilingEntriesPerSecond: xaddCeiling.rounded(),
+            producerEntriesPerSecond: produced.ratePerSecond.rounded(),
+            producerToCeilingRatio: Self.ratio(produced.ratePerSecond, xaddCeiling),
+            drainRowsPerSecond: drainRate.rounded(), drainToRawCopyRatio: Self.ratio(drainRate, rawCopyRate)
+        )
+    }
+
+    static func ratio(_ value: Double, _ ceiling: Double) -> Double {
+        (value / ceiling * 1000).rounded() / 1000
+    }
+
+    static func median(_ values: [Double]) -> Double {
+        let sorted = values.sorted()
+        guard !sorted.isEmpty else { return 0 }
+        let middle = sorted.count / 2
+        return sorted.count % 2 == 1 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2
     }
 
     private func log(_ message: String) {
@@ -181,7 +239,7 @@ struct BenchCommand: AsyncParsableCommand {
     /// XADD rate of `records` encoded beforehand, pipelined 1000 at a time on one connection.
     static func xaddCeiling(
         _ records: [TelemetryRecord], stream: String, redis configuration: RedisConfiguration, logger: Logger
-    ) async throws -> (entriesPerSecond: Double, appendOnly: String) {
+    ) async throws -> Double {
         let pipelines = stride(from: 0, to: records.count, by: 1000).map { start in
             records[start..<min(start + 1000, records.count)].map { record in
                 var command = RedisCommand.streamAdd(to: stream)
@@ -192,7 +250,7 @@ struct BenchCommand: AsyncParsableCommand {
         return try await RedisConnection.withConnection(configuration, logger: logger) { redis in
             let elapsed = try await timedAdds(pipelines, on: redis)
             try await redis.delete([stream])
-            return (Double(records.count) / elapsed.inSeconds, try await appendOnlySetting(redis))
+            return Double(records.count) / elapsed.inSeconds
         }
     }
 
@@ -207,17 +265,11 @@ struct BenchCommand: AsyncParsableCommand {
         return start.duration(to: clock.now)
     }
 
-    private static func appendOnlySetting(_ redis: isolated RedisConnection) throws -> String {
+    static func appendOnlySetting(_ redis: isolated RedisConnection) throws -> String {
         guard case .array(let reply) = try redis.pipeline([RedisCommand("CONFIG", "GET", "appendonly")])[0], reply.count == 2,
             case .bulk(let value) = reply[1]
         else { return "unknown" }
         return String(decoding: value, as: UTF8.self)
-    }
-
-    static func rowCount(kind: RecordKind, postgres: PostgresConfiguration, logger: Logger) async throws -> Int {
-        try await PostgresConnection.withConnection(postgres, logger: logger) { connection in
-            Int(try await connection.query("SELECT count(*) FROM \(RowEncoder.target(for: kind).table)")[0][0] ?? "") ?? -1
-        }
     }
 
     /// Runs the worker while producing at `latencyRate`; returns every entry's latency in ms.
@@ -264,14 +316,16 @@ struct BenchCommand: AsyncParsableCommand {
 
     static func table(_ report: Report) -> String {
         func rate(_ value: Double) -> String { String(format: "%12.0f", value) }
+        let roundRatios = report.rounds.map { String(format: "%.3f", $0.drainToRawCopyRatio) }.joined(separator: "  ")
         return """
-            adworker bench — \(report.records) \(report.kind) records, batch \(report.batchSize), concurrency \(report.concurrency)
+            adworker bench — \(report.records) \(report.kind) records, batch \(report.batchSize), concurrency \(report.concurrency), \
+            medians of \(report.rounds.count) rounds
               raw COPY (ceiling)        \(rate(report.rawCopyRowsPerSecond)) rows/s
               XADD ceiling (1 conn.)    \(rate(report.xaddCeilingEntriesPerSecond)) entries/s  (Redis appendonly \(report.redisAppendOnly))
               producer XADD             \(rate(report.producerEntriesPerSecond)) entries/s
               producer / XADD ceiling   \(String(format: "%12.3f", report.producerToCeilingRatio))
               end-to-end drain          \(rate(report.drainRowsPerSecond)) rows/s
-              drain / raw COPY          \(String(format: "%12.3f", report.drainToRawCopyRatio))
+              drain / raw COPY          \(String(format: "%12.3f", report.drainToRawCopyRatio))  (rounds: \(roundRatios))
               latency @ \(report.latencyRate)/s (\(report.latencyEntries) entries)
                 p50 \(String(format: "%.1f", report.latencyP50Milliseconds)) ms   p95 \(String(format: "%.1f", report.latencyP95Milliseconds)) ms   p99 \(String(format: "%.1f", report.latencyP99Milliseconds)) ms
               load average before / after: \(report.loadAverageBefore) / \(report.loadAverageAfter)

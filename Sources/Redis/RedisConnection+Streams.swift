@@ -159,7 +159,7 @@ extension RedisConnection {
 
     static func acknowledgeCommand(_ ids: [StreamEntryID], in stream: String, group: String) -> RedisCommand {
         var command = RedisCommand("XACK", stream, group)
-        for id in ids { command.append(id.description) }
+        for id in ids { id.withUTF8 { command.append(bytes: $0) } }
         return command
     }
 
