@@ -79,6 +79,52 @@ struct PostgresSinkTests {
         }
     }
 
+    /// Migration 4 on a schema that already holds rows and a granted view: the identifier columns
+    /// compare byte by byte afterwards, and rows, view and grant are still there.
+    @Test func identifierCollationMigrationKeepsRowsViewAndGrants() async throws {
+        let schema = TestServers.uniqueName("test")
+        var configuration = TestServers.postgres
+        configuration.searchPath = schema
+        let migrations = try Migration.load(from: TestServers.schemaDirectory)
+        let collationMigration = try #require(migrations.first { $0.name == "identifier_collation" })
+        do {
+            try await PostgresConnection.withConnection(configuration, logger: TestServers.logger) { connection in
+                try await connection.execute("CREATE SCHEMA \(schema)")
+                _ = try await connection.migrate(migrations.filter { $0.version < collationMigration.version })
+                try await connection.execute(
+                    """
+                    INSERT INTO inference_results (stream_id, enqueued_at, event_time, model_name, request_id, prediction)
+                    VALUES ('1-0', now(), now(), 'ctr', 'r-1', '{"p": 1}'), ('1-1', now(), now(), 'ctr', 'r-2', '{"p": 0}');
+                    GRANT SELECT ON model_performance_hourly TO PUBLIC
+                    """
+                )
+                let applied = try await connection.migrate(migrations)
+                #expect(applied.map(\.version) == [collationMigration.version])
+            }
+            let collations = try await TestServers.query(
+                configuration,
+                """
+                SELECT table_name || '.' || column_name, collation_name FROM information_schema.columns
+                WHERE table_schema = $1 AND column_name IN ('stream_id', 'model_name', 'request_id')
+                  AND table_name IN ('training_data', 'inference_results')
+                """,
+                [schema]
+            )
+            #expect(collations.count == 6)
+            #expect(collations.allSatisfy { $0[1] == "C" }, "\(collations)")
+            #expect(try await TestServers.count(configuration, "inference_results") == 2)
+            #expect(try await TestServers.query(configuration, "SELECT model_name, inferences FROM model_performance_hourly") == [["ctr", "2"]])
+            let grants = try await TestServers.query(
+                configuration, "SELECT has_table_privilege('public', $1 || '.model_performance_hourly', 'SELECT')", [schema]
+            )
+            #expect(grants == [["t"]])
+        } catch {
+            _ = try? await TestServers.query(TestServers.postgres, "DROP SCHEMA IF EXISTS \(schema) CASCADE")
+            throw error
+        }
+        _ = try await TestServers.query(TestServers.postgres, "DROP SCHEMA IF EXISTS \(schema) CASCADE")
+    }
+
     @Test func aWrongPasswordIsRefusedWithoutEchoingIt() async throws {
         var configuration = TestServers.postgres
         configuration.password = "definitely-wrong-\(UInt32.random(in: 0...UInt32.max))"
