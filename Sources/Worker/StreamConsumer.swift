@@ -186,9 +186,7 @@ struct StreamConsumer {
         var batcher = Batcher<StreamEntry, ContinuousClock.Instant>(
             maximumSize: configuration.batchSize, maximumWait: configuration.maximumWait
         )
-        let waitLimit = configuration.drain
-            ? min(configuration.maximumWait, WorkerConfiguration.maximumReadBlock)
-            : WorkerConfiguration.maximumReadBlock
+        let waitLimit = configuration.drain ? WorkerConfiguration.drainReadBlock : WorkerConfiguration.maximumReadBlock
         let claimInterval = min(max(configuration.claimIdle / 2, .milliseconds(100)), .seconds(30))
         var nextClaim = clock.now
         var claimCursor = StreamEntryID(milliseconds: 0, sequence: 0)
@@ -207,9 +205,15 @@ struct StreamConsumer {
             let entries = try await readWithRetry(redis, position: .new, count: batcher.remainingCapacity, block: wait)
             let now = clock.now
             batcher.append(contentsOf: entries, at: now)
-            if batcher.isReady(at: now) {
+            // Draining, a read that finds nothing new ends the partial batch: nothing more is coming.
+            if batcher.isReady(at: now) || (configuration.drain && entries.isEmpty && !batcher.isEmpty) {
                 await send(ReadBatch(entries: batcher.take(), redelivered: false), to: batches)
             } else if entries.isEmpty && batcher.isEmpty && configuration.drain {
+                if !inFlight.isEmpty {
+                    // Our own sinks are still committing: their acks end the drain in milliseconds.
+                    try await Task.sleep(for: WorkerConfiguration.drainReadBlock)
+                    continue
+                }
                 if try await othersHoldPending(redis) {
                     // Drain means nothing new and nothing pending: wait for the other holders to
                     // finish, or for their entries to become idle enough to claim.
@@ -356,6 +360,8 @@ final class InFlightEntries: Sendable {
             if let index = batches.firstIndex(where: { $0.first == first }) { batches.remove(at: index) }
         }
     }
+
+    var isEmpty: Bool { batches.withLock { $0.isEmpty } }
 
     func contains(_ id: StreamEntryID) -> Bool {
         batches.withLock { batches in

@@ -17,7 +17,8 @@ public struct WorkerConfiguration: Sendable {
     public var batchSize: Int
     /// A partial batch is flushed after its oldest entry has waited this long.
     public var maximumWait: Duration
-    /// Process until the streams have no new and no pending entries, then return.
+    /// Process until the streams have no new entries (none within ``drainReadBlock``) and no
+    /// pending ones, then return.
     public var drain: Bool
     public var maximumEntryBytes: Int
     /// Entries pending on any consumer for longer than this are claimed (XAUTOCLAIM) and processed
@@ -62,6 +63,11 @@ public struct WorkerConfiguration: Sendable {
 
     /// The longest a single XREADGROUP may block: short, so shutdown is noticed within it.
     static let maximumReadBlock: Duration = .seconds(1)
+
+    /// Draining, how long a read waits for new entries before the stream counts as drained (and a
+    /// partial batch is flushed): a drain ends within milliseconds of its last commit, not after
+    /// a batch deadline.
+    static let drainReadBlock: Duration = .milliseconds(10)
 }
 
 /// What one committed batch did; the worker reports one per batch (for `bench` and metrics).
