@@ -3,14 +3,18 @@
 -- the primary key and the model index, and the locale's strcoll was a visible share of
 -- PostgreSQL's CPU: with these collations `adworker bench` measured raw COPY 7 % and the drain
 -- 5 % faster. Changing a column's collation rebuilds the indexes on it, under an exclusive lock:
--- on a large table, migrate in a quiet hour. PostgreSQL does not change a column a view reads,
--- so model_performance_hourly is set aside and recreated as it was, with its grants.
--- TimescaleDB does not change columns of compressed hypertables: those keep the locale's
--- collation (a notice says so).
+-- on a large table, migrate in a quiet hour (the connection's statement timeout is lifted for
+-- this migration). PostgreSQL does not change a column a view reads, so model_performance_hourly
+-- is set aside and recreated as it was, with its owner and grants. TimescaleDB does not change
+-- columns of compressed hypertables: those keep the locale's collation, and a notice says how
+-- to change them by hand.
+SET LOCAL statement_timeout = 0;
+
 DO $$
 DECLARE
-    view_oid oid := to_regclass('model_performance_hourly');
+    view_oid oid := to_regclass(format('%I.model_performance_hourly', current_schema()));
     view_sql text;
+    view_owner text;
     view_grants text[];
     target text;
     changes text;
@@ -19,8 +23,11 @@ DECLARE
 BEGIN
     IF view_oid IS NOT NULL THEN
         view_sql := pg_get_viewdef(view_oid);
-        SELECT array_agg(format('GRANT %s ON model_performance_hourly TO %s', privilege_type,
-                                CASE grantee WHEN 0 THEN 'PUBLIC' ELSE quote_ident(grantee::regrole::text) END))
+        -- regrole's text is already quoted where the name needs it.
+        SELECT relowner::regrole::text INTO view_owner FROM pg_class WHERE oid = view_oid;
+        SELECT array_agg(format('GRANT %s ON model_performance_hourly TO %s%s', privilege_type,
+                                CASE grantee WHEN 0 THEN 'PUBLIC' ELSE grantee::regrole::text END,
+                                CASE WHEN is_grantable THEN ' WITH GRANT OPTION' ELSE '' END))
           INTO view_grants
           FROM pg_class, aclexplode(relacl)
          WHERE pg_class.oid = view_oid AND grantee <> relowner;
@@ -41,13 +48,14 @@ BEGIN
                INTO compressed USING target;
         END IF;
         IF compressed THEN
-            RAISE NOTICE '% has TimescaleDB compression: its identifier columns keep the locale''s collation', target;
+            RAISE NOTICE '% has TimescaleDB compression: its identifier columns keep the locale''s collation (decompress its chunks, disable compression, then: ALTER TABLE % %)', target, target, changes;
             CONTINUE;
         END IF;
         EXECUTE format('ALTER TABLE %I %s', target, changes);
     END LOOP;
     IF view_sql IS NOT NULL THEN
         EXECUTE 'CREATE VIEW model_performance_hourly AS ' || view_sql;
+        EXECUTE format('ALTER VIEW model_performance_hourly OWNER TO %s', view_owner);
         FOREACH statement IN ARRAY coalesce(view_grants, ARRAY[]::text[]) LOOP
             EXECUTE statement;
         END LOOP;

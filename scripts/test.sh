@@ -83,6 +83,32 @@ timeout 120 "$adworker" run --env-file "$empty_env" --drain --streams inference
 "$adworker" dlq purge --env-file "$empty_env" --stream inference --reason invalid_json --yes
 [ "$(redis_cli xlen "${prefix}inference:dead")" = 0 ] || { log "purge left dead letters"; exit 1; }
 
+log "migration 4 on a database that predates it: rows, the view, its owner and a grant to a role whose name needs quoting survive"
+upgrade_database=adworker_upgrade
+DATABASE_NAME=$upgrade_database scripts/dev-services.sh 2>/dev/null
+as_postgres() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else sudo -u postgres "$@"; fi; }
+psql_upgrade() { PGPASSWORD=$DATABASE_PASSWORD psql -X -q -t -A -v ON_ERROR_STOP=1 -h "$DATABASE_HOST" -p "$DATABASE_PORT" -U "$DATABASE_USER" -d "$upgrade_database" "$@"; }
+psql_upgrade -c 'SET client_min_messages = warning; DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public;'
+as_postgres psql -X -q -v ON_ERROR_STOP=1 -c 'DROP ROLE IF EXISTS "Dashboard-Reader"' -c 'CREATE ROLE "Dashboard-Reader"'
+schema_before_4=$(mktemp -d)
+cp schema/00[1-3]_*.sql "$schema_before_4"
+DATABASE_NAME=$upgrade_database "$adworker" migrate --env-file "$empty_env" --schema-dir "$schema_before_4" >/dev/null
+psql_upgrade -c "INSERT INTO inference_results (stream_id, enqueued_at, event_time, model_name, request_id, prediction)
+                 VALUES ('1-0', now(), now(), 'ctr', 'r-1', '1'), ('1-1', now(), now(), 'ctr', 'r-2', '0')" \
+             -c 'GRANT SELECT ON model_performance_hourly TO "Dashboard-Reader" WITH GRANT OPTION'
+migrated=$(DATABASE_NAME=$upgrade_database "$adworker" migrate --env-file "$empty_env")
+grep -q 'applied 4_identifier_collation' <<<"$migrated" || { log "migrate did not apply migration 4: $migrated"; exit 1; }
+upgraded=$(psql_upgrade -c "SELECT (SELECT count(*) FROM information_schema.columns WHERE table_schema = 'public'
+                              AND table_name IN ('training_data', 'inference_results')
+                              AND column_name IN ('stream_id', 'model_name', 'request_id') AND collation_name = 'C'),
+                            (SELECT inferences FROM model_performance_hourly),
+                            has_table_privilege('Dashboard-Reader', 'model_performance_hourly', 'SELECT WITH GRANT OPTION'),
+                            (SELECT relowner::regrole::text FROM pg_class WHERE oid = 'model_performance_hourly'::regclass)")
+[ "$upgraded" = "6|2|t|$DATABASE_USER" ] || { log "after migration 4: $upgraded (expected 6|2|t|$DATABASE_USER)"; exit 1; }
+psql_upgrade -c 'DROP SCHEMA public CASCADE; CREATE SCHEMA public;' 2>/dev/null
+as_postgres psql -X -q -c 'DROP ROLE "Dashboard-Reader"'
+rm -r "$schema_before_4"
+
 log "bench on a small workload (debug build: figures are not meaningful here, the command is)"
 "$adworker" bench --env-file "$empty_env" --count 5000 --latency-seconds 2 --latency-rate 500 --json > /tmp/adworker-smoke-bench.json
 python3 - /tmp/adworker-smoke-bench.json <<'PY'
