@@ -12,15 +12,18 @@ final class CircuitBreaker: Sendable {
     }
 
     let target: String
+    /// Which task's breaker (`reader`, `sink 1`), in its log lines; nil for a task of its own.
+    let role: String?
     private let state = Mutex(State.closed)
     private let onFailure: @Sendable (any Error) -> Void
     private let onStateChange: @Sendable (_ isOpen: Bool) -> Void
 
     init(
-        target: String, onFailure: @escaping @Sendable (any Error) -> Void = { _ in },
+        target: String, role: String? = nil, onFailure: @escaping @Sendable (any Error) -> Void = { _ in },
         onStateChange: @escaping @Sendable (_ isOpen: Bool) -> Void = { _ in }
     ) {
         self.target = target
+        self.role = role
         self.onFailure = onFailure
         self.onStateChange = onStateChange
     }
@@ -43,11 +46,12 @@ final class CircuitBreaker: Sendable {
             onStateChange(true)
             logger.warning(
                 "\(target) circuit open: \(activity) failed; retrying with backoff",
-                metadata: [LogKey.error: "\(error)", LogKey.delay: "\(delay)"]
+                metadata: withRole([LogKey.error: "\(error)", LogKey.delay: "\(delay)"])
             )
         } else {
             logger.debug(
-                "\(target) still failing", metadata: [LogKey.error: "\(error)", LogKey.attempt: "\(failures)", LogKey.delay: "\(delay)"]
+                "\(target) still failing",
+                metadata: withRole([LogKey.error: "\(error)", LogKey.attempt: "\(failures)", LogKey.delay: "\(delay)"])
             )
         }
     }
@@ -60,7 +64,15 @@ final class CircuitBreaker: Sendable {
         }
         guard let opened else { return }
         onStateChange(false)
-        logger.notice("\(target) circuit closed", metadata: ["failures": "\(opened.failures)", "outage": "\(opened.since.duration(to: .now))"])
+        logger.notice(
+            "\(target) circuit closed",
+            metadata: withRole(["failures": "\(opened.failures)", "outage": "\(opened.since.duration(to: .now))"])
+        )
+    }
+
+    private func withRole(_ metadata: Logger.Metadata) -> Logger.Metadata {
+        guard let role else { return metadata }
+        return metadata.merging([LogKey.role: "\(role)"]) { current, _ in current }
     }
 
     /// Runs `body` until it succeeds, sleeping with exponential backoff and jitter between

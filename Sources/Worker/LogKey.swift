@@ -8,4 +8,5 @@ enum LogKey {
     static let reason = "reason"
     static let attempt = "attempt"
     static let delay = "delay"
+    static let role = "role"
 }

@@ -43,11 +43,16 @@ struct StreamConsumer {
     let logger: Logger
     let onBatch: @Sendable (BatchReport) -> Void
     let status: WorkerStatus?
-    /// One per role and target: the reader's Redis, the sinks' Redis and PostgreSQL (shared by the
-    /// lanes, which fail and recover together when a server goes away).
+    /// A sink's own breakers: one lane failing while the other succeeds must not flip a shared
+    /// circuit open and closed on every attempt.
+    struct SinkBreakers: Sendable {
+        let postgres: CircuitBreaker
+        let redis: CircuitBreaker
+    }
+
+    /// One per task and target: the reader's Redis, and each sink's PostgreSQL and Redis.
     let readerRedis: CircuitBreaker
-    let sinkRedis: CircuitBreaker
-    let sinkPostgres: CircuitBreaker
+    let sinkBreakers: [SinkBreakers]
     /// Entries between reading and acknowledgement in this consumer's own pipeline: a claim that
     /// returns one of them (it has been in flight longer than `claimIdle`) must not queue it twice.
     let inFlight = InFlightEntries()
@@ -64,14 +69,15 @@ struct StreamConsumer {
         self.status = status
         func breaker(_ target: String, _ role: String) -> CircuitBreaker {
             CircuitBreaker(
-                target: target,
+                target: target, role: role,
                 onFailure: { status?.recordFailure(stream: stream, target: target, error: $0) },
                 onStateChange: { status?.circuit("\(target) (\(role))", of: consumer, stream: stream, isOpen: $0) }
             )
         }
         self.readerRedis = breaker("redis", "reader")
-        self.sinkRedis = breaker("redis", "sink")
-        self.sinkPostgres = breaker("postgres", "sink")
+        self.sinkBreakers = (1...Self.sinkLanes).map { lane in
+            SinkBreakers(postgres: breaker("postgres", "sink \(lane)"), redis: breaker("redis", "sink \(lane)"))
+        }
         self.configuration = configuration
         var logger = logger
         logger[metadataKey: LogKey.stream] = "\(stream)"
@@ -104,9 +110,9 @@ struct StreamConsumer {
                     await batches.send(prepare(read))
                 }
             }
-            for _ in 0..<Self.sinkLanes {
+            for breakers in sinkBreakers {
                 group.addTask {
-                    try await sink(from: batches)
+                    try await sink(from: batches, breakers: breakers)
                 }
             }
             try await group.waitForAll()
@@ -192,9 +198,9 @@ struct StreamConsumer {
         var claimCursor = StreamEntryID(milliseconds: 0, sequence: 0)
         while !Task.isShuttingDownGracefully {
             try Task.checkCancellation()
-            // Claiming while our own sink cannot reach its targets would only pile up delivery
+            // Claiming while our own sinks cannot reach their targets would only pile up delivery
             // counts (an outage is not the entries' fault) and work this consumer cannot do.
-            if clock.now >= nextClaim && !sinkPostgres.isOpen && !sinkRedis.isOpen {
+            if clock.now >= nextClaim && !sinkBreakers.contains(where: { $0.postgres.isOpen || $0.redis.isOpen }) {
                 if let claimed = try await reclaim(redis, cursor: &claimCursor) {
                     await send(claimed, to: batches)
                     continue
@@ -287,17 +293,17 @@ struct StreamConsumer {
 
     // MARK: Sink
 
-    private func sink(from batches: AsyncChannel<Batch>) async throws {
+    private func sink(from batches: AsyncChannel<Batch>, breakers: SinkBreakers) async throws {
         try await PostgresConnection.withConnection(configuration.postgres, logger: logger, connectImmediately: false) { postgres in
             try await RedisConnection.withConnection(configuration.redis, logger: logger, connectImmediately: false) { redis in
                 for await batch in batches {
-                    try await process(batch, postgres: postgres, redis: redis)
+                    try await process(batch, postgres: postgres, redis: redis, breakers: breakers)
                 }
             }
         }
     }
 
-    private func process(_ batch: Batch, postgres: PostgresConnection, redis: RedisConnection) async throws {
+    private func process(_ batch: Batch, postgres: PostgresConnection, redis: RedisConnection, breakers: SinkBreakers) async throws {
         let rows = batch.rows
         var deadLetters = batch.deadLetters
         let path: InsertPath = batch.redelivered ? .idempotent : .fast
@@ -305,7 +311,7 @@ struct StreamConsumer {
         let insertStart = clock.now
         var outcome = InsertOutcome()
         if !rows.isEmpty {
-            outcome = try await sinkPostgres.retrying(doing: "inserting", logger: logger) {
+            outcome = try await breakers.postgres.retrying(doing: "inserting", logger: logger) {
                 try await postgres.insert(rows, into: RowEncoder.target(for: kind), path: path)
             }
         }
@@ -320,7 +326,7 @@ struct StreamConsumer {
         let ids = batch.entries.map(\.id)
         let now = Timestamp.now()
         let deadLetterCommands = deadLetters.map { $0.command(from: stream, at: now) }
-        try await sinkRedis.retrying(doing: "acknowledging", logger: logger) {
+        try await breakers.redis.retrying(doing: "acknowledging", logger: logger) {
             try await redis.acknowledge(ids, in: stream, group: configuration.group, addingAtomically: deadLetterCommands)
         }
         inFlight.remove(ids)
