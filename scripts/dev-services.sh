@@ -29,13 +29,15 @@ install_packages() {
     fi
 }
 
-redis_answers() { redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" ping 2>/dev/null; }
+redis_answers() { REDISCLI_AUTH=${REDIS_PASSWORD:-} redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" ping 2>/dev/null; }
 
 # A restarted Redis answers PING with "LOADING" while it replays its append-only file, and refuses
-# every command meanwhile: ready means PONG. redis-cli exits 0 on error replies, so compare the text.
+# every command meanwhile: ready means PONG (or NOAUTH from a Redis that wants a password this
+# script was not given: it is up, and adworker brings its own). redis-cli exits 0 on error
+# replies, so compare the text.
 wait_for_redis() {
     for _ in $(seq 600); do
-        [ "$(redis_answers)" = PONG ] && return 0
+        case "$(redis_answers)" in PONG | NOAUTH*) return 0 ;; esac
         sleep 0.1
     done
     log "redis did not become ready on $REDIS_HOST:$REDIS_PORT within 60 s; see $DATA_DIR/redis/redis.log"

@@ -10,6 +10,7 @@ Writes a summary table to stdout and JSON to $FAULT_REPORT (default /tmp/adworke
 """
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -643,10 +644,14 @@ def main():
     subprocess.run([ADWORKER, "migrate", "--env-file", EMPTY_ENV], env=BASE_ENV, check=True,
                    cwd=ROOT, capture_output=True)
     # Streams of earlier runs that stopped half way (the 5 MiB poison entries alone are 90 MB):
-    # left in Redis they make every AOF rewrite during these scenarios slower.
-    leftovers = redis("--scan", "--pattern", "fault-*").split()
+    # left in Redis they make every AOF rewrite during these scenarios slower. Keys name their
+    # run's pid; a run still alive keeps its streams.
+    def run_is_alive(key):
+        match = re.match(r"fault-.*-(\d+):", key)
+        return match is not None and os.path.exists(f"/proc/{match.group(1)}")
+    leftovers = [key for key in redis("--scan", "--pattern", "fault-*").split() if not run_is_alive(key)]
     for start in range(0, len(leftovers), 100):
-        redis("DEL", *leftovers[start:start + 100])
+        redis("UNLINK", *leftovers[start:start + 100])
     names = sys.argv[2:] or list(SCENARIOS)
     results, failures = [], []
     for name in names:

@@ -135,7 +135,7 @@ struct BenchCommand: AsyncParsableCommand {
             try await postgres.execute("DROP SCHEMA IF EXISTS \(Self.schema) CASCADE")
         }
         _ = try await RedisConnection.withConnection(configuration.redis, logger: logger) { redis in
-            try await redis.delete([stream, DeadLetter.stream(for: stream)])
+            try await redis.delete(Self.benchStreams(stream))
         }
 
         func median(_ figure: (Round) -> Double) -> Double { Self.median(measured.map(figure)) }
@@ -164,7 +164,7 @@ struct BenchCommand: AsyncParsableCommand {
     ) async throws -> Round {
         let stream = configuration.stream(for: kind)
         _ = try await RedisConnection.withConnection(configuration.redis, logger: logger) { redis in
-            try await redis.delete([stream, DeadLetter.stream(for: stream)])
+            try await redis.delete(Self.benchStreams(stream))
         }
         // (a) The ceiling: the same rows COPYed straight into the table in one transaction.
         let rawCopyRate = try await Self.rawCopy(records, kind: kind, postgres: configuration.postgres, logger: logger)
@@ -172,7 +172,7 @@ struct BenchCommand: AsyncParsableCommand {
         // (b) The producer: pipelined XADD of the same records, and beside it the ceiling: the
         // same commands encoded beforehand and pipelined on one connection, as `redis-benchmark
         // -c 1 -P 1000` would send them, without the producer's buffering and callers.
-        let xaddCeiling = try await Self.xaddCeiling(records, stream: stream + ":ceiling", redis: configuration.redis, logger: logger)
+        let xaddCeiling = try await Self.xaddCeiling(records, stream: Self.ceilingStream(stream), redis: configuration.redis, logger: logger)
         let producer = TelemetryProducer(
             configuration: TelemetryProducerConfiguration(redis: configuration.redis, streamPrefix: Self.streamPrefix), logger: logger
         )
@@ -201,6 +201,13 @@ struct BenchCommand: AsyncParsableCommand {
             drainRowsPerSecond: drainRate.rounded(), drainToRawCopyRatio: Self.ratio(drainRate, rawCopyRate)
         )
     }
+
+    /// Every stream the bench writes: the worker's, its dead letters, the XADD ceiling's.
+    static func benchStreams(_ stream: String) -> [String] {
+        [stream, DeadLetter.stream(for: stream), ceilingStream(stream)]
+    }
+
+    static func ceilingStream(_ stream: String) -> String { stream + ":ceiling" }
 
     static func ratio(_ value: Double, _ ceiling: Double) -> Double {
         (value / ceiling * 1000).rounded() / 1000
