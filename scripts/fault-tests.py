@@ -54,15 +54,9 @@ def psql(sql):
 
 
 def redis(*args, stdin=None):
-    """The reply as redis-cli prints it; error replies come back as text (redis-cli exits 0 on them),
-    except LOADING, which only means a restarted Redis is still reading its append-only file."""
-    deadline = time.monotonic() + 60
-    while True:
-        result = subprocess.run(REDIS + list(args), input=stdin, check=True, capture_output=True)
-        reply = result.stdout.decode("utf-8", "replace").strip()
-        if not reply.startswith("LOADING") or time.monotonic() > deadline:
-            return reply
-        time.sleep(0.1)
+    """The reply as redis-cli prints it; error replies come back as text (redis-cli exits 0 on them)."""
+    result = subprocess.run(REDIS + list(args), input=stdin, check=True, capture_output=True)
+    return result.stdout.decode("utf-8", "replace").strip()
 
 
 def entries_added(stream):
@@ -72,6 +66,12 @@ def entries_added(stream):
         check(info == ["ERR no such key"], f"XINFO STREAM {stream}: {info[:2]}")
         return 0
     return int(info[info.index("entries-added") + 1])
+
+
+def pending_count(stream):
+    """Entries pending in the worker's group; 0 if the group does not exist."""
+    reply = redis("XPENDING", stream, "adworker")
+    return 0 if not reply or reply.startswith(("NOGROUP", "ERR")) else int(reply.splitlines()[0])
 
 
 def postgres_cluster():
@@ -145,8 +145,7 @@ class Scenario:
         rows, distinct = (int(value) for value in psql("SELECT count(*), count(DISTINCT request_id) FROM inference_results").split("|"))
         entries = entries_added(self.stream)
         dead = int(redis("XLEN", self.stream + ":dead"))
-        pending_reply = redis("XPENDING", self.stream, "adworker") if entries else ""
-        pending = int(pending_reply.splitlines()[0]) if pending_reply and not pending_reply.startswith("NOGROUP") else 0
+        pending = pending_count(self.stream) if entries else 0
         return {"entries": entries, "rows": rows, "dead": dead, "duplicates": rows - distinct, "pending": pending}
 
     def caught_up(self):
@@ -223,10 +222,10 @@ def postgres_down_30s():
     time.sleep(3)
     pg_ctl("stop")
     cpu_before = cpu_seconds(worker.pid)
-    pending_at_stop = int(redis("XPENDING", scenario.stream, "adworker").splitlines()[0])
+    pending_at_stop = pending_count(scenario.stream)
     time.sleep(30)
     cpu_during = cpu_seconds(worker.pid) - cpu_before
-    pending_before_start = int(redis("XPENDING", scenario.stream, "adworker").splitlines()[0])
+    pending_before_start = pending_count(scenario.stream)
     pg_ctl("start")
     back = time.monotonic()
     check(cpu_during < 3, f"worker used {cpu_during:.1f} s of CPU in 30 s of outage: it spins")
@@ -280,7 +279,7 @@ def sigterm_with_database_down():
         code, took = scenario.stop(worker)
         check(code == 0, f"worker exited {code} on SIGTERM with the database down")
         check(took < 4.5, f"worker took {took:.1f} s to stop with a 3 s shutdown timeout")
-        pending = int(redis("XPENDING", scenario.stream, "adworker").splitlines()[0])
+        pending = pending_count(scenario.stream)
         check(pending > 0, "nothing was left pending although the database was down")
         scenario.notes.append(f"exit 0 {took:.2f} s after SIGTERM, {pending} entries left pending")
     finally:

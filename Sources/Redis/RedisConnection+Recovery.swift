@@ -82,10 +82,8 @@ extension RedisConnection {
         guard let consumers = reply.array else { throw RedisError(.unexpectedReply, "XINFO CONSUMERS") }
         return consumers.map { consumer in
             var info = ConsumerInfo(name: "", pending: 0, idle: .zero)
-            let pairs = consumer.array ?? []
-            for index in stride(from: 0, to: pairs.count - 1, by: 2) {
-                let value = pairs[index + 1]
-                switch pairs[index].string {
+            for (name, value) in Self.infoPairs(consumer) {
+                switch name {
                 case "name": info.name = value.string ?? ""
                 case "pending": info.pending = Int(value.integer ?? 0)
                 case "idle": info.idle = .milliseconds(value.integer ?? 0)
@@ -94,12 +92,6 @@ extension RedisConnection {
             }
             return info
         }
-    }
-
-    /// XRANGE from `start` (inclusive) to the end, up to `count` entries.
-    public func range(_ stream: String, from start: StreamEntryID, count: Int) throws(RedisError) -> [StreamEntry] {
-        let command = RedisCommand("XRANGE", stream, start.description, "+", "COUNT", String(count))
-        return try pipeline([command]) { reply throws(RedisError) in try Self.decodeEntries(reply) }[0]
     }
 
     /// XDEL. - Returns: how many existed.

@@ -126,10 +126,8 @@ extension RedisConnection {
         guard let groups = reply.array else { throw RedisError(.unexpectedReply, "XINFO GROUPS") }
         return groups.map { group in
             var info = ConsumerGroupInfo(name: "", consumers: 0, pending: 0, lastDeliveredID: nil, lag: nil)
-            let pairs = group.array ?? []
-            for index in stride(from: 0, to: pairs.count - 1, by: 2) {
-                let value = pairs[index + 1]
-                switch pairs[index].string {
+            for (name, value) in Self.infoPairs(group) {
+                switch name {
                 case "name": info.name = value.string ?? ""
                 case "consumers": info.consumers = Int(value.integer ?? 0)
                 case "pending": info.pending = Int(value.integer ?? 0)
@@ -142,12 +140,18 @@ extension RedisConnection {
         }
     }
 
-    /// XRANGE over the whole stream, up to `count` entries.
-    public func range(_ stream: String, count: Int) throws(RedisError) -> [StreamEntry] {
-        let command = RedisCommand("XRANGE", stream, "-", "+", "COUNT", String(count))
-        return try pipeline([command]) { reply throws(RedisError) in
-            try Self.decodeEntries(reply)
-        }[0]
+    /// XRANGE from `start` (inclusive; the whole stream by default) to the end, up to `count` entries.
+    public func range(
+        _ stream: String, from start: StreamEntryID = StreamEntryID(milliseconds: 0, sequence: 0), count: Int
+    ) throws(RedisError) -> [StreamEntry] {
+        let command = RedisCommand("XRANGE", stream, start.description, "+", "COUNT", String(count))
+        return try pipeline([command]) { reply throws(RedisError) in try Self.decodeEntries(reply) }[0]
+    }
+
+    /// XINFO's flat `[name, value, name, value, …]` records as (name, value) pairs.
+    static func infoPairs(_ record: RedisValue) -> [(name: String?, value: RedisValue)] {
+        let items = record.array ?? []
+        return stride(from: 0, to: items.count - 1, by: 2).map { (items[$0].string, items[$0 + 1]) }
     }
 
     /// DEL: removes keys (tests and `bench` clean up with it). - Returns: how many existed.

@@ -139,26 +139,9 @@ public final class WorkerStatus: Sendable {
         let now = Timestamp.now()
         let latencies = report.enqueuedAt.map { max(0, report.acknowledgedAt.millisecondsSinceEpoch - $0.millisecondsSinceEpoch) }
         state.withLock { state in
-            var stream = state.streams[report.stream] ?? StreamState()
-            Self.withSecond(&stream, at: now) { second in
-                second.entries += report.entries
-                second.rows += report.insertedRows
-                second.deadLetters += report.deadLettered
-                for latency in latencies {
-                    // Reservoir sampling keeps the quantiles honest at any rate within bounded memory.
-                    second.latencyCount += 1
-                    if second.latencies.count < Self.latencySamplesPerSecond {
-                        second.latencies.append(latency)
-                    } else {
-                        let slot = Int.random(in: 0..<second.latencyCount, using: &state.random)
-                        if slot < Self.latencySamplesPerSecond { second.latencies[slot] = latency }
-                    }
-                }
-            }
-            stream.totalEntries += report.entries
-            stream.totalRows += report.insertedRows
-            stream.totalDeadLetters += report.deadLettered
-            state.streams[report.stream] = stream
+            // In place, through the dictionary's default subscript: copying the stream's state out
+            // and back would copy the second's latency samples on every batch.
+            Self.add(report, latencies: latencies, at: now, to: &state.streams[report.stream, default: StreamState()], random: &state.random)
         }
 
         let dimensions = [("stream", report.stream)]
@@ -176,12 +159,33 @@ public final class WorkerStatus: Sendable {
         for milliseconds in latencies { latency.recordMilliseconds(milliseconds) }
     }
 
+    private static func add(
+        _ report: BatchReport, latencies: [Int64], at now: Timestamp, to stream: inout StreamState, random: inout SplitMix64
+    ) {
+        withSecond(&stream, at: now) { second in
+            second.entries += report.entries
+            second.rows += report.insertedRows
+            second.deadLetters += report.deadLettered
+            for latency in latencies {
+                // Reservoir sampling keeps the quantiles honest at any rate within bounded memory.
+                second.latencyCount += 1
+                if second.latencies.count < latencySamplesPerSecond {
+                    second.latencies.append(latency)
+                } else {
+                    let slot = Int.random(in: 0..<second.latencyCount, using: &random)
+                    if slot < latencySamplesPerSecond { second.latencies[slot] = latency }
+                }
+            }
+        }
+        stream.totalEntries += report.entries
+        stream.totalRows += report.insertedRows
+        stream.totalDeadLetters += report.deadLettered
+    }
+
     func recordFailure(stream: String, target: String, error: any Error) {
         let now = Timestamp.now()
         state.withLock { state in
-            var streamState = state.streams[stream] ?? StreamState()
-            Self.withSecond(&streamState, at: now) { $0.failures += 1 }
-            state.streams[stream] = streamState
+            Self.withSecond(&state.streams[stream, default: StreamState()], at: now) { $0.failures += 1 }
         }
         let kind = "\(error)".split(separator: "(").first.map(String.init) ?? "error"
         Counter(label: "adworker_errors_total", dimensions: [("stream", stream), ("target", target), ("kind", kind)]).increment()
