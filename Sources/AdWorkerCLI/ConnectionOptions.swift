@@ -46,18 +46,39 @@ struct ConnectionOptions: ParsableArguments {
         )
     }
 
+    /// DATABASE_URL (or DATABASE_URL_FILE), when set, is the base: the DATABASE_HOST/PORT/NAME/USER
+    /// variables do not apply (a copied .env.template sets them all), flags for them override the
+    /// URL's parts, and DATABASE_PASSWORD fills in only a password the URL lacks.
     func postgres(_ settings: Settings) throws -> PostgresConfiguration {
         let url = try settings.secret("DATABASE_URL")
-        let overridesURL = databaseHost != nil || databasePort != nil || databaseName != nil || databaseUser != nil
-        return PostgresConfiguration(
+        if let url {
+            do {
+                _ = try PostgresConfiguration.inspect(url: url)
+            } catch {
+                throw ValidationError("\(error.message); expected postgres://USER:PASSWORD@HOST:PORT/DATABASE or key=value pairs")
+            }
+        }
+        var configuration = PostgresConfiguration(
             host: databaseHost ?? settings.string("DATABASE_HOST") ?? "127.0.0.1",
             port: try databasePort ?? settings.integer("DATABASE_PORT") ?? 5432,
             database: databaseName ?? settings.string("DATABASE_NAME") ?? "adworker",
             user: databaseUser ?? settings.string("DATABASE_USER") ?? "adworker",
             password: try settings.secret("DATABASE_PASSWORD"),
             sslMode: settings.string("DATABASE_SSLMODE"),
-            url: overridesURL ? nil : url
+            url: url
         )
+        configuration.urlOverrides = Set(
+            [
+                databaseHost.map { _ in .host }, databasePort.map { _ in .port }, databaseName.map { _ in .database },
+                databaseUser.map { _ in .user },
+            ].compactMap { $0 }
+        )
+        if let seconds = try settings.decimal("ADWORKER_STATEMENT_TIMEOUT") {
+            guard seconds >= 0.1 else { throw ValidationError("ADWORKER_STATEMENT_TIMEOUT must be at least 0.1 s") }
+            configuration.statementTimeout = .milliseconds(Int64(seconds * 1000))
+            configuration.replyTimeout = configuration.statementTimeout + .seconds(5)
+        }
+        return configuration
     }
 
     /// Ignores SIGPIPE (hiredis writes with write(2), and a closed socket would kill the process)

@@ -1,6 +1,7 @@
 internal import CLibPQ
 internal import ConnectionThread
 public import Logging
+import TelemetryRecords
 
 #if canImport(Glibc)
 import Glibc
@@ -58,7 +59,24 @@ public actor PostgresConnection {
             PQfinish(connection)
             self.connection = nil
         }
-        guard let newConnection = PQconnectdb(configuration.connectionInfo) else {
+        let parameters = configuration.connectionParameters
+        var keywords: [UnsafeMutablePointer<CChar>?] = parameters.map { strdup($0.0) } + [nil]
+        var values: [UnsafeMutablePointer<CChar>?] = parameters.map { strdup($0.1) } + [nil]
+        defer {
+            keywords.forEach { free($0) }
+            values.forEach { free($0) }
+        }
+        let opened = keywords.withUnsafeMutableBufferPointer { keywords in
+            values.withUnsafeMutableBufferPointer { values in
+                keywords.withMemoryRebound(to: UnsafePointer<CChar>?.self) { keywords in
+                    values.withMemoryRebound(to: UnsafePointer<CChar>?.self) { values in
+                        // expand_dbname 1: a DATABASE_URL passed as the first dbname is a URL, not a name.
+                        PQconnectdbParams(keywords.baseAddress, values.baseAddress, 1)
+                    }
+                }
+            }
+        }
+        guard let newConnection = opened else {
             throw PostgresError(.connectionFailed, "libpq could not allocate a connection")
         }
         guard PQstatus(newConnection) == CONNECTION_OK else {
@@ -66,6 +84,9 @@ public actor PostgresConnection {
             PQfinish(newConnection)
             throw PostgresError(.connectionFailed, "\(configuration): \(message)")
         }
+        // Non-blocking, so that every wait for the server goes through waitUntil(_:deadline:),
+        // which bounds it and notices cancellation; libpq's own waits have no bound.
+        PQsetnonblocking(newConnection, 1)
         // Notices ("relation exists, skipping") would go to stderr; the caller logs what matters.
         PQsetNoticeProcessor(newConnection, { _, _ in }, nil)
         connection = newConnection
@@ -94,7 +115,9 @@ public actor PostgresConnection {
     @discardableResult
     public func execute(_ sql: String) throws(PostgresError) -> Int {
         let connection = try liveConnection()
-        let result = PQexec(connection, sql)
+        let deadline = replyDeadline()
+        guard PQsendQuery(connection, sql) == 1 else { throw lostConnection(connection, "sending a statement") }
+        let result = try lastResult(connection, deadline: deadline)
         defer { PQclear(result) }
         try check(result, connection: connection)
         return Int(String(cString: PQcmdTuples(result))) ?? 0
@@ -104,13 +127,16 @@ public actor PostgresConnection {
     /// as text. For small results: migrations, stats, tests.
     public func query(_ sql: String, _ parameters: [String?] = []) throws(PostgresError) -> [[String?]] {
         let connection = try liveConnection()
+        let deadline = replyDeadline()
         var cStrings: [UnsafeMutablePointer<CChar>?] = parameters.map { $0.flatMap { strdup($0) } }
         defer { cStrings.forEach { free($0) } }
-        let result = cStrings.withUnsafeMutableBufferPointer { buffer in
+        let sent = cStrings.withUnsafeMutableBufferPointer { buffer in
             buffer.withMemoryRebound(to: UnsafePointer<CChar>?.self) { values in
-                PQexecParams(connection, sql, Int32(parameters.count), nil, values.baseAddress, nil, nil, 0)
+                PQsendQueryParams(connection, sql, Int32(parameters.count), nil, values.baseAddress, nil, nil, 0)
             }
         }
+        guard sent == 1 else { throw lostConnection(connection, "sending a query") }
+        let result = try lastResult(connection, deadline: deadline)
         defer { PQclear(result) }
         try check(result, connection: connection)
         let rowCount = PQntuples(result)
@@ -138,39 +164,52 @@ public actor PostgresConnection {
             return result
         } catch {
             if let connection, PQstatus(connection) == CONNECTION_OK {
-                PQclear(PQexec(connection, "ROLLBACK"))
+                _ = try? execute("ROLLBACK")
             }
             throw error
         }
     }
 
     /// `COPY … FROM STDIN` with `chunks` as the data, sent in order without joining them.
-    /// A failure ends the COPY with CopyFail so the connection stays usable.
+    /// A server error (a refused row) leaves the connection usable; a transport failure, a reply
+    /// overdue or cancellation drops it, and the server rolls the COPY back.
     /// - Returns: rows copied.
     public func copy(_ copyStatement: String, chunks: [ArraySlice<UInt8>]) throws(PostgresError) -> Int {
         let connection = try liveConnection()
-        let start = PQexec(connection, copyStatement)
+        let deadline = replyDeadline()
+        guard PQsendQuery(connection, copyStatement) == 1 else { throw lostConnection(connection, "sending COPY") }
+        let start = try lastResult(connection, deadline: deadline)
         guard PQresultStatus(start) == PGRES_COPY_IN else {
+            // The statement failed before any data (a missing table, say).
             defer { PQclear(start) }
             try check(start, connection: connection)
             throw PostgresError(.unexpectedResult, "COPY did not enter COPY IN state")
         }
         PQclear(start)
         for chunk in chunks where !chunk.isEmpty {
-            let sent = chunk.withUnsafeBytes { bytes in
-                PQputCopyData(connection, bytes.baseAddress?.assumingMemoryBound(to: CChar.self), Int32(bytes.count))
-            }
-            if sent != 1 {
-                throw lostConnection(connection, "sending COPY data")
-            }
+            // Non-blocking: 0 means libpq's buffer is full until some of it is written.
+            var sent: Int32 = 0
+            repeat {
+                sent = chunk.withUnsafeBytes { bytes in
+                    PQputCopyData(connection, bytes.baseAddress?.assumingMemoryBound(to: CChar.self), Int32(bytes.count))
+                }
+                if sent == 0 { try flush(connection, deadline: deadline) }
+            } while sent == 0
+            guard sent == 1 else { throw lostConnection(connection, "sending COPY data") }
         }
-        guard PQputCopyEnd(connection, nil) == 1 else {
-            throw lostConnection(connection, "ending COPY")
+        var ended = PQputCopyEnd(connection, nil)
+        while ended == 0 {
+            try flush(connection, deadline: deadline)
+            ended = PQputCopyEnd(connection, nil)
         }
+        guard ended == 1 else { throw lostConnection(connection, "ending COPY") }
+        try flush(connection, deadline: deadline)
         var rows = 0
         var firstError: PostgresError?
         // libpq requires reading results until it returns NULL before the next command.
-        while let result = PQgetResult(connection) {
+        while true {
+            try waitUntil({ PQisBusy(connection) == 0 }, connection, deadline: deadline)
+            guard let result = PQgetResult(connection) else { break }
             defer { PQclear(result) }
             do {
                 try check(result, connection: connection)
@@ -181,6 +220,85 @@ public actor PostgresConnection {
         }
         if let firstError { throw firstError }
         return rows
+    }
+
+    // MARK: Bounded waits
+
+    private func replyDeadline() -> ContinuousClock.Instant { .now + configuration.replyTimeout }
+
+    /// Every result of the statement just sent; returns the last (an error one if any failed), as
+    /// PQexec would, but without waiting past `deadline`.
+    private func lastResult(_ connection: OpaquePointer, deadline: ContinuousClock.Instant) throws(PostgresError) -> OpaquePointer? {
+        try flush(connection, deadline: deadline)
+        var last: OpaquePointer?
+        while true {
+            try waitUntil({ PQisBusy(connection) == 0 }, connection, deadline: deadline)
+            guard let result = PQgetResult(connection) else { break }
+            let failed = PQresultStatus(result) == PGRES_FATAL_ERROR
+            if let previous = last, PQresultStatus(previous) == PGRES_FATAL_ERROR, !failed {
+                PQclear(result)
+            } else {
+                if let previous = last { PQclear(previous) }
+                last = result
+            }
+            // COPY IN waits for data: the caller continues from here.
+            if PQresultStatus(result) == PGRES_COPY_IN { break }
+        }
+        return last
+    }
+
+    /// Writes what libpq has buffered, waiting at most until `deadline`.
+    private func flush(_ connection: OpaquePointer, deadline: ContinuousClock.Instant) throws(PostgresError) {
+        try waitUntil(
+            { () throws(PostgresError) -> Bool in
+                switch PQflush(connection) {
+                case 0: return true
+                case 1: return false
+                default: throw lostConnection(connection, "sending")
+                }
+            }, connection, deadline: deadline, writing: true)
+    }
+
+    /// Polls the socket until `done` holds, reading what arrives. Gives the connection up when
+    /// `deadline` passes (the server vanished without closing the socket) or the task is cancelled
+    /// (a shutdown whose budget ran out): the server then rolls back whatever was in progress.
+    private func waitUntil(
+        _ done: () throws(PostgresError) -> Bool, _ connection: OpaquePointer, deadline: ContinuousClock.Instant, writing: Bool = false
+    ) throws(PostgresError) {
+        while try !done() {
+            if Task.isCancelled {
+                abandon(connection, cancelling: true)
+                throw PostgresError(.cancelled, "cancelled while waiting for the server")
+            }
+            let remaining = ContinuousClock.now.duration(to: deadline)
+            guard remaining > .zero else {
+                abandon(connection, cancelling: false)
+                logger.error(
+                    "postgres did not answer in time; connection given up",
+                    metadata: ["timeout": "\(configuration.replyTimeout)", "postgres": "\(configuration)"]
+                )
+                throw PostgresError(.timeout, "no reply from the server within \(configuration.replyTimeout)")
+            }
+            // Short slices, so cancellation is noticed promptly.
+            let slice = Int32(min(remaining, .milliseconds(100)).wholeMilliseconds) + 1
+            var descriptor = pollfd(fd: PQsocket(connection), events: Int16(POLLIN) | (writing ? Int16(POLLOUT) : 0), revents: 0)
+            let ready = poll(&descriptor, 1, slice)
+            if ready < 0 && errno != EINTR { throw lostConnection(connection, "waiting for the server") }
+            if ready > 0 && descriptor.revents & Int16(POLLIN | POLLERR | POLLHUP) != 0 {
+                guard PQconsumeInput(connection) == 1 else { throw lostConnection(connection, "reading from the server") }
+            }
+        }
+    }
+
+    /// Drops a connection mid-statement; with `cancelling`, asks the server to stop the statement first.
+    private func abandon(_ connection: OpaquePointer, cancelling: Bool) {
+        if cancelling, let cancel = PQgetCancel(connection) {
+            var buffer = [CChar](repeating: 0, count: 256)
+            _ = PQcancel(cancel, &buffer, Int32(buffer.count))
+            PQfreeCancel(cancel)
+        }
+        PQfinish(connection)
+        if self.connection == connection { self.connection = nil }
     }
 
     private func check(_ result: OpaquePointer?, connection: OpaquePointer) throws(PostgresError) {
@@ -207,7 +325,7 @@ public actor PostgresConnection {
 
     private func lostConnection(_ connection: OpaquePointer, _ context: String) -> PostgresError {
         let message = Self.errorMessage(connection)
-        if PQstatus(connection) != CONNECTION_OK {
+        if self.connection == connection {
             PQfinish(connection)
             self.connection = nil
             logger.warning("postgres connection lost", metadata: ["error": "\(message)"])

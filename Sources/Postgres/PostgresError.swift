@@ -23,6 +23,10 @@ public struct PostgresError: Error, Sendable, CustomStringConvertible {
         case serverError
         /// A result libpq should not have given.
         case unexpectedResult
+        /// The task was cancelled while waiting for the server; the connection was given up.
+        case cancelled
+        /// A setting that cannot work (a malformed DATABASE_URL); refused before connecting.
+        case invalidConfiguration
     }
 
     public var code: Code

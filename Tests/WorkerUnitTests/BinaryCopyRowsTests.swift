@@ -80,8 +80,35 @@ struct PostgresErrorTests {
     @Test func configurationDescriptionHidesThePassword() {
         let configuration = PostgresConfiguration(password: "hunter2")
         #expect(!configuration.description.contains("hunter2"))
-        #expect(configuration.connectionInfo.contains("password='hunter2'"))
-        let quoted = PostgresConfiguration(password: "it's\\x")
-        #expect(quoted.connectionInfo.contains(#"password='it\'s\\x'"#))
+        #expect(configuration.connectionParameters.contains { $0 == ("password", "hunter2") })
+        let withURL = PostgresConfiguration(url: "postgres://u:secret@db/x")
+        #expect(!withURL.description.contains("secret"))
+    }
+
+    @Test func everySessionCommitsSynchronouslyAndBoundsItsWaits() throws {
+        let parameters = Dictionary(PostgresConfiguration().connectionParameters, uniquingKeysWith: { _, last in last })
+        #expect(try #require(parameters["options"]).contains("-c synchronous_commit=on"))
+        #expect(parameters["keepalives"] == "1")
+        #expect(parameters["tcp_user_timeout"] == "65000")
+    }
+
+    @Test func urlIsTheBaseAndOnlyExplicitFieldsOverrideIt() {
+        var configuration = PostgresConfiguration(host: "from-env", database: "other", password: "filled-in", url: "postgres://u@db:6432/x")
+        var keys = configuration.connectionParameters.map(\.0)
+        // The URL first (libpq expands it), then only what it lacks or what a flag set.
+        #expect(keys.prefix(2) == ["dbname", "password"])
+        #expect(!keys.contains("host"))
+        configuration.urlOverrides = [.database]
+        keys = configuration.connectionParameters.map(\.0)
+        #expect(keys.filter { $0 == "dbname" }.count == 2)
+        // A URL that carries its own password keeps it.
+        configuration.url = "postgres://u:own@db/x"
+        #expect(!configuration.connectionParameters.contains { $0.0 == "password" })
+    }
+
+    @Test func malformedURLIsRefusedWithLibpqsReason() {
+        #expect(throws: PostgresError.self) { try PostgresConfiguration.inspect(url: "postgres://u@db:notaport/x?bogus=1") }
+        #expect((try? PostgresConfiguration.inspect(url: "postgresql://u:p@h:5432/d"))?.hasPassword == true)
+        #expect((try? PostgresConfiguration.inspect(url: "host=h dbname=d"))?.hasPassword == false)
     }
 }
