@@ -25,6 +25,9 @@ swift build --build-tests
 log "unit and integration tests"
 timeout 1200 swift test --skip-build
 
+log "fuzzing the wire decoder and row encoder (libFuzzer, 30 s)"
+scripts/fuzz.sh 30 2>&1 | tail -3
+
 log "checking that .env.template lists every variable the code reads"
 scripts/check-env-template.sh
 

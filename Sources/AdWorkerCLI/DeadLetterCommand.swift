@@ -49,8 +49,8 @@ struct DeadLetterCommand: AsyncParsableCommand {
             while true {
                 let page = try await redis.range(stream, from: start, count: 1000)
                 for letter in page where matches(letter, wanted: wanted) { selected.append(letter) }
-                guard page.count == 1000, let last = page.last else { return selected }
-                start = last.id.successor
+                guard page.count == 1000, let next = page.last?.id.successor else { return selected }
+                start = next
             }
         }
 

@@ -1,6 +1,9 @@
 /// Parses decimal numbers as the wire format carries them (`0.978`, `-12.5`, `51`).
 public enum DecimalText {
-    /// The value of `bytes` as `Double(String)` reads it, or nil where that returns nil.
+    /// The value of `bytes` if they are a decimal number as JSON writes one (an optional `-`,
+    /// digits, an optional fraction, an optional exponent; leading zeros allowed), as `Double(String)`
+    /// reads it; nil for anything else. `Double(String)` alone would also take `+1`, `.5`, `5.`,
+    /// hex (`0x1p3`), `nan` and `inf`, which no producer writes and PostgreSQL's float8 input refuses.
     ///
     /// Plain decimals of up to 15 significant digits, which is what producers write, are computed
     /// as an integer divided by a power of ten. Both are exact doubles, and IEEE division rounds
@@ -9,7 +12,35 @@ public enum DecimalText {
     /// `Double(String)`. In the worker's profile, String plus `strtod` were 7 % of its CPU; this
     /// path is about 1 %.
     public static func double(_ bytes: some Collection<UInt8>) -> Double? {
-        fastDouble(bytes) ?? Double(String(decoding: bytes, as: UTF8.self))
+        if let value = fastDouble(bytes) { return value }
+        guard isDecimalNumber(bytes) else { return nil }
+        return Double(String(decoding: bytes, as: UTF8.self))
+    }
+
+    /// `-?[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?`
+    static func isDecimalNumber(_ bytes: some Collection<UInt8>) -> Bool {
+        var index = bytes.startIndex
+        func digits() -> Int {
+            var count = 0
+            while index != bytes.endIndex, bytes[index] >= UInt8(ascii: "0"), bytes[index] <= UInt8(ascii: "9") {
+                bytes.formIndex(after: &index)
+                count += 1
+            }
+            return count
+        }
+        func skip(_ byte: UInt8) -> Bool {
+            guard index != bytes.endIndex, bytes[index] == byte else { return false }
+            bytes.formIndex(after: &index)
+            return true
+        }
+        _ = skip(UInt8(ascii: "-"))
+        guard digits() > 0 else { return false }
+        if skip(UInt8(ascii: ".")) && digits() == 0 { return false }
+        if skip(UInt8(ascii: "e")) || skip(UInt8(ascii: "E")) {
+            if !skip(UInt8(ascii: "+")) { _ = skip(UInt8(ascii: "-")) }
+            guard digits() > 0 else { return false }
+        }
+        return index == bytes.endIndex
     }
 
     private static let exactPowersOfTen: [Double] = (0...22).map { exponent in

@@ -72,13 +72,19 @@ public struct StreamEntryID: Hashable, Comparable, Sendable, CustomStringConvert
         }
     }
 
-    /// The next possible id: where a range continues after this one.
-    public var successor: StreamEntryID {
-        sequence == .max
-            ? StreamEntryID(milliseconds: milliseconds + 1, sequence: 0) : StreamEntryID(milliseconds: milliseconds, sequence: sequence + 1)
+    /// The next possible id: where a range continues after this one; nil after the largest id.
+    public var successor: StreamEntryID? {
+        if sequence < .max { return StreamEntryID(milliseconds: milliseconds, sequence: sequence + 1) }
+        if milliseconds < .max { return StreamEntryID(milliseconds: milliseconds + 1, sequence: 0) }
+        return nil
     }
 
-    /// The time Redis accepted the entry.
+    /// Whether the id's milliseconds are a time PostgreSQL's `timestamptz` can hold (the years
+    /// 1970 through 9999, ``Timestamp/acceptedRange``). Redis takes any explicit id up to
+    /// 2^64 - 1, and gives every later `*` entry at least the same milliseconds.
+    public var isStorable: Bool { milliseconds <= UInt64(Timestamp.acceptedRange.upperBound) }
+
+    /// The time Redis accepted the entry (clamped for ids that are not ``isStorable``).
     public var timestamp: Timestamp { Timestamp(millisecondsSinceEpoch: Int64(clamping: milliseconds)) }
 
     public static func < (lhs: StreamEntryID, rhs: StreamEntryID) -> Bool {

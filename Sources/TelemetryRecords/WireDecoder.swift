@@ -6,13 +6,18 @@ public struct WireDecoder: Sendable {
     /// Plain text fields (model, request id) longer than this are refused (`field_too_large`).
     public var maximumTextFieldBytes: Int
 
+    /// The name a refused entry id has in a dead-letter reason (`out_of_range: entry_id`).
+    public static let entryIDName = "entry_id"
+
     public init(maximumEntryBytes: Int = 1 << 20, maximumTextFieldBytes: Int = 1024) {
         self.maximumEntryBytes = maximumEntryBytes
         self.maximumTextFieldBytes = maximumTextFieldBytes
     }
 
     public func decode(_ entry: StreamEntry, as kind: RecordKind) throws(RecordError) -> TelemetryRecord {
-        switch kind {
+        // The id becomes enqueued_at: one whose time PostgreSQL cannot hold is refused like a bad field.
+        guard entry.id.isStorable else { throw RecordError(.outOfRange, field: Self.entryIDName) }
+        return switch kind {
         case .training: .training(try decodeTraining(entry.fields))
         case .inference: .inference(try decodeInference(entry.fields))
         }

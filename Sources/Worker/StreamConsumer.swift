@@ -288,6 +288,12 @@ struct StreamConsumer {
                 batch.deadLetters.append(DeadLetter(entry: entry, reason: error.description, deliveries: deliveries))
             }
         }
+        if let unstorable = entries.last(where: { !$0.id.isStorable }) {
+            logger.error(
+                "entry ids beyond the year 9999: Redis gives every later entry of this stream at least these milliseconds, so they all become dead letters; move the producers to a new stream and rename or delete this one",
+                metadata: [LogKey.entryID: "\(unstorable.id)"]
+            )
+        }
         return batch
     }
 

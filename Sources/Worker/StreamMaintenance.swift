@@ -21,24 +21,46 @@ public struct StreamMaintenance: Sendable {
 
     /// XTRIM MINID at the smallest id some group still needs: its oldest pending entry, or the
     /// first entry after the last one delivered to it. No group: nothing is trimmed.
+    ///
+    /// Ids are compared and incremented as decimal strings: Lua numbers are doubles, exact only
+    /// below 2^53, and an id above that (an explicit `XADD` id) rounded up would trim an entry a
+    /// group still needs. Redis writes ids without leading zeros, so the longer number is larger.
     static let trimScript = """
         local groups = redis.call('XINFO', 'GROUPS', KEYS[1])
         if #groups == 0 then return 0 end
+        local function less(aMs, aSeq, bMs, bSeq)
+          if #aMs ~= #bMs then return #aMs < #bMs end
+          if aMs ~= bMs then return aMs < bMs end
+          if #aSeq ~= #bSeq then return #aSeq < #bSeq end
+          return aSeq < bSeq
+        end
+        local function increment(digits)
+          local bytes = {string.byte(digits, 1, -1)}
+          local i = #bytes
+          while i >= 1 and bytes[i] == 57 do bytes[i] = 48; i = i - 1 end
+          if i == 0 then return '1' .. string.rep('0', #bytes) end
+          bytes[i] = bytes[i] + 1
+          return string.char(unpack(bytes))
+        end
+        local maximum = '18446744073709551615'
         local bestMs, bestSeq
-        local function consider(id, increment)
+        local function consider(id, after)
           local ms, seq = string.match(id, '^(%d+)-(%d+)$')
-          ms, seq = tonumber(ms), tonumber(seq) + increment
-          if bestMs == nil or ms < bestMs or (ms == bestMs and seq < bestSeq) then bestMs, bestSeq = ms, seq end
+          if after then
+            if seq ~= maximum then seq = increment(seq)
+            elseif ms ~= maximum then ms, seq = increment(ms), '0' end
+          end
+          if bestMs == nil or less(ms, seq, bestMs, bestSeq) then bestMs, bestSeq = ms, seq end
         end
         for _, group in ipairs(groups) do
           local fields = {}
           for i = 1, #group, 2 do fields[group[i]] = group[i + 1] end
-          consider(fields['last-delivered-id'], 1)
+          consider(fields['last-delivered-id'], true)
           if fields['pending'] > 0 then
-            consider(redis.call('XPENDING', KEYS[1], fields['name'])[2], 0)
+            consider(redis.call('XPENDING', KEYS[1], fields['name'])[2], false)
           end
         end
-        return redis.call('XTRIM', KEYS[1], 'MINID', string.format('%.0f-%.0f', bestMs, bestSeq))
+        return redis.call('XTRIM', KEYS[1], 'MINID', bestMs .. '-' .. bestSeq)
         """
 
     /// XGROUP DELCONSUMER for every consumer of the group idle longer than ARGV[2] ms that owns

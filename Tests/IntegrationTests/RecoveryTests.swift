@@ -145,6 +145,29 @@ struct RecoveryTests {
         }
     }
 
+    /// Ids above 2^53 are not exact as Lua numbers: 9007199254740995 rounds up to ...996, and a
+    /// MINID computed from it would trim the pending entries at ...995.
+    @Test func trimmingIsExactForIDsBeyondDoublePrecision() async throws {
+        try await TestServers.withTestStreams { prefix in
+            let stream = prefix + "inference"
+            try await RedisConnection.withConnection(TestServers.redis, logger: TestServers.logger) { redis in
+                for id in ["9007199254740995-0", "9007199254740995-1", "9007199254740997-0"] {
+                    _ = try await redis.send(RedisCommand("XADD", stream, id, "v", "1"))
+                }
+                try await redis.createGroupIfMissing("adworker", on: stream)
+                let read = try await redis.readGroup("adworker", consumer: "c", from: stream, count: 10)
+                #expect(read.count == 3)
+                let maintenance = StreamMaintenance(stream: stream, group: "adworker", consumerExpiry: .seconds(3600))
+                #expect(try await maintenance.run(redis, logger: TestServers.logger).trimmedEntries == 0)
+                try await redis.acknowledge([read[0].id], in: stream, group: "adworker")
+                #expect(try await maintenance.run(redis, logger: TestServers.logger).trimmedEntries == 1)
+                #expect(try await redis.range(stream, count: 10).map(\.id.description) == ["9007199254740995-1", "9007199254740997-0"])
+                try await redis.acknowledge(read[1...].map(\.id), in: stream, group: "adworker")
+                #expect(try await maintenance.run(redis, logger: TestServers.logger).trimmedEntries == 2)
+            }
+        }
+    }
+
     @Test func idleConsumersAreRemovedOnlyWithoutPendingEntries() async throws {
         try await TestServers.withTestStreams { prefix in
             let stream = prefix + "inference"

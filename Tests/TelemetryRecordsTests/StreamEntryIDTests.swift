@@ -12,8 +12,8 @@ struct StreamEntryIDTests {
     }
 
     @Test func successorIsTheNextPossibleID() throws {
-        #expect(try #require(StreamEntryID("5-1")).successor.description == "5-2")
-        #expect(try #require(StreamEntryID("5-18446744073709551615")).successor.description == "6-0")
+        #expect(try #require(StreamEntryID("5-1")).successor?.description == "5-2")
+        #expect(try #require(StreamEntryID("5-18446744073709551615")).successor?.description == "6-0")
     }
 
     @Test(arguments: ["0-0", "1700000000123-7", "18446744073709551615-18446744073709551615"])

@@ -109,7 +109,9 @@ struct WireFormatTests {
 
     @Test(arguments: [
         ("confidence", "high", RecordError(.invalidNumber, field: "confidence")),
-        ("confidence", "nan", RecordError(.outOfRange, field: "confidence")),
+        ("confidence", "nan", RecordError(.invalidNumber, field: "confidence")),
+        ("confidence", "0x1p3", RecordError(.invalidNumber, field: "confidence")),
+        ("confidence", "1e999", RecordError(.outOfRange, field: "confidence")),
         ("is_anomaly", "maybe", RecordError(.invalidBoolean, field: "is_anomaly")),
         ("processing_ms", "3000000000", RecordError(.outOfRange, field: "processing_ms")),
         ("processing_ms", "-1", RecordError(.outOfRange, field: "processing_ms")),

@@ -1,0 +1,1 @@
+../../../Sources/Worker/RowEncoder.swift
