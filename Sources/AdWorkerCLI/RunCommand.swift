@@ -16,7 +16,8 @@ struct RunCommand: AsyncParsableCommand {
         discussion: """
             Entries are acknowledged only after their rows are committed. Entries that cannot \
             become rows go to <stream>:dead with a reason. SIGTERM or SIGINT: stop reading, \
-            commit and acknowledge the batch in hand, exit 0.
+            commit and acknowledge the batch in hand, exit 0. Exit 3: another live process uses \
+            this consumer name (give each process its own --consumer-name).
             """
     )
 
@@ -62,17 +63,28 @@ struct RunCommand: AsyncParsableCommand {
         if let address {
             let server = ObservabilityServer.application(
                 host: address.host, port: address.port, status: status, registry: registry,
-                readiness: { await Readiness.reasons(status: status, configuration: configuration, logger: logger) }, logger: logger
+                readiness: { Readiness.reasons(status: status) }, logger: logger
             )
             services.append(.init(service: server))
+            services.append(
+                .init(service: ReadinessProbe(redis: configuration.redis, postgres: configuration.postgres, status: status, logger: logger))
+            )
             logger.info("serving /healthz /readyz /metrics /status", metadata: ["http": "\(address.host):\(address.port)"])
         }
         let group = ServiceGroup(
             configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
                 .withMaximumGracefulShutdownDuration(.seconds(timeout))
         )
-        try await group.run()
+        do {
+            try await group.run()
+        } catch is ConsumerNameInUse {
+            // Logged as critical with the fix; a distinct code so a supervisor can tell it from a crash.
+            throw ExitCode(Self.consumerNameInUseExitCode)
+        }
     }
+
+    /// Exit status when another live process holds this consumer name.
+    static let consumerNameInUseExitCode: Int32 = 3
 }
 
 extension RunCommand {

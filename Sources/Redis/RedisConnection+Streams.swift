@@ -24,6 +24,9 @@ extension RedisConnection {
     /// Creates `group` on `stream` (and the stream, if missing) starting at the stream's
     /// beginning, so entries sent before the first worker ran are not skipped.
     /// - Returns: `false` if the group already existed.
+    ///
+    /// A refusal (`OOM` at maxmemory: XGROUP CREATE … MKSTREAM may add a key) is not an error
+    /// when the group exists already: that is checked before the refusal is thrown.
     @discardableResult
     public func createGroupIfMissing(_ group: String, on stream: String) throws(RedisError) -> Bool {
         switch try send(RedisCommand("XGROUP", "CREATE", stream, group, "0", "MKSTREAM")) {
@@ -31,6 +34,7 @@ extension RedisConnection {
         case .error(let message):
             let error = RedisError.fromReply(message)
             if error.code == .groupExists { return false }
+            if try groups(of: stream).contains(where: { $0.name == group }) { return false }
             throw error
         default: throw RedisError(.unexpectedReply, "XGROUP CREATE")
         }

@@ -16,6 +16,9 @@ public struct RedisError: Error, Sendable, CustomStringConvertible {
         case groupExists
         /// Redis is loading its data set or busy with a script (`LOADING`, `BUSY`): retry later.
         case serverBusy
+        /// Redis is at `maxmemory` with `noeviction` (`OOM`): commands that add data are refused,
+        /// reading and acknowledging still work.
+        case outOfMemory
         /// Any other error reply.
         case serverError
         /// A reply of a shape this client does not expect.
@@ -48,7 +51,7 @@ public struct RedisError: Error, Sendable, CustomStringConvertible {
     public var description: String { "RedisError(\(code)): \(message)" }
 
     /// Classifies an error reply by its leading word, as Redis documents it.
-    static func fromReply(_ message: String, file: String = #fileID, line: Int = #line) -> RedisError {
+    public static func fromReply(_ message: String, file: String = #fileID, line: Int = #line) -> RedisError {
         let prefix = message.prefix { $0 != " " }
         let code: Code =
             switch prefix {
@@ -56,6 +59,7 @@ public struct RedisError: Error, Sendable, CustomStringConvertible {
             case "BUSYGROUP": .groupExists
             case "LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN": .serverBusy
             case "WRONGPASS", "NOAUTH", "NOPERM": .authenticationFailed
+            case "OOM": .outOfMemory
             default: .serverError
             }
         return RedisError(code, message, file: file, line: line)

@@ -75,22 +75,42 @@ final class CircuitBreaker: Sendable {
         return metadata.merging([LogKey.role: "\(role)"]) { current, _ in current }
     }
 
+    /// How often a failing target is probed while the work waits out its backoff: the work is
+    /// retried as soon as a probe succeeds, not at the end of a backoff that grew during a long
+    /// outage (up to 10 s).
+    static let probeInterval: Duration = .milliseconds(250)
+
     /// Runs `body` until it succeeds, sleeping with exponential backoff and jitter between
-    /// attempts; only cancellation ends it early.
-    func retrying<Result>(doing activity: String, logger: Logger, _ body: () async throws -> Result) async throws -> Result {
+    /// attempts; only cancellation ends it early. With a `probe` (a cheap call to the same target:
+    /// PING, SELECT 1), the sleep is cut short once the probe succeeds.
+    func retrying<Result>(
+        doing activity: String, logger: Logger, probe: (() async throws -> Void)? = nil, _ body: () async throws -> Result
+    ) async throws -> Result {
         var backoff = Backoff()
         while true {
             do {
                 let result = try await body()
                 recordSuccess(logger: logger)
                 return result
-            } catch is CancellationError {
-                throw CancellationError()
             } catch {
+                // A cancelled call fails with its own error type (a connection given up); it is
+                // still cancellation, not a failure to retry.
+                if error is CancellationError || Task.isCancelled { throw CancellationError() }
                 let delay = backoff.nextDelay()
                 recordFailure(error, doing: activity, nextAttemptIn: delay, logger: logger)
-                try await Task.sleep(for: delay)
+                try await wait(delay, probe: probe)
             }
+        }
+    }
+
+    private func wait(_ delay: Duration, probe: (() async throws -> Void)?) async throws {
+        guard let probe else { return try await Task.sleep(for: delay) }
+        let clock = ContinuousClock()
+        let end = clock.now + delay
+        while clock.now < end {
+            try await Task.sleep(for: min(Self.probeInterval, clock.now.duration(to: end)))
+            guard clock.now < end else { return }
+            if (try? await probe()) != nil { return }
         }
     }
 }

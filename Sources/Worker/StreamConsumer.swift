@@ -240,7 +240,7 @@ struct StreamConsumer {
     private func readWithRetry(
         _ redis: RedisConnection, position: ReadPosition, count: Int, block: Duration?
     ) async throws -> [StreamEntry] {
-        try await readerRedis.retrying(doing: "reading", logger: logger) {
+        try await readerRedis.retrying(doing: "reading", logger: logger, probe: { try await Self.ping(redis) }) {
             do {
                 return try await redis.readGroup(
                     configuration.group, consumer: consumer, from: stream, position: position, count: count, block: block
@@ -317,7 +317,7 @@ struct StreamConsumer {
         let insertStart = clock.now
         var outcome = InsertOutcome()
         if !rows.isEmpty {
-            outcome = try await breakers.postgres.retrying(doing: "inserting", logger: logger) {
+            outcome = try await breakers.postgres.retrying(doing: "inserting", logger: logger, probe: { try await postgres.execute("SELECT 1") }) {
                 try await postgres.insert(rows, into: RowEncoder.target(for: kind), path: path)
             }
         }
@@ -330,27 +330,86 @@ struct StreamConsumer {
 
         let insertDuration = insertStart.duration(to: clock.now)
         let ids = batch.entries.map(\.id)
-        let now = Timestamp.now()
-        let deadLetterCommands = deadLetters.map { $0.command(from: stream, at: now) }
-        try await breakers.redis.retrying(doing: "acknowledging", logger: logger) {
-            try await redis.acknowledge(ids, in: stream, group: configuration.group, addingAtomically: deadLetterCommands)
+        // The rows are committed: acknowledge their entries on their own. XACK adds nothing, so
+        // Redis takes it even at maxmemory, where the dead letters' XADD is refused.
+        let lettered = Set(deadLetters.map(\.entry.id))
+        let stored = lettered.isEmpty ? ids : ids.filter { !lettered.contains($0) }
+        try await breakers.redis.retrying(doing: "acknowledging", logger: logger, probe: { try await Self.ping(redis) }) {
+            try await redis.acknowledge(stored, in: stream, group: configuration.group)
         }
+        let written = try await writeDeadLetters(deadLetters, redis: redis, breakers: breakers)
         inFlight.remove(ids)
         logger.debug(
             "batch committed",
             metadata: [
-                LogKey.batchSize: "\(batch.entries.count)", "inserted": "\(outcome.insertedRows)", "dead": "\(deadLetters.count)",
+                LogKey.batchSize: "\(batch.entries.count)", "inserted": "\(outcome.insertedRows)", "dead": "\(written.count)",
                 "insert_duration": "\(insertDuration)", "total_duration": "\(insertStart.duration(to: clock.now))",
             ]
         )
+        let acknowledged = stored.count + written.count
         let report = BatchReport(
-            stream: stream, entries: batch.entries.count, insertedRows: outcome.insertedRows,
-            duplicateRows: outcome.duplicateRows, deadLettered: deadLetters.count,
+            stream: stream, entries: acknowledged, insertedRows: outcome.insertedRows,
+            duplicateRows: outcome.duplicateRows, deadLettered: written.count,
             path: outcome.fellBackToIdempotentPath ? .idempotent : path, acknowledgedAt: .now(),
-            enqueuedAt: ids.map(\.timestamp)
+            enqueuedAt: (stored + written.map(\.entry.id)).map(\.timestamp)
         )
-        status?.recordBatch(report, deadLetterReasons: deadLetters.map(\.reason), insertDuration: insertDuration)
+        status?.recordBatch(report, deadLetterReasons: written.map(\.reason), insertDuration: insertDuration)
         onBatch(report)
+    }
+
+    /// Writes each dead letter and acknowledges its entry in one MULTI/EXEC. Returns the letters written.
+    ///
+    /// - Important: Written at most once. After a failure whose outcome is unknown (the reply was
+    ///   lost: the MULTI may have run), only letters whose entries are still pending on this
+    ///   consumer are written again; MULTI/EXEC is all or nothing, so "acknowledged" means "written".
+    ///   When Redis refuses to add data (OOM at maxmemory), the letters are not written and their
+    ///   entries stay pending, visibly, to be claimed again later; the pipeline goes on.
+    private func writeDeadLetters(_ deadLetters: [DeadLetter], redis: RedisConnection, breakers: SinkBreakers) async throws -> [DeadLetter] {
+        guard !deadLetters.isEmpty else { return [] }
+        var letters = deadLetters
+        var outcomeUnknown = false
+        let problemKey = "dead letters \(stream)"
+        let written = try await breakers.redis.retrying(doing: "writing dead letters", logger: logger, probe: { try await Self.ping(redis) }) {
+            () async throws -> [DeadLetter]? in
+            if outcomeUnknown {
+                let ids = letters.map(\.entry.id)
+                let pending = try await redis.pendingEntries(
+                    stream, group: configuration.group, in: ids.min()!...ids.max()!, count: max(ids.count, configuration.batchSize) * 4,
+                    consumer: consumer
+                )
+                let stillPending = Set(pending.map(\.id))
+                letters.removeAll { !stillPending.contains($0.entry.id) }
+                outcomeUnknown = false
+                guard !letters.isEmpty else { return letters }
+            }
+            let now = Timestamp.now()
+            do {
+                try await redis.acknowledge(
+                    letters.map(\.entry.id), in: stream, group: configuration.group, addingAtomically: letters.map { $0.command(from: stream, at: now) }
+                )
+                return letters
+            } catch let error as RedisError where error.code == .outOfMemory {
+                return nil
+            } catch let error as RedisError where error.isTransient {
+                outcomeUnknown = true
+                throw error
+            }
+        }
+        guard let written else {
+            let reason = "redis is out of memory (maxmemory with noeviction): \(letters.count) dead letters of \(stream) cannot be written and stay pending; free memory (trim or delete old dead letters) or raise maxmemory"
+            logger.error("dead letters not written: redis out of memory; their entries stay pending", metadata: ["count": "\(letters.count)"])
+            status?.problem(problemKey, reason)
+            status?.recordFailure(stream: stream, target: "redis", error: RedisError(.outOfMemory, "OOM"))
+            return []
+        }
+        status?.problem(problemKey, nil)
+        return written
+    }
+
+    static func ping(_ redis: RedisConnection) async throws {
+        guard case .status("PONG") = try await redis.send(RedisCommand("PING")) else {
+            throw RedisError(.unexpectedReply, "PING")
+        }
     }
 }
 

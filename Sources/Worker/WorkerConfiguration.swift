@@ -34,6 +34,9 @@ public struct WorkerConfiguration: Sendable {
     public var consumerExpiry: Duration
     public var redis: RedisConfiguration
     public var postgres: PostgresConfiguration
+    /// How long the consumer name's lease lasts without renewal (it is renewed every third of
+    /// this): how long a restarted worker waits for a holder that died on another host.
+    public var consumerLease: Duration = .seconds(10)
 
     public init(
         kinds: [RecordKind] = RecordKind.allCases, streamPrefix: String = "adserving:", group: String = "adworker",

@@ -29,7 +29,39 @@ public struct WorkerService: Service {
     }
 
     public func run() async throws {
-        try await createGroups()
+        guard try await createGroups() else {
+            logger.info("worker stopped before it started: shutdown while creating consumer groups")
+            return
+        }
+        let lease = ConsumerLease(
+            streamPrefix: configuration.streamPrefix, consumerName: configuration.consumerPrefix, duration: configuration.consumerLease
+        )
+        try await RedisConnection.withConnection(configuration.redis, logger: logger, connectImmediately: false) { leaseRedis in
+            var backoff = Backoff()
+            while true {
+                do {
+                    // ConsumerNameInUse is final: it ends the worker with a message naming the fix.
+                    try await lease.acquire(leaseRedis, logger: logger)
+                    break
+                } catch let error as RedisError where error.code == .outOfMemory {
+                    // The lease is a SET, which a full Redis refuses; reading and acknowledging
+                    // still work, so start without it: renewals take it once memory is free.
+                    logger.warning("redis is out of memory: starting without the consumer name's lease", metadata: [LogKey.error: "\(error)"])
+                    break
+                } catch let error as RedisError {
+                    let delay = backoff.nextDelay()
+                    logger.warning("cannot take the consumer name's lease, retrying", metadata: [LogKey.error: "\(error)", LogKey.delay: "\(delay)"])
+                    try? await cancelWhenGracefulShutdown { try await Task.sleep(for: delay) }
+                    if Task.isShuttingDownGracefully { return }
+                    try Task.checkCancellation()
+                }
+            }
+            try await runConsumers(lease: lease, leaseRedis: leaseRedis)
+            await lease.release(leaseRedis)
+        }
+    }
+
+    private func runConsumers(lease: ConsumerLease, leaseRedis: RedisConnection) async throws {
         logger.info(
             "worker started",
             metadata: [
@@ -47,15 +79,24 @@ public struct WorkerService: Service {
                     background.addTask { try await sampleQueues(into: status, every: .seconds(1)) }
                 }
                 try await withThrowingTaskGroup(of: Void.self) { consumers in
+                    // Renewing the lease only ends by throwing (another process took the name):
+                    // that ends every consumer too, so two processes never share a name.
+                    consumers.addTask { try await lease.keep(leaseRedis, logger: logger) }
+                    var running = 0
                     for kind in configuration.kinds {
                         for slot in 0..<configuration.concurrency {
                             let consumer = StreamConsumer(
                                 kind: kind, slot: slot, configuration: configuration, logger: logger, status: status, onBatch: onBatch
                             )
                             consumers.addTask { try await consumer.run() }
+                            running += 1
                         }
                     }
-                    try await consumers.waitForAll()
+                    while running > 0 {
+                        try await consumers.next()
+                        running -= 1
+                    }
+                    consumers.cancelAll()
                 }
                 // Maintenance never ends on its own; the consumers decide when the worker is done.
                 background.cancelAll()
@@ -107,22 +148,30 @@ public struct WorkerService: Service {
         }
     }
 
-    /// Creates each stream's consumer group if missing, retrying while Redis is unreachable.
-    private func createGroups() async throws {
+    /// Creates each stream's consumer group if missing, retrying while Redis is unreachable or
+    /// refuses; meanwhile `/readyz` says why. Returns false if a graceful shutdown came first.
+    private func createGroups() async throws -> Bool {
         try await RedisConnection.withConnection(configuration.redis, logger: logger, connectImmediately: false) { redis in
-            var backoff = Backoff()
             for kind in configuration.kinds {
+                let stream = configuration.stream(for: kind)
+                var backoff = Backoff()
                 while true {
                     do {
-                        try await redis.createGroupIfMissing(configuration.group, on: configuration.stream(for: kind))
+                        try await redis.createGroupIfMissing(configuration.group, on: stream)
+                        status?.problem("group \(stream)", nil)
                         break
                     } catch {
                         let delay = backoff.nextDelay()
                         logger.warning("cannot create consumer group, retrying", metadata: [LogKey.error: "\(error)", LogKey.delay: "\(delay)"])
-                        try await Task.sleep(for: delay)
+                        status?.problem("group \(stream)", "cannot create consumer group \(configuration.group) on \(stream): \(error)")
+                        // A shutdown during the wait ends it at once, and the worker exits 0.
+                        try? await cancelWhenGracefulShutdown { try await Task.sleep(for: delay) }
+                        if Task.isShuttingDownGracefully { return false }
+                        try Task.checkCancellation()
                     }
                 }
             }
+            return true
         }
     }
 }

@@ -117,9 +117,18 @@ public final class WorkerStatus: Sendable {
         static func < (lhs: ConsumerKey, rhs: ConsumerKey) -> Bool { (lhs.stream, lhs.name) < (rhs.stream, rhs.name) }
     }
 
+    /// What the readiness probe last saw of one server.
+    private struct ProbeResult {
+        var failure: String?
+        var at: ContinuousClock.Instant
+    }
+
     private struct State {
         var streams: [String: StreamState] = [:]
         var consumers: [ConsumerKey: ConsumerState] = [:]
+        /// Conditions that make the worker not ready, by what raised them (e.g. group creation).
+        var problems: [String: String] = [:]
+        var probes: [String: ProbeResult] = [:]
         /// For reservoir sampling: fast and seeded once (the system generator costs a syscall a call).
         var random = SplitMix64(seed: UInt64.random(in: .min ... .max))
     }
@@ -209,6 +218,18 @@ public final class WorkerStatus: Sendable {
         }
     }
 
+    /// Raises (with a reason that names the fix) or clears (nil) a condition that makes the worker
+    /// not ready; `key` says what raised it, so each clears its own.
+    func problem(_ key: String, _ reason: String?) {
+        state.withLock { state in state.problems[key] = reason }
+    }
+
+    /// What the readiness probe found for `target` (nil: it answered as it should).
+    func recordProbe(_ target: String, failure: String?) {
+        state.withLock { state in state.probes[target] = ProbeResult(failure: failure, at: .now) }
+        Gauge(label: "adworker_target_up", dimensions: [("target", target)]).record(failure == nil ? 1 : 0)
+    }
+
     /// Queue figures from XLEN and XINFO GROUPS, sampled periodically.
     func recordQueue(stream: String, length: Int, lag: Int?, pending: Int) {
         state.withLock { state in
@@ -239,6 +260,27 @@ public final class WorkerStatus: Sendable {
             state.consumers.sorted { $0.key < $1.key }.flatMap { key, consumer in
                 consumer.openCircuits.sorted().map { ("\(key.stream)/\(key.name)", $0) }
             }
+        }
+    }
+
+    /// Why the worker is not ready, from what it already knows: open circuits, raised problems and
+    /// the probe's last findings (stale after `probeMaximumAge`). Asking costs the servers nothing.
+    public func notReadyReasons(probing targets: [String], probeMaximumAge: Duration) -> [String] {
+        let circuits = openCircuits.map { "\($0.target) circuit open on consumer \($0.consumer)" }
+        return state.withLock { state in
+            var reasons = circuits + state.problems.keys.sorted().compactMap { state.problems[$0] }
+            for target in targets {
+                guard let probe = state.probes[target] else {
+                    reasons.append("\(target) not probed yet")
+                    continue
+                }
+                if let failure = probe.failure {
+                    reasons.append("\(target) unreachable: \(failure)")
+                } else if probe.at.duration(to: .now) > probeMaximumAge {
+                    reasons.append("\(target) not probed for \(probe.at.duration(to: .now))")
+                }
+            }
+            return reasons
         }
     }
 

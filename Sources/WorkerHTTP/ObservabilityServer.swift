@@ -1,5 +1,6 @@
 import Foundation
 public import Hummingbird
+import HummingbirdCore
 public import Logging
 public import Prometheus
 public import Worker
@@ -45,7 +46,12 @@ public enum ObservabilityServer {
             )
         }
         return Application(
-            router: router, configuration: .init(address: .hostname(host, port: port), serverName: "adworker"), logger: logger
+            router: router, server: .http1(configuration: .init(idleTimeout: HTTPLimits.idleTimeout)),
+            configuration: .init(
+                address: .hostname(host, port: port), serverName: "adworker",
+                availableConnectionsDelegate: MaximumAvailableConnections(HTTPLimits.maximumConnections, logger: logger)
+            ),
+            logger: logger
         )
     }
 

@@ -3,6 +3,7 @@ import Foundation
 import FoundationNetworking
 #endif
 public import Hummingbird
+import HummingbirdCore
 public import Logging
 import TelemetryRecords
 import Worker
@@ -82,7 +83,14 @@ public enum PoolEndpoint {
         router.get("/") { _, _ in
             text(.ok, ObservabilityServer.statusPage, type: "text/html; charset=utf-8")
         }
-        return Application(router: router, configuration: .init(address: .hostname(host, port: port), serverName: "adworker"), logger: logger)
+        return Application(
+            router: router, server: .http1(configuration: .init(idleTimeout: HTTPLimits.idleTimeout)),
+            configuration: .init(
+                address: .hostname(host, port: port), serverName: "adworker",
+                availableConnectionsDelegate: MaximumAvailableConnections(HTTPLimits.maximumConnections, logger: logger)
+            ),
+            logger: logger
+        )
     }
 
     private static func text(_ status: HTTPResponse.Status, _ body: String, type: String) -> Response {

@@ -1,27 +1,10 @@
-public import Logging
-import Postgres
-import Redis
 public import Worker
 
-/// What `/readyz` checks: no consumer has a circuit open, and both servers answer now.
+/// What `/readyz` answers: no consumer has a circuit open, nothing the worker depends on is
+/// failing (group creation, say), and the ``ReadinessProbe`` found both servers answering as they
+/// should within the last few seconds. Read from memory: asking costs the servers nothing.
 public enum Readiness {
-    public static func reasons(status: WorkerStatus, configuration: WorkerConfiguration, logger: Logger) async -> [String] {
-        var reasons = status.openCircuits.map { "\($0.target) circuit open on consumer \($0.consumer)" }
-        var redis = configuration.redis
-        redis.connectTimeout = .seconds(1)
-        redis.commandTimeout = .seconds(2)
-        do {
-            _ = try await RedisConnection.withConnection(redis, logger: logger) { try await $0.send(RedisCommand("PING")) }
-        } catch {
-            reasons.append("redis unreachable: \(error)")
-        }
-        var postgres = configuration.postgres
-        postgres.connectTimeout = .seconds(2)
-        do {
-            _ = try await PostgresConnection.withConnection(postgres, logger: logger) { try await $0.execute("SELECT 1") }
-        } catch {
-            reasons.append("postgres unreachable: \(error)")
-        }
-        return reasons
+    public static func reasons(status: WorkerStatus) -> [String] {
+        status.notReadyReasons(probing: ReadinessProbe.targets, probeMaximumAge: ReadinessProbe.maximumAge)
     }
 }

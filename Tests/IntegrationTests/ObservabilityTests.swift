@@ -57,7 +57,7 @@ struct ObservabilityTests {
                 let port = Int.random(in: 20_000...40_000)
                 let server = ObservabilityServer.application(
                     host: "127.0.0.1", port: port, status: status, registry: registry,
-                    readiness: { await Readiness.reasons(status: status, configuration: workerConfiguration, logger: TestServers.logger) },
+                    readiness: { Readiness.reasons(status: status) },
                     logger: TestServers.logger
                 )
                 let group = ServiceGroup(services: [server], logger: TestServers.logger)
@@ -67,6 +67,10 @@ struct ObservabilityTests {
                     try await WorkerService(configuration: configuration, logger: TestServers.logger, status: status).run()
 
                     let base = "http://127.0.0.1:\(port)"
+                    #expect(try await Self.get(base + "/readyz").status == 503, "not probed yet")
+                    try await ReadinessProbe(
+                        redis: workerConfiguration.redis, postgres: workerConfiguration.postgres, status: status, logger: TestServers.logger
+                    ).probeOnce()
                     #expect(try await Self.get(base + "/healthz").status == 200)
                     #expect(try await Self.get(base + "/readyz").status == 200)
 
