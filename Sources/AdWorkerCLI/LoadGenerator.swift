@@ -1,5 +1,6 @@
 import AdTelemetry
 import Logging
+import Redis
 import ServiceLifecycle
 import TelemetryRecords
 
@@ -8,6 +9,16 @@ struct LoadResult {
     var sent = 0
     var failed = 0
     var elapsed: Duration = .zero
+    /// Failed records by why (the producer's code and Redis's), with one message for each.
+    var failures: [String: (count: Int, example: String)] = [:]
+
+    mutating func add(_ outcome: LoadGenerator.SendOutcome) {
+        sent += outcome.sent
+        failed += outcome.failed
+        for (reason, failure) in outcome.failures {
+            failures[reason, default: (0, failure.example)].count += failure.count
+        }
+    }
 
     var ratePerSecond: Double { Double(sent) / elapsed.inSeconds }
 }
@@ -67,22 +78,22 @@ enum LoadGenerator {
         let start = clock.now
         let chunks = stride(from: 0, to: records.count, by: chunk).map { Array(records[$0..<min($0 + chunk, records.count)]) }
         var result = LoadResult()
-        await withTaskGroup(of: (Int, Int).self) { group in
+        await withTaskGroup(of: LoadResult.self) { group in
             for sender in 0..<senders {
                 group.addTask {
-                    var sent = 0
-                    var failed = 0
+                    var partial = LoadResult()
                     for index in stride(from: sender, to: chunks.count, by: senders) {
-                        let outcome = await send(chunks[index], through: producer)
-                        sent += outcome.sent
-                        failed += outcome.failed
+                        partial.add(await send(chunks[index], through: producer))
                     }
-                    return (sent, failed)
+                    return partial
                 }
             }
-            for await (sent, failed) in group {
-                result.sent += sent
-                result.failed += failed
+            for await partial in group {
+                result.sent += partial.sent
+                result.failed += partial.failed
+                for (reason, failure) in partial.failures {
+                    result.failures[reason, default: (0, failure.example)].count += failure.count
+                }
             }
         }
         result.elapsed = start.duration(to: clock.now)
@@ -100,8 +111,7 @@ enum LoadGenerator {
             let size = min(chunk, count - result.sent - result.failed)
             let outcome = await send(records(mix, count: size, seed: seed &+ UInt64(number), startingAt: number), through: producer)
             number += size
-            result.sent += outcome.sent
-            result.failed += outcome.failed
+            result.add(outcome)
             let due = start.advanced(by: .seconds(Double(result.sent + result.failed) / Double(rate)))
             if due > clock.now { try await clock.sleep(until: due) }
         }
@@ -109,13 +119,30 @@ enum LoadGenerator {
         return result
     }
 
-    private static func send(_ records: [TelemetryRecord], through producer: TelemetryProducer) async -> (sent: Int, failed: Int) {
-        do {
-            let results = try await producer.send(records)
-            let sent = results.count { if case .success = $0 { true } else { false } }
-            return (sent, results.count - sent)
-        } catch {
-            return (0, records.count)
+    typealias SendOutcome = (sent: Int, failed: Int, failures: [String: (count: Int, example: String)])
+
+    private static func send(_ records: [TelemetryRecord], through producer: TelemetryProducer) async -> SendOutcome {
+        var outcome: SendOutcome = (0, 0, [:])
+        func fail(_ error: any Error, count: Int) {
+            outcome.failed += count
+            let reason: String
+            if let error = error as? TelemetryProducerError {
+                reason = "\(error.code)" + ((error.underlying as? RedisError).map { " (\($0.code))" } ?? "")
+            } else {
+                reason = "\(type(of: error))"
+            }
+            outcome.failures[reason, default: (0, "\(error)")].count += count
         }
+        do {
+            for result in try await producer.send(records) {
+                switch result {
+                case .success: outcome.sent += 1
+                case .failure(let error): fail(error, count: 1)
+                }
+            }
+        } catch {
+            fail(error, count: records.count)
+        }
+        return outcome
     }
 }

@@ -53,6 +53,9 @@ struct ProduceCommand: AsyncParsableCommand {
             return await LoadGenerator.sendAll(LoadGenerator.records(mix, count: count, seed: seed), through: producer)
         }
         print("sent \(result.sent) records (\(result.failed) failed) in \(String(format: "%.2f", result.elapsed.inSeconds)) s: \(Int(result.ratePerSecond)) records/s")
+        for (reason, failure) in result.failures.sorted(by: { $0.value.count > $1.value.count }) {
+            print("  \(failure.count) failed: \(reason), e.g. \(failure.example)")
+        }
         if result.failed > 0 { throw ExitCode(1) }
     }
 }

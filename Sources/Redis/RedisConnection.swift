@@ -82,7 +82,10 @@ public actor RedisConnection {
             redisFree(newContext)
             throw RedisError(.connectionFailed, "\(configuration.host):\(configuration.port): \(message)")
         }
+        // Every read and write is bounded by the command timeout; keepalives notice an idle peer
+        // that vanished (no RST) in seconds instead of TCP's default two hours.
         redisSetTimeout(newContext, timeval(configuration.commandTimeout))
+        redisEnableKeepAlive(newContext)
         context = newContext
         if let password = configuration.password {
             var auth = RedisCommand("AUTH")
