@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -85,8 +86,8 @@ def postgres_cluster():
 AS_ROOT = [] if os.geteuid() == 0 else ["sudo"]
 
 
-def pg_ctl(action):
-    subprocess.run(AS_ROOT + ["pg_ctlcluster", postgres_cluster(), "main", action], check=True)
+def pg_ctl(action, *options):
+    subprocess.run(AS_ROOT + ["pg_ctlcluster", postgres_cluster(), "main", action, *options], check=True)
 
 
 def wait_for(condition, timeout, what):
@@ -111,10 +112,16 @@ class Scenario:
         self.stream = self.prefix + "inference"
         self.processes = []
         self.notes = []
+        # Settings for this scenario's processes only (a proxy's port, a short statement timeout).
+        self.extra_env = {}
         psql("TRUNCATE inference_results")
 
     def environment(self):
-        return dict(BASE_ENV, ADWORKER_STREAM_PREFIX=self.prefix, ADWORKER_LOG_LEVEL="notice")
+        return dict(BASE_ENV, ADWORKER_STREAM_PREFIX=self.prefix, ADWORKER_LOG_LEVEL="notice", **self.extra_env)
+
+    def log(self, label):
+        with open(os.path.join(LOG_DIR, f"{self.name}-{label}.log"), errors="replace") as log:
+            return log.read()
 
     def spawn(self, label, arguments):
         log = open(os.path.join(LOG_DIR, f"{self.name}-{label}.log"), "ab")
@@ -630,12 +637,312 @@ def api_not_blocked():
     return scenario.finish(recovery)
 
 
+class Proxy:
+    """A TCP proxy on loopback in front of a server, for faults no server produces by itself:
+    `freeze()` stops forwarding in both directions while every socket stays open (a peer that
+    vanished without RST), and `swallow_exec_replies` cuts a connection right after forwarding an
+    EXEC, so the MULTI ran but its reply never arrives."""
+
+    EXEC = b"*1\r\n$4\r\nEXEC\r\n"
+
+    def __init__(self, target_port, swallow_exec_replies=0):
+        self.target_port = target_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.frozen = threading.Event()
+        self.to_swallow = swallow_exec_replies
+        self.swallowed = 0
+        self.lock = threading.Lock()
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def freeze(self):
+        self.frozen.set()
+
+    def thaw(self):
+        self.frozen.clear()
+
+    def accept(self):
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            try:
+                server = socket.create_connection(("127.0.0.1", self.target_port))
+            except OSError:
+                client.close()
+                continue
+            cut = threading.Event()
+            threading.Thread(target=self.pipe, args=(client, server, True, cut), daemon=True).start()
+            threading.Thread(target=self.pipe, args=(server, client, False, cut), daemon=True).start()
+
+    def hold(self):
+        while self.frozen.is_set():
+            time.sleep(0.02)
+
+    def pipe(self, source, destination, upstream, cut):
+        try:
+            while True:
+                self.hold()
+                data = source.recv(65536)
+                if not data:
+                    break
+                self.hold()
+                swallow = False
+                if upstream and self.EXEC in data:
+                    with self.lock:
+                        if self.swallowed < self.to_swallow:
+                            self.swallowed += 1
+                            swallow = True
+                if swallow:
+                    cut.set()
+                    destination.sendall(data)
+                    time.sleep(0.1)
+                    break
+                if cut.is_set():
+                    break
+                destination.sendall(data)
+        except OSError:
+            pass
+        for end in (source, destination):
+            try:
+                end.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            end.close()
+
+    def close(self):
+        self.listener.close()
+
+
+def async_commit_crash():
+    """synchronous_commit = off as the database's default, and PostgreSQL crashing (immediate
+    stop) under load: what was acknowledged must have been durable."""
+    scenario = Scenario("async-commit-crash")
+    psql(f"ALTER DATABASE {DATABASE} SET synchronous_commit = off")
+    try:
+        scenario.worker()
+        producer = scenario.produce(20000, 5000, 20)
+        crashes = 0
+        for _ in range(2):
+            time.sleep(1.5)
+            pg_ctl("stop", "-m", "immediate")
+            crashes += 1
+            pg_ctl("start")
+        back = time.monotonic()
+        wait_producer(producer)
+        scenario.notes.append(f"database default synchronous_commit = off; {crashes} immediate stops under load")
+        return scenario.finish(scenario.wait_caught_up(back))
+    finally:
+        psql(f"ALTER DATABASE {DATABASE} RESET synchronous_commit")
+
+
+def hostile_id():
+    """An explicit id whose milliseconds overflow a timestamp, and the entries Redis gives the
+    same milliseconds afterwards: dead letters, and the worker (two processes) keeps going."""
+    scenario = Scenario("hostile-id")
+    port = 21000 + os.getpid() % 1000
+    wait_producer(scenario.produce(500, 5000, 21))
+    redis("XADD", scenario.stream, "9223372036854776-0", "v", "1", "model", "m", "request_id", "hostile", "ts", "1", "prediction", "1")
+    for number in range(20):
+        redis("XADD", scenario.stream, "*", "v", "1", "model", "m", "request_id", f"after-{number}", "ts", "1", "prediction", "1")
+    started = time.monotonic()
+    pool = scenario.pool("pool", port, "hostile")
+    recovery = scenario.wait_caught_up(started)
+    check(pool.poll() is None, f"the pool exited {pool.returncode}")
+    reasons = redis("XRANGE", scenario.stream + ":dead", "-", "+").splitlines()
+    check(reasons.count("out_of_range: entry_id") == 21, f"dead-letter reasons: {sorted(set(reasons))[:5]}")
+    check("Swift runtime failure" not in scenario.log("pool"), "a worker process crashed")
+    scenario.notes.append("id 9223372036854776-0 and 20 later '*' entries (same milliseconds): out_of_range: entry_id, no crash")
+    return scenario.finish(recovery, expected_dead=21)
+
+
+def half_open_postgres():
+    """PostgreSQL stops answering with the socket open (no RST) while the worker waits for a
+    reply: bounded by the reply timeout, logged, /readyz 503, prompt recovery, SIGTERM in budget."""
+    scenario = Scenario("half-open-postgres")
+    proxy = Proxy(int(os.environ.get("DATABASE_PORT", "5432")))
+    scenario.extra_env = {"DATABASE_PORT": str(proxy.port), "ADWORKER_STATEMENT_TIMEOUT": "2"}
+    base = f"http://127.0.0.1:{22000 + os.getpid() % 1000}"
+    worker = scenario.worker("w", "--http", base.removeprefix("http://"), "--shutdown-timeout", "5")
+    producer = scenario.produce(12000, 1000, 22)
+    try:
+        wait_for(lambda: http_get(base + "/readyz")[0] == 200, 20, "/readyz to answer 200")
+        time.sleep(1)
+        proxy.freeze()
+        frozen = time.monotonic()
+        wait_for(lambda: "postgres did not answer in time" in scenario.log("worker-w"), 20, "the worker to give up the stalled reply")
+        given_up = time.monotonic() - frozen
+        wait_for(lambda: http_get(base + "/readyz")[0] == 503, 10, "/readyz to answer 503")
+        time.sleep(3)
+        rows_frozen = scenario.counts()["rows"]
+        proxy.thaw()
+        thawed = time.monotonic()
+        wait_for(lambda: scenario.counts()["rows"] > rows_frozen, 15, "rows to arrive after the network healed")
+        first_commit = time.monotonic() - thawed
+        check(first_commit < 3, f"the first commit came {first_commit:.1f} s after the network healed")
+        time.sleep(1)
+        proxy.freeze()
+        time.sleep(1)
+        code, took = scenario.stop(worker, timeout=30)
+        check(code == 0, f"worker exited {code} on SIGTERM while PostgreSQL was unreachable")
+        check(took < 8, f"worker took {took:.1f} s to stop with a 5 s shutdown timeout")
+        scenario.notes.append(
+            f"stall given up after {given_up:.1f} s (statement timeout 2 s + 5 s), /readyz 503; first commit {first_commit:.2f} s after"
+            f" healing; SIGTERM while frozen: exit 0 in {took:.1f} s")
+    finally:
+        proxy.thaw()
+        proxy.close()
+    scenario.extra_env = {}
+    restarted = time.monotonic()
+    scenario.worker()
+    wait_producer(producer)
+    return scenario.finish(scenario.wait_caught_up(restarted))
+
+
+def redis_oom():
+    """Redis at maxmemory with noeviction: stored entries are acknowledged, dead letters wait
+    (pending, visible on /readyz), a restarted worker reads although its group exists; once memory
+    is free the waiting letters are written."""
+    scenario = Scenario("redis-oom")
+    base = f"http://127.0.0.1:{23000 + os.getpid() % 1000}"
+    redis("XGROUP", "CREATE", scenario.stream, "adworker", "0", "MKSTREAM")
+    wait_producer(scenario.produce(3000, 5000, 23))
+    for number in range(20):
+        redis("XADD", scenario.stream, "*", "v", "1", "model", "m", "request_id", f"poison-{number}", "ts", "1", "prediction", "{")
+    used = int(re.search(r"used_memory:(\d+)", redis("INFO", "memory")).group(1))
+    redis("CONFIG", "SET", "maxmemory", str(used))
+    try:
+        check(redis("XADD", scenario.stream, "*", "v", "1").startswith("OOM"), "Redis accepted a write at maxmemory")
+        started = time.monotonic()
+        scenario.worker("w", "--http", base.removeprefix("http://"), "--max-deliveries", "1000")
+        wait_for(lambda: scenario.counts()["rows"] == 3000, 60, "the stored entries to be committed")
+        wait_for(lambda: "out of memory" in http_get(base + "/readyz")[1], 10, "/readyz to name the full Redis")
+        pending = pending_count(scenario.stream)
+        check(pending == 20, f"{pending} entries pending at maxmemory, expected the 20 dead letters")
+        scenario.notes.append(f"at maxmemory: 3000 rows acknowledged, {pending} dead letters pending, /readyz 503 out of memory")
+    finally:
+        redis("CONFIG", "SET", "maxmemory", "0")
+    freed = time.monotonic()
+    recovery = scenario.wait_caught_up(freed)
+    wait_for(lambda: http_get(base + "/readyz")[0] == 200, 10, "/readyz to answer 200 once memory is free")
+    reasons = set(redis("XRANGE", scenario.stream + ":dead", "-", "+").splitlines())
+    check("invalid_json: prediction" in reasons, "the waiting letters lost their reason")
+    scenario.notes.append(f"group existed: read at once ({time.monotonic() - started:.1f} s in all)")
+    return scenario.finish(recovery, expected_dead=20)
+
+
+def same_consumer_name():
+    """A second live process with the same consumer name is refused (exit 3) instead of
+    re-reading the first one's entries."""
+    scenario = Scenario("same-consumer-name")
+    scenario.worker("dup")
+    producer = scenario.produce(10000, 5000, 24)
+    time.sleep(1)
+    second = scenario.spawn("worker-dup-2", ["run", "--env-file", EMPTY_ENV, "--streams", "inference", "--consumer-name", "dup",
+                                             "--http", "off"])
+    code = second.wait(30)
+    check(code == 3, f"the second worker with the same name exited {code}, expected 3")
+    check("--consumer-name" in scenario.log("worker-dup-2"), "the refusal does not say what to change")
+    scenario.notes.append("second process with the name exited 3 and named --consumer-name")
+    wait_producer(producer)
+    started = time.monotonic()
+    return scenario.finish(scenario.wait_caught_up(started))
+
+
+def dead_letter_reply_lost():
+    """The reply to MULTI {XADD dead letters; XACK} is lost three times (the MULTI ran): no letter
+    is written twice."""
+    scenario = Scenario("dead-letter-reply-lost")
+    proxy = Proxy(int(os.environ.get("REDIS_PORT", "6379")), swallow_exec_replies=3)
+    scenario.extra_env = {"REDIS_PORT": str(proxy.port)}
+    redis("XGROUP", "CREATE", scenario.stream, "adworker", "0", "MKSTREAM")
+    for number in range(600):
+        fields = ["prediction", "{"] if number % 2 else ["prediction", "1"]
+        redis("XADD", scenario.stream, "*", "v", "1", "model", "m", "request_id", f"r-{number}", "ts", "1", *fields)
+    started = time.monotonic()
+    scenario.worker("w", "--batch-size", "50")
+    try:
+        recovery = scenario.wait_caught_up(started)
+        check(proxy.swallowed == 3, f"the proxy swallowed {proxy.swallowed} EXEC replies, expected 3")
+    finally:
+        proxy.close()
+    scenario.notes.append("3 EXEC replies swallowed by a proxy after Redis ran them; 300 poison entries, 300 dead letters")
+    return scenario.finish(recovery, expected_dead=300)
+
+
+def readyz_under_load():
+    """200 clients polling /readyz cost the servers nothing extra, and get no false 503."""
+    scenario = Scenario("readyz-load")
+    base = f"http://127.0.0.1:{24000 + os.getpid() % 1000}"
+    scenario.worker("w", "--http", base.removeprefix("http://"))
+    producer = scenario.produce(20000, 4000, 25)
+    wait_for(lambda: http_get(base + "/readyz")[0] == 200, 20, "/readyz to answer 200")
+    answers, stop = [], threading.Event()
+
+    def poll():
+        while not stop.is_set():
+            answers.append(http_get(base + "/readyz")[0])
+
+    pollers = [threading.Thread(target=poll, daemon=True) for _ in range(200)]
+    for poller in pollers:
+        poller.start()
+    backends = []
+    for _ in range(20):
+        time.sleep(0.25)
+        backends.append(int(psql("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'adworker%'")))
+    stop.set()
+    for poller in pollers:
+        poller.join(10)
+    wait_producer(producer)
+    started = time.monotonic()
+    not_ok = [answer for answer in answers if answer != 200]
+    check(max(backends) <= 4, f"{max(backends)} PostgreSQL backends while /readyz was polled")
+    check(not not_ok, f"{len(not_ok)} of {len(answers)} /readyz answers were not 200: {sorted(set(map(str, not_ok)))}")
+    scenario.notes.append(f"{len(answers)} /readyz answers from 200 pollers, all 200; PostgreSQL backends at most {max(backends)}")
+    return scenario.finish(scenario.wait_caught_up(started))
+
+
+def idle_http_clients():
+    """300 idle and 100 slow (never finishing a header) clients on the endpoint: closed after the
+    idle timeout, never more than the connection limit held, the pipeline keeps flowing."""
+    scenario = Scenario("idle-http-clients")
+    port = 25000 + os.getpid() % 1000
+    worker = scenario.worker("w", "--http", f"127.0.0.1:{port}")
+    producer = scenario.produce(20000, 2000, 26)
+    wait_for(lambda: http_get(f"http://127.0.0.1:{port}/readyz")[0] == 200, 20, "/readyz to answer 200")
+    clients = []
+    for number in range(400):
+        client = socket.create_connection(("127.0.0.1", port))
+        if number >= 300:
+            client.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+        clients.append(client)
+    opened = time.monotonic()
+    descriptors = []
+    rows_before = scenario.counts()["rows"]
+    while time.monotonic() - opened < 14:
+        descriptors.append(len(os.listdir(f"/proc/{worker.pid}/fd")))
+        time.sleep(0.5)
+    rows_during = scenario.counts()["rows"] - rows_before
+    for client in clients:
+        client.close()
+    wait_producer(producer)
+    started = time.monotonic()
+    baseline = descriptors[0]
+    check(max(descriptors) < 64 + 40, f"the worker held up to {max(descriptors)} descriptors with 400 slow clients")
+    check(rows_during > 0, "no rows were stored while slow clients held the endpoint")
+    scenario.notes.append(f"400 idle/slow clients: worker descriptors at most {max(descriptors)}; {rows_during} rows meanwhile")
+    return scenario.finish(scenario.wait_caught_up(started))
+
+
 SCENARIOS = {
     "kill9": kill9, "postgres-restart": postgres_restart, "postgres-down-30s": postgres_down_30s,
     "redis-restart": redis_restart, "sigterm": sigterm_during_batch, "sigterm-db-down": sigterm_with_database_down,
     "two-workers": two_workers_racing, "poison": poison_mix, "slow-database": slow_database,
     "observability": observability, "least-privilege": least_privilege, "pool": pool, "pool-crash-loop": pool_crash_loop,
-    "api-not-blocked": api_not_blocked,
+    "api-not-blocked": api_not_blocked, "async-commit-crash": async_commit_crash, "hostile-id": hostile_id,
+    "half-open-postgres": half_open_postgres, "redis-oom": redis_oom, "same-consumer-name": same_consumer_name,
+    "dead-letter-reply-lost": dead_letter_reply_lost, "readyz-load": readyz_under_load, "idle-http-clients": idle_http_clients,
 }
 
 

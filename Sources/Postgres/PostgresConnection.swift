@@ -66,18 +66,36 @@ public actor PostgresConnection {
             keywords.forEach { free($0) }
             values.forEach { free($0) }
         }
-        let opened = keywords.withUnsafeMutableBufferPointer { keywords in
+        let started = keywords.withUnsafeMutableBufferPointer { keywords in
             values.withUnsafeMutableBufferPointer { values in
                 keywords.withMemoryRebound(to: UnsafePointer<CChar>?.self) { keywords in
                     values.withMemoryRebound(to: UnsafePointer<CChar>?.self) { values in
                         // expand_dbname 1: a DATABASE_URL passed as the first dbname is a URL, not a name.
-                        PQconnectdbParams(keywords.baseAddress, values.baseAddress, 1)
+                        PQconnectStartParams(keywords.baseAddress, values.baseAddress, 1)
                     }
                 }
             }
         }
-        guard let newConnection = opened else {
+        guard let newConnection = started else {
             throw PostgresError(.connectionFailed, "libpq could not allocate a connection")
+        }
+        // Connecting step by step, so the wait is bounded by connectTimeout (PQconnectPoll does
+        // not honour connect_timeout) and cancellation stops it.
+        let deadline = ContinuousClock.now + configuration.connectTimeout
+        var step = PQstatus(newConnection) == CONNECTION_BAD ? PGRES_POLLING_FAILED : PGRES_POLLING_WRITING
+        while step != PGRES_POLLING_OK && step != PGRES_POLLING_FAILED {
+            let ready: Bool
+            do {
+                ready = try waitForSocket(newConnection, events: step == PGRES_POLLING_READING ? Int16(POLLIN) : Int16(POLLOUT), deadline: deadline)
+            } catch {
+                PQfinish(newConnection)
+                throw error
+            }
+            guard ready else {
+                PQfinish(newConnection)
+                throw PostgresError(.connectionFailed, "\(configuration): no answer within \(configuration.connectTimeout)")
+            }
+            step = PQconnectPoll(newConnection)
         }
         guard PQstatus(newConnection) == CONNECTION_OK else {
             let message = Self.errorMessage(newConnection)
@@ -266,12 +284,14 @@ public actor PostgresConnection {
         _ done: () throws(PostgresError) -> Bool, _ connection: OpaquePointer, deadline: ContinuousClock.Instant, writing: Bool = false
     ) throws(PostgresError) {
         while try !done() {
-            if Task.isCancelled {
+            let ready: Bool
+            do {
+                ready = try waitForSocket(connection, events: Int16(POLLIN) | (writing ? Int16(POLLOUT) : 0), deadline: deadline)
+            } catch {
                 abandon(connection, cancelling: true)
-                throw PostgresError(.cancelled, "cancelled while waiting for the server")
+                throw error
             }
-            let remaining = ContinuousClock.now.duration(to: deadline)
-            guard remaining > .zero else {
+            guard ready else {
                 abandon(connection, cancelling: false)
                 logger.error(
                     "postgres did not answer in time; connection given up",
@@ -279,14 +299,23 @@ public actor PostgresConnection {
                 )
                 throw PostgresError(.timeout, "no reply from the server within \(configuration.replyTimeout)")
             }
-            // Short slices, so cancellation is noticed promptly.
+            if PQconsumeInput(connection) != 1 { throw lostConnection(connection, "reading from the server") }
+        }
+    }
+
+    /// Waits until the socket is ready for `events` (true) or `deadline` passes (false), in short
+    /// slices so that cancellation is noticed promptly; throws ``PostgresError/Code/cancelled``.
+    private func waitForSocket(_ connection: OpaquePointer, events: Int16, deadline: ContinuousClock.Instant) throws(PostgresError) -> Bool {
+        while true {
+            if Task.isCancelled { throw PostgresError(.cancelled, "cancelled while waiting for the server") }
+            let remaining = ContinuousClock.now.duration(to: deadline)
+            guard remaining > .zero else { return false }
             let slice = Int32(min(remaining, .milliseconds(100)).wholeMilliseconds) + 1
-            var descriptor = pollfd(fd: PQsocket(connection), events: Int16(POLLIN) | (writing ? Int16(POLLOUT) : 0), revents: 0)
+            // The socket can change while connecting (another address of the host): read it each time.
+            var descriptor = pollfd(fd: PQsocket(connection), events: events, revents: 0)
             let ready = poll(&descriptor, 1, slice)
-            if ready < 0 && errno != EINTR { throw lostConnection(connection, "waiting for the server") }
-            if ready > 0 && descriptor.revents & Int16(POLLIN | POLLERR | POLLHUP) != 0 {
-                guard PQconsumeInput(connection) == 1 else { throw lostConnection(connection, "reading from the server") }
-            }
+            if ready > 0 { return true }
+            if ready < 0 && errno != EINTR { return true }
         }
     }
 
