@@ -77,8 +77,9 @@ struct RunCommand: AsyncParsableCommand {
         )
         do {
             try await group.run()
-        } catch is ConsumerNameInUse {
-            // Logged as critical with the fix; a distinct code so a supervisor can tell it from a crash.
+        } catch let error as ConsumerNameInUse {
+            // A distinct code, so that a supervisor or a test can tell it from a crash.
+            logger.critical("\(error)")
             throw ExitCode(Self.consumerNameInUseExitCode)
         }
     }

@@ -89,7 +89,10 @@ public struct PostgresConfiguration: Sendable, CustomStringConvertible {
         // The XACK after a commit is an action outside the database that relies on the commit, so
         // every session commits synchronously whatever the server's default (`synchronous_commit
         // = off` would acknowledge entries whose rows a crash can still lose).
+        // A client that went away mid-statement (a reply overdue, a shutdown) is noticed by the
+        // server within a second, not when the statement ends.
         var options = "-c statement_timeout=\(statementTimeout.wholeMilliseconds) -c synchronous_commit=on"
+        options += " -c client_connection_check_interval=1000"
         if let searchPath { options += " -c search_path=\(searchPath)" }
         var parameters: [(String, String)] = []
         let fields: Set<Field>

@@ -288,11 +288,11 @@ public actor PostgresConnection {
             do {
                 ready = try waitForSocket(connection, events: Int16(POLLIN) | (writing ? Int16(POLLOUT) : 0), deadline: deadline)
             } catch {
-                abandon(connection, cancelling: true)
+                abandon(connection)
                 throw error
             }
             guard ready else {
-                abandon(connection, cancelling: false)
+                abandon(connection)
                 logger.error(
                     "postgres did not answer in time; connection given up",
                     metadata: ["timeout": "\(configuration.replyTimeout)", "postgres": "\(configuration)"]
@@ -319,13 +319,11 @@ public actor PostgresConnection {
         }
     }
 
-    /// Drops a connection mid-statement; with `cancelling`, asks the server to stop the statement first.
-    private func abandon(_ connection: OpaquePointer, cancelling: Bool) {
-        if cancelling, let cancel = PQgetCancel(connection) {
-            var buffer = [CChar](repeating: 0, count: 256)
-            _ = PQcancel(cancel, &buffer, Int32(buffer.count))
-            PQfreeCancel(cancel)
-        }
+    /// Drops a connection mid-statement. No PQcancel: it opens a connection of its own and waits
+    /// on it without a bound, so against a server that stopped answering it would hang just the
+    /// same. The session's `client_connection_check_interval` makes the server notice the closed
+    /// socket within a second and stop the statement (rolling back a COPY or a transaction).
+    private func abandon(_ connection: OpaquePointer) {
         PQfinish(connection)
         if self.connection == connection { self.connection = nil }
     }
