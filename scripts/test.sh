@@ -73,6 +73,23 @@ lines = [json.loads(line) for line in sys.stdin if line.strip()]
 assert lines and all({"time", "level", "message", "label"} <= line.keys() for line in lines), lines
 print(len(lines), "JSON log lines")'
 
+log "DATABASE_URL and DATABASE_URL_FILE connect over TCP as the URL says; flags override its parts; a malformed one is refused"
+url="postgresql://$DATABASE_USER:$DATABASE_PASSWORD@$DATABASE_HOST:$DATABASE_PORT/$smoke_database"
+url_file=$(mktemp)
+printf '%s\n' "$url" > "$url_file"
+# The variables the URL replaces point nowhere: only the URL can make these succeed.
+DATABASE_NAME=no_such_database DATABASE_PASSWORD=wrong DATABASE_URL=$url "$adworker" migrate --env-file "$empty_env" >/dev/null
+DATABASE_NAME=no_such_database DATABASE_PASSWORD=wrong DATABASE_URL_FILE=$url_file "$adworker" migrate --env-file "$empty_env" >/dev/null
+if DATABASE_URL=$url "$adworker" migrate --env-file "$empty_env" --database-name no_such_database > /tmp/adworker-smoke-url.txt 2>&1; then
+    log "--database-name did not override DATABASE_URL"; exit 1
+fi
+grep -q 'no_such_database' /tmp/adworker-smoke-url.txt || { log "the failure does not name the database: $(cat /tmp/adworker-smoke-url.txt)"; exit 1; }
+if DATABASE_URL='postgres://u@h/x?nosuchoption=1' "$adworker" migrate --env-file "$empty_env" > /tmp/adworker-smoke-url.txt 2>&1; then
+    log "a malformed DATABASE_URL was accepted"; exit 1
+fi
+grep -q 'DATABASE_URL is not a valid' /tmp/adworker-smoke-url.txt || { log "malformed URL message: $(cat /tmp/adworker-smoke-url.txt)"; exit 1; }
+rm -f "$url_file"
+
 log "dead letters: list, replay (still poison, so it comes back), purge"
 redis_cli() { redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" "$@"; }
 "$adworker" dlq list --env-file "$empty_env" --stream inference | tee /tmp/adworker-smoke-dlq.txt
@@ -131,7 +148,7 @@ python3 -c 'import prometheus_client' 2>/dev/null || python3 -m pip install -q p
 log "deploy files: systemd unit, Kubernetes manifests, compose file"
 scripts/validate-deploy.sh "$adworker"
 
-log "fault tests: kill -9, PostgreSQL restart and 30 s outage, Redis restart, SIGTERM, racing workers, poison, a held lock, /readyz and status exit codes, least privilege, the process pool"
+log "fault tests: kill -9, PostgreSQL restart, 30 s outage and crashes, Redis restart and maxmemory, a half-open PostgreSQL, lost replies, SIGTERM, racing and same-named workers, poison and hostile ids, a held lock, /readyz and status exit codes, probe floods, idle HTTP clients, least privilege, the process pool"
 # In a subshell with the smoke run's stream prefix and database unset: each scenario sets its own.
 (unset ADWORKER_STREAM_PREFIX DATABASE_NAME; python3 scripts/fault-tests.py "$adworker")
 
