@@ -812,10 +812,21 @@ def redis_oom():
     wait_producer(scenario.produce(3000, 5000, 23))
     for number in range(20):
         redis("XADD", scenario.stream, "*", "v", "1", "model", "m", "request_id", f"poison-{number}", "ts", "1", "prediction", "{")
+    # Below what Redis uses now, so that no write fits whatever it frees meanwhile (noeviction
+    # evicts nothing: it refuses writes until usage is under the limit).
     used = int(re.search(r"used_memory:(\d+)", redis("INFO", "memory")).group(1))
-    redis("CONFIG", "SET", "maxmemory", str(used))
+    redis("CONFIG", "SET", "maxmemory", str(used // 2))
     try:
         check(redis("XADD", scenario.stream, "*", "v", "1").startswith("OOM"), "Redis accepted a write at maxmemory")
+        # A stream and group that do not exist cannot be created at maxmemory: not ready, and
+        # SIGTERM meanwhile ends the worker at once with 0.
+        other = scenario.spawn("worker-nogroup", ["run", "--env-file", EMPTY_ENV, "--streams", "training", "--consumer-name", "ng",
+                                                  "--http", base.removeprefix("http://")])
+        wait_for(lambda: "cannot create consumer group" in http_get(base + "/readyz")[1], 15, "/readyz to name the group")
+        code, took = scenario.stop(other, timeout=15)
+        check(code == 0 and took < 3, f"SIGTERM while group creation failed: exit {code} after {took:.1f} s")
+        scenario.processes.remove(other)
+        scenario.notes.append(f"group creation refused: /readyz 503 naming it, SIGTERM exit 0 in {took:.1f} s")
         started = time.monotonic()
         scenario.worker("w", "--http", base.removeprefix("http://"), "--max-deliveries", "1000")
         wait_for(lambda: scenario.counts()["rows"] == 3000, 60, "the stored entries to be committed")
