@@ -289,7 +289,7 @@ struct BenchCommand: AsyncParsableCommand {
         let service = WorkerService(configuration: configuration, logger: logger) { report in
             let done = samples.withLock { samples in
                 for enqueued in report.enqueuedAt {
-                    samples.append(Double(report.acknowledgedAt.millisecondsSinceEpoch - enqueued.millisecondsSinceEpoch))
+                    samples.append(Double(report.committedAt.millisecondsSinceEpoch - enqueued.millisecondsSinceEpoch))
                 }
                 return samples.count >= target
             }

@@ -8,10 +8,13 @@ struct WorkerOptions: ParsableArguments {
     @Option(help: "Comma-separated record kinds to consume: training, inference (env ADWORKER_STREAMS; default both).")
     var streams: String?
 
-    @Option(help: "Entries per COPY transaction (env CONSUMER_BATCH_SIZE; default 1000).")
+    @Option(help: "Most entries per COPY: a free sink takes whatever has been read, and batches grow toward this only while every sink is busy (env CONSUMER_BATCH_SIZE; default 5000).")
     var batchSize: Int?
 
-    @Option(help: "Flush a partial batch after its oldest entry waited this long (env ADWORKER_MAX_WAIT_MS; default 200).")
+    @Option(help: "Most bytes of entries per COPY, bounding what a consumer holds (env ADWORKER_MAX_BATCH_BYTES; default 4194304).")
+    var maxBatchBytes: Int?
+
+    @Option(help: "Linger: wait up to this long for more entries before handing a partial batch to a free sink; 0 hands it over at once (env ADWORKER_MAX_WAIT_MS; default 0).")
     var maxWaitMs: Int?
 
     @Option(help: "Consumer tasks per stream, each with its own connections (env ADWORKER_CONCURRENCY; default 1).")
@@ -50,8 +53,9 @@ struct WorkerOptions: ParsableArguments {
             }
             return kind
         }
-        let batchSize = try batchSize ?? settings.integer("CONSUMER_BATCH_SIZE") ?? 1000
-        let maxWait = try maxWaitMs ?? settings.integer("ADWORKER_MAX_WAIT_MS") ?? 200
+        let batchSize = try batchSize ?? settings.integer("CONSUMER_BATCH_SIZE") ?? WorkerConfiguration.defaultBatchSize
+        let maxBatchBytes = try maxBatchBytes ?? settings.integer("ADWORKER_MAX_BATCH_BYTES") ?? WorkerConfiguration.defaultMaximumBatchBytes
+        let maxWait = try maxWaitMs ?? settings.integer("ADWORKER_MAX_WAIT_MS") ?? 0
         let concurrency = try concurrency ?? settings.integer("ADWORKER_CONCURRENCY") ?? 1
         let maxEntryBytes = try maxEntryBytes ?? settings.integer("ADWORKER_MAX_ENTRY_BYTES") ?? 1 << 20
         let claimIdle = try claimIdle ?? settings.decimal("ADWORKER_CLAIM_IDLE") ?? 60
@@ -64,7 +68,8 @@ struct WorkerOptions: ParsableArguments {
         guard consumerExpiry >= 1 else { throw ValidationError("consumer expiry must be at least 1 s") }
         guard !kinds.isEmpty else { throw ValidationError("--streams names no stream") }
         guard (1...100_000).contains(batchSize) else { throw ValidationError("batch size must be 1...100000, not \(batchSize)") }
-        guard maxWait >= 1 else { throw ValidationError("max wait must be at least 1 ms") }
+        guard maxWait >= 0 else { throw ValidationError("max wait must not be negative") }
+        guard maxBatchBytes >= 1024 else { throw ValidationError("max batch bytes must be at least 1024") }
         guard (1...64).contains(concurrency) else { throw ValidationError("concurrency must be 1...64, not \(concurrency)") }
         guard maxEntryBytes >= 1024 else { throw ValidationError("max entry bytes must be at least 1024") }
         return WorkerConfiguration(
@@ -74,6 +79,7 @@ struct WorkerOptions: ParsableArguments {
             consumerPrefix: consumerName ?? settings.string("ADWORKER_CONSUMER_NAME") ?? ProcessInfo.processInfo.hostName,
             concurrency: concurrency,
             batchSize: batchSize,
+            maximumBatchBytes: maxBatchBytes,
             maximumWait: .milliseconds(maxWait),
             drain: drain,
             maximumEntryBytes: maxEntryBytes,

@@ -6,22 +6,22 @@ import ServiceLifecycle
 import Synchronization
 import TelemetryRecords
 
-/// One consumer of one stream, as tasks joined by channels that each hand over one batch at a
-/// time: a reader (XREADGROUP, batching), a preparer (decode and encode as COPY rows) and
-/// ``sinkLanes`` sinks (insert, dead-letter, acknowledge), each with its own connections. Reading,
-/// decoding and the COPYs of successive batches overlap, on the Redis connection's thread, the
-/// cooperative pool and the libpq threads.
+/// One consumer of one stream: a reader task whose decisions are a ``ConsumerStateMachine``, and
+/// ``sinkLanes`` sink tasks that each decode a batch, insert it, write its dead letters and
+/// acknowledge it, with connections of their own. The reader hands a batch to a sink only when
+/// one is free, so batches are as large as the backlog makes them: small at low load (rows within
+/// milliseconds), large under backlog (near one large COPY's rate).
 ///
 /// - Important: Entries are acknowledged only after their rows are committed (or their dead
-///   letters written, in the same MULTI as the XACK). A crash at any point leaves them pending,
+///   letters written, in the same MULTI as their XACK). A crash at any point leaves them pending,
 ///   and the restarted consumer, having the same name, reads its pending entries first and
 ///   inserts them on the idempotent path.
 struct StreamConsumer {
     /// Sinks per consumer. A sink waits for its COMMIT (the WAL flush) and then for its XACK; with
-    /// a second one, the next batch's COPY runs meanwhile. Measured with `adworker bench`: 1000-row
-    /// COPYs one after another reach about 80 % of one large COPY's rate, so one sink alone would
-    /// hold the drain below that.
+    /// a second one, the next batch's COPY runs meanwhile. A third measured no better.
     static let sinkLanes = 2
+
+    typealias Machine = ConsumerStateMachine<ContinuousClock.Instant>
 
     /// Entries read together, decoded and encoded as COPY rows; `redelivered` ones may already be
     /// in the table.
@@ -56,6 +56,8 @@ struct StreamConsumer {
     /// Entries between reading and acknowledgement in this consumer's own pipeline: a claim that
     /// returns one of them (it has been in flight longer than `claimIdle`) must not queue it twice.
     let inFlight = InFlightEntries()
+    /// Sinks tell the reader here when they are done with a batch.
+    let freedLanes = LaneSignal()
 
     init(
         kind: RecordKind, slot: Int, configuration: WorkerConfiguration, logger: Logger, status: WorkerStatus?,
@@ -86,29 +88,14 @@ struct StreamConsumer {
         self.onBatch = onBatch
     }
 
-    /// Entries as read, before decoding.
-    struct ReadBatch: Sendable {
-        var entries: [StreamEntry]
-        var redelivered: Bool
-        /// Delivery counts of redelivered entries; a fresh entry has been delivered once.
-        var deliveries: [StreamEntryID: Int] = [:]
-    }
-
     func run() async throws {
         status?.consumer(consumer, stream: stream, state: "running")
         defer { status?.consumer(consumer, stream: stream, state: "stopped") }
-        let reads = AsyncChannel<ReadBatch>()
-        let batches = AsyncChannel<Batch>()
+        let batches = AsyncChannel<Machine.Batch>()
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
-                defer { reads.finish() }
-                try await read(into: reads)
-            }
-            group.addTask {
                 defer { batches.finish() }
-                for await read in reads {
-                    await batches.send(prepare(read))
-                }
+                try await read(into: batches)
             }
             for breakers in sinkBreakers {
                 group.addTask {
@@ -121,35 +108,60 @@ struct StreamConsumer {
 
     // MARK: Reader
 
-    private func read(into batches: AsyncChannel<ReadBatch>) async throws {
+    private var machineConfiguration: Machine.Configuration {
+        Machine.Configuration(
+            maximumEntries: configuration.batchSize, maximumBytes: configuration.maximumBatchBytes, linger: configuration.maximumWait,
+            lanes: Self.sinkLanes, claimInterval: min(max(configuration.claimIdle / 2, .milliseconds(100)), .seconds(30)),
+            maximumReadBlock: WorkerConfiguration.maximumReadBlock, drain: configuration.drain,
+            drainReadBlock: WorkerConfiguration.drainReadBlock
+        )
+    }
+
+    /// Performs what the state machine decides, feeding it what happened, until it finishes.
+    private func read(into batches: AsyncChannel<Machine.Batch>) async throws {
+        let clock = ContinuousClock()
+        var machine = Machine(configuration: machineConfiguration, now: clock.now)
         try await RedisConnection.withConnection(configuration.redis, logger: logger, connectImmediately: false) { redis in
-            try await readOwnPending(redis, into: batches)
-            try await readNew(redis, into: batches)
+            while true {
+                // Reads run on the connection's own thread and do not see cancellation; check it here.
+                try Task.checkCancellation()
+                if Task.isShuttingDownGracefully { machine.shutDown() }
+                machine.sinksFreed(freedLanes.takeFreed())
+                machine.sinkCircuit(isOpen: sinkBreakers.contains { $0.postgres.isOpen || $0.redis.isOpen })
+                switch machine.nextAction(at: clock.now) {
+                case .readOwnPending(let after, let count):
+                    let entries = try await readWithRetry(redis, position: .pending(after: after), count: count, block: nil)
+                    if !entries.isEmpty {
+                        logger.info("re-reading own pending entries", metadata: [LogKey.batchSize: "\(entries.count)"])
+                    }
+                    machine.ownPendingReturned(try await redelivered(entries, redis))
+                case .readNew(let count, let block):
+                    let entries = try await readWithRetry(redis, position: .new, count: count, block: block)
+                    machine.readReturned(entries, at: clock.now)
+                case .claim(let cursor, let count):
+                    let (claimed, next) = try await reclaim(redis, cursor: cursor, count: count)
+                    machine.claimReturned(claimed, next: next, at: clock.now)
+                case .handOff(let batch):
+                    inFlight.insert(batch.entries)
+                    await batches.send(batch)
+                case .waitForSink:
+                    machine.sinksFreed(await freedLanes.wait())
+                case .checkPending:
+                    machine.pendingChecked(othersHoldPending: try await othersHoldPending(redis), at: clock.now)
+                case .sleep(let duration):
+                    try await Task.sleep(for: duration)
+                    machine.slept()
+                case .finish:
+                    if configuration.drain { logger.debug("stream drained") }
+                    return
+                }
+            }
         }
-    }
-
-    /// Entries delivered to this consumer name before (a previous run that crashed or was killed).
-    private func readOwnPending(_ redis: RedisConnection, into batches: AsyncChannel<ReadBatch>) async throws {
-        var after = StreamEntryID(milliseconds: 0, sequence: 0)
-        while !Task.isShuttingDownGracefully {
-            // Reads run on the connection's own thread and do not see cancellation; check it here.
-            try Task.checkCancellation()
-            let entries = try await readWithRetry(redis, position: .pending(after: after), count: configuration.batchSize, block: nil)
-            guard let last = entries.last else { return }
-            logger.info("re-reading own pending entries", metadata: [LogKey.batchSize: "\(entries.count)"])
-            after = last.id
-            await send(try await redelivered(entries, redis), to: batches)
-        }
-    }
-
-    private func send(_ batch: ReadBatch, to batches: AsyncChannel<ReadBatch>) async {
-        inFlight.insert(batch.entries)
-        await batches.send(batch)
     }
 
     /// A batch of entries delivered before, with their delivery counts.
-    private func redelivered(_ entries: [StreamEntry], _ redis: RedisConnection) async throws -> ReadBatch {
-        var batch = ReadBatch(entries: entries, redelivered: true)
+    private func redelivered(_ entries: [StreamEntry], _ redis: RedisConnection) async throws -> Machine.Batch {
+        var batch = Machine.Batch(entries: entries, redelivered: true)
         guard let first = entries.first?.id, let last = entries.last?.id else { return batch }
         let pending = try await readerRedis.retrying(doing: "reading delivery counts", logger: logger) {
             try await redis.pendingEntries(stream, group: configuration.group, in: first...last, count: entries.count, consumer: consumer)
@@ -158,17 +170,15 @@ struct StreamConsumer {
         return batch
     }
 
-    /// Takes over entries that another consumer (or an earlier incarnation of any) has held for
-    /// longer than `claimIdle`; one step of XAUTOCLAIM per call, resuming at `cursor`.
-    private func reclaim(_ redis: RedisConnection, cursor: inout StreamEntryID) async throws -> ReadBatch? {
-        let start = cursor
+    /// One step of XAUTOCLAIM from `cursor`: takes over entries that another consumer (or an
+    /// earlier incarnation of any) has held for longer than `claimIdle`. Returns them (nil if
+    /// none that are not in this consumer's own pipeline already) and where the next step starts.
+    private func reclaim(_ redis: RedisConnection, cursor: StreamEntryID, count: Int) async throws -> (Machine.Batch?, StreamEntryID) {
         let claim = try await readerRedis.retrying(doing: "claiming idle entries", logger: logger) {
             try await redis.autoClaim(
-                stream, group: configuration.group, consumer: consumer, minimumIdle: configuration.claimIdle, start: start,
-                count: configuration.batchSize
+                stream, group: configuration.group, consumer: consumer, minimumIdle: configuration.claimIdle, start: cursor, count: count
             )
         }
-        cursor = claim.next
         var entries = claim.entries
         if !claim.deleted.isEmpty {
             // Deleted (XDEL, or a trim that did not go through adworker) after delivery and before
@@ -182,59 +192,9 @@ struct StreamConsumer {
             entries.sort { $0.id < $1.id }
         }
         entries.removeAll { inFlight.contains($0.id) }
-        guard !entries.isEmpty else { return nil }
+        guard !entries.isEmpty else { return (nil, claim.next) }
         logger.notice("claimed idle entries from other consumers", metadata: [LogKey.batchSize: "\(entries.count)"])
-        return try await redelivered(entries, redis)
-    }
-
-    private func readNew(_ redis: RedisConnection, into batches: AsyncChannel<ReadBatch>) async throws {
-        let clock = ContinuousClock()
-        var batcher = Batcher<StreamEntry, ContinuousClock.Instant>(
-            maximumSize: configuration.batchSize, maximumWait: configuration.maximumWait
-        )
-        let waitLimit = configuration.drain ? WorkerConfiguration.drainReadBlock : WorkerConfiguration.maximumReadBlock
-        let claimInterval = min(max(configuration.claimIdle / 2, .milliseconds(100)), .seconds(30))
-        var nextClaim = clock.now
-        var claimCursor = StreamEntryID(milliseconds: 0, sequence: 0)
-        while !Task.isShuttingDownGracefully {
-            try Task.checkCancellation()
-            // Claiming while our own sinks cannot reach their targets would only pile up delivery
-            // counts (an outage is not the entries' fault) and work this consumer cannot do.
-            if clock.now >= nextClaim && !sinkBreakers.contains(where: { $0.postgres.isOpen || $0.redis.isOpen }) {
-                if let claimed = try await reclaim(redis, cursor: &claimCursor) {
-                    await send(claimed, to: batches)
-                    continue
-                }
-                nextClaim = clock.now + claimInterval
-            }
-            let wait = batcher.readWait(at: clock.now, limit: waitLimit)
-            let entries = try await readWithRetry(redis, position: .new, count: batcher.remainingCapacity, block: wait)
-            let now = clock.now
-            batcher.append(contentsOf: entries, at: now)
-            // Draining, a read that finds nothing new ends the partial batch: nothing more is coming.
-            if batcher.isReady(at: now) || (configuration.drain && entries.isEmpty && !batcher.isEmpty) {
-                await send(ReadBatch(entries: batcher.take(), redelivered: false), to: batches)
-            } else if entries.isEmpty && batcher.isEmpty && configuration.drain {
-                if !inFlight.isEmpty {
-                    // Our own sinks are still committing: their acks end the drain in milliseconds.
-                    try await Task.sleep(for: WorkerConfiguration.drainReadBlock)
-                    continue
-                }
-                if try await othersHoldPending(redis) {
-                    // Drain means nothing new and nothing pending: wait for the other holders to
-                    // finish, or for their entries to become idle enough to claim.
-                    try await Task.sleep(for: min(claimInterval, .milliseconds(200)))
-                    nextClaim = clock.now
-                    continue
-                }
-                logger.debug("stream drained")
-                return
-            }
-        }
-        // Shutting down: hand over what was read, so it is committed and acknowledged before exit.
-        if !batcher.isEmpty {
-            await send(ReadBatch(entries: batcher.take(), redelivered: false), to: batches)
-        }
+        return (try await redelivered(entries, redis), claim.next)
     }
 
     private func readWithRetry(
@@ -263,7 +223,7 @@ struct StreamConsumer {
     }
 
     /// Decodes and encodes entries; those that do not decode become dead letters.
-    private func prepare(_ read: ReadBatch) -> Batch {
+    private func prepare(_ read: Machine.Batch) -> Batch {
         let decoder = WireDecoder(maximumEntryBytes: configuration.maximumEntryBytes)
         let entries = read.entries
         var batch = Batch(
@@ -299,11 +259,12 @@ struct StreamConsumer {
 
     // MARK: Sink
 
-    private func sink(from batches: AsyncChannel<Batch>, breakers: SinkBreakers) async throws {
+    private func sink(from batches: AsyncChannel<Machine.Batch>, breakers: SinkBreakers) async throws {
         try await PostgresConnection.withConnection(configuration.postgres, logger: logger, connectImmediately: false) { postgres in
             try await RedisConnection.withConnection(configuration.redis, logger: logger, connectImmediately: false) { redis in
                 for await batch in batches {
-                    try await process(batch, postgres: postgres, redis: redis, breakers: breakers)
+                    try await process(prepare(batch), postgres: postgres, redis: redis, breakers: breakers)
+                    freedLanes.release()
                 }
             }
         }
@@ -328,6 +289,8 @@ struct StreamConsumer {
             deadLetters.append(DeadLetter(entry: entry, reason: reason, sqlState: error.sqlState, deliveries: batch.deliveries[entry.id] ?? 1))
         }
 
+        // End-to-end latency ends here, at the commit: what a query can see.
+        let committedAt = Timestamp.now()
         let insertDuration = insertStart.duration(to: clock.now)
         let ids = batch.entries.map(\.id)
         // The rows are committed: acknowledge their entries on their own. XACK adds nothing, so
@@ -350,7 +313,7 @@ struct StreamConsumer {
         let report = BatchReport(
             stream: stream, entries: acknowledged, insertedRows: outcome.insertedRows,
             duplicateRows: outcome.duplicateRows, deadLettered: written.count,
-            path: outcome.fellBackToIdempotentPath ? .idempotent : path, acknowledgedAt: .now(),
+            path: outcome.fellBackToIdempotentPath ? .idempotent : path, committedAt: committedAt, acknowledgedAt: .now(),
             enqueuedAt: (stored + written.map(\.entry.id)).map(\.timestamp)
         )
         status?.recordBatch(report, deadLetterReasons: written.map(\.reason), insertDuration: insertDuration)
@@ -445,6 +408,61 @@ final class InFlightEntries: Sendable {
                 }
                 return low < ids.count && ids[low] == id
             }
+        }
+    }
+}
+
+/// How sinks tell their reader that they are free again: a count the reader takes without
+/// waiting, or waits for.
+final class LaneSignal: Sendable {
+    private struct State {
+        var freed = 0
+        var waiter: CheckedContinuation<Int, Never>?
+    }
+
+    private let state = Mutex(State())
+
+    /// A sink is done with its batch.
+    func release() {
+        let waiter = state.withLock { state -> CheckedContinuation<Int, Never>? in
+            if let waiter = state.waiter {
+                state.waiter = nil
+                return waiter
+            }
+            state.freed += 1
+            return nil
+        }
+        waiter?.resume(returning: 1)
+    }
+
+    /// Sinks freed since the last call, without waiting.
+    func takeFreed() -> Int {
+        state.withLock { state in
+            defer { state.freed = 0 }
+            return state.freed
+        }
+    }
+
+    /// Waits until a sink is freed; returns how many were (0 if the task was cancelled).
+    func wait() async -> Int {
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Int, Never>) in
+                let ready = state.withLock { state -> Int? in
+                    if state.freed > 0 || Task.isCancelled {
+                        defer { state.freed = 0 }
+                        return state.freed
+                    }
+                    state.waiter = continuation
+                    return nil
+                }
+                if let ready { continuation.resume(returning: ready) }
+            }
+        } onCancel: {
+            let waiter = state.withLock { state -> CheckedContinuation<Int, Never>? in
+                defer { state.waiter = nil }
+                return state.waiter
+            }
+            waiter?.resume(returning: 0)
         }
     }
 }

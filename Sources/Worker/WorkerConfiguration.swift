@@ -14,8 +14,13 @@ public struct WorkerConfiguration: Sendable {
     public var consumerPrefix: String
     /// Consumer tasks per stream, each with its own Redis and PostgreSQL connections.
     public var concurrency: Int
+    /// Most entries in one COPY. Batches are as large as the backlog: a free sink takes whatever
+    /// has been read, and entries accumulate up to this while every sink is busy.
     public var batchSize: Int
-    /// A partial batch is flushed after its oldest entry has waited this long.
+    /// Most bytes (entry fields) in one COPY, bounding what a consumer holds.
+    public var maximumBatchBytes: Int
+    /// How long a partial batch may wait for more entries while a sink is free (a linger); zero
+    /// hands it over at once.
     public var maximumWait: Duration
     /// Process until the streams have no new entries (none within ``drainReadBlock``) and no
     /// pending ones, then return.
@@ -40,7 +45,8 @@ public struct WorkerConfiguration: Sendable {
 
     public init(
         kinds: [RecordKind] = RecordKind.allCases, streamPrefix: String = "adserving:", group: String = "adworker",
-        consumerPrefix: String, concurrency: Int = 1, batchSize: Int = 1000, maximumWait: Duration = .milliseconds(200),
+        consumerPrefix: String, concurrency: Int = 1, batchSize: Int = WorkerConfiguration.defaultBatchSize,
+        maximumBatchBytes: Int = WorkerConfiguration.defaultMaximumBatchBytes, maximumWait: Duration = .zero,
         drain: Bool = false, maximumEntryBytes: Int = 1 << 20, claimIdle: Duration = .seconds(60), maximumDeliveries: Int = 5,
         trimInterval: Duration? = .seconds(60), consumerExpiry: Duration = .seconds(3600),
         redis: RedisConfiguration, postgres: PostgresConfiguration
@@ -51,6 +57,7 @@ public struct WorkerConfiguration: Sendable {
         self.consumerPrefix = consumerPrefix
         self.concurrency = concurrency
         self.batchSize = batchSize
+        self.maximumBatchBytes = maximumBatchBytes
         self.maximumWait = maximumWait
         self.drain = drain
         self.maximumEntryBytes = maximumEntryBytes
@@ -63,6 +70,9 @@ public struct WorkerConfiguration: Sendable {
     }
 
     public func stream(for kind: RecordKind) -> String { streamPrefix + kind.rawValue }
+
+    public static let defaultBatchSize = 5000
+    public static let defaultMaximumBatchBytes = 4 << 20
 
     /// The longest a single XREADGROUP may block: short, so shutdown is noticed within it.
     static let maximumReadBlock: Duration = .seconds(1)
@@ -81,8 +91,10 @@ public struct BatchReport: Sendable {
     public var duplicateRows: Int
     public var deadLettered: Int
     public var path: InsertPath
-    /// When the batch's rows were committed and its entries acknowledged.
+    /// When the batch's rows were committed: end-to-end latency is this minus each entry's id time.
+    public var committedAt: Timestamp
+    /// When its entries were acknowledged, after the commit.
     public var acknowledgedAt: Timestamp
-    /// Each entry's Redis id time, for end-to-end latency (`acknowledgedAt` minus this).
+    /// Each entry's Redis id time, for end-to-end latency (`committedAt` minus this).
     public var enqueuedAt: [Timestamp]
 }

@@ -146,7 +146,7 @@ public final class WorkerStatus: Sendable {
 
     func recordBatch(_ report: BatchReport, deadLetterReasons: [String], insertDuration: Duration) {
         let now = Timestamp.now()
-        let latencies = report.enqueuedAt.map { max(0, report.acknowledgedAt.millisecondsSinceEpoch - $0.millisecondsSinceEpoch) }
+        let latencies = report.enqueuedAt.map { max(0, report.committedAt.millisecondsSinceEpoch - $0.millisecondsSinceEpoch) }
         state.withLock { state in
             // In place, through the dictionary's default subscript: copying the stream's state out
             // and back would copy the second's latency samples on every batch.
