@@ -130,7 +130,7 @@ as_postgres psql -X -q -c 'DROP ROLE "Dashboard-Reader"'
 rm -r "$schema_before_4"
 
 log "bench on a small workload (debug build: figures are not meaningful here, the command is)"
-"$adworker" bench --env-file "$empty_env" --count 5000 --latency-seconds 2 --latency-rate 500 --json > /tmp/adworker-smoke-bench.json
+"$adworker" bench --env-file "$empty_env" --count 5000 --latency-seconds 2 --latency-rates 500,1000 --json > /tmp/adworker-smoke-bench.json
 python3 - /tmp/adworker-smoke-bench.json <<'PY'
 import json, sys
 report = json.load(open(sys.argv[1]))
@@ -139,8 +139,11 @@ assert report["records"] == 5000, report
 for key in ("rawCopyRowsPerSecond", "xaddCeilingEntriesPerSecond", "producerEntriesPerSecond", "drainRowsPerSecond"):
     assert report[key] > 0, key
 assert report["redisAppendOnly"] in ("yes", "no", "unknown"), report
-assert report["latencyEntries"] > 0
-assert 0 < report["latencyP50Milliseconds"] <= report["latencyP95Milliseconds"] <= report["latencyP99Milliseconds"], report
+assert [latency["rate"] for latency in report["latency"]] == [500, 1000], report
+for latency in report["latency"]:
+    assert latency["entries"] > 0
+    assert 0 <= latency["p50Milliseconds"] <= latency["p99Milliseconds"] <= latency["p999Milliseconds"] <= latency["maximumMilliseconds"], report
+assert report["drainPeakRSSGrowthBytes"] > 0, report
 PY
 
 python3 -c 'import prometheus_client' 2>/dev/null || python3 -m pip install -q prometheus_client

@@ -29,10 +29,10 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: "Record kind: training or inference.")
     var kind: String = "inference"
 
-    @Option(help: "Records per second produced during the latency run.")
-    var latencyRate: Int = 5_000
+    @Option(help: "Comma-separated rates (records per second) of the latency runs, one after another.")
+    var latencyRates: String = "5000,20000,50000"
 
-    @Option(help: "Seconds the latency run produces for.")
+    @Option(help: "Seconds each latency run produces for.")
     var latencySeconds: Int = 5
 
     @Option(help: "Rounds of raw COPY, XADD ceiling, producer and drain; the table shows their medians.")
@@ -43,6 +43,8 @@ struct BenchCommand: AsyncParsableCommand {
 
     @Option(help: "Directory of NNN_name.sql files (default as for migrate).")
     var schemaDir: String?
+
+    private var rates: [Int] { latencyRates.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) ?? 0 } }
 
     static let schema = "adworker_bench"
     static let streamPrefix = "adworker-bench:"
@@ -55,6 +57,20 @@ struct BenchCommand: AsyncParsableCommand {
         var producerToCeilingRatio: Double
         var drainRowsPerSecond: Double
         var drainToRawCopyRatio: Double
+        /// Highest resident memory during the drain above the process's resident memory just
+        /// before it: what the worker's buffers, batches and connections took (the bench holds
+        /// its own records beside it, so the absolute figure would overstate the worker).
+        var drainPeakRSSGrowthBytes: Int
+    }
+
+    /// End-to-end latency (commit time minus entry id time) at one fixed rate.
+    struct Latency: Encodable {
+        var rate: Int
+        var entries: Int
+        var p50Milliseconds: Double
+        var p99Milliseconds: Double
+        var p999Milliseconds: Double
+        var maximumMilliseconds: Double
     }
 
     /// Medians over the rounds, and the rounds themselves.
@@ -73,19 +89,19 @@ struct BenchCommand: AsyncParsableCommand {
         var redisAppendOnly: String
         var drainRowsPerSecond: Double
         var drainToRawCopyRatio: Double
-        var latencyRate: Int
-        var latencyEntries: Int
-        var latencyP50Milliseconds: Double
-        var latencyP95Milliseconds: Double
-        var latencyP99Milliseconds: Double
+        var drainPeakRSSGrowthBytes: Int
+        var latency: [Latency]
         var loadAverageBefore: String
         var loadAverageAfter: String
     }
 
     func validate() throws {
         guard RecordKind(rawValue: kind) != nil else { throw ValidationError("--kind must be training or inference") }
-        guard count > 0, latencyRate > 0, latencySeconds > 0, rounds > 0 else {
-            throw ValidationError("counts, rate, seconds and rounds must be positive")
+        guard count > 0, latencySeconds > 0, rounds > 0 else {
+            throw ValidationError("counts, seconds and rounds must be positive")
+        }
+        guard !rates.isEmpty, rates.allSatisfy({ $0 > 0 }) else {
+            throw ValidationError("--latency-rates must be positive whole numbers separated by commas, not '\(latencyRates)'")
         }
     }
 
@@ -129,8 +145,20 @@ struct BenchCommand: AsyncParsableCommand {
             try await Self.appendOnlySetting(redis)
         }
 
-        // (d) Latency at a fixed rate: commit time minus entry id time, for every entry.
-        let latencies = try await measureLatency(configuration: configuration, kind: kind, logger: logger)
+        // (d) Latency at fixed rates: commit time minus entry id time, for every entry.
+        var latency: [Latency] = []
+        for rate in rates {
+            let samples = try await measureLatency(rate: rate, configuration: configuration, kind: kind, logger: logger)
+            latency.append(
+                Latency(
+                    rate: rate, entries: samples.count, p50Milliseconds: Self.percentile(samples, 0.50),
+                    p99Milliseconds: Self.percentile(samples, 0.99), p999Milliseconds: Self.percentile(samples, 0.999),
+                    maximumMilliseconds: samples.max() ?? 0
+                )
+            )
+            log(String(format: "latency at %d/s: p50 %.1f ms, p99 %.1f ms, p99.9 %.1f ms", rate, latency.last!.p50Milliseconds,
+                       latency.last!.p99Milliseconds, latency.last!.p999Milliseconds))
+        }
         _ = try await PostgresConnection.withConnection(adminPostgres, logger: logger) { postgres in
             try await postgres.execute("DROP SCHEMA IF EXISTS \(Self.schema) CASCADE")
         }
@@ -146,9 +174,7 @@ struct BenchCommand: AsyncParsableCommand {
             producerEntriesPerSecond: median(\.producerEntriesPerSecond), producerToCeilingRatio: median(\.producerToCeilingRatio),
             redisAppendOnly: appendOnly,
             drainRowsPerSecond: median(\.drainRowsPerSecond), drainToRawCopyRatio: median(\.drainToRawCopyRatio),
-            latencyRate: latencyRate, latencyEntries: latencies.count,
-            latencyP50Milliseconds: Self.percentile(latencies, 0.50), latencyP95Milliseconds: Self.percentile(latencies, 0.95),
-            latencyP99Milliseconds: Self.percentile(latencies, 0.99),
+            drainPeakRSSGrowthBytes: measured.map(\.drainPeakRSSGrowthBytes).max() ?? 0, latency: latency,
             loadAverageBefore: loadBefore, loadAverageAfter: Self.loadAverage()
         )
         if json {
@@ -183,8 +209,20 @@ struct BenchCommand: AsyncParsableCommand {
 
         // (c) End to end: the worker drains what the producer sent.
         let clock = ContinuousClock()
+        let rssBefore = Self.residentBytes()
         let drainStart = clock.now
+        // A task beside the drain, not a child of it: it samples until the drain has returned.
+        let sampler = Task {
+            var peak = rssBefore
+            while !Task.isCancelled {
+                peak = max(peak, Self.residentBytes())
+                try? await Task.sleep(for: .milliseconds(5))
+            }
+            return peak
+        }
         try await WorkerService(configuration: configuration, logger: logger).run()
+        sampler.cancel()
+        let peakRSS = await sampler.value
         let drainElapsed = drainStart.duration(to: clock.now)
         let target = RowEncoder.target(for: kind).table
         let rows = try await PostgresConnection.withConnection(configuration.postgres, logger: logger) { postgres in
@@ -198,7 +236,8 @@ struct BenchCommand: AsyncParsableCommand {
             rawCopyRowsPerSecond: rawCopyRate.rounded(), xaddCeilingEntriesPerSecond: xaddCeiling.rounded(),
             producerEntriesPerSecond: produced.ratePerSecond.rounded(),
             producerToCeilingRatio: Self.ratio(produced.ratePerSecond, xaddCeiling),
-            drainRowsPerSecond: drainRate.rounded(), drainToRawCopyRatio: Self.ratio(drainRate, rawCopyRate)
+            drainRowsPerSecond: drainRate.rounded(), drainToRawCopyRatio: Self.ratio(drainRate, rawCopyRate),
+            drainPeakRSSGrowthBytes: peakRSS - rssBefore
         )
     }
 
@@ -279,8 +318,17 @@ struct BenchCommand: AsyncParsableCommand {
         return String(decoding: value, as: UTF8.self)
     }
 
-    /// Runs the worker while producing at `latencyRate`; returns every entry's latency in ms.
-    private func measureLatency(configuration: WorkerConfiguration, kind: RecordKind, logger: Logger) async throws -> [Double] {
+    /// Resident memory of this process (VmRSS of /proc/self/status), in bytes.
+    static func residentBytes() -> Int {
+        guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+            let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
+            let kilobytes = line.split(separator: " ").dropFirst().first.flatMap({ Int($0) })
+        else { return 0 }
+        return kilobytes * 1024
+    }
+
+    /// Runs the worker while producing at `rate`; returns every entry's latency in ms.
+    private func measureLatency(rate latencyRate: Int, configuration: WorkerConfiguration, kind: RecordKind, logger: Logger) async throws -> [Double] {
         var configuration = configuration
         configuration.drain = false
         let target = latencyRate * latencySeconds
@@ -324,6 +372,12 @@ struct BenchCommand: AsyncParsableCommand {
     static func table(_ report: Report) -> String {
         func rate(_ value: Double) -> String { String(format: "%12.0f", value) }
         let roundRatios = report.rounds.map { String(format: "%.3f", $0.drainToRawCopyRatio) }.joined(separator: "  ")
+        let latencies = report.latency.map { latency in
+            String(
+                format: "  latency @ %6d/s (%d entries)   p50 %.1f ms   p99 %.1f ms   p99.9 %.1f ms   max %.1f ms", latency.rate,
+                latency.entries, latency.p50Milliseconds, latency.p99Milliseconds, latency.p999Milliseconds, latency.maximumMilliseconds
+            )
+        }.joined(separator: "\n")
         return """
             adworker bench — \(report.records) \(report.kind) records, batch \(report.batchSize), concurrency \(report.concurrency), \
             medians of \(report.rounds.count) rounds
@@ -333,8 +387,8 @@ struct BenchCommand: AsyncParsableCommand {
               producer / XADD ceiling   \(String(format: "%12.3f", report.producerToCeilingRatio))
               end-to-end drain          \(rate(report.drainRowsPerSecond)) rows/s
               drain / raw COPY          \(String(format: "%12.3f", report.drainToRawCopyRatio))  (rounds: \(roundRatios))
-              latency @ \(report.latencyRate)/s (\(report.latencyEntries) entries)
-                p50 \(String(format: "%.1f", report.latencyP50Milliseconds)) ms   p95 \(String(format: "%.1f", report.latencyP95Milliseconds)) ms   p99 \(String(format: "%.1f", report.latencyP99Milliseconds)) ms
+              drain peak RSS growth     \(String(format: "%12.1f", Double(report.drainPeakRSSGrowthBytes) / 1_048_576)) MiB
+            \(latencies)
               load average before / after: \(report.loadAverageBefore) / \(report.loadAverageAfter)
             """
     }

@@ -222,13 +222,21 @@ struct ConsumerStateMachine<Instant: InstantProtocol> where Instant.Duration == 
         return max(1, min(byCount, byBytes))
     }
 
+    /// Below this many entries a batch is not split between free sinks: a COPY's fixed costs
+    /// (a round trip, a commit) would outweigh what the split saves.
+    static var minimumSplit: Int { 64 }
+
     /// Redelivered batches first; otherwise the buffer's oldest entries up to the batch bounds.
+    /// With several sinks free (a burst after a quiet spell), the buffer is shared between them,
+    /// so the burst's COPYs run side by side instead of one after another.
     private mutating func handOff(at now: Instant) -> Action {
+        let lanes = freeLanes
         freeLanes -= 1
         if !redelivered.isEmpty { return .handOff(redelivered.removeFirst()) }
+        let share = buffer.count >= 2 * Self.minimumSplit ? (buffer.count + lanes - 1) / lanes : buffer.count
         var count = 0
         var bytes = 0
-        while count < buffer.count && count < configuration.maximumEntries {
+        while count < share && count < configuration.maximumEntries {
             let size = buffer[count].fields.byteCount
             if count > 0 && bytes + size > configuration.maximumBytes { break }
             bytes += size

@@ -89,6 +89,18 @@ struct ConsumerStateMachineTests {
         #expect(Self.handedOff(machine.nextAction(at: start))?.entries.count == 1)
     }
 
+    @Test func aBurstIsSharedBetweenFreeSinks() {
+        var machine = running()
+        machine.readReturned(Self.entries(0..<200), at: start)
+        let first = Self.handedOff(machine.nextAction(at: start))
+        #expect(first?.entries.map(\.id.sequence) == Array(0..<100))
+        // The second sink gets the rest at once; a burst too small to be worth two COPYs is not split.
+        #expect(Self.handedOff(machine.nextAction(at: start))?.entries.map(\.id.sequence) == Array(100..<200))
+        var few = running()
+        few.readReturned(Self.entries(0..<100), at: start)
+        #expect(Self.handedOff(few.nextAction(at: start))?.entries.count == 100)
+    }
+
     @Test func batchesAreBoundedByBytes() {
         var machine = running(Self.configuration(entries: 1000, bytes: 100))
         machine.readReturned(Self.entries(0..<25, bytes: 10), at: start)
