@@ -827,6 +827,11 @@ def redis_oom():
         check(code == 0 and took < 3, f"SIGTERM while group creation failed: exit {code} after {took:.1f} s")
         scenario.processes.remove(other)
         scenario.notes.append(f"group creation refused: /readyz 503 naming it, SIGTERM exit 0 in {took:.1f} s")
+        # The load generator says why its records failed.
+        refused = subprocess.run([ADWORKER, "produce", "--env-file", EMPTY_ENV, "--stream", "training", "--count", "10"],
+                                 env=scenario.environment(), capture_output=True, text=True)
+        check(refused.returncode == 1 and "rejected (outOfMemory)" in refused.stdout and "OOM" in refused.stdout,
+              f"adworker produce at maxmemory: exit {refused.returncode}, {refused.stdout.strip()[-200:]}")
         started = time.monotonic()
         scenario.worker("w", "--http", base.removeprefix("http://"), "--max-deliveries", "1000")
         wait_for(lambda: scenario.counts()["rows"] == 3000, 60, "the stored entries to be committed")
