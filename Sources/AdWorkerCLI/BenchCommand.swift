@@ -327,35 +327,53 @@ struct BenchCommand: AsyncParsableCommand {
         return kilobytes * 1024
     }
 
-    /// Runs the worker while producing at `rate`; returns every entry's latency in ms.
+    /// Runs the worker while producing at `rate`; returns every entry's latency in ms, in the
+    /// steady state: half a second at the rate goes first as a warm-up, committed before the
+    /// measured entries are sent, so the worker's start (connections, the first trim of the last
+    /// run's entries) is not counted as latency.
     private func measureLatency(rate latencyRate: Int, configuration: WorkerConfiguration, kind: RecordKind, logger: Logger) async throws -> [Double] {
         var configuration = configuration
         configuration.drain = false
         let target = latencyRate * latencySeconds
-        let samples = Mutex<[Double]>([])
+        let warmUp = max(100, latencyRate / 2)
+        struct Progress {
+            var committed = 0
+            var samples: [Double] = []
+        }
+        let progress = Mutex(Progress())
+        let warmedUp = AsyncStream<Void>.makeStream()
         let allAcknowledged = AsyncStream<Void>.makeStream()
         let service = WorkerService(configuration: configuration, logger: logger) { report in
-            let done = samples.withLock { samples in
+            let (warm, done) = progress.withLock { progress in
                 for enqueued in report.enqueuedAt {
-                    samples.append(Double(report.committedAt.millisecondsSinceEpoch - enqueued.millisecondsSinceEpoch))
+                    progress.committed += 1
+                    if progress.committed > warmUp {
+                        progress.samples.append(Double(report.committedAt.millisecondsSinceEpoch - enqueued.millisecondsSinceEpoch))
+                    }
                 }
-                return samples.count >= target
+                return (progress.committed >= warmUp, progress.samples.count >= target)
             }
+            if warm { warmedUp.continuation.finish() }
             if done { allAcknowledged.continuation.finish() }
         }
         let producer = TelemetryProducer(
             configuration: TelemetryProducerConfiguration(redis: configuration.redis, streamPrefix: Self.streamPrefix), logger: logger
         )
         let group = ServiceGroup(services: [service, producer], logger: logger)
+        let mix: LoadGenerator.Mix = kind == .training ? .training : .inference
         try await withThrowingTaskGroup(of: Void.self) { tasks in
             tasks.addTask { try await group.run() }
-            let sent = try await LoadGenerator.sendPaced(kind == .training ? .training : .inference, count: target, rate: latencyRate, seed: 11, through: producer)
-            guard sent.failed == 0 else { throw ValidationError("the producer failed \(sent.failed) sends during the latency run") }
+            let warming = try await LoadGenerator.sendPaced(mix, count: warmUp, rate: latencyRate, seed: 10, through: producer)
+            for await _ in warmedUp.stream {}
+            let sent = try await LoadGenerator.sendPaced(mix, count: target, rate: latencyRate, seed: 11, through: producer)
+            guard warming.failed + sent.failed == 0 else {
+                throw ValidationError("the producer failed \(warming.failed + sent.failed) sends during the latency run")
+            }
             for await _ in allAcknowledged.stream {}
             await group.triggerGracefulShutdown()
             try await tasks.waitForAll()
         }
-        return samples.withLock { $0 }
+        return progress.withLock { $0.samples }
     }
 
     static func percentile(_ values: [Double], _ quantile: Double) -> Double {
