@@ -395,8 +395,6 @@ final class InFlightEntries: Sendable {
         }
     }
 
-    var isEmpty: Bool { batches.withLock { $0.isEmpty } }
-
     func contains(_ id: StreamEntryID) -> Bool {
         batches.withLock { batches in
             batches.contains { ids in

@@ -5,11 +5,11 @@ public import Logging
 public import Prometheus
 public import Worker
 
-/// The worker's HTTP face: `/healthz` (alive), `/readyz` (Redis and PostgreSQL reachable, no
-/// circuit open), `/metrics` (Prometheus text), `/status` (JSON) and `/` (a page rendering
+/// The worker's HTTP face: `/healthz` (alive), `/readyz` (the last probe found Redis and
+/// PostgreSQL answering, no circuit open, nothing failing), `/metrics` (Prometheus text), `/status` (JSON) and `/` (a page rendering
 /// `/status`). Nothing it serves carries a secret: configuration never appears, only figures.
 public enum ObservabilityServer {
-    /// Why the worker is not ready; empty when it is.
+    /// Why the worker is not ready; empty when it is. Answered from memory (``Readiness``).
     public typealias ReadinessCheck = @Sendable () async -> [String]
 
     public static func application(
