@@ -38,6 +38,8 @@ public struct WorkerService: Service {
         )
         try await RedisConnection.withConnection(configuration.redis, logger: logger, connectImmediately: false) { leaseRedis in
             var backoff = Backoff()
+            // Until the name is ours (at once, or after a holder's lease ran out) nothing is read.
+            status?.problem("lease", "taking the consumer name \(configuration.consumerPrefix) (another process may hold it)")
             while true {
                 do {
                     // ConsumerNameInUse is final: it ends the worker with a message naming the fix.
@@ -56,6 +58,7 @@ public struct WorkerService: Service {
                     try Task.checkCancellation()
                 }
             }
+            status?.problem("lease", nil)
             try await runConsumers(lease: lease, leaseRedis: leaseRedis)
             await lease.release(leaseRedis)
         }
