@@ -802,6 +802,50 @@ def half_open_postgres():
     return scenario.finish(scenario.wait_caught_up(restarted))
 
 
+def half_open_redis():
+    """Redis stops answering with the sockets open: every wait for a reply is bounded by the
+    command timeout (10 s), the readiness probe's by 2 s; the worker says so, recovers at once when
+    Redis answers again, and SIGTERM meanwhile ends within its shutdown budget (waits are cancellable)."""
+    scenario = Scenario("half-open-redis")
+    proxy = Proxy(int(os.environ.get("REDIS_PORT", "6379")))
+    scenario.extra_env = {"REDIS_PORT": str(proxy.port)}
+    base = f"http://127.0.0.1:{26000 + os.getpid() % 1000}"
+    worker = scenario.worker("w", "--http", base.removeprefix("http://"), "--shutdown-timeout", "5")
+    # The producer talks to Redis directly: only the worker's connections are frozen.
+    scenario.extra_env = {}
+    producer = scenario.produce(12000, 1000, 27)
+    scenario.extra_env = {"REDIS_PORT": str(proxy.port)}
+    try:
+        wait_for(lambda: http_get(base + "/readyz")[0] == 200, 20, "/readyz to answer 200")
+        time.sleep(1)
+        proxy.freeze()
+        frozen = time.monotonic()
+        wait_for(lambda: http_get(base + "/readyz")[0] == 503, 10, "/readyz to answer 503 with Redis frozen")
+        wait_for(lambda: "redis circuit open" in scenario.log("worker-w"), 20, "the worker to give up a stalled Redis reply")
+        given_up = time.monotonic() - frozen
+        rows_frozen = scenario.counts()["rows"]
+        proxy.thaw()
+        thawed = time.monotonic()
+        wait_for(lambda: scenario.counts()["rows"] > rows_frozen, 20, "rows to arrive after Redis answered again")
+        first_commit = time.monotonic() - thawed
+        time.sleep(1)
+        proxy.freeze()
+        time.sleep(1)
+        code, took = scenario.stop(worker, timeout=40)
+        check(code == 0, f"worker exited {code} on SIGTERM while Redis was frozen")
+        check(took < 8, f"worker took {took:.1f} s to stop with Redis frozen and a 5 s shutdown timeout")
+        scenario.notes.append(f"stalled Redis replies given up within {given_up:.1f} s, /readyz 503; first commit {first_commit:.2f} s"
+                              f" after Redis answered again; SIGTERM while frozen: exit 0 in {took:.1f} s")
+    finally:
+        proxy.thaw()
+        proxy.close()
+    scenario.extra_env = {}
+    restarted = time.monotonic()
+    scenario.worker()
+    wait_producer(producer)
+    return scenario.finish(scenario.wait_caught_up(restarted))
+
+
 def redis_oom():
     """Redis at maxmemory with noeviction: stored entries are acknowledged, dead letters wait
     (pending, visible on /readyz), a restarted worker reads although its group exists; once memory
@@ -969,7 +1013,7 @@ SCENARIOS = {
     "two-workers": two_workers_racing, "poison": poison_mix, "slow-database": slow_database,
     "observability": observability, "least-privilege": least_privilege, "pool": pool, "pool-crash-loop": pool_crash_loop,
     "api-not-blocked": api_not_blocked, "async-commit-crash": async_commit_crash, "hostile-id": hostile_id,
-    "half-open-postgres": half_open_postgres, "redis-oom": redis_oom, "same-consumer-name": same_consumer_name,
+    "half-open-postgres": half_open_postgres, "half-open-redis": half_open_redis, "redis-oom": redis_oom, "same-consumer-name": same_consumer_name,
     "dead-letter-reply-lost": dead_letter_reply_lost, "readyz-load": readyz_under_load, "idle-http-clients": idle_http_clients,
 }
 

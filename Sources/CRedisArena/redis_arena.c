@@ -67,17 +67,21 @@ void adw_arena_free(adw_arena *arena) {
     *arena = (adw_arena){ 0 };
 }
 
-int adw_arena_get_reply(void *context, adw_arena *arena) {
-    redisContext *redis = context;
+void adw_arena_reset(adw_arena *arena) {
     arena->length = 0;
     arena->count = 0;
     arena->out_of_memory = 0;
+}
+
+int adw_arena_reply_from_reader(void *context, adw_arena *arena, int *complete) {
+    redisContext *redis = context;
     redisReplyObjectFunctions *saved = redis->reader->fn;
     filling = arena;
     redis->reader->fn = &arena_functions;
     void *reply = NULL;
-    int status = redisGetReply(redis, &reply);
+    int status = redisGetReplyFromReader(redis, &reply);
     redis->reader->fn = saved;
     filling = NULL;
+    *complete = reply != NULL;
     return status;
 }

@@ -2,6 +2,7 @@ internal import CHiredis
 internal import CRedisArena
 internal import ConnectionThread
 public import Logging
+import TelemetryRecords
 
 #if canImport(Glibc)
 import Glibc
@@ -143,7 +144,14 @@ public actor RedisConnection {
         repeat {
             guard redisBufferWrite(context, &done) == REDIS_OK else { throw dropBrokenContext(context) }
         } while done == 0
-        guard adw_arena_get_reply(context, arena) == REDIS_OK else { throw dropBrokenContext(context) }
+        adw_arena_reset(arena)
+        let deadline = replyDeadline()
+        var complete: Int32 = 0
+        while true {
+            guard adw_arena_reply_from_reader(context, arena, &complete) == REDIS_OK else { throw dropBrokenContext(context) }
+            if complete != 0 { break }
+            try readMore(context, deadline: deadline)
+        }
         var reply = ArenaReply(arena.pointee)
         return try decode(&reply)
     }
@@ -186,11 +194,14 @@ public actor RedisConnection {
             if appended < commands.count {
                 try appendNextChunk()
             }
+            let deadline = replyDeadline()
             while read < readEnd {
-                var raw: UnsafeMutableRawPointer?
-                guard redisGetReply(context, &raw) == REDIS_OK, let raw else {
-                    throw dropBrokenContext(context)
+                var reply: UnsafeMutableRawPointer?
+                while reply == nil {
+                    guard redisGetReplyFromReader(context, &reply) == REDIS_OK else { throw dropBrokenContext(context) }
+                    if reply == nil { try readMore(context, deadline: deadline) }
                 }
+                guard let raw = reply else { throw dropBrokenContext(context) }
                 defer { freeReplyObject(raw) }
                 read += 1
                 // Read every reply even if one does not decode, so the connection stays in step.
@@ -203,6 +214,33 @@ public actor RedisConnection {
         }
         if let firstDecodeError { throw firstDecodeError }
         return results
+    }
+
+    private func replyDeadline() -> ContinuousClock.Instant { .now + configuration.commandTimeout }
+
+    /// Waits until the socket has data and reads it into hiredis's reader. The wait is polled in
+    /// 100 ms slices, so cancellation (a shutdown whose budget ran out) is noticed at once, and it
+    /// ends at `deadline` (the command timeout): a server that stopped answering with the socket
+    /// open costs at most that, never TCP's two hours. Either way the connection is given up.
+    private func readMore(_ context: UnsafeMutablePointer<redisContext>, deadline: ContinuousClock.Instant) throws(RedisError) {
+        while true {
+            if Task.isCancelled {
+                redisFree(context)
+                self.context = nil
+                throw RedisError(.cancelled, "cancelled while waiting for a reply")
+            }
+            let remaining = ContinuousClock.now.duration(to: deadline)
+            guard remaining > .zero else {
+                redisFree(context)
+                self.context = nil
+                logger.warning("redis did not answer in time; connection given up", metadata: ["timeout": "\(configuration.commandTimeout)"])
+                throw RedisError(.timeout, "no reply within \(configuration.commandTimeout)")
+            }
+            var descriptor = pollfd(fd: context.pointee.fd, events: Int16(POLLIN), revents: 0)
+            let ready = poll(&descriptor, 1, Int32(min(remaining, .milliseconds(100)).wholeMilliseconds) + 1)
+            if ready > 0 || (ready < 0 && errno != EINTR) { break }
+        }
+        guard redisBufferRead(context) == REDIS_OK else { throw dropBrokenContext(context) }
     }
 
     private func append(_ command: RedisCommand, to context: UnsafeMutablePointer<redisContext>) {

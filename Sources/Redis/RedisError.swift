@@ -25,6 +25,8 @@ public struct RedisError: Error, Sendable, CustomStringConvertible {
         case unexpectedReply
         /// A local misuse, e.g. a BLOCK not shorter than the command timeout.
         case invalidArgument
+        /// The task was cancelled while waiting for a reply; the connection was given up.
+        case cancelled
     }
 
     public var code: Code

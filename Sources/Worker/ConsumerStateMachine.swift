@@ -117,9 +117,15 @@ struct ConsumerStateMachine<Instant: InstantProtocol> where Instant.Duration == 
         averageEntryBytes = max(1, (averageEntryBytes * 7 + bytes / entries.count) / 8)
     }
 
-    /// One XAUTOCLAIM step's outcome: `batch` is nil when it claimed nothing new.
+    /// One XAUTOCLAIM step's outcome: `batch` is nil when it claimed nothing new. Entries still
+    /// in the buffer (read, waiting for a sink for longer than the claim idle time) come back from
+    /// a claim too; they are dropped here, or they would be stored twice.
     mutating func claimReturned(_ batch: Batch?, next cursor: StreamEntryID, at now: Instant) {
         claimCursor = cursor
+        var batch = batch
+        if let first = buffer.first?.id, let last = buffer.last?.id {
+            batch?.entries.removeAll { $0.id >= first && $0.id <= last && isBuffered($0.id) }
+        }
         if let batch, !batch.entries.isEmpty {
             redelivered.append(batch)
             // More may be waiting behind the cursor: continue the scan at once.
@@ -207,6 +213,17 @@ struct ConsumerStateMachine<Instant: InstantProtocol> where Instant.Duration == 
         let block = configuration.drain ? configuration.drainReadBlock : configuration.maximumReadBlock
         let untilClaim = circuitOpen ? block : now.duration(to: nextClaim)
         return .readNew(count: readCount, block: max(.milliseconds(1), min(block, untilClaim)))
+    }
+
+    /// The buffer holds fresh entries in id order (reads return them so): a binary search.
+    private func isBuffered(_ id: StreamEntryID) -> Bool {
+        var low = 0
+        var high = buffer.count
+        while low < high {
+            let middle = (low + high) / 2
+            if buffer[middle].id < id { low = middle + 1 } else { high = middle }
+        }
+        return low < buffer.count && buffer[low].id == id
     }
 
     private var isFull: Bool { buffer.count >= configuration.maximumEntries || bufferBytes >= configuration.maximumBytes }

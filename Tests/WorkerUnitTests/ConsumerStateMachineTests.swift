@@ -160,6 +160,24 @@ struct ConsumerStateMachineTests {
         #expect(machine.nextAction(at: later + .seconds(30)) == .claim(cursor: StreamEntryID(milliseconds: 0, sequence: 0), count: 100))
     }
 
+    /// Entries read and still waiting for a sink longer than the claim idle time come back from
+    /// XAUTOCLAIM: handing them over again would store them twice.
+    @Test func aClaimDropsEntriesStillInTheBuffer() {
+        var machine = running()
+        machine.readReturned(Self.entries(0..<1), at: start)
+        _ = machine.nextAction(at: start)
+        machine.readReturned(Self.entries(1..<2), at: start)
+        _ = machine.nextAction(at: start)
+        machine.readReturned(Self.entries(2..<10), at: start)
+        let later = start + .seconds(30)
+        #expect(machine.nextAction(at: later) == .claim(cursor: StreamEntryID(milliseconds: 0, sequence: 0), count: 100))
+        let claimed = Self.entries(5..<12)
+        machine.claimReturned(.init(entries: claimed, redelivered: true), next: StreamEntryID(milliseconds: 0, sequence: 0), at: later)
+        machine.sinksFreed(1)
+        #expect(Self.handedOff(machine.nextAction(at: later))?.entries.map(\.id.sequence) == [10, 11])
+        #expect(Self.handedOff(machine.nextAction(at: later)) == nil)
+    }
+
     @Test func readsNeverBlockPastTheNextClaim() {
         var machine = running()
         #expect(machine.nextAction(at: start + .milliseconds(29_700)) == .readNew(count: 100, block: .milliseconds(300)))

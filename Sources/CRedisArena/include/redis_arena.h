@@ -28,8 +28,13 @@ typedef struct adw_arena {
 
 void adw_arena_free(adw_arena *arena);
 
-/// Reads the next reply from `context` (a redisContext *) into `arena`, like redisGetReply.
-/// Returns 0 (REDIS_OK) or -1 (REDIS_ERR: the context's err and errstr say why).
-int adw_arena_get_reply(void *context, adw_arena *arena);
+/// Empties `arena` before a new reply is parsed into it.
+void adw_arena_reset(adw_arena *arena);
+
+/// Parses what `context` (a redisContext *) has buffered into `arena`, without any I/O, like
+/// redisGetReplyFromReader: `*complete` is 1 once a whole reply is there; until then, read more
+/// (redisBufferRead) and call again, without resetting. Returns 0 (REDIS_OK) or -1 (REDIS_ERR:
+/// the context's err and errstr say why).
+int adw_arena_reply_from_reader(void *context, adw_arena *arena, int *complete);
 
 #endif
