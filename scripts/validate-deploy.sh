@@ -47,6 +47,30 @@ init = deployment["spec"]["template"]["spec"].get("initContainers", [])
 assert any(c.get("args") == ["migrate"] for c in init), "no init container runs adworker migrate"
 PY
 
+log "KEDA: scales on the lag of both streams, authenticated"
+# KEDA's CRD schemas are not packaged anywhere this machine can reach: the objects are checked for
+# the fields the scaler reads (keda.sh/docs/scalers/redis-streams) and for agreeing with each other.
+"$k8s/bin/python" - deploy/kubernetes/keda-scaledobject.yaml deploy/kubernetes/configmap.yaml <<'PY'
+import sys, yaml
+objects = {d["kind"]: d for d in yaml.safe_load_all(open(sys.argv[1])) if d}
+config = yaml.safe_load(open(sys.argv[2]))["data"]
+scaled, auth = objects["ScaledObject"], objects["TriggerAuthentication"]
+assert scaled["apiVersion"] == auth["apiVersion"] == "keda.sh/v1alpha1"
+assert scaled["spec"]["scaleTargetRef"]["name"] == "adworker"
+prefix = config.get("ADWORKER_STREAM_PREFIX", "adserving:")
+streams = set()
+for trigger in scaled["spec"]["triggers"]:
+    metadata = trigger["metadata"]
+    assert trigger["type"] == "redis-streams", trigger
+    assert "lagCount" in metadata and "pendingEntriesCount" not in metadata, f"{metadata['stream']}: scale on lagCount"
+    assert int(metadata["lagCount"]) > int(metadata.get("activationLagCount", "0")) >= 0
+    assert metadata["consumerGroup"] == config.get("ADWORKER_GROUP", "adworker")
+    assert trigger["authenticationRef"]["name"] == auth["metadata"]["name"]
+    streams.add(metadata["stream"])
+assert streams == {prefix + "training", prefix + "inference"}, streams
+assert any(ref["parameter"] == "password" and ref["name"] == "adworker" for ref in auth["spec"]["secretTargetRef"])
+PY
+
 log "systemd unit takes both passwords as credentials"
 for secret in database-password redis-password; do
     grep -q "^LoadCredential=$secret:" deploy/systemd/adworker.service || { log "no LoadCredential for $secret"; exit 1; }
