@@ -73,6 +73,21 @@ lines = [json.loads(line) for line in sys.stdin if line.strip()]
 assert lines and all({"time", "level", "message", "label"} <= line.keys() for line in lines), lines
 print(len(lines), "JSON log lines")'
 
+log "status with the daemon down: Redis queues, PostgreSQL reachable and each table's newest row; exit 2"
+set +e
+"$adworker" status --env-file "$empty_env" --url http://127.0.0.1:1 --json > /tmp/adworker-smoke-status.json
+status_exit=$?
+set -e
+[ "$status_exit" = 2 ] || { log "status with no daemon exited $status_exit, expected 2"; exit 1; }
+python3 - /tmp/adworker-smoke-status.json <<'PY'
+import json, sys
+report = json.load(open(sys.argv[1]))
+assert report["daemon"] == "down" and report["postgres"]["reachable"], report
+newest = {t["table"]: t["newestEnqueuedAt"] for t in report["postgres"]["tables"]}
+assert newest["training_data"] and newest["inference_results"], newest
+print("status without daemon:", newest)
+PY
+
 log "DATABASE_URL and DATABASE_URL_FILE connect over TCP as the URL says; flags override its parts; a malformed one is refused"
 url="postgresql://$DATABASE_USER:$DATABASE_PASSWORD@$DATABASE_HOST:$DATABASE_PORT/$smoke_database"
 url_file=$(mktemp)

@@ -4,6 +4,7 @@ import Foundation
 import FoundationNetworking
 #endif
 import Logging
+import Postgres
 import Redis
 import TelemetryRecords
 import Worker
@@ -14,7 +15,7 @@ struct StatusCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "status",
         abstract: "Shows throughput, latency, queue and errors per stream; exit 0 healthy, 1 degraded, 2 down.",
-        discussion: "Degraded: the daemon is not ready (a server unreachable, a circuit open), a consumer has stopped, or attempts failed in the last minute. Without a reachable daemon, stream length, lag, pending and consumers come straight from Redis."
+        discussion: "Degraded: the daemon is not ready (a server unreachable, a circuit open), a consumer has stopped, or attempts failed in the last minute. Without a reachable daemon, stream length, lag, pending and consumers come straight from Redis, and PostgreSQL is asked whether it answers and for each table's newest row."
     )
 
     @OptionGroup var connection: ConnectionOptions
@@ -41,6 +42,20 @@ struct StatusCommand: AsyncParsableCommand {
         var reasons: [String]
         var status: WorkerStatus.Snapshot?
         var redis: [StreamQueue]?
+        var postgres: DatabaseView?
+    }
+
+    /// With the daemon down: does PostgreSQL answer, and how recent is each table's newest row.
+    struct DatabaseView: Encodable {
+        var reachable: Bool
+        var error: String?
+        var tables: [TableFreshness]
+    }
+
+    struct TableFreshness: Encodable {
+        var table: String
+        /// The newest row's `enqueued_at` (its entry's Redis time), ISO 8601; nil for an empty table.
+        var newestEnqueuedAt: String?
     }
 
     struct StreamQueue: Encodable {
@@ -83,6 +98,8 @@ struct StatusCommand: AsyncParsableCommand {
             } catch {
                 report.reasons.append("redis: \(error)")
             }
+            report.postgres = await Self.database(try connection.postgres(settings), logger: logger)
+            if let error = report.postgres?.error { report.reasons.append("postgres: \(error)") }
         }
         if json {
             try printJSON(report)
@@ -90,6 +107,28 @@ struct StatusCommand: AsyncParsableCommand {
             print(Self.table(report))
         }
         throw ExitCode(report.health.rawValue)
+    }
+
+    /// The newest `enqueued_at` per table: the primary key's leading column, so an index lookup.
+    static func database(_ configuration: PostgresConfiguration, logger: Logger) async -> DatabaseView {
+        var configuration = configuration
+        configuration.connectTimeout = .seconds(3)
+        configuration.replyTimeout = .seconds(5)
+        do {
+            return try await PostgresConnection.withConnection(configuration, logger: logger) { postgres in
+                var tables: [TableFreshness] = []
+                for kind in RecordKind.allCases {
+                    let table = RowEncoder.target(for: kind).table
+                    let newest = try await postgres.query(
+                        "SELECT to_char(max(enqueued_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') FROM \(table)"
+                    )
+                    tables.append(TableFreshness(table: table, newestEnqueuedAt: newest.first?.first ?? nil))
+                }
+                return DatabaseView(reachable: true, error: nil, tables: tables)
+            }
+        } catch {
+            return DatabaseView(reachable: false, error: "\(error)", tables: [])
+        }
     }
 
     struct ReadinessReply: Decodable {
@@ -133,6 +172,12 @@ struct StatusCommand: AsyncParsableCommand {
             lines.append(row(["STREAM", "LENGTH", "LAG", "PENDING"], widths) + "CONSUMERS")
             for queue in queues {
                 lines.append(row([queue.stream, String(queue.length), number(queue.lag), String(queue.pending)], widths) + queue.consumers.joined(separator: ", "))
+            }
+        }
+        if let database = report.postgres {
+            lines.append("from PostgreSQL: " + (database.reachable ? "reachable" : "unreachable"))
+            for table in database.tables {
+                lines.append("  \(table.table): newest row \(table.newestEnqueuedAt ?? "none")")
             }
         }
         return lines.joined(separator: "\n")
