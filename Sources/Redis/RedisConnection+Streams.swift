@@ -107,6 +107,12 @@ extension RedisConnection {
         }
     }
 
+    /// PING. - Returns: the reply as it came (`PONG`, or an error reply such as `NOAUTH` from a
+    /// server that wants credentials this connection lacks).
+    public func ping() throws(RedisError) -> RedisValue {
+        try send(RedisCommand("PING"))
+    }
+
     /// XLEN: entries in the stream (0 if it does not exist).
     public func streamLength(_ stream: String) throws(RedisError) -> Int {
         Int(try Self.integer(try send(RedisCommand("XLEN", stream)), "XLEN"))

@@ -60,7 +60,7 @@ public struct ReadinessProbe: Service {
 
     func probe(_ redis: RedisConnection, _ postgres: PostgresConnection) async {
         do {
-            switch try await redis.send(RedisCommand("PING")) {
+            switch try await redis.ping() {
             case .status("PONG"): status.recordProbe("redis", failure: nil)
             case .error(let message): status.recordProbe("redis", failure: "refused PING: \(RedisError.fromReply(message).code)")
             default: status.recordProbe("redis", failure: "unexpected reply to PING")

@@ -370,7 +370,7 @@ struct StreamConsumer {
     }
 
     static func ping(_ redis: RedisConnection) async throws {
-        guard case .status("PONG") = try await redis.send(RedisCommand("PING")) else {
+        guard case .status("PONG") = try await redis.ping() else {
             throw RedisError(.unexpectedReply, "PING")
         }
     }
