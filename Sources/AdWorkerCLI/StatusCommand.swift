@@ -63,6 +63,7 @@ struct StatusCommand: AsyncParsableCommand {
         var length: Int
         var lag: Int?
         var pending: Int
+        var deadLetters: Int
         var consumers: [String]
     }
 
@@ -90,6 +91,7 @@ struct StatusCommand: AsyncParsableCommand {
                         let consumers = info == nil ? [] : try await redis.consumers(of: stream, group: group)
                         queues.append(StreamQueue(
                             stream: stream, length: try await redis.streamLength(stream), lag: info?.lag, pending: info?.pending ?? 0,
+                            deadLetters: try await redis.streamLength(DeadLetter.stream(for: stream)),
                             consumers: consumers.map { "\($0.name) (pending \($0.pending), idle \($0.idle))" }
                         ))
                     }
@@ -155,23 +157,26 @@ struct StatusCommand: AsyncParsableCommand {
         }
         if let status = report.status {
             lines.append("version \(status.version), up \(Int(status.uptimeSeconds)) s; figures over the last minute")
-            let widths = [24, 10, 8, 8, 8, 9, 9, 9, 11, 8]
-            lines.append(row(["STREAM", "ROWS/S", "P50 MS", "P95 MS", "P99 MS", "QUEUE", "LAG", "PENDING", "ERROR RATE", "FAILED"], widths))
+            let widths = [24, 10, 8, 8, 8, 9, 9, 9, 11, 8, 8]
+            lines.append(row(["STREAM", "ROWS/S", "P50 MS", "P95 MS", "P99 MS", "QUEUE", "LAG", "PENDING", "ERROR RATE", "FAILED", "DEAD"], widths))
             for stream in status.streams {
                 lines.append(row([
                     stream.stream, number(stream.rowsPerSecond, 1), number(stream.latencyP50Milliseconds), number(stream.latencyP95Milliseconds),
                     number(stream.latencyP99Milliseconds), number(stream.queueLength), number(stream.lag), number(stream.pending),
-                    String(format: "%.2f %%", stream.errorRate * 100), String(stream.failedAttempts),
+                    String(format: "%.2f %%", stream.errorRate * 100), String(stream.failedAttempts), number(stream.deadLetterStreamLength),
                 ], widths))
             }
             lines.append("consumers: " + status.consumers.map { "\($0.stream)/\($0.consumer) \($0.state)" + ($0.openCircuits.isEmpty ? "" : " (open: \($0.openCircuits.joined(separator: ", ")))") }.joined(separator: "; "))
         }
         if let queues = report.redis {
             lines.append("from Redis:")
-            let widths = [24, 10, 9, 9]
-            lines.append(row(["STREAM", "LENGTH", "LAG", "PENDING"], widths) + "CONSUMERS")
+            let widths = [24, 10, 9, 9, 8]
+            lines.append(row(["STREAM", "LENGTH", "LAG", "PENDING", "DEAD"], widths) + "CONSUMERS")
             for queue in queues {
-                lines.append(row([queue.stream, String(queue.length), number(queue.lag), String(queue.pending)], widths) + queue.consumers.joined(separator: ", "))
+                lines.append(
+                    row([queue.stream, String(queue.length), number(queue.lag), String(queue.pending), String(queue.deadLetters)], widths)
+                        + queue.consumers.joined(separator: ", ")
+                )
             }
         }
         if let database = report.postgres {

@@ -44,6 +44,9 @@ struct WorkerOptions: ParsableArguments {
     @Option(help: "Remove consumers idle this many seconds that own no pending entries (env ADWORKER_CONSUMER_EXPIRY; default 3600).")
     var consumerExpiry: Double?
 
+    @Option(help: "Keep at most this many dead letters per stream, the newest, trimmed with the streams; 0: unbounded (env ADWORKER_DEAD_LETTER_LIMIT; default 100000).")
+    var deadLetterLimit: Int?
+
     func workerConfiguration(_ settings: Settings, connection: ConnectionOptions, drain: Bool) throws -> WorkerConfiguration {
         let kindNames = (streams ?? settings.string("ADWORKER_STREAMS") ?? "training,inference")
             .split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
@@ -62,6 +65,8 @@ struct WorkerOptions: ParsableArguments {
         let maxDeliveries = try maxDeliveries ?? settings.integer("ADWORKER_MAX_DELIVERIES") ?? 5
         let trimInterval = try trimInterval ?? settings.decimal("ADWORKER_TRIM_INTERVAL") ?? 60
         let consumerExpiry = try consumerExpiry ?? settings.decimal("ADWORKER_CONSUMER_EXPIRY") ?? 3600
+        let deadLetterLimit = try deadLetterLimit ?? settings.integer("ADWORKER_DEAD_LETTER_LIMIT") ?? WorkerConfiguration.defaultDeadLetterLimit
+        guard deadLetterLimit >= 0 else { throw ValidationError("dead letter limit must not be negative") }
         guard claimIdle >= 0.1 else { throw ValidationError("claim idle must be at least 0.1 s") }
         guard maxDeliveries >= 1 else { throw ValidationError("max deliveries must be at least 1") }
         guard trimInterval >= 0 else { throw ValidationError("trim interval must not be negative") }
@@ -72,7 +77,7 @@ struct WorkerOptions: ParsableArguments {
         guard maxBatchBytes >= 1024 else { throw ValidationError("max batch bytes must be at least 1024") }
         guard (1...64).contains(concurrency) else { throw ValidationError("concurrency must be 1...64, not \(concurrency)") }
         guard maxEntryBytes >= 1024 else { throw ValidationError("max entry bytes must be at least 1024") }
-        return WorkerConfiguration(
+        var configuration = WorkerConfiguration(
             kinds: kinds,
             streamPrefix: streamPrefix ?? settings.string("ADWORKER_STREAM_PREFIX") ?? "adserving:",
             group: group ?? settings.string("ADWORKER_GROUP") ?? "adworker",
@@ -90,5 +95,7 @@ struct WorkerOptions: ParsableArguments {
             redis: try connection.redis(settings),
             postgres: try connection.postgres(settings)
         )
+        configuration.deadLetterLimit = deadLetterLimit > 0 ? deadLetterLimit : nil
+        return configuration
     }
 }

@@ -113,6 +113,12 @@ extension RedisConnection {
         try send(RedisCommand("PING"))
     }
 
+    /// XTRIM MAXLEN (exact): keeps the newest `maximumLength` entries. - Returns: entries removed.
+    @discardableResult
+    public func trim(_ stream: String, maximumLength: Int) throws(RedisError) -> Int {
+        Int(try Self.integer(try send(RedisCommand("XTRIM", stream, "MAXLEN", String(maximumLength))), "XTRIM"))
+    }
+
     /// XLEN: entries in the stream (0 if it does not exist).
     public func streamLength(_ stream: String) throws(RedisError) -> Int {
         Int(try Self.integer(try send(RedisCommand("XLEN", stream)), "XLEN"))

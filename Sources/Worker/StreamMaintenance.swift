@@ -1,4 +1,5 @@
 public import Logging
+import Metrics
 public import Redis
 import TelemetryRecords
 
@@ -12,11 +13,14 @@ public struct StreamMaintenance: Sendable {
     public let stream: String
     public let group: String
     public let consumerExpiry: Duration
+    /// The dead-letter stream keeps at most this many letters, the newest; nil: unbounded.
+    public let deadLetterLimit: Int?
 
-    public init(stream: String, group: String, consumerExpiry: Duration) {
+    public init(stream: String, group: String, consumerExpiry: Duration, deadLetterLimit: Int? = nil) {
         self.stream = stream
         self.group = group
         self.consumerExpiry = consumerExpiry
+        self.deadLetterLimit = deadLetterLimit
     }
 
     /// XTRIM MINID at the smallest id some group still needs: its oldest pending entry, or the
@@ -81,11 +85,23 @@ public struct StreamMaintenance: Sendable {
     public struct Outcome: Sendable, Equatable {
         public var trimmedEntries = 0
         public var removedConsumers: [String] = []
+        /// The oldest dead letters removed beyond ``deadLetterLimit``.
+        public var trimmedDeadLetters = 0
     }
 
     /// One round of trimming and consumer expiry.
     public func run(_ redis: RedisConnection, logger: Logger) async throws -> Outcome {
         var outcome = Outcome()
+        if let deadLetterLimit {
+            outcome.trimmedDeadLetters = try await redis.trim(DeadLetter.stream(for: stream), maximumLength: deadLetterLimit)
+            if outcome.trimmedDeadLetters > 0 {
+                Counter(label: "adworker_dead_letters_trimmed_total", dimensions: [("stream", stream)]).increment(by: outcome.trimmedDeadLetters)
+                logger.warning(
+                    "oldest dead letters removed: the dead-letter stream is at its limit",
+                    metadata: ["stream": "\(stream)", "trimmed": "\(outcome.trimmedDeadLetters)", "limit": "\(deadLetterLimit)"]
+                )
+            }
+        }
         let exists = try await redis.send(RedisCommand("EXISTS", stream))
         guard exists.integer == 1 else { return outcome }
         let trimmed = try await redis.evaluate(Self.trimScript, keys: [stream])

@@ -37,6 +37,9 @@ public struct WorkerConfiguration: Sendable {
     public var trimInterval: Duration?
     /// A consumer idle for longer than this, owning no pending entries, is removed.
     public var consumerExpiry: Duration
+    /// Each dead-letter stream keeps at most this many letters (the newest), trimmed with the
+    /// streams; nil: unbounded.
+    public var deadLetterLimit: Int? = WorkerConfiguration.defaultDeadLetterLimit
     public var redis: RedisConfiguration
     public var postgres: PostgresConfiguration
     /// How long the consumer name's lease lasts without renewal (it is renewed every third of
@@ -72,6 +75,7 @@ public struct WorkerConfiguration: Sendable {
     public func stream(for kind: RecordKind) -> String { streamPrefix + kind.rawValue }
 
     public static let defaultBatchSize = 5000
+    public static let defaultDeadLetterLimit = 100_000
     public static let defaultMaximumBatchBytes = 4 << 20
 
     /// The longest a single XREADGROUP may block: short, so shutdown is noticed within it.

@@ -124,10 +124,13 @@ public struct WorkerService: Service {
             while !Task.isShuttingDownGracefully {
                 for kind in configuration.kinds {
                     let stream = configuration.stream(for: kind)
-                    let (length, group) = try await breaker.retrying(doing: "sampling queues", logger: logger) {
-                        (try await redis.streamLength(stream), try await redis.groups(of: stream).first { $0.name == configuration.group })
+                    let (length, group, deadLetters) = try await breaker.retrying(doing: "sampling queues", logger: logger) {
+                        (
+                            try await redis.streamLength(stream), try await redis.groups(of: stream).first { $0.name == configuration.group },
+                            try await redis.streamLength(DeadLetter.stream(for: stream))
+                        )
                     }
-                    status.recordQueue(stream: stream, length: length, lag: group?.lag, pending: group?.pending ?? 0)
+                    status.recordQueue(stream: stream, length: length, lag: group?.lag, pending: group?.pending ?? 0, deadLetters: deadLetters)
                 }
                 guard let interval else { return }
                 try await Task.sleep(for: interval)
@@ -142,7 +145,8 @@ public struct WorkerService: Service {
             while !Task.isShuttingDownGracefully {
                 for kind in configuration.kinds {
                     let maintenance = StreamMaintenance(
-                        stream: configuration.stream(for: kind), group: configuration.group, consumerExpiry: configuration.consumerExpiry
+                        stream: configuration.stream(for: kind), group: configuration.group, consumerExpiry: configuration.consumerExpiry,
+                        deadLetterLimit: configuration.deadLetterLimit
                     )
                     _ = try await breaker.retrying(doing: "trimming", logger: logger) { try await maintenance.run(redis, logger: logger) }
                 }

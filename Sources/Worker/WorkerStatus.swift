@@ -29,11 +29,14 @@ public final class WorkerStatus: Sendable {
         public var pending: Int?
         /// Lag plus pending: entries not yet stored.
         public var queueLength: Int?
+        /// Letters in the stream's dead-letter stream, as last sampled.
+        public var deadLetterStreamLength: Int?
 
         public init(
             stream: String, entriesPerSecond: Double, rowsPerSecond: Double, latencyP50Milliseconds: Double?,
             latencyP95Milliseconds: Double?, latencyP99Milliseconds: Double?, errorRate: Double, failedAttempts: Int,
-            totalEntries: Int, totalRows: Int, totalDeadLetters: Int, streamLength: Int?, lag: Int?, pending: Int?, queueLength: Int?
+            totalEntries: Int, totalRows: Int, totalDeadLetters: Int, streamLength: Int?, lag: Int?, pending: Int?, queueLength: Int?,
+            deadLetterStreamLength: Int? = nil
         ) {
             self.stream = stream
             self.entriesPerSecond = entriesPerSecond
@@ -50,6 +53,7 @@ public final class WorkerStatus: Sendable {
             self.lag = lag
             self.pending = pending
             self.queueLength = queueLength
+            self.deadLetterStreamLength = deadLetterStreamLength
         }
     }
 
@@ -100,6 +104,7 @@ public final class WorkerStatus: Sendable {
         var streamLength: Int?
         var lag: Int?
         var pending: Int?
+        var deadLetters: Int?
     }
 
     private struct ConsumerState {
@@ -231,9 +236,10 @@ public final class WorkerStatus: Sendable {
     }
 
     /// Queue figures from XLEN and XINFO GROUPS, sampled periodically.
-    func recordQueue(stream: String, length: Int, lag: Int?, pending: Int) {
+    func recordQueue(stream: String, length: Int, lag: Int?, pending: Int, deadLetters: Int? = nil) {
         state.withLock { state in
             var entry = state.streams[stream] ?? StreamState()
+            entry.deadLetters = deadLetters
             entry.streamLength = length
             entry.lag = lag
             entry.pending = pending
@@ -243,6 +249,7 @@ public final class WorkerStatus: Sendable {
         Gauge(label: "adworker_stream_length", dimensions: dimensions).record(length)
         Gauge(label: "adworker_pending_entries", dimensions: dimensions).record(pending)
         if let lag { Gauge(label: "adworker_consumer_group_lag", dimensions: dimensions).record(lag) }
+        if let deadLetters { Gauge(label: "adworker_dead_letter_stream_length", dimensions: dimensions).record(deadLetters) }
     }
 
     private static func withSecond(_ stream: inout StreamState, at now: Timestamp, _ body: (inout Second) -> Void) {
@@ -305,7 +312,8 @@ public final class WorkerStatus: Sendable {
                     latencyP50Milliseconds: quantile(0.5), latencyP95Milliseconds: quantile(0.95), latencyP99Milliseconds: quantile(0.99),
                     errorRate: entries == 0 ? 0 : Double(dead) / Double(entries), failedAttempts: seconds.reduce(0) { $0 + $1.failures },
                     totalEntries: stream.totalEntries, totalRows: stream.totalRows, totalDeadLetters: stream.totalDeadLetters,
-                    streamLength: stream.streamLength, lag: stream.lag, pending: stream.pending, queueLength: queue
+                    streamLength: stream.streamLength, lag: stream.lag, pending: stream.pending, queueLength: queue,
+                    deadLetterStreamLength: stream.deadLetters
                 )
             }
             let consumers = state.consumers.keys.sorted().map { key in

@@ -79,6 +79,8 @@ public enum PoolAggregation {
                 merged.lag = merged.lag ?? stream.lag
                 merged.pending = merged.pending ?? stream.pending
                 merged.queueLength = merged.queueLength ?? stream.queueLength
+                // Sampled from the stream itself, the same in every process: taken, not summed.
+                merged.deadLetterStreamLength = merged.deadLetterStreamLength ?? stream.deadLetterStreamLength
                 streams[stream.stream] = merged
             }
         }

@@ -77,6 +77,7 @@ struct ObservabilityTests {
                     let snapshot = try JSONDecoder().decode(WorkerStatus.Snapshot.self, from: try await Self.get(base + "/status").body)
                     let figures = try #require(snapshot.streams.first { $0.stream == stream })
                     #expect(figures.totalEntries == 3003)
+                    #expect(figures.deadLetterStreamLength == 3)
                     #expect(figures.totalRows == 3000)
                     #expect(figures.totalDeadLetters == 3)
                     #expect(abs(figures.errorRate - 3.0 / 3003.0) < 1e-9)

@@ -168,6 +168,21 @@ struct RecoveryTests {
         }
     }
 
+    @Test func deadLetterStreamsKeepTheNewestUpToTheirLimit() async throws {
+        try await TestServers.withTestStreams { prefix in
+            let stream = prefix + "inference"
+            let dead = DeadLetter.stream(for: stream)
+            try await RedisConnection.withConnection(TestServers.redis, logger: TestServers.logger) { redis in
+                for number in 0..<30 { _ = try await redis.send(RedisCommand("XADD", dead, "*", "n", String(number))) }
+                let maintenance = StreamMaintenance(stream: stream, group: "adworker", consumerExpiry: .seconds(3600), deadLetterLimit: 10)
+                #expect(try await maintenance.run(redis, logger: TestServers.logger).trimmedDeadLetters == 20)
+                let kept = try await redis.range(dead, count: 100).compactMap { $0.fields.value(of: "n").map { String(decoding: $0, as: UTF8.self) } }
+                #expect(kept == (20..<30).map(String.init))
+                #expect(try await maintenance.run(redis, logger: TestServers.logger).trimmedDeadLetters == 0)
+            }
+        }
+    }
+
     @Test func idleConsumersAreRemovedOnlyWithoutPendingEntries() async throws {
         try await TestServers.withTestStreams { prefix in
             let stream = prefix + "inference"
