@@ -81,9 +81,8 @@ public struct WorkerConfiguration: Sendable {
     /// The longest a single XREADGROUP may block: short, so shutdown is noticed within it.
     static let maximumReadBlock: Duration = .seconds(1)
 
-    /// Draining, how long a read waits for new entries before the stream counts as drained (and a
-    /// partial batch is flushed): a drain ends within milliseconds of its last commit, not after
-    /// a batch deadline.
+    /// Draining, how long a read waits for new entries before the stream counts as drained: a
+    /// drain ends within milliseconds of its last commit.
     static let drainReadBlock: Duration = .milliseconds(10)
 }
 
