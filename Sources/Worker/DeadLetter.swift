@@ -17,13 +17,17 @@ public struct DeadLetter: Sendable {
     public var entry: StreamEntry
     /// A code and a field name (``RecordError/description``) or a SQLSTATE class; never a value.
     public var reason: String
+    /// The reason's code alone (`invalid_json`, `rejected_by_database`, `max_deliveries_exceeded`):
+    /// a bounded metric label, never parsed out of ``reason``.
+    public var code: String
     public var sqlState: String?
     /// How many times the entry had been delivered to a consumer.
     public var deliveries: Int
 
-    public init(entry: StreamEntry, reason: String, sqlState: String? = nil, deliveries: Int = 1) {
+    public init(entry: StreamEntry, reason: String, code: String, sqlState: String? = nil, deliveries: Int = 1) {
         self.entry = entry
         self.reason = reason
+        self.code = code
         self.sqlState = sqlState
         self.deliveries = deliveries
     }

@@ -237,7 +237,7 @@ struct StreamConsumer {
             let deliveries = read.deliveries.isEmpty ? 1 : read.deliveries[entry.id] ?? 1
             if deliveries > configuration.maximumDeliveries {
                 logger.warning("entry delivered too often", metadata: [LogKey.entryID: "\(entry.id)", "deliveries": "\(deliveries)"])
-                batch.deadLetters.append(DeadLetter(entry: entry, reason: "max_deliveries_exceeded", deliveries: deliveries))
+                batch.deadLetters.append(DeadLetter(entry: entry, reason: "max_deliveries_exceeded", code: "max_deliveries_exceeded", deliveries: deliveries))
                 continue
             }
             do {
@@ -245,7 +245,7 @@ struct StreamConsumer {
                 batch.entryIndexOfRow.append(index)
             } catch {
                 logger.warning("entry refused", metadata: [LogKey.entryID: "\(entry.id)", LogKey.reason: "\(error)"])
-                batch.deadLetters.append(DeadLetter(entry: entry, reason: error.description, deliveries: deliveries))
+                batch.deadLetters.append(DeadLetter(entry: entry, reason: error.description, code: error.code.rawValue, deliveries: deliveries))
             }
         }
         if let unstorable = entries.last(where: { !$0.id.isStorable }) {
@@ -286,7 +286,9 @@ struct StreamConsumer {
             let entry = batch.entries[batch.entryIndexOfRow[rowIndex]]
             let reason = "rejected_by_database: sqlstate \(error.sqlState ?? "?")"
             logger.warning("entry refused by the database", metadata: [LogKey.entryID: "\(entry.id)", LogKey.reason: "\(reason)"])
-            deadLetters.append(DeadLetter(entry: entry, reason: reason, sqlState: error.sqlState, deliveries: batch.deliveries[entry.id] ?? 1))
+            deadLetters.append(DeadLetter(
+                    entry: entry, reason: reason, code: "rejected_by_database", sqlState: error.sqlState, deliveries: batch.deliveries[entry.id] ?? 1
+                ))
         }
 
         // End-to-end latency ends here, at the commit: what a query can see.
@@ -316,7 +318,7 @@ struct StreamConsumer {
             path: outcome.fellBackToIdempotentPath ? .idempotent : path, committedAt: committedAt, acknowledgedAt: .now(),
             enqueuedAt: (stored + written.map(\.entry.id)).map(\.timestamp)
         )
-        status?.recordBatch(report, deadLetterReasons: written.map(\.reason), insertDuration: insertDuration)
+        status?.recordBatch(report, deadLetterCodes: written.map(\.code), insertDuration: insertDuration)
         onBatch(report)
     }
 

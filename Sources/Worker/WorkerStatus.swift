@@ -1,4 +1,6 @@
 public import Metrics
+import Postgres
+import Redis
 import Synchronization
 public import TelemetryRecords
 
@@ -149,7 +151,7 @@ public final class WorkerStatus: Sendable {
 
     // MARK: Recording
 
-    func recordBatch(_ report: BatchReport, deadLetterReasons: [String], insertDuration: Duration) {
+    func recordBatch(_ report: BatchReport, deadLetterCodes: [String], insertDuration: Duration) {
         let now = Timestamp.now()
         let latencies = report.enqueuedAt.map { max(0, report.committedAt.millisecondsSinceEpoch - $0.millisecondsSinceEpoch) }
         state.withLock { state in
@@ -163,8 +165,7 @@ public final class WorkerStatus: Sendable {
         Counter(label: "adworker_rows_inserted_total", dimensions: dimensions).increment(by: report.insertedRows)
         Counter(label: "adworker_entries_acknowledged_total", dimensions: dimensions).increment(by: report.entries)
         Counter(label: "adworker_duplicate_rows_skipped_total", dimensions: dimensions).increment(by: report.duplicateRows)
-        for reason in deadLetterReasons {
-            let code = reason.split(separator: ":").first.map(String.init) ?? reason
+        for code in deadLetterCodes {
             Counter(label: "adworker_dead_letters_total", dimensions: dimensions + [("reason", code)]).increment()
         }
         Recorder(label: "adworker_batch_size", dimensions: dimensions).record(report.entries)
@@ -201,8 +202,17 @@ public final class WorkerStatus: Sendable {
         state.withLock { state in
             Self.withSecond(&state.streams[stream, default: StreamState()], at: now) { $0.failures += 1 }
         }
-        let kind = "\(error)".split(separator: "(").first.map(String.init) ?? "error"
-        Counter(label: "adworker_errors_total", dimensions: [("stream", stream), ("target", target), ("kind", kind)]).increment()
+        Counter(label: "adworker_errors_total", dimensions: [("stream", stream), ("target", target)] + Self.errorLabels(error)).increment()
+    }
+
+    /// Bounded labels from an error's code, classified where it was made (the C boundary): the
+    /// code's name, and for a database error its SQLSTATE (a fixed list in PostgreSQL).
+    static func errorLabels(_ error: any Error) -> [(String, String)] {
+        switch error {
+        case let error as PostgresError: [("kind", "\(error.code)"), ("sqlstate", error.sqlState ?? "none")]
+        case let error as RedisError: [("kind", "\(error.code)")]
+        default: [("kind", "other")]
+        }
     }
 
     func consumer(_ consumer: String, stream: String, state newState: String) {
