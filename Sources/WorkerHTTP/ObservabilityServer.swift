@@ -1,6 +1,5 @@
 import Foundation
 public import Hummingbird
-import HummingbirdCore
 public import Logging
 public import Prometheus
 public import Worker
@@ -46,11 +45,7 @@ public enum ObservabilityServer {
             )
         }
         return Application(
-            router: router, server: .http1(configuration: .init(idleTimeout: HTTPLimits.idleTimeout)),
-            configuration: .init(
-                address: .hostname(host, port: port), serverName: "adworker",
-                availableConnectionsDelegate: MaximumAvailableConnections(HTTPLimits.maximumConnections, logger: logger)
-            ),
+            router: router, server: HTTPLimits.server, configuration: HTTPLimits.configuration(host: host, port: port, logger: logger),
             logger: logger
         )
     }

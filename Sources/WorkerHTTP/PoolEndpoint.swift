@@ -3,7 +3,6 @@ import Foundation
 import FoundationNetworking
 #endif
 public import Hummingbird
-import HummingbirdCore
 public import Logging
 import TelemetryRecords
 import Worker
@@ -84,11 +83,7 @@ public enum PoolEndpoint {
             text(.ok, ObservabilityServer.statusPage, type: "text/html; charset=utf-8")
         }
         return Application(
-            router: router, server: .http1(configuration: .init(idleTimeout: HTTPLimits.idleTimeout)),
-            configuration: .init(
-                address: .hostname(host, port: port), serverName: "adworker",
-                availableConnectionsDelegate: MaximumAvailableConnections(HTTPLimits.maximumConnections, logger: logger)
-            ),
+            router: router, server: HTTPLimits.server, configuration: HTTPLimits.configuration(host: host, port: port, logger: logger),
             logger: logger
         )
     }

@@ -39,6 +39,17 @@ struct ConsumerStateMachineTests {
         return machine
     }
 
+    /// Running, with each sink holding a one-entry batch (sequences 0 and 1).
+    func withBothSinksBusy(_ configuration: Machine.Configuration = Self.configuration(), bytes: Int = 10) -> Machine {
+        var machine = running(configuration)
+        for sequence in UInt64(0)..<2 {
+            machine.readReturned(Self.entries(sequence..<sequence + 1, bytes: bytes), at: start)
+            #expect(Self.handedOff(machine.nextAction(at: start))?.entries.count == 1)
+        }
+        #expect(machine.freeLanes == 0)
+        return machine
+    }
+
     @Test func ownPendingEntriesGoFirstAsRedeliveredBatches() {
         var machine = Machine(configuration: Self.configuration(), now: start)
         #expect(machine.nextAction(at: start) == .readOwnPending(after: StreamEntryID(milliseconds: 0, sequence: 0), count: 100))
@@ -76,11 +87,7 @@ struct ConsumerStateMachineTests {
     }
 
     @Test func anEmptyReadWithEverySinkBusyWaitsForASink() {
-        var machine = running()
-        machine.readReturned(Self.entries(0..<1), at: start)
-        _ = machine.nextAction(at: start)
-        machine.readReturned(Self.entries(1..<2), at: start)
-        _ = machine.nextAction(at: start)
+        var machine = withBothSinksBusy()
         machine.readReturned(Self.entries(2..<3), at: start)
         #expect(machine.nextAction(at: start) == .readNew(count: 99, block: nil))
         machine.readReturned([], at: start)
@@ -113,11 +120,7 @@ struct ConsumerStateMachineTests {
     }
 
     @Test func readsAreSizedByTheRemainingBytes() {
-        var machine = running(Self.configuration(entries: 1000, bytes: 1000))
-        machine.readReturned(Self.entries(0..<1, bytes: 100), at: start)
-        _ = machine.nextAction(at: start)
-        machine.readReturned(Self.entries(1..<2, bytes: 100), at: start)
-        _ = machine.nextAction(at: start)
+        var machine = withBothSinksBusy(Self.configuration(entries: 1000, bytes: 1000), bytes: 100)
         machine.readReturned(Self.entries(2..<7, bytes: 100), at: start)
         // 500 of 1000 bytes buffered at about 100 bytes an entry (the average adapts).
         guard case .readNew(let count, nil) = machine.nextAction(at: start) else {
@@ -163,11 +166,7 @@ struct ConsumerStateMachineTests {
     /// Entries read and still waiting for a sink longer than the claim idle time come back from
     /// XAUTOCLAIM: handing them over again would store them twice.
     @Test func aClaimDropsEntriesStillInTheBuffer() {
-        var machine = running()
-        machine.readReturned(Self.entries(0..<1), at: start)
-        _ = machine.nextAction(at: start)
-        machine.readReturned(Self.entries(1..<2), at: start)
-        _ = machine.nextAction(at: start)
+        var machine = withBothSinksBusy()
         machine.readReturned(Self.entries(2..<10), at: start)
         let later = start + .seconds(30)
         #expect(machine.nextAction(at: later) == .claim(cursor: StreamEntryID(milliseconds: 0, sequence: 0), count: 100))
@@ -209,11 +208,7 @@ struct ConsumerStateMachineTests {
     }
 
     @Test func shutdownHandsOverWhatWasReadAndThenFinishes() {
-        var machine = running()
-        machine.readReturned(Self.entries(0..<1), at: start)
-        _ = machine.nextAction(at: start)
-        machine.readReturned(Self.entries(1..<2), at: start)
-        _ = machine.nextAction(at: start)
+        var machine = withBothSinksBusy()
         machine.readReturned(Self.entries(2..<5), at: start)
         machine.shutDown()
         #expect(machine.nextAction(at: start) == .waitForSink)
