@@ -76,6 +76,10 @@ for secret in database-password redis-password; do
     grep -q "^LoadCredential=$secret:" deploy/systemd/adworker.service || { log "no LoadCredential for $secret"; exit 1; }
 done
 grep -q '^RestartPreventExitStatus=3$' deploy/systemd/adworker.service || { log "the unit restarts on exit 3 (consumer name in use)"; exit 1; }
+log "systemd unit is Type=notify with a watchdog (the daemon speaks the notify protocol)"
+for line in Type=notify NotifyAccess=main 'WatchdogSec=[0-9]+'; do
+    grep -qE "^$line\$" deploy/systemd/adworker.service || { log "the unit lacks $line"; exit 1; }
+done
 
 log "docker-compose.yml"
 cp docker-compose.yml "$work/" && cp .env.template "$work/.env" && mkdir -p "$work/deploy" && cp deploy/database-password.example "$work/deploy/"

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import Logging
 import Metrics
 import Postgres
@@ -33,6 +34,9 @@ struct RunCommand: AsyncParsableCommand {
     @Option(help: "HOST:PORT for /healthz, /readyz, /metrics and /status, or 'off' (env ADWORKER_HTTP; default 127.0.0.1:9464).")
     var http: String?
 
+    @Option(help: "Seconds without a committed batch, while entries wait and no circuit is open, after which /healthz answers 503 and the systemd watchdog stops being fed; 0: never (env ADWORKER_STALL_TIMEOUT; default 120).")
+    var stallTimeout: Int?
+
     @Option(help: "Worker processes; more than 1 runs a supervisor that restarts crashed ones and serves their aggregate on --http, each process on 127.0.0.1:<port+1+i> (env ASYNC_PROCESSING_NUM_WORKERS; default 1).")
     var processes: Int?
 
@@ -44,6 +48,8 @@ struct RunCommand: AsyncParsableCommand {
         let address = try HTTPAddress(http ?? settings.string("ADWORKER_HTTP") ?? "127.0.0.1:9464")
         let processCount = try processes ?? settings.integer("ASYNC_PROCESSING_NUM_WORKERS") ?? 1
         guard (1...64).contains(processCount) else { throw ValidationError("processes must be 1...64, not \(processCount)") }
+        let stallSeconds = try stallTimeout ?? settings.integer("ADWORKER_STALL_TIMEOUT") ?? 120
+        guard stallSeconds >= 0 else { throw ValidationError("--stall-timeout must not be negative, not \(stallSeconds)") }
         if processCount > 1 {
             try await runPool(processCount, configuration: configuration, address: address, timeout: timeout, logger: logger)
             return
@@ -54,16 +60,22 @@ struct RunCommand: AsyncParsableCommand {
         let registry = PrometheusCollectorRegistry()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
         let status = WorkerStatus(version: AdWorker.version)
+        let stuckReasons: @Sendable () -> [String] = { stallSeconds == 0 ? [] : status.stalledStreams(after: .seconds(stallSeconds)) }
         var services = [
             ServiceGroupConfiguration.ServiceConfiguration(
                 service: WorkerService(configuration: configuration, logger: logger, status: status),
                 successTerminationBehavior: .gracefullyShutdownGroup
             )
         ]
+        if let notifier = SystemdNotifier(
+            environment: ProcessInfo.processInfo.environment, logger: logger, isReady: { status.hasStarted }, unhealthyReasons: stuckReasons
+        ) {
+            services.append(.init(service: notifier))
+        }
         if let address {
             let server = ObservabilityServer.application(
                 host: address.host, port: address.port, status: status, registry: registry,
-                readiness: { Readiness.reasons(status: status) }, logger: logger
+                readiness: { Readiness.reasons(status: status) }, liveness: stuckReasons, logger: logger
             )
             services.append(.init(service: server))
             services.append(
@@ -97,14 +109,25 @@ extension RunCommand {
             count: count, arguments: Supervisor.childArguments(from: Array(arguments[afterRun...])),
             consumerName: configuration.consumerPrefix, basePort: address?.port, logger: logger
         )
+        let processes: @Sendable () -> [PoolEndpoint.Process] = {
+            supervisor.snapshot.map { PoolEndpoint.Process(index: $0.index, state: $0.state, port: $0.port) }
+        }
         var services = [ServiceGroupConfiguration.ServiceConfiguration(service: supervisor, successTerminationBehavior: .gracefullyShutdownGroup)]
         if let address {
             let endpoint = PoolEndpoint.application(
                 host: address.host, port: address.port, version: AdWorker.version,
-                processes: { supervisor.snapshot.map { PoolEndpoint.Process(index: $0.index, state: $0.state, port: $0.port) } },
+                processes: processes,
                 logger: logger
             )
             services.append(.init(service: endpoint))
+        }
+        if let notifier = SystemdNotifier(
+            environment: ProcessInfo.processInfo.environment, logger: logger,
+            isReady: { processes().allSatisfy { $0.state == "running" } },
+            // The pool's health is its children's /healthz (without --http they serve none).
+            unhealthyReasons: { await PoolEndpoint.stuckReasons(processes()) }
+        ) {
+            services.append(.init(service: notifier))
         }
         logger.info("starting \(count) worker processes", metadata: ["http": "\(address.map { "\($0.host):\($0.port)" } ?? "off")"])
         let group = ServiceGroup(

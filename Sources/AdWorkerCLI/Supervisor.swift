@@ -105,6 +105,8 @@ final class Supervisor: Service, Sendable {
         process.arguments = childArguments
         var environment = ProcessInfo.processInfo.environment
         environment[Self.parentVariable] = String(getpid())
+        // The supervisor speaks to systemd for the pool; a child's READY or WATCHDOG would be a lie.
+        for variable in ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"] { environment[variable] = nil }
         process.environment = environment
         let (terminations, termination) = AsyncStream.makeStream(of: (Process.TerminationReason, Int32).self)
         process.terminationHandler = { finished in

@@ -73,7 +73,7 @@ struct StreamConsumer {
             CircuitBreaker(
                 target: target, role: role,
                 onFailure: { status?.recordFailure(stream: stream, target: target, error: $0) },
-                onStateChange: { status?.circuit("\(target) (\(role))", of: consumer, stream: stream, isOpen: $0) }
+                onStateChange: { status?.circuit(target, role: role, of: consumer, stream: stream, isOpen: $0) }
             )
         }
         self.readerRedis = breaker("redis", "reader")
@@ -137,6 +137,7 @@ struct StreamConsumer {
                     machine.ownPendingReturned(try await redelivered(entries, redis))
                 case .readNew(let count, let block):
                     let entries = try await readWithRetry(redis, position: .new, count: count, block: block)
+                    if entries.isEmpty { status?.caughtUp(stream: stream) }
                     machine.readReturned(entries, at: clock.now)
                 case .claim(let cursor, let count):
                     let (claimed, next) = try await reclaim(redis, cursor: cursor, count: count)

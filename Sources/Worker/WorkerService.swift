@@ -95,6 +95,7 @@ public struct WorkerService: Service {
                             running += 1
                         }
                     }
+                    status?.markStarted()
                     while running > 0 {
                         try await consumers.next()
                         running -= 1
@@ -132,6 +133,7 @@ public struct WorkerService: Service {
                     }
                     status.recordQueue(stream: stream, length: length, lag: group?.lag, pending: group?.pending ?? 0, deadLetters: deadLetters)
                 }
+                status.recordHistory()
                 guard let interval else { return }
                 try await Task.sleep(for: interval)
             }

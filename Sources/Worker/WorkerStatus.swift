@@ -78,12 +78,55 @@ public final class WorkerStatus: Sendable {
         public var uptimeSeconds: Double
         public var streams: [StreamSnapshot]
         public var consumers: [ConsumerSnapshot]
+        /// The last minutes, for the status page's charts.
+        public var history: History?
 
-        public init(version: String, uptimeSeconds: Double, streams: [StreamSnapshot], consumers: [ConsumerSnapshot]) {
+        public init(
+            version: String, uptimeSeconds: Double, streams: [StreamSnapshot], consumers: [ConsumerSnapshot], history: History? = nil
+        ) {
             self.version = version
             self.uptimeSeconds = uptimeSeconds
             self.streams = streams
             self.consumers = consumers
+            self.history = history
+        }
+    }
+
+    /// One point every ``History/intervalSeconds`` over the last ``History/capacity`` intervals, oldest first.
+    public struct History: Sendable, Codable, Equatable {
+        public static let interval = 5
+        public static let capacity = 120
+
+        public var intervalSeconds: Int
+        public var points: [HistoryPoint]
+
+        public init(intervalSeconds: Int = History.interval, points: [HistoryPoint]) {
+            self.intervalSeconds = intervalSeconds
+            self.points = points
+        }
+    }
+
+    public struct HistoryPoint: Sendable, Codable, Equatable {
+        /// The end of the interval, in seconds since the epoch (a multiple of the interval).
+        public var time: Double
+        public var streams: [String: HistoryStreamPoint]
+
+        public init(time: Double, streams: [String: HistoryStreamPoint]) {
+            self.time = time
+            self.streams = streams
+        }
+    }
+
+    /// One stream over one interval: its rows per second and latency, and its lag as last sampled.
+    public struct HistoryStreamPoint: Sendable, Codable, Equatable {
+        public var rowsPerSecond: Double
+        public var lag: Int?
+        public var latencyP99Milliseconds: Double?
+
+        public init(rowsPerSecond: Double, lag: Int?, latencyP99Milliseconds: Double?) {
+            self.rowsPerSecond = rowsPerSecond
+            self.lag = lag
+            self.latencyP99Milliseconds = latencyP99Milliseconds
         }
     }
 
@@ -107,13 +150,24 @@ public final class WorkerStatus: Sendable {
         var lag: Int?
         var pending: Int?
         var deadLetters: Int?
+        /// When a consumer of the stream last committed a batch or found nothing to read.
+        var lastProgress: ContinuousClock.Instant?
     }
 
     private struct ConsumerState {
         var stream: String
         var name: String
         var state: String
-        var openCircuits: Set<String> = []
+        var openCircuits: Set<OpenCircuit> = []
+    }
+
+    private struct OpenCircuit: Hashable, Comparable {
+        var target: String
+        var role: String
+
+        var description: String { "\(target) (\(role))" }
+
+        static func < (lhs: OpenCircuit, rhs: OpenCircuit) -> Bool { (lhs.target, lhs.role) < (rhs.target, rhs.role) }
     }
 
     /// Consumer names repeat across streams (`<host>-<slot>` on each), so they are keyed by both.
@@ -136,6 +190,8 @@ public final class WorkerStatus: Sendable {
         /// Conditions that make the worker not ready, by what raised them (e.g. group creation).
         var problems: [String: String] = [:]
         var probes: [String: ProbeResult] = [:]
+        var history: [HistoryPoint] = []
+        var started = false
         /// For reservoir sampling: fast and seeded once (the system generator costs a syscall a call).
         var random = SplitMix64(seed: UInt64.random(in: .min ... .max))
     }
@@ -143,10 +199,13 @@ public final class WorkerStatus: Sendable {
     private static let latencySamplesPerSecond = 2000
     private let state = Mutex(State())
     private let started = ContinuousClock.now
+    /// The wall-clock start, which rates are measured from during the first minute.
+    private let startedAt: Timestamp
     public let version: String
 
-    public init(version: String) {
+    public init(version: String, startedAt: Timestamp = .now()) {
         self.version = version
+        self.startedAt = startedAt
     }
 
     // MARK: Recording
@@ -158,6 +217,7 @@ public final class WorkerStatus: Sendable {
             // In place, through the dictionary's default subscript: copying the stream's state out
             // and back would copy the second's latency samples on every batch.
             Self.add(report, latencies: latencies, at: now, to: &state.streams[report.stream, default: StreamState()], random: &state.random)
+            state.streams[report.stream, default: StreamState()].lastProgress = .now
         }
 
         let dimensions = [("stream", report.stream)]
@@ -215,6 +275,18 @@ public final class WorkerStatus: Sendable {
         }
     }
 
+    /// The consumers are running: start-up (groups, lease) is done.
+    func markStarted() {
+        state.withLock { $0.started = true }
+    }
+
+    public var hasStarted: Bool { state.withLock { $0.started } }
+
+    /// A consumer of `stream` read and found nothing new: it is keeping up, which counts as progress.
+    func caughtUp(stream: String) {
+        state.withLock { state in state.streams[stream, default: StreamState()].lastProgress = .now }
+    }
+
     func consumer(_ consumer: String, stream: String, state newState: String) {
         let alive = state.withLock { state -> Int in
             state.consumers[ConsumerKey(stream: stream, name: consumer), default: ConsumerState(stream: stream, name: consumer, state: newState)]
@@ -224,13 +296,17 @@ public final class WorkerStatus: Sendable {
         Gauge(label: "adworker_workers_alive", dimensions: [("stream", stream)]).record(alive)
     }
 
-    func circuit(_ target: String, of consumer: String, stream: String, isOpen: Bool) {
-        state.withLock { state in
+    /// A circuit of one of a consumer's tasks (`role`: reader, sink 1) opened or closed.
+    func circuit(_ target: String, role: String, of consumer: String, stream: String, isOpen: Bool) {
+        let anyOpen = state.withLock { state -> Bool in
             let key = ConsumerKey(stream: stream, name: consumer)
             var entry = state.consumers[key] ?? ConsumerState(stream: stream, name: consumer, state: "running")
-            if isOpen { entry.openCircuits.insert(target) } else { entry.openCircuits.remove(target) }
+            let circuit = OpenCircuit(target: target, role: role)
+            if isOpen { entry.openCircuits.insert(circuit) } else { entry.openCircuits.remove(circuit) }
             state.consumers[key] = entry
+            return state.consumers.values.contains { $0.stream == stream && $0.openCircuits.contains { $0.target == target } }
         }
+        Gauge(label: "adworker_circuit_open", dimensions: [("stream", stream), ("target", target)]).record(anyOpen ? 1 : 0)
     }
 
     /// Raises (with a reason that names the fix) or clears (nil) a condition that makes the worker
@@ -260,6 +336,39 @@ public final class WorkerStatus: Sendable {
         Gauge(label: "adworker_pending_entries", dimensions: dimensions).record(pending)
         if let lag { Gauge(label: "adworker_consumer_group_lag", dimensions: dimensions).record(lag) }
         if let deadLetters { Gauge(label: "adworker_dead_letter_stream_length", dimensions: dimensions).record(deadLetters) }
+        Gauge(label: "adworker_seconds_since_progress", dimensions: dimensions).record(secondsSinceProgress(stream: stream))
+    }
+
+    private func secondsSinceProgress(stream: String, now: ContinuousClock.Instant = .now) -> Double {
+        let last = state.withLock { $0.streams[stream]?.lastProgress } ?? started
+        return last.duration(to: now).inSeconds
+    }
+
+    /// Appends a history point once per interval (a no-op within one); called with each queue sample.
+    func recordHistory(now: Timestamp = .now()) {
+        let interval = Int64(History.interval)
+        let current = now.millisecondsSinceEpoch / 1000
+        let end = current - current % interval
+        state.withLock { state in
+            if let last = state.history.last, Int64(last.time) >= end { return }
+            var streams: [String: HistoryStreamPoint] = [:]
+            for (name, stream) in state.streams {
+                // The interval's completed seconds: [end - interval, end).
+                let seconds = stream.seconds.filter { $0.time >= end - interval && $0.time < end }
+                let rows = seconds.reduce(0) { $0 + $1.rows }
+                streams[name] = HistoryStreamPoint(
+                    rowsPerSecond: Double(rows) / Double(interval), lag: stream.lag,
+                    latencyP99Milliseconds: Self.quantile(0.99, of: seconds.flatMap(\.latencies).sorted())
+                )
+            }
+            state.history.append(HistoryPoint(time: Double(end), streams: streams))
+            if state.history.count > History.capacity { state.history.removeFirst(state.history.count - History.capacity) }
+        }
+    }
+
+    private static func quantile(_ q: Double, of sorted: [Int64]) -> Double? {
+        guard !sorted.isEmpty else { return nil }
+        return Double(sorted[min(sorted.count - 1, Int((Double(sorted.count) * q).rounded(.up)) - 1)])
     }
 
     private static func withSecond(_ stream: inout StreamState, at now: Timestamp, _ body: (inout Second) -> Void) {
@@ -275,7 +384,7 @@ public final class WorkerStatus: Sendable {
     public var openCircuits: [(consumer: String, target: String)] {
         state.withLock { state in
             state.consumers.sorted { $0.key < $1.key }.flatMap { key, consumer in
-                consumer.openCircuits.sorted().map { ("\(key.stream)/\(key.name)", $0) }
+                consumer.openCircuits.sorted().map { ("\(key.stream)/\(key.name)", $0.description) }
             }
         }
     }
@@ -301,8 +410,28 @@ public final class WorkerStatus: Sendable {
         }
     }
 
+    /// Streams whose consumers have neither committed a batch nor caught up for longer than
+    /// `timeout` while entries wait (lag or pending), with nothing that explains it: no circuit
+    /// open on the stream and no problem raised (those already say why, and a restart would not
+    /// help). One line per stuck stream; empty when all make progress or have nothing to do.
+    public func stalledStreams(after timeout: Duration, now: ContinuousClock.Instant = .now) -> [String] {
+        state.withLock { state in
+            guard state.problems.isEmpty else { return [] }
+            return state.streams.keys.sorted().compactMap { name -> String? in
+                let stream = state.streams[name]!
+                let waiting = (stream.lag ?? 0) + (stream.pending ?? 0)
+                let since = (stream.lastProgress ?? started).duration(to: now)
+                let explained = state.consumers.values.contains { $0.stream == name && !$0.openCircuits.isEmpty }
+                guard waiting > 0, since > timeout, !explained else { return nil }
+                return "\(name): no batch committed for \(Int(since.inSeconds)) s while \(waiting) entries wait, and no circuit is open"
+            }
+        }
+    }
+
     public func snapshot(now: Timestamp = .now()) -> Snapshot {
         let current = now.millisecondsSinceEpoch / 1000
+        // Rates are per second of the window actually covered: a worker up 11 s has 11 s of data, not 60.
+        let covered = min(Double(Self.window), max(1, Double(now.millisecondsSinceEpoch - startedAt.millisecondsSinceEpoch) / 1000))
         return state.withLock { state in
             let streams = state.streams.keys.sorted().map { name -> StreamSnapshot in
                 let stream = state.streams[name]!
@@ -312,13 +441,10 @@ public final class WorkerStatus: Sendable {
                 let rows = seconds.reduce(0) { $0 + $1.rows }
                 let dead = seconds.reduce(0) { $0 + $1.deadLetters }
                 let latencies = seconds.flatMap(\.latencies).sorted()
-                func quantile(_ q: Double) -> Double? {
-                    guard !latencies.isEmpty else { return nil }
-                    return Double(latencies[min(latencies.count - 1, Int((Double(latencies.count) * q).rounded(.up)) - 1)])
-                }
+                func quantile(_ q: Double) -> Double? { Self.quantile(q, of: latencies) }
                 let queue = stream.lag.flatMap { lag in stream.pending.map { lag + $0 } }
                 return StreamSnapshot(
-                    stream: name, entriesPerSecond: Double(entries) / Double(Self.window), rowsPerSecond: Double(rows) / Double(Self.window),
+                    stream: name, entriesPerSecond: Double(entries) / covered, rowsPerSecond: Double(rows) / covered,
                     latencyP50Milliseconds: quantile(0.5), latencyP95Milliseconds: quantile(0.95), latencyP99Milliseconds: quantile(0.99),
                     errorRate: entries == 0 ? 0 : Double(dead) / Double(entries), failedAttempts: seconds.reduce(0) { $0 + $1.failures },
                     totalEntries: stream.totalEntries, totalRows: stream.totalRows, totalDeadLetters: stream.totalDeadLetters,
@@ -328,9 +454,12 @@ public final class WorkerStatus: Sendable {
             }
             let consumers = state.consumers.keys.sorted().map { key in
                 let consumer = state.consumers[key]!
-                return ConsumerSnapshot(consumer: key.name, stream: key.stream, state: consumer.state, openCircuits: consumer.openCircuits.sorted())
+                return ConsumerSnapshot(consumer: key.name, stream: key.stream, state: consumer.state, openCircuits: consumer.openCircuits.sorted().map(\.description))
             }
-            return Snapshot(version: version, uptimeSeconds: (ContinuousClock.now - started).inSeconds, streams: streams, consumers: consumers)
+            return Snapshot(
+                version: version, uptimeSeconds: (ContinuousClock.now - started).inSeconds, streams: streams, consumers: consumers,
+                history: History(points: state.history)
+            )
         }
     }
 }

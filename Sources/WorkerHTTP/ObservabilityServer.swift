@@ -10,14 +10,18 @@ public import Worker
 public enum ObservabilityServer {
     /// Why the worker is not ready; empty when it is. Answered from memory (``Readiness``).
     public typealias ReadinessCheck = @Sendable () async -> [String]
+    /// Why the worker is stuck (``WorkerStatus/stalledStreams(after:now:)``); empty while it makes progress.
+    public typealias LivenessCheck = @Sendable () -> [String]
 
     public static func application(
         host: String, port: Int, status: WorkerStatus, registry: PrometheusCollectorRegistry, readiness: @escaping ReadinessCheck,
-        logger: Logger
+        liveness: @escaping LivenessCheck = { [] }, logger: Logger
     ) -> some ApplicationProtocol {
         let router = Router()
         router.get("/healthz") { _, _ in
-            json(.ok, ["status": "alive"])
+            let reasons = liveness()
+            if reasons.isEmpty { return json(.ok, ["status": "alive"]) }
+            return json(.serviceUnavailable, ["status": "stuck", "reasons": reasons])
         }
         router.get("/readyz") { _, _ in
             let reasons = await readiness()
@@ -27,7 +31,7 @@ public enum ObservabilityServer {
         router.get("/metrics") { _, _ in
             Response(
                 status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
-                body: ResponseBody(byteBuffer: ByteBuffer(bytes: registry.emitToBuffer()))
+                body: ResponseBody(byteBuffer: ByteBuffer(string: MetricHelp.annotate(String(decoding: registry.emitToBuffer(), as: UTF8.self))))
             )
         }
         router.get("/status") { _, _ in

@@ -46,7 +46,8 @@ public enum PoolAggregation {
 
     /// The pool's status: per stream, rates and totals summed over processes, queue figures (the
     /// same stream, sampled by each) from the freshest, latency quantiles the worst of any process
-    /// (exact merging needs the samples; the worst is the figure to alert on). Consumers of every
+    /// (exact merging needs the samples; the worst is the figure to alert on), history points
+    /// merged the same way. Consumers of every
     /// process; processes without a snapshot appear as one consumer in the state given.
     public static func mergeStatus(
         version: String, uptimeSeconds: Double, processes: [(process: Int, state: String, snapshot: WorkerStatus.Snapshot?)]
@@ -54,12 +55,26 @@ public enum PoolAggregation {
         var streams: [String: WorkerStatus.StreamSnapshot] = [:]
         var deadPerMinute: [String: Double] = [:]
         var consumers: [WorkerStatus.ConsumerSnapshot] = []
+        var history: [Double: [String: WorkerStatus.HistoryStreamPoint]] = [:]
         for (process, state, snapshot) in processes {
             guard let snapshot else {
                 consumers.append(WorkerStatus.ConsumerSnapshot(consumer: "process \(process)", stream: "*", state: state, openCircuits: []))
                 continue
             }
             consumers += snapshot.consumers
+            // Points end on multiples of the interval in every process, so equal times line up.
+            for point in snapshot.history?.points ?? [] {
+                for (stream, figures) in point.streams {
+                    guard var merged = history[point.time, default: [:]][stream] else {
+                        history[point.time, default: [:]][stream] = figures
+                        continue
+                    }
+                    merged.rowsPerSecond += figures.rowsPerSecond
+                    merged.lag = merged.lag ?? figures.lag
+                    merged.latencyP99Milliseconds = worst(merged.latencyP99Milliseconds, figures.latencyP99Milliseconds)
+                    history[point.time]![stream] = merged
+                }
+            }
             for stream in snapshot.streams {
                 deadPerMinute[stream.stream, default: 0] += stream.errorRate * stream.entriesPerSecond
                 guard var merged = streams[stream.stream] else {
@@ -88,8 +103,10 @@ public enum PoolAggregation {
             guard let entries = streams[name]?.entriesPerSecond else { continue }
             streams[name]?.errorRate = entries == 0 ? 0 : dead / entries
         }
+        let points = history.keys.sorted().suffix(WorkerStatus.History.capacity).map { WorkerStatus.HistoryPoint(time: $0, streams: history[$0]!) }
         return WorkerStatus.Snapshot(
-            version: version, uptimeSeconds: uptimeSeconds, streams: streams.keys.sorted().map { streams[$0]! }, consumers: consumers
+            version: version, uptimeSeconds: uptimeSeconds, streams: streams.keys.sorted().map { streams[$0]! }, consumers: consumers,
+            history: WorkerStatus.History(points: points)
         )
     }
 

@@ -29,7 +29,10 @@ public enum PoolEndpoint {
         let started = ContinuousClock.now
         let router = Router()
         router.get("/healthz") { _, _ in
-            text(.ok, #"{"status":"alive"}"#, type: "application/json")
+            let reasons = await stuckReasons(processes())
+            let object: [String: Any] = reasons.isEmpty ? ["status": "alive"] : ["status": "stuck", "reasons": reasons]
+            let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data()
+            return text(reasons.isEmpty ? .ok : .serviceUnavailable, String(decoding: data, as: UTF8.self), type: "application/json")
         }
         router.get("/readyz") { _, _ in
             var reasons: [String] = []
@@ -50,7 +53,7 @@ public enum PoolEndpoint {
         }
         router.get("/metrics") { _, _ in
             var texts: [(process: Int, text: String)] = []
-            var up = "# TYPE adworker_process_up gauge\n"
+            var up = "# HELP adworker_process_up \(MetricHelp.texts["adworker_process_up"]!)\n# TYPE adworker_process_up gauge\n"
             for process in processes() {
                 var alive = false
                 if process.state == "running", let port = process.port {
@@ -86,6 +89,20 @@ public enum PoolEndpoint {
             router: router, server: HTTPLimits.server, configuration: HTTPLimits.configuration(host: host, port: port, logger: logger),
             logger: logger
         )
+    }
+
+    /// Why running worker processes say they are stuck (their `/healthz`). A process that is down
+    /// is the supervisor's to restart, not a reason to restart the pool.
+    public static func stuckReasons(_ processes: [Process]) async -> [String] {
+        var reasons: [String] = []
+        for process in processes where process.state == "running" {
+            guard let port = process.port else { continue }
+            let (status, body) = await fetch(port: port, path: "/healthz")
+            guard status == 503 else { continue }
+            let childReasons = (try? JSONSerialization.jsonObject(with: body) as? [String: Any])?["reasons"] as? [String]
+            reasons += (childReasons ?? ["stuck"]).map { "worker process \(process.index): \($0)" }
+        }
+        return reasons
     }
 
     private static func text(_ status: HTTPResponse.Status, _ body: String, type: String) -> Response {

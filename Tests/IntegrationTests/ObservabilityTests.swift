@@ -52,7 +52,8 @@ struct ObservabilityTests {
                     _ = try await redis.add(poison.map { RedisCommand.streamAdd(to: stream, fields: $0) })
                 }
 
-                let status = WorkerStatus(version: "test")
+                // Up for over a minute, so rates are per second of the whole window.
+                let status = WorkerStatus(version: "test", startedAt: Timestamp(millisecondsSinceEpoch: Timestamp.now().millisecondsSinceEpoch - 120_000))
                 let workerConfiguration = configuration
                 let port = Int.random(in: 20_000...40_000)
                 let server = ObservabilityServer.application(
@@ -94,6 +95,11 @@ struct ObservabilityTests {
 
                     let metrics = String(decoding: try await Self.get(base + "/metrics").body, as: UTF8.self)
                     let label = "{stream=\"\(stream)\"}"
+                    let lines = metrics.split(separator: "\n")
+                    for (index, line) in lines.enumerated() where line.hasPrefix("# TYPE ") {
+                        let family = line.split(separator: " ")[2]
+                        #expect(index > 0 && lines[index - 1].hasPrefix("# HELP \(family) "), "no HELP for \(family)")
+                    }
                     #expect(Self.value(in: metrics, "adworker_rows_inserted_total" + label) == 3000)
                     #expect(Self.value(in: metrics, "adworker_entries_read_total" + label) == 3003)
                     #expect(Self.value(in: metrics, "adworker_entries_acknowledged_total" + label) == 3003)

@@ -50,4 +50,22 @@ struct PoolAggregationTests {
         #expect(figures.pending == 2)
         #expect(merged.consumers.map(\.state) == ["restarting"])
     }
+
+    @Test func mergedHistoryLinesUpPointsByTimeSummingRates() {
+        typealias Point = WorkerStatus.HistoryStreamPoint
+        func snapshot(_ points: [(Double, Point)]) -> WorkerStatus.Snapshot {
+            WorkerStatus.Snapshot(
+                version: "v", uptimeSeconds: 1, streams: [], consumers: [],
+                history: WorkerStatus.History(points: points.map { WorkerStatus.HistoryPoint(time: $0.0, streams: ["s": $0.1]) })
+            )
+        }
+        let first = snapshot([(100, Point(rowsPerSecond: 10, lag: 3, latencyP99Milliseconds: 4)), (105, Point(rowsPerSecond: 20, lag: 0, latencyP99Milliseconds: 2))])
+        let second = snapshot([(105, Point(rowsPerSecond: 5, lag: 0, latencyP99Milliseconds: 9)), (110, Point(rowsPerSecond: 1, lag: nil, latencyP99Milliseconds: nil))])
+        let merged = PoolAggregation.mergeStatus(version: "v", uptimeSeconds: 2, processes: [(0, "running", first), (1, "running", second)])
+        let points = merged.history?.points ?? []
+        #expect(points.map(\.time) == [100, 105, 110])
+        #expect(points.map { $0.streams["s"]!.rowsPerSecond } == [10, 25, 1])
+        #expect(points.map { $0.streams["s"]!.latencyP99Milliseconds } == [4, 9, nil])
+        #expect(points.map { $0.streams["s"]!.lag } == [3, 0, nil])
+    }
 }
