@@ -1007,6 +1007,125 @@ def idle_http_clients():
     return scenario.finish(scenario.wait_caught_up(started))
 
 
+
+def metric_value(text, name, **labels):
+    """The value of the sample `name` whose labels include `labels` (in any order), or None."""
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        if all(f'{key}="{value}"' in line for key, value in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def permanent_postgres():
+    """The table renamed away under load (42P01): retried with nothing acknowledged, and
+    unmistakable: /readyz names the fix, status is degraded, a gauge by kind, a bounded error log."""
+    scenario = Scenario("permanent-postgres")
+    base = f"http://127.0.0.1:{20000 + os.getpid() % 1000}"
+    scenario.worker("w", "--http", base.removeprefix("http://"))
+    wait_producer(scenario.produce(2000, 4000, 41))
+    scenario.wait_caught_up(time.monotonic())
+    psql("ALTER TABLE inference_results RENAME TO inference_results_away")
+    try:
+        wait_producer(scenario.produce(2000, 4000, 42))
+
+        def refused():
+            code, body = http_get(base + "/readyz")
+            return code == 503 and "sqlstate 42P01" in body and "run adworker migrate" in body
+        wait_for(refused, 30, "/readyz to name the fix for the missing table")
+        refused_at = time.monotonic()
+        _, metrics = http_get(base + "/metrics")
+        check(metric_value(metrics, "adworker_permanent_errors", target="postgres", kind="42P01") == 1,
+              "adworker_permanent_errors{target=postgres,kind=42P01} is not 1")
+        status = subprocess.run([ADWORKER, "status", "--env-file", EMPTY_ENV, "--url", base], env=scenario.environment(),
+                                capture_output=True, text=True)
+        check(status.returncode == 1 and "run adworker migrate" in status.stdout,
+              f"status exit {status.returncode} without the fix: {status.stdout[-400:]}")
+        check(pending_count(scenario.stream) > 0, "entries were acknowledged while the table was missing")
+        time.sleep(max(0, 12 - (time.monotonic() - refused_at)))
+        refusals = scenario.log("worker-w").count("refuses the worker")
+        # Two sinks, each at most once per 30 s, plus the first line each: a bounded rate, not one per retry.
+        check(1 <= refusals <= 4, f"{refusals} error lines for the refusal in about 12 s")
+        scenario.notes.append(f"{refusals} error lines in 12 s")
+    finally:
+        psql("ALTER TABLE inference_results_away RENAME TO inference_results")
+    since = time.monotonic()
+    recovery = scenario.wait_caught_up(since)
+    wait_for(lambda: http_get(base + "/readyz")[0] == 200, 30, "/readyz to recover once the table is back")
+    _, metrics = http_get(base + "/metrics")
+    check(metric_value(metrics, "adworker_permanent_errors", target="postgres", kind="42P01") == 0,
+          "adworker_permanent_errors stays 1 after recovery")
+    return scenario.finish(recovery)
+
+
+def startup_refused():
+    """A wrong database password: exit 4 at once with what to change, not a retry loop."""
+    scenario = Scenario("startup-refused")
+    scenario.extra_env["DATABASE_PASSWORD"] = "not-the-password"
+    started = time.monotonic()
+    worker = scenario.worker("w")
+    code = worker.wait(30)
+    log = scenario.log("worker-w")
+    check(code == 4, f"exit {code} with a wrong password, expected 4")
+    check("28P01" in log and "DATABASE_PASSWORD" in log, f"the log does not name the fix: {log[-400:]}")
+    scenario.notes.append(f"exit 4 after {time.monotonic() - started:.1f} s")
+    return scenario.finish(0)
+
+
+def stuck_worker():
+    """A COPY blocked on a lock (no error, no circuit): /healthz 503 and no watchdog pings after
+    the stall timeout; both recover when the lock goes. The notify socket is read as systemd would."""
+    scenario = Scenario("stuck-worker")
+    path = os.path.join(LOG_DIR, "notify.sock")
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(path)
+    notify.settimeout(0.1)
+    messages = []
+
+    def receive(seconds):
+        end = time.monotonic() + seconds
+        received = []
+        while time.monotonic() < end:
+            try:
+                received.append(notify.recv(4096).decode())
+            except socket.timeout:
+                pass
+        messages.extend(received)
+        return received
+
+    scenario.extra_env.update(NOTIFY_SOCKET=path, WATCHDOG_USEC="2000000", ADWORKER_STALL_TIMEOUT="3",
+                              ADWORKER_STATEMENT_TIMEOUT="600")
+    base = f"http://127.0.0.1:{21000 + os.getpid() % 1000}"
+    worker = scenario.worker("w", "--http", base.removeprefix("http://"))
+    wait_for(lambda: "READY=1" in messages + receive(0.5), 30, "READY=1 on the notify socket")
+    check("WATCHDOG=1" in receive(2), "no watchdog ping while healthy")
+    lock = subprocess.Popen(PSQL, env=PG_ENV, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        lock.stdin.write("BEGIN; LOCK TABLE inference_results IN ACCESS EXCLUSIVE MODE; SELECT 'locked';\n")
+        lock.stdin.flush()
+        check(lock.stdout.readline().strip() in ("BEGIN", "locked"), "psql did not take the lock")
+        wait_producer(scenario.produce(500, 1000, 43))
+        wait_for(lambda: http_get(base + "/healthz")[0] == 503, 30, "/healthz to fail while the COPY is stuck")
+        _, body = http_get(base + "/healthz")
+        check("no batch committed" in body, f"/healthz does not say why: {body}")
+        receive(0.3)
+        stuck = receive(2.5)
+        check("WATCHDOG=1" not in stuck, f"watchdog fed while stuck: {stuck}")
+        check(any(message.startswith("STATUS=stuck: ") for message in messages), "no STATUS=stuck line")
+    finally:
+        lock.stdin.write("COMMIT;\n")
+        lock.stdin.close()
+        lock.wait(10)
+    since = time.monotonic()
+    recovery = scenario.wait_caught_up(since)
+    wait_for(lambda: http_get(base + "/healthz")[0] == 200, 30, "/healthz to recover")
+    check("WATCHDOG=1" in receive(2), "watchdog pings did not resume")
+    scenario.stop(worker)
+    check("STOPPING=1" in receive(0.5) + messages, "no STOPPING=1 at shutdown")
+    notify.close()
+    return scenario.finish(recovery)
+
 SCENARIOS = {
     "kill9": kill9, "postgres-restart": postgres_restart, "postgres-down-30s": postgres_down_30s,
     "redis-restart": redis_restart, "sigterm": sigterm_during_batch, "sigterm-db-down": sigterm_with_database_down,
@@ -1015,6 +1134,7 @@ SCENARIOS = {
     "api-not-blocked": api_not_blocked, "async-commit-crash": async_commit_crash, "hostile-id": hostile_id,
     "half-open-postgres": half_open_postgres, "half-open-redis": half_open_redis, "redis-oom": redis_oom, "same-consumer-name": same_consumer_name,
     "dead-letter-reply-lost": dead_letter_reply_lost, "readyz-load": readyz_under_load, "idle-http-clients": idle_http_clients,
+    "permanent-postgres": permanent_postgres, "startup-refused": startup_refused, "stuck-worker": stuck_worker,
 }
 
 

@@ -18,7 +18,9 @@ struct RunCommand: AsyncParsableCommand {
             Entries are acknowledged only after their rows are committed. Entries that cannot \
             become rows go to <stream>:dead with a reason. SIGTERM or SIGINT: stop reading, \
             commit and acknowledge the batch in hand, exit 0. Exit 3: another live process uses \
-            this consumer name (give each process its own --consumer-name).
+            this consumer name (give each process its own --consumer-name). Exit 4: refused at start-up, \
+            the configuration cannot work (Redis or PostgreSQL refuses the credentials, the database \
+            or a table is missing, the role may not insert); the log line says what to change.
             """
     )
 
@@ -93,11 +95,16 @@ struct RunCommand: AsyncParsableCommand {
             // A distinct code, so that a supervisor or a test can tell it from a crash.
             logger.critical("\(error)")
             throw ExitCode(Self.consumerNameInUseExitCode)
+        } catch let error as StartupRefused {
+            logger.critical("cannot start: \(error)")
+            throw ExitCode(Self.startupRefusedExitCode)
         }
     }
 
     /// Exit status when another live process holds this consumer name.
     static let consumerNameInUseExitCode: Int32 = 3
+    /// Exit status when the configuration cannot work (a wrong password, a missing table): restarting cannot fix it.
+    static let startupRefusedExitCode: Int32 = 4
 }
 
 extension RunCommand {

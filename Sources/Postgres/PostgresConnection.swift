@@ -79,6 +79,10 @@ public actor PostgresConnection {
         guard let newConnection = started else {
             throw PostgresError(.connectionFailed, "libpq could not allocate a connection")
         }
+        // libpq keeps a failed login's SQLSTATE to itself (no result carries it); in verbose
+        // mode it prints the ErrorResponse's code field right after the severity, which is where
+        // ``connectionSQLState(in:)`` takes it from. Back to the default once connected.
+        PQsetErrorVerbosity(newConnection, PQERRORS_VERBOSE)
         // Connecting step by step, so the wait is bounded by connectTimeout (PQconnectPoll does
         // not honour connect_timeout) and cancellation stops it.
         let deadline = ContinuousClock.now + configuration.connectTimeout
@@ -100,8 +104,9 @@ public actor PostgresConnection {
         guard PQstatus(newConnection) == CONNECTION_OK else {
             let message = Self.errorMessage(newConnection)
             PQfinish(newConnection)
-            throw PostgresError(.connectionFailed, "\(configuration): \(message)")
+            throw PostgresError(.connectionFailed, "\(configuration): \(message)", sqlState: Self.connectionSQLState(in: message))
         }
+        PQsetErrorVerbosity(newConnection, PQERRORS_DEFAULT)
         // Non-blocking, so that every wait for the server goes through waitUntil(_:deadline:),
         // which bounds it and notices cancellation; libpq's own waits have no bound.
         PQsetnonblocking(newConnection, 1)
@@ -358,6 +363,23 @@ public actor PostgresConnection {
             logger.warning("postgres connection lost", metadata: ["error": "\(message)"])
         }
         return PostgresError(.connectionLost, "\(context): \(message)")
+    }
+
+    /// The SQLSTATE of a failed connection, from libpq's verbose rendering of the server's
+    /// ErrorResponse: `<severity>:  <SQLSTATE>: <message>` (five digits or capitals); nil when the
+    /// failure never reached the server (refused, unreachable, timed out).
+    static func connectionSQLState(in message: String) -> String? {
+        let bytes = Array(message.utf8)
+        var index = 0
+        while index + 9 < bytes.count {
+            if bytes[index] == UInt8(ascii: ":"), bytes[index + 1] == UInt8(ascii: " "), bytes[index + 2] == UInt8(ascii: " ") {
+                let code = bytes[(index + 3)..<(index + 8)]
+                let isCode = code.allSatisfy { (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) || (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains($0) }
+                if isCode && bytes[index + 8] == UInt8(ascii: ":") { return String(decoding: code, as: UTF8.self) }
+            }
+            index += 1
+        }
+        return nil
     }
 
     private static func errorMessage(_ connection: OpaquePointer) -> String {

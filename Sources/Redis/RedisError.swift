@@ -8,8 +8,10 @@ public struct RedisError: Error, Sendable, CustomStringConvertible {
         case connectionLost
         /// A read or write took longer than the command timeout.
         case timeout
-        /// AUTH was refused.
+        /// AUTH was refused (`WRONGPASS`), or a command needs it (`NOAUTH`).
         case authenticationFailed
+        /// The ACL user may not run the command or touch the key (`NOPERM`).
+        case noPermission
         /// The consumer group or stream does not exist (`NOGROUP`).
         case noGroup
         /// The consumer group exists already (`BUSYGROUP`).
@@ -60,7 +62,8 @@ public struct RedisError: Error, Sendable, CustomStringConvertible {
             case "NOGROUP": .noGroup
             case "BUSYGROUP": .groupExists
             case "LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN": .serverBusy
-            case "WRONGPASS", "NOAUTH", "NOPERM": .authenticationFailed
+            case "WRONGPASS", "NOAUTH": .authenticationFailed
+            case "NOPERM": .noPermission
             case "OOM": .outOfMemory
             default: .serverError
             }

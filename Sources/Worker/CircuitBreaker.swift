@@ -11,21 +11,31 @@ final class CircuitBreaker: Sendable {
         case open(since: ContinuousClock.Instant, failures: Int)
     }
 
+    /// A permanent failure is logged at error level at most this often while it lasts.
+    static let permanentLogInterval: Duration = .seconds(30)
+
     let target: String
     /// Which task's breaker (`reader`, `sink 1`), in its log lines; nil for a task of its own.
     let role: String?
     private let state = Mutex(State.closed)
+    /// The permanent failure the target answers with now, and when it was last logged.
+    private let permanent = Mutex<(failure: PermanentFailure, loggedAt: ContinuousClock.Instant)?>(nil)
     private let onFailure: @Sendable (any Error) -> Void
     private let onStateChange: @Sendable (_ isOpen: Bool) -> Void
+    private let onPermanentFailure: @Sendable (PermanentFailure?) -> Void
 
+    /// - Parameter onPermanentFailure: Called when the target starts refusing for a reason
+    ///   retrying cannot fix (or the reason changes), and with nil once it succeeds again.
     init(
         target: String, role: String? = nil, onFailure: @escaping @Sendable (any Error) -> Void = { _ in },
-        onStateChange: @escaping @Sendable (_ isOpen: Bool) -> Void = { _ in }
+        onStateChange: @escaping @Sendable (_ isOpen: Bool) -> Void = { _ in },
+        onPermanentFailure: @escaping @Sendable (PermanentFailure?) -> Void = { _ in }
     ) {
         self.target = target
         self.role = role
         self.onFailure = onFailure
         self.onStateChange = onStateChange
+        self.onPermanentFailure = onPermanentFailure
     }
 
     var isOpen: Bool { state.withLock { $0 != .closed } }
@@ -42,6 +52,13 @@ final class CircuitBreaker: Sendable {
             }
         }
         onFailure(error)
+        if let failure = PermanentFailure(error) {
+            recordPermanent(failure, error: error, logger: logger)
+        } else if permanent.withLock({ $0 }) != nil {
+            // Refusing no more, failing otherwise (a restart, say): the fix is not what is needed now.
+            permanent.withLock { $0 = nil }
+            onPermanentFailure(nil)
+        }
         if failures == 1 {
             onStateChange(true)
             logger.warning(
@@ -56,7 +73,27 @@ final class CircuitBreaker: Sendable {
         }
     }
 
+    private func recordPermanent(_ failure: PermanentFailure, error: any Error, logger: Logger) {
+        let (changed, log) = permanent.withLock { current -> (Bool, Bool) in
+            let now = ContinuousClock.now
+            let changed = current?.failure != failure
+            let log = changed || current!.loggedAt.duration(to: now) >= Self.permanentLogInterval
+            current = (failure, log ? now : current!.loggedAt)
+            return (changed, log)
+        }
+        if changed { onPermanentFailure(failure) }
+        if log {
+            logger.error(
+                "\(target) refuses the worker: \(failure.fix); retrying, nothing is acknowledged until it is fixed",
+                metadata: withRole([LogKey.error: "\(error)"])
+            )
+        }
+    }
+
     func recordSuccess(logger: Logger) {
+        if permanent.withLock({ current in defer { current = nil }; return current != nil }) {
+            onPermanentFailure(nil)
+        }
         let opened = state.withLock { state -> (since: ContinuousClock.Instant, failures: Int)? in
             guard case .open(let since, let failures) = state else { return nil }
             state = .closed

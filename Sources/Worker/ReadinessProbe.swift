@@ -62,17 +62,19 @@ public struct ReadinessProbe: Service {
         do {
             switch try await redis.ping() {
             case .status("PONG"): status.recordProbe("redis", failure: nil)
-            case .error(let message): status.recordProbe("redis", failure: "refused PING: \(RedisError.fromReply(message).code)")
+            case .error(let message):
+                let error = RedisError.fromReply(message)
+                status.recordProbe("redis", failure: PermanentFailure(error)?.fix ?? "refused PING: \(error.code)")
             default: status.recordProbe("redis", failure: "unexpected reply to PING")
             }
         } catch {
-            status.recordProbe("redis", failure: "\(error)")
+            status.recordProbe("redis", failure: PermanentFailure(error)?.fix ?? "\(error)")
         }
         do {
             try await postgres.execute("SELECT 1")
             status.recordProbe("postgres", failure: nil)
         } catch {
-            status.recordProbe("postgres", failure: "\(error)")
+            status.recordProbe("postgres", failure: PermanentFailure(error)?.fix ?? "\(error)")
         }
     }
 }

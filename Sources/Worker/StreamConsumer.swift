@@ -73,7 +73,8 @@ struct StreamConsumer {
             CircuitBreaker(
                 target: target, role: role,
                 onFailure: { status?.recordFailure(stream: stream, target: target, error: $0) },
-                onStateChange: { status?.circuit(target, role: role, of: consumer, stream: stream, isOpen: $0) }
+                onStateChange: { status?.circuit(target, role: role, of: consumer, stream: stream, isOpen: $0) },
+                onPermanentFailure: { status?.permanentFailure("\(target) \(role) of \(stream)/\(consumer)", target: target, $0) }
             )
         }
         self.readerRedis = breaker("redis", "reader")
@@ -137,7 +138,9 @@ struct StreamConsumer {
                     machine.ownPendingReturned(try await redelivered(entries, redis))
                 case .readNew(let count, let block):
                     let entries = try await readWithRetry(redis, position: .new, count: count, block: block)
-                    if entries.isEmpty { status?.caughtUp(stream: stream) }
+                    // Nothing new and nothing in this consumer's sinks: keeping up. A batch
+                    // still in a sink is not progress (that sink may be stuck).
+                    if entries.isEmpty && inFlight.isEmpty { status?.caughtUp(stream: stream) }
                     machine.readReturned(entries, at: clock.now)
                 case .claim(let cursor, let count):
                     let (claimed, next) = try await reclaim(redis, cursor: cursor, count: count)
@@ -397,6 +400,8 @@ final class InFlightEntries: Sendable {
             if let index = batches.firstIndex(where: { $0.first == first }) { batches.remove(at: index) }
         }
     }
+
+    var isEmpty: Bool { batches.withLock { $0.isEmpty } }
 
     func contains(_ id: StreamEntryID) -> Bool {
         batches.withLock { batches in

@@ -1,4 +1,5 @@
 public import Logging
+import Postgres
 import Redis
 public import ServiceLifecycle
 import TelemetryRecords
@@ -29,6 +30,7 @@ public struct WorkerService: Service {
     }
 
     public func run() async throws {
+        try await refuseUnworkableConfiguration()
         guard try await createGroups() else {
             logger.info("worker stopped before it started: shutdown while creating consumer groups")
             return
@@ -154,6 +156,52 @@ public struct WorkerService: Service {
                 }
                 try await Task.sleep(for: interval)
             }
+        }
+    }
+
+    /// Throws ``StartupRefused`` when the worker cannot work as configured: Redis or PostgreSQL
+    /// refuses its credentials, the database or a table is missing, or the role may not insert
+    /// into a table. A server that does not answer is no reason: the consumers wait for it.
+    private func refuseUnworkableConfiguration() async throws {
+        func refuse(_ error: any Error, _ target: String) throws {
+            if let failure = PermanentFailure(error), failure.refusesStartup { throw StartupRefused(description: failure.fix) }
+            logger.warning("\(target) does not answer at start-up; the consumers wait for it", metadata: [LogKey.error: "\(error)"])
+        }
+        do {
+            try await RedisConnection.withConnection(configuration.redis, logger: logger) { redis in
+                if case .error(let message) = try await redis.ping() { throw RedisError.fromReply(message) }
+            }
+        } catch {
+            try refuse(error, "Redis")
+        }
+        do {
+            try await PostgresConnection.withConnection(configuration.postgres, logger: logger) { postgres in
+                for kind in configuration.kinds {
+                    let table = RowEncoder.target(for: kind).table
+                    // CASE, so the privilege is asked only of a table that exists.
+                    let found = try await postgres.query(
+                        """
+                        SELECT CASE WHEN to_regclass($1) IS NULL THEN 'missing'
+                            WHEN has_table_privilege($1, 'INSERT') AND has_table_privilege($1, 'SELECT') THEN 'usable'
+                            ELSE 'denied' END
+                        """,
+                        [table]
+                    )
+                    switch found.first?.first ?? nil {
+                    case "usable": break
+                    case "missing":
+                        throw StartupRefused(description: "table \(table) does not exist in database \(configuration.postgres.database): run adworker migrate")
+                    default:
+                        throw StartupRefused(
+                            description: "role \(configuration.postgres.user) may not INSERT into and SELECT from \(table): grant what deploy/postgres/worker-role.sql grants"
+                        )
+                    }
+                }
+            }
+        } catch let error as StartupRefused {
+            throw error
+        } catch {
+            try refuse(error, "PostgreSQL")
         }
     }
 

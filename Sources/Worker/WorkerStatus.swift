@@ -192,6 +192,8 @@ public final class WorkerStatus: Sendable {
         var probes: [String: ProbeResult] = [:]
         var history: [HistoryPoint] = []
         var started = false
+        /// Permanent failures by what raised them: their target and kind, for the gauge.
+        var permanent: [String: (target: String, kind: String)] = [:]
         /// For reservoir sampling: fast and seeded once (the system generator costs a syscall a call).
         var random = SplitMix64(seed: UInt64.random(in: .min ... .max))
     }
@@ -315,6 +317,21 @@ public final class WorkerStatus: Sendable {
         state.withLock { state in state.problems[key] = reason }
     }
 
+    /// A target refuses for a reason retrying cannot fix (nil: no longer): raised as a problem,
+    /// so `/readyz` names the fix, and counted in `adworker_permanent_errors{target,kind}`.
+    func permanentFailure(_ key: String, target: String, _ failure: PermanentFailure?) {
+        let gauges = state.withLock { state -> [(kind: String, count: Int)] in
+            let previous = state.permanent[key]
+            state.problems[key] = failure?.fix
+            state.permanent[key] = failure.map { (target, $0.kind) }
+            let kinds = Set([previous?.kind, failure?.kind].compactMap { $0 })
+            return kinds.map { kind in (kind, state.permanent.values.count { $0.target == target && $0.kind == kind }) }
+        }
+        for gauge in gauges {
+            Gauge(label: "adworker_permanent_errors", dimensions: [("target", target), ("kind", gauge.kind)]).record(gauge.count > 0 ? 1 : 0)
+        }
+    }
+
     /// What the readiness probe found for `target` (nil: it answered as it should).
     func recordProbe(_ target: String, failure: String?) {
         state.withLock { state in state.probes[target] = ProbeResult(failure: failure, at: .now) }
@@ -394,7 +411,11 @@ public final class WorkerStatus: Sendable {
     public func notReadyReasons(probing targets: [String], probeMaximumAge: Duration) -> [String] {
         let circuits = openCircuits.map { "\($0.target) circuit open on consumer \($0.consumer)" }
         return state.withLock { state in
-            var reasons = circuits + state.problems.keys.sorted().compactMap { state.problems[$0] }
+            // Several consumers meeting one refusal raise one reason each: say it once.
+            var reasons: [String] = []
+            for reason in circuits + state.problems.keys.sorted().compactMap({ state.problems[$0] }) where !reasons.contains(reason) {
+                reasons.append(reason)
+            }
             for target in targets {
                 guard let probe = state.probes[target] else {
                     reasons.append("\(target) not probed yet")

@@ -1,4 +1,4 @@
-import Postgres
+@testable import Postgres
 import Redis
 import TelemetryRecords
 import Testing
@@ -47,5 +47,27 @@ struct ErrorLabelTests {
         let full = RedisError.fromReply("OOM command not allowed when used memory > 'maxmemory'.")
         #expect(WorkerStatus.errorLabels(full).map { "\($0.0)=\($0.1)" } == ["kind=outOfMemory"])
         #expect(WorkerStatus.errorLabels(CancellationError()).map { "\($0.0)=\($0.1)" } == ["kind=other"])
+    }
+}
+
+@Suite struct PermanentFailureTests {
+    @Test func connectionSQLStateIsTheCodeFieldOfLibpqsVerboseMessage() {
+        #expect(PostgresConnection.connectionSQLState(in: #"connection to server at "127.0.0.1", port 5432 failed: FATAL:  28P01: password authentication failed for user "a""#) == "28P01")
+        #expect(PostgresConnection.connectionSQLState(in: "connection to server at \"h\", port 5432 failed: FATAL:  3D000: database \"x\" does not exist\nLOCATION:  InitPostgres, postinit.c:948") == "3D000")
+        #expect(PostgresConnection.connectionSQLState(in: "connection to server at \"127.0.0.1\", port 1 failed: Connection refused") == nil)
+        #expect(PostgresConnection.connectionSQLState(in: "failed: FATAL:  lowercase: no code") == nil)
+    }
+
+    @Test func onlyFailuresThatNeedAChangeArePermanent() {
+        #expect(PermanentFailure(PostgresError(.serverError, "x", sqlState: "42P01"))?.fix.hasSuffix("run adworker migrate") == true)
+        #expect(PermanentFailure(PostgresError(.connectionFailed, "x", sqlState: "28P01"))?.kind == "28P01")
+        #expect(PermanentFailure(PostgresError(.serverError, "x", sqlState: "42501"))?.fix.contains("worker-role.sql") == true)
+        #expect(PermanentFailure(PostgresError(.connectionLost, "x", sqlState: "57P01")) == nil)
+        #expect(PermanentFailure(PostgresError(.connectionFailed, "refused")) == nil)
+        #expect(PermanentFailure(RedisError.fromReply("NOPERM User w has no permissions to run the 'xadd' command"))?.kind == "noPermission")
+        #expect(PermanentFailure(RedisError.fromReply("WRONGPASS invalid username-password pair"))?.refusesStartup == true)
+        #expect(PermanentFailure(RedisError.fromReply("OOM command not allowed"))?.refusesStartup == false)
+        #expect(PermanentFailure(RedisError.fromReply("LOADING Redis is loading")) == nil)
+        #expect(PermanentFailure(RedisError(.connectionFailed, "refused")) == nil)
     }
 }
