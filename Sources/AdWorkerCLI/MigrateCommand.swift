@@ -34,7 +34,7 @@ struct MigrateCommand: AsyncParsableCommand {
         let postgres = try connection.postgres(settings)
         let (applied, timescale) = try await PostgresConnection.withConnection(postgres, logger: logger) { connection in
             let applied = try await connection.migrate(migrations)
-            return (applied, try await applyTimescalePolicies(connection))
+            return (applied, try await setUpTimescale(connection, logger: logger))
         }
         print(applied.isEmpty ? "schema is up to date (\(migrations.count) migrations)" : "applied \(applied.map { "\($0.version)_\($0.name)" }.joined(separator: ", "))")
         print(timescale)
@@ -42,21 +42,36 @@ struct MigrateCommand: AsyncParsableCommand {
 
     static let tables = ["training_data", "inference_results"]
 
-    /// Compression and retention policies on the hypertables, when TimescaleDB is in use.
-    private func applyTimescalePolicies(_ connection: PostgresConnection) async throws -> String {
-        let installed = try await connection.query("SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'")
-        // Only with the extension present may the query name its schema.
-        let hypertables = installed.first?.first == "1"
-            ? try await connection.query(
-                "SELECT count(*) FROM timescaledb_information.hypertables WHERE hypertable_name = ANY($1::text[])",
-                ["{\(Self.tables.joined(separator: ","))}"]
-            ).first?.first.flatMap { $0 }.flatMap { Int($0) } ?? 0
-            : 0
-        guard hypertables > 0 else {
-            let wanted = compressAfterDays > 0 || retainDays > 0 ? "; compression and retention flags ignored" : ""
-            return "TimescaleDB: not installed in this database, skipped hypertables\(wanted)"
+    /// TimescaleDB after the versioned migrations, on every run (``TimescaleSetup``): creates the
+    /// extension when the server preloads it, converts the tables that are not hypertables yet
+    /// (`migrate_data`, rows kept), then the compression and retention policies.
+    private func setUpTimescale(_ connection: PostgresConnection, logger: Logger) async throws -> String {
+        var setup = TimescaleSetup.decide(try await timescaleFacts(connection), tables: Self.tables)
+        if case .createExtension = setup {
+            do {
+                try await connection.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+            } catch {
+                // execute throws PostgresError only (typed throws).
+                guard error.sqlState == "42501" else { throw error }
+                return "TimescaleDB: preloaded, but this role may not create the extension, so tables stay plain: run CREATE EXTENSION timescaledb as a superuser in this database, then adworker migrate again"
+            }
+            setup = TimescaleSetup.decide(try await timescaleFacts(connection), tables: Self.tables)
         }
-        var done: [String] = []
+        guard case .convert(let tables) = setup else {
+            guard case .stayPlain(let message) = setup else { return "TimescaleDB: the extension could not be created" }
+            let ignored = compressAfterDays > 0 || retainDays > 0 ? "; compression and retention flags ignored" : ""
+            return message + ignored
+        }
+        var converted: [String] = []
+        for table in tables {
+            let rows = try await connection.query("SELECT count(*) FROM \(table)").first?.first.flatMap { $0 } ?? "0"
+            logger.notice("converting to a hypertable", metadata: ["table": "\(table)", "rows": "\(rows)"])
+            _ = try await connection.query(
+                "SELECT create_hypertable($1::regclass, 'enqueued_at', if_not_exists => true, migrate_data => true)", [table]
+            )
+            converted.append("\(table) (\(rows) rows kept)")
+        }
+        var done = converted.isEmpty ? [] : ["converted " + converted.joined(separator: ", ")]
         for table in Self.tables {
             if compressAfterDays > 0 {
                 _ = try await connection.execute(
@@ -76,7 +91,25 @@ struct MigrateCommand: AsyncParsableCommand {
         }
         if compressAfterDays > 0 { done.append("compression after \(compressAfterDays) days") }
         if retainDays > 0 { done.append("retention \(retainDays) days") }
-        return "TimescaleDB: \(hypertables) hypertables" + (done.isEmpty ? "" : ", " + done.joined(separator: ", "))
+        return "TimescaleDB: \(Self.tables.count) hypertables" + (done.isEmpty ? "" : ", " + done.joined(separator: ", "))
+    }
+
+    private func timescaleFacts(_ connection: PostgresConnection) async throws -> TimescaleSetup.Facts {
+        let row = try await connection.query(
+            """
+            SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'),
+                EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'), current_setting('shared_preload_libraries')
+            """
+        ).first ?? []
+        let installed = row.count > 1 && row[1] == "t"
+        let preloaded = TimescaleSetup.preloads(row.count > 2 ? row[2] ?? "" : "")
+        // The information schema exists only with the extension, and is usable only once it is loaded.
+        let hypertables = installed && preloaded
+            ? Set(try await connection.query(
+                "SELECT hypertable_name FROM timescaledb_information.hypertables WHERE hypertable_schema = current_schema()"
+            ).compactMap { $0.first ?? nil })
+            : []
+        return TimescaleSetup.Facts(available: row.first == "t", preloaded: preloaded, installed: installed, hypertables: hypertables)
     }
 
     /// The first directory that exists among the one given and the usual places.
