@@ -68,6 +68,10 @@ struct ObservabilityTests {
                     try await WorkerService(configuration: configuration, logger: TestServers.logger, status: status).run()
 
                     let base = "http://127.0.0.1:\(port)"
+                    // The server starts in its own task: wait until it listens.
+                    for _ in 0..<100 where (try? await Self.get(base + "/healthz")) == nil {
+                        try await Task.sleep(for: .milliseconds(100))
+                    }
                     #expect(try await Self.get(base + "/readyz").status == 503, "not probed yet")
                     try await ReadinessProbe(
                         redis: workerConfiguration.redis, postgres: workerConfiguration.postgres, status: status, logger: TestServers.logger
