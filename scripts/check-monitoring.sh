@@ -113,8 +113,12 @@ for path in name_files:
             # Prose may name a histogram family; expressions are checked by promtool's tests.
             check_names(f"{path}:{number}", line, known | histograms)
 
-with open(dashboard_path) as f:
-    dashboard = json.load(f)  # a syntax error stops here with its line and column
+try:
+    with open(dashboard_path) as f:
+        dashboard = json.load(f)
+except ValueError as error:
+    print(f"{dashboard_path}: not valid JSON: {error}")
+    sys.exit(1)
 for key in ("title", "uid", "schemaVersion", "panels", "templating"):
     if key not in dashboard:
         errors.append(f"dashboard: no {key}")

@@ -175,6 +175,11 @@ python3 -c 'import prometheus_client' 2>/dev/null || python3 -m pip install -q p
 log "deploy files: systemd unit, Kubernetes manifests, compose file"
 scripts/validate-deploy.sh "$adworker"
 
+log "dashboard and alert rules: promtool check rules, promtool test rules, the dashboard's queries and metric names"
+scripts/check-monitoring.sh
+# Installed here, once, for the observability scenario, which loads the status page in it.
+command -v chromium >/dev/null || { log "installing chromium"; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+
 log "fault tests: kill -9, PostgreSQL restart, 30 s outage and crashes, Redis restart and maxmemory, a half-open PostgreSQL, lost replies, SIGTERM, racing and same-named workers, poison and hostile ids, a held lock, /readyz and status exit codes, probe floods, idle HTTP clients, least privilege, the process pool"
 # In a subshell with the smoke run's stream prefix and database unset: each scenario sets its own.
 (unset ADWORKER_STREAM_PREFIX DATABASE_NAME; python3 scripts/fault-tests.py "$adworker")

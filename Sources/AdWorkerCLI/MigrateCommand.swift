@@ -95,14 +95,18 @@ struct MigrateCommand: AsyncParsableCommand {
     }
 
     private func timescaleFacts(_ connection: PostgresConnection) async throws -> TimescaleSetup.Facts {
+        // shared_preload_libraries is readable by superusers only; the settings a loaded
+        // TimescaleDB library defines are readable by anyone (placeholders for unloaded ones are
+        // not in pg_settings), and before any TimescaleDB call only preloading has loaded it.
         let row = try await connection.query(
             """
             SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'),
-                EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'), current_setting('shared_preload_libraries')
+                EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'),
+                EXISTS (SELECT 1 FROM pg_settings WHERE name LIKE 'timescaledb.%')
             """
         ).first ?? []
         let installed = row.count > 1 && row[1] == "t"
-        let preloaded = TimescaleSetup.preloads(row.count > 2 ? row[2] ?? "" : "")
+        let preloaded = row.count > 2 && row[2] == "t"
         // The information schema exists only with the extension, and is usable only once it is loaded.
         let hypertables = installed && preloaded
             ? Set(try await connection.query(

@@ -60,7 +60,14 @@ struct RunCommand: AsyncParsableCommand {
         logger.info("connecting", metadata: ["redis": "\(configuration.redis)", "postgres": "\(configuration.postgres)"])
 
         let registry = PrometheusCollectorRegistry()
-        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+        var factory = PrometheusMetricsFactory(registry: registry)
+        // Milliseconds when keeping up, minutes under a backlog: the default buckets stop at 10 s.
+        factory.durationHistogramBuckets["adworker_end_to_end_latency_seconds"] = [
+            .milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10), .milliseconds(20), .milliseconds(50),
+            .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(2.5), .seconds(5), .seconds(10),
+            .seconds(30), .seconds(60), .seconds(120), .seconds(300), .seconds(600),
+        ]
+        MetricsSystem.bootstrap(factory)
         let status = WorkerStatus(version: AdWorker.version)
         let stuckReasons: @Sendable () -> [String] = { stallSeconds == 0 ? [] : status.stalledStreams(after: .seconds(stallSeconds)) }
         var services = [

@@ -42,20 +42,4 @@ public enum TimescaleSetup: Equatable, Sendable {
         guard facts.installed else { return .createExtension }
         return .convert(tables.filter { !facts.hypertables.contains($0) })
     }
-
-    /// Whether `shared_preload_libraries` (a comma-separated list, names maybe quoted) names the extension.
-    public static func preloads(_ setting: String) -> Bool {
-        setting.split(separator: ",").contains { entry in
-            entry.trimmingCharacters(in: [" ", "\t", "\""]) == "timescaledb"
-        }
-    }
-}
-
-extension Substring {
-    fileprivate func trimmingCharacters(in characters: Set<Character>) -> Substring {
-        var text = self
-        while let first = text.first, characters.contains(first) { text = text.dropFirst() }
-        while let last = text.last, characters.contains(last) { text = text.dropLast() }
-        return text
-    }
 }

@@ -30,12 +30,4 @@ import Testing
         )
         #expect(TimescaleSetup.decide(Facts(available: true, preloaded: true, installed: true, hypertables: Set(tables)), tables: tables) == .convert([]))
     }
-
-    @Test func preloadListsAreCommaSeparatedAndMayBeQuoted() {
-        #expect(TimescaleSetup.preloads("timescaledb"))
-        #expect(TimescaleSetup.preloads("pg_stat_statements, timescaledb"))
-        #expect(TimescaleSetup.preloads(#""timescaledb",auto_explain"#))
-        #expect(!TimescaleSetup.preloads(""))
-        #expect(!TimescaleSetup.preloads("timescaledb_toolkit"))
-    }
 }
