@@ -423,6 +423,20 @@ def observability():
     status = json.loads(http_get(base + "/status")[1])
     figures = next(stream for stream in status["streams"] if stream["stream"] == scenario.stream)
     check(figures["totalRows"] == 5000 and figures["totalDeadLetters"] == 1, f"/status totals: {figures}")
+    # A busy worker's exposition passes promtool's lint (HELP on every family, names, types).
+    lint = subprocess.run([os.path.join(ROOT, "scripts", "check-monitoring.sh"), base + "/metrics"], capture_output=True, text=True)
+    check(lint.returncode == 0, f"check-monitoring.sh on /metrics: {lint.stdout[-600:]}{lint.stderr[-600:]}")
+
+    # The page's charts, in a real browser, once the history has a point with the rows in it.
+    def history_has_rows():
+        points = json.loads(http_get(base + "/status")[1]).get("history", {}).get("points", [])
+        return any(point["streams"].get(scenario.stream, {}).get("rowsPerSecond", 0) > 0 for point in points)
+    wait_for(history_has_rows, 20, "a history point with the rows")
+    screenshot = os.path.join(LOG_DIR, "status-page.png")
+    page = subprocess.run([os.path.join(ROOT, "scripts", "check-status-page.sh"), base + "/", screenshot,
+                           "--expect-streams", scenario.stream, "--expect-rows"], capture_output=True, text=True)
+    check(page.returncode == 0, f"check-status-page.sh: {page.stdout[-800:]}{page.stderr[-800:]}")
+    scenario.notes.append(f"status page checked in chromium ({screenshot})")
 
     pg_ctl("stop")
     try:

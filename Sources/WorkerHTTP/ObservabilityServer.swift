@@ -45,7 +45,7 @@ public enum ObservabilityServer {
         router.get("/") { _, _ in
             Response(
                 status: .ok, headers: [.contentType: "text/html; charset=utf-8"],
-                body: ResponseBody(byteBuffer: ByteBuffer(string: statusPage))
+                body: ResponseBody(byteBuffer: ByteBuffer(string: StatusPage.html))
             )
         }
         return Application(
@@ -58,32 +58,4 @@ public enum ObservabilityServer {
         let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
         return Response(status: status, headers: [.contentType: "application/json"], body: ResponseBody(byteBuffer: ByteBuffer(bytes: data)))
     }
-
-    /// A self-contained page that polls `/status` and `/readyz` every two seconds.
-    static let statusPage = """
-        <!doctype html>
-        <html><head><meta charset="utf-8"><title>adworker</title>
-        <style>body{font:14px system-ui,sans-serif;margin:2em}table{border-collapse:collapse}
-        td,th{padding:4px 10px;border-bottom:1px solid #ddd;text-align:right}th:first-child,td:first-child{text-align:left}
-        .bad{color:#b00}.good{color:#070}</style></head>
-        <body><h1>adworker <span id="ready"></span></h1><p id="meta"></p>
-        <table id="streams"><thead><tr><th>stream</th><th>rows/s</th><th>p50 ms</th><th>p95 ms</th><th>p99 ms</th>
-        <th>queue</th><th>lag</th><th>pending</th><th>error rate</th><th>failed attempts</th></tr></thead><tbody></tbody></table>
-        <h2>consumers</h2><table id="consumers"><thead><tr><th>consumer</th><th>stream</th><th>state</th><th>open circuits</th></tr></thead><tbody></tbody></table>
-        <script>
-        const cell = v => `<td>${v ?? "–"}</td>`;
-        async function refresh() {
-          const ready = await fetch("/readyz").then(r => r.json().then(b => [r.ok, b])).catch(() => [false, {reasons: ["unreachable"]}]);
-          document.getElementById("ready").innerHTML = ready[0] ? '<span class="good">ready</span>' : `<span class="bad">not ready: ${(ready[1].reasons || []).join("; ")}</span>`;
-          const s = await fetch("/status").then(r => r.json());
-          document.getElementById("meta").textContent = `version ${s.version}, up ${Math.round(s.uptimeSeconds)} s`;
-          document.querySelector("#streams tbody").innerHTML = s.streams.map(t => "<tr>" + [t.stream, t.rowsPerSecond.toFixed(1),
-            t.latencyP50Milliseconds, t.latencyP95Milliseconds, t.latencyP99Milliseconds, t.queueLength, t.lag, t.pending,
-            (t.errorRate * 100).toFixed(2) + " %", t.failedAttempts].map(cell).join("") + "</tr>").join("");
-          document.querySelector("#consumers tbody").innerHTML = s.consumers.map(c => "<tr>" + [c.consumer, c.stream, c.state,
-            c.openCircuits.join(", ")].map(cell).join("") + "</tr>").join("");
-        }
-        refresh(); setInterval(refresh, 2000);
-        </script></body></html>
-        """
 }

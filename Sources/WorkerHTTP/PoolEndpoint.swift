@@ -83,7 +83,7 @@ public enum PoolEndpoint {
             return text(.ok, String(decoding: (try? encoder.encode(merged)) ?? Data(), as: UTF8.self), type: "application/json")
         }
         router.get("/") { _, _ in
-            text(.ok, ObservabilityServer.statusPage, type: "text/html; charset=utf-8")
+            text(.ok, StatusPage.html, type: "text/html; charset=utf-8")
         }
         return Application(
             router: router, server: HTTPLimits.server, configuration: HTTPLimits.configuration(host: host, port: port, logger: logger),
