@@ -54,16 +54,22 @@ public enum PoolEndpoint {
         router.get("/metrics") { _, _ in
             var texts: [(process: Int, text: String)] = []
             var up = "# HELP adworker_process_up \(MetricHelp.texts["adworker_process_up"]!)\n# TYPE adworker_process_up gauge\n"
-            for process in processes() {
-                var alive = false
-                if process.state == "running", let port = process.port {
-                    let (status, body) = await fetch(port: port, path: "/metrics")
-                    if status == 200 {
-                        texts.append((process.index, String(decoding: body, as: UTF8.self)))
-                        alive = true
+            // All at once: one hung process costs the scrape one timeout, not one per process.
+            let answers = await withTaskGroup(of: (Int, String?).self) { group in
+                for process in processes() {
+                    group.addTask {
+                        guard process.state == "running", let port = process.port else { return (process.index, nil) }
+                        let (status, body) = await fetch(port: port, path: "/metrics")
+                        return (process.index, status == 200 ? String(decoding: body, as: UTF8.self) : nil)
                     }
                 }
-                up += "adworker_process_up{process=\"\(process.index)\"} \(alive ? 1 : 0)\n"
+                var answers: [Int: String?] = [:]
+                for await (index, text) in group { answers[index] = text }
+                return answers
+            }
+            for index in answers.keys.sorted() {
+                if let text = answers[index] ?? nil { texts.append((index, text)) }
+                up += "adworker_process_up{process=\"\(index)\"} \((answers[index] ?? nil) == nil ? 0 : 1)\n"
             }
             return text(.ok, up + PoolAggregation.mergeMetrics(texts), type: "text/plain; version=0.0.4; charset=utf-8")
         }
