@@ -37,6 +37,8 @@ public actor TelemetryProducer: Service {
     private nonisolated let buffered = Gauge(label: "adtelemetry_buffered")
     private nonisolated let sendLatency = Timer(label: "adtelemetry_send_latency_seconds")
 
+    private static let dropReasons = ["buffer_full", "shut_down"]
+
     private nonisolated func dropped(_ reason: String, count: Int) {
         Counter(label: "adtelemetry_dropped_total", dimensions: [("reason", reason)]).increment(by: count)
     }
@@ -56,6 +58,9 @@ public actor TelemetryProducer: Service {
         self.configuration = configuration
         self.logger = logger
         (wakeups, wakeupContinuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        // Every drop series exists from the start at 0: a rule's increase() cannot see the first
+        // drops of a series that appears already holding them.
+        for reason in Self.dropReasons { dropped(reason, count: 0) }
     }
 
     /// Sends a training record. - Returns: the entry id Redis assigned.

@@ -1,7 +1,7 @@
 /// Why an entry could not become a record. Its ``description`` is what the dead-letter stream
 /// stores as the reason: a code and a field name, never the value.
 public struct RecordError: Error, Hashable, Sendable, CustomStringConvertible {
-    public enum Code: String, Sendable {
+    public enum Code: String, Sendable, CaseIterable {
         case emptyEntry = "empty_entry"
         case entryTooLarge = "entry_too_large"
         case missingField = "missing_field"

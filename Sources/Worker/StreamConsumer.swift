@@ -90,6 +90,7 @@ struct StreamConsumer {
     }
 
     func run() async throws {
+        status?.declare(stream: stream)
         status?.consumer(consumer, stream: stream, state: "running")
         defer { status?.consumer(consumer, stream: stream, state: "stopped") }
         let batches = AsyncChannel<Machine.Batch>()

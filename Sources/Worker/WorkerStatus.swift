@@ -277,6 +277,29 @@ public final class WorkerStatus: Sendable {
         }
     }
 
+    /// Dead-letter reasons besides a decoding error's code.
+    static let deadLetterReasons = RecordError.Code.allCases.map(\.rawValue) + ["max_deliveries_exceeded", "rejected_by_database"]
+
+    /// Creates the stream's counters and circuit gauges at 0, so that the first dead letters or
+    /// the first open circuit are a change a rule's `increase()` or `changes()` can see, and a
+    /// dashboard shows 0 rather than no data.
+    func declare(stream: String) {
+        let dimensions = [("stream", stream)]
+        for reason in Self.deadLetterReasons {
+            Counter(label: "adworker_dead_letters_total", dimensions: dimensions + [("reason", reason)]).increment(by: 0)
+        }
+        Counter(label: "adworker_dead_letters_trimmed_total", dimensions: dimensions).increment(by: 0)
+        for name in ["adworker_entries_read_total", "adworker_rows_inserted_total", "adworker_entries_acknowledged_total", "adworker_duplicate_rows_skipped_total"] {
+            Counter(label: name, dimensions: dimensions).increment(by: 0)
+        }
+        let anyOpen = state.withLock { state in
+            Dictionary(grouping: state.consumers.values.filter { $0.stream == stream }.flatMap(\.openCircuits), by: \.target).keys
+        }
+        for target in ["redis", "postgres"] where !anyOpen.contains(target) {
+            Gauge(label: "adworker_circuit_open", dimensions: dimensions + [("target", target)]).record(0)
+        }
+    }
+
     /// The consumers are running: start-up (groups, lease) is done.
     func markStarted() {
         state.withLock { $0.started = true }

@@ -116,6 +116,10 @@ struct ObservabilityTests {
                             ?? Self.value(in: metrics, "adworker_dead_letters_total{reason=\"\($0)\",stream=\"\(stream)\"}")
                     }
                     #expect(dead == [1, 1, 1])
+                    // Series that never moved exist at 0, so a rule's increase() sees their first change.
+                    #expect(Self.value(in: metrics, "adworker_dead_letters_total{stream=\"\(stream)\",reason=\"nul_byte\"}") == 0)
+                    #expect(Self.value(in: metrics, "adworker_circuit_open{stream=\"\(stream)\",target=\"postgres\"}") == 0)
+                    #expect(Self.value(in: metrics, "adworker_dead_letters_trimmed_total" + label) == 0)
                     #expect((Self.value(in: metrics, "adtelemetry_sent_total") ?? 0) >= 3000)
                     #expect(!metrics.contains("password"))
                     await group.triggerGracefulShutdown()
