@@ -179,6 +179,8 @@ struct StreamConsumer {
     /// earlier incarnation of any) has held for longer than `claimIdle`. Returns them (nil if
     /// none that are not in this consumer's own pipeline already) and where the next step starts.
     private func reclaim(_ redis: RedisConnection, cursor: StreamEntryID, count: Int) async throws -> (Machine.Batch?, StreamEntryID) {
+        inFlight.beginClaim()
+        defer { inFlight.endClaim() }
         let claim = try await readerRedis.retrying(doing: "claiming idle entries", logger: logger) {
             try await redis.autoClaim(
                 stream, group: configuration.group, consumer: consumer, minimumIdle: configuration.claimIdle, start: cursor, count: count
@@ -386,27 +388,55 @@ struct StreamConsumer {
 /// The ids of entries a consumer holds between reading and acknowledging them: at most a few
 /// batches, each kept as its sorted ids, so the per-entry cost is one array per batch rather than
 /// a hash per entry.
+///
+/// A claim's reply shows the pending list as it was when Redis ran the claim: an entry a sink
+/// acknowledged after that and before the reply arrived is no longer in flight, yet must not be
+/// stored again. So while a claim is outstanding (``beginClaim()`` to ``endClaim()``), batches
+/// removed stay visible to ``contains(_:)``; only for that round trip, so memory stays bounded.
 final class InFlightEntries: Sendable {
-    private let batches = Mutex<[[StreamEntryID]]>([])
+    private struct State {
+        var batches: [[StreamEntryID]] = []
+        var claiming = false
+        var removedDuringClaim: [[StreamEntryID]] = []
+    }
+
+    private let state = Mutex(State())
 
     func insert(_ entries: [StreamEntry]) {
         let ids = entries.map(\.id).sorted()
-        batches.withLock { $0.append(ids) }
+        state.withLock { $0.batches.append(ids) }
     }
 
     /// Removes the batch these ids were inserted as.
     func remove(_ removed: [StreamEntryID]) {
         guard let first = removed.min() else { return }
-        batches.withLock { batches in
-            if let index = batches.firstIndex(where: { $0.first == first }) { batches.remove(at: index) }
+        state.withLock { state in
+            guard let index = state.batches.firstIndex(where: { $0.first == first }) else { return }
+            let batch = state.batches.remove(at: index)
+            if state.claiming { state.removedDuringClaim.append(batch) }
         }
     }
 
-    var isEmpty: Bool { batches.withLock { $0.isEmpty } }
+    func beginClaim() {
+        state.withLock { state in
+            state.claiming = true
+            state.removedDuringClaim = []
+        }
+    }
 
+    func endClaim() {
+        state.withLock { state in
+            state.claiming = false
+            state.removedDuringClaim = []
+        }
+    }
+
+    var isEmpty: Bool { state.withLock { $0.batches.isEmpty } }
+
+    /// In flight, or acknowledged since the outstanding claim began.
     func contains(_ id: StreamEntryID) -> Bool {
-        batches.withLock { batches in
-            batches.contains { ids in
+        state.withLock { state in
+            (state.batches + state.removedDuringClaim).contains { ids in
                 var low = 0
                 var high = ids.count
                 while low < high {
