@@ -17,9 +17,14 @@ final class CircuitBreaker: Sendable {
     let target: String
     /// Which task's breaker (`reader`, `sink 1`), in its log lines; nil for a task of its own.
     let role: String?
-    private let state = Mutex(State.closed)
-    /// The permanent failure the target answers with now, and when it was last logged.
-    private let permanent = Mutex<(failure: PermanentFailure, loggedAt: ContinuousClock.Instant)?>(nil)
+    /// The circuit, and the permanent failure the target answers with now and when it was last
+    /// logged: one lock, taken once per call on the success path.
+    private struct Guarded {
+        var state = State.closed
+        var permanent: (failure: PermanentFailure, loggedAt: ContinuousClock.Instant)?
+    }
+
+    private let guarded = Mutex(Guarded())
     private let onFailure: @Sendable (any Error) -> Void
     private let onStateChange: @Sendable (_ isOpen: Bool) -> Void
     private let onPermanentFailure: @Sendable (PermanentFailure?) -> Void
@@ -38,26 +43,39 @@ final class CircuitBreaker: Sendable {
         self.onPermanentFailure = onPermanentFailure
     }
 
-    var isOpen: Bool { state.withLock { $0 != .closed } }
+    var isOpen: Bool { guarded.withLock { $0.state != .closed } }
 
     func recordFailure(_ error: any Error, doing activity: String, nextAttemptIn delay: Duration, logger: Logger) {
-        let failures = state.withLock { state -> Int in
-            switch state {
+        let failure = PermanentFailure(error)
+        // What changed about the permanent failure (nil: nothing), and whether to log it now.
+        let (failures, permanentChange, logPermanent) = guarded.withLock { guarded -> (Int, PermanentFailure??, Bool) in
+            let failures: Int
+            switch guarded.state {
             case .closed:
-                state = .open(since: .now, failures: 1)
-                return 1
-            case .open(let since, let failures):
-                state = .open(since: since, failures: failures + 1)
-                return failures + 1
+                guarded.state = .open(since: .now, failures: 1)
+                failures = 1
+            case .open(let since, let count):
+                guarded.state = .open(since: since, failures: count + 1)
+                failures = count + 1
             }
+            guard let failure else {
+                // Refusing no more, failing otherwise (a restart, say): the fix is not what is needed now.
+                defer { guarded.permanent = nil }
+                return (failures, guarded.permanent == nil ? nil : .some(nil), false)
+            }
+            let now = ContinuousClock.now
+            let changed = guarded.permanent?.failure != failure
+            let log = changed || guarded.permanent!.loggedAt.duration(to: now) >= Self.permanentLogInterval
+            guarded.permanent = (failure, log ? now : guarded.permanent!.loggedAt)
+            return (failures, changed ? .some(failure) : nil, log)
         }
         onFailure(error)
-        if let failure = PermanentFailure(error) {
-            recordPermanent(failure, error: error, logger: logger)
-        } else if permanent.withLock({ $0 }) != nil {
-            // Refusing no more, failing otherwise (a restart, say): the fix is not what is needed now.
-            permanent.withLock { $0 = nil }
-            onPermanentFailure(nil)
+        if let permanentChange { onPermanentFailure(permanentChange) }
+        if let failure, logPermanent {
+            logger.error(
+                "\(target) refuses the worker: \(failure.fix); retrying, nothing is acknowledged until it is fixed",
+                metadata: withRole([LogKey.error: "\(error)"])
+            )
         }
         if failures == 1 {
             onStateChange(true)
@@ -73,32 +91,16 @@ final class CircuitBreaker: Sendable {
         }
     }
 
-    private func recordPermanent(_ failure: PermanentFailure, error: any Error, logger: Logger) {
-        let (changed, log) = permanent.withLock { current -> (Bool, Bool) in
-            let now = ContinuousClock.now
-            let changed = current?.failure != failure
-            let log = changed || current!.loggedAt.duration(to: now) >= Self.permanentLogInterval
-            current = (failure, log ? now : current!.loggedAt)
-            return (changed, log)
-        }
-        if changed { onPermanentFailure(failure) }
-        if log {
-            logger.error(
-                "\(target) refuses the worker: \(failure.fix); retrying, nothing is acknowledged until it is fixed",
-                metadata: withRole([LogKey.error: "\(error)"])
-            )
-        }
-    }
-
     func recordSuccess(logger: Logger) {
-        if permanent.withLock({ current in defer { current = nil }; return current != nil }) {
-            onPermanentFailure(nil)
+        let (opened, wasRefused) = guarded.withLock { guarded -> ((since: ContinuousClock.Instant, failures: Int)?, Bool) in
+            defer {
+                guarded.state = .closed
+                guarded.permanent = nil
+            }
+            guard case .open(let since, let failures) = guarded.state else { return (nil, false) }
+            return ((since, failures), guarded.permanent != nil)
         }
-        let opened = state.withLock { state -> (since: ContinuousClock.Instant, failures: Int)? in
-            guard case .open(let since, let failures) = state else { return nil }
-            state = .closed
-            return (since, failures)
-        }
+        if wasRefused { onPermanentFailure(nil) }
         guard let opened else { return }
         onStateChange(false)
         logger.notice(

@@ -436,16 +436,19 @@ final class InFlightEntries: Sendable {
     /// In flight, or acknowledged since the outstanding claim began.
     func contains(_ id: StreamEntryID) -> Bool {
         state.withLock { state in
-            (state.batches + state.removedDuringClaim).contains { ids in
-                var low = 0
-                var high = ids.count
-                while low < high {
-                    let middle = (low + high) / 2
-                    if ids[middle] < id { low = middle + 1 } else { high = middle }
-                }
-                return low < ids.count && ids[low] == id
-            }
+            state.batches.contains { Self.sorted($0, contain: id) } || state.removedDuringClaim.contains { Self.sorted($0, contain: id) }
         }
+    }
+
+    /// Binary search in one batch's sorted ids.
+    private static func sorted(_ ids: [StreamEntryID], contain id: StreamEntryID) -> Bool {
+        var low = 0
+        var high = ids.count
+        while low < high {
+            let middle = (low + high) / 2
+            if ids[middle] < id { low = middle + 1 } else { high = middle }
+        }
+        return low < ids.count && ids[low] == id
     }
 }
 

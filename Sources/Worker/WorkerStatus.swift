@@ -219,7 +219,6 @@ public final class WorkerStatus: Sendable {
             // In place, through the dictionary's default subscript: copying the stream's state out
             // and back would copy the second's latency samples on every batch.
             Self.add(report, latencies: latencies, at: now, to: &state.streams[report.stream, default: StreamState()], random: &state.random)
-            state.streams[report.stream, default: StreamState()].lastProgress = .now
         }
 
         let dimensions = [("stream", report.stream)]
@@ -257,6 +256,7 @@ public final class WorkerStatus: Sendable {
         stream.totalEntries += report.entries
         stream.totalRows += report.insertedRows
         stream.totalDeadLetters += report.deadLettered
+        stream.lastProgress = .now
     }
 
     func recordFailure(stream: String, target: String, error: any Error) {
@@ -292,10 +292,11 @@ public final class WorkerStatus: Sendable {
         for name in ["adworker_entries_read_total", "adworker_rows_inserted_total", "adworker_entries_acknowledged_total", "adworker_duplicate_rows_skipped_total"] {
             Counter(label: name, dimensions: dimensions).increment(by: 0)
         }
-        let anyOpen = state.withLock { state in
-            Dictionary(grouping: state.consumers.values.filter { $0.stream == stream }.flatMap(\.openCircuits), by: \.target).keys
+        // Another consumer of the stream may have one open already: leave its 1 alone.
+        let open = state.withLock { state in
+            Set(state.consumers.values.filter { $0.stream == stream }.flatMap(\.openCircuits).map(\.target))
         }
-        for target in ["redis", "postgres"] where !anyOpen.contains(target) {
+        for target in ["redis", "postgres"] where !open.contains(target) {
             Gauge(label: "adworker_circuit_open", dimensions: dimensions + [("target", target)]).record(0)
         }
     }
@@ -363,25 +364,21 @@ public final class WorkerStatus: Sendable {
 
     /// Queue figures from XLEN and XINFO GROUPS, sampled periodically.
     func recordQueue(stream: String, length: Int, lag: Int?, pending: Int, deadLetters: Int? = nil) {
-        state.withLock { state in
+        let sinceProgress = state.withLock { state -> Duration in
             var entry = state.streams[stream] ?? StreamState()
             entry.deadLetters = deadLetters
             entry.streamLength = length
             entry.lag = lag
             entry.pending = pending
             state.streams[stream] = entry
+            return (entry.lastProgress ?? started).duration(to: .now)
         }
         let dimensions = [("stream", stream)]
         Gauge(label: "adworker_stream_length", dimensions: dimensions).record(length)
         Gauge(label: "adworker_pending_entries", dimensions: dimensions).record(pending)
         if let lag { Gauge(label: "adworker_consumer_group_lag", dimensions: dimensions).record(lag) }
         if let deadLetters { Gauge(label: "adworker_dead_letter_stream_length", dimensions: dimensions).record(deadLetters) }
-        Gauge(label: "adworker_seconds_since_progress", dimensions: dimensions).record(secondsSinceProgress(stream: stream))
-    }
-
-    private func secondsSinceProgress(stream: String, now: ContinuousClock.Instant = .now) -> Double {
-        let last = state.withLock { $0.streams[stream]?.lastProgress } ?? started
-        return last.duration(to: now).inSeconds
+        Gauge(label: "adworker_seconds_since_progress", dimensions: dimensions).record(sinceProgress.inSeconds)
     }
 
     /// Appends a history point once per interval (a no-op within one); called with each queue sample.
