@@ -958,7 +958,8 @@ def readyz_under_load():
 
     def poll():
         while not stop.is_set():
-            answers.append(http_get(base + "/readyz")[0])
+            code, body = http_get(base + "/readyz")
+            answers.append(code if code == 200 else f"{code} {body[:300]}")
 
     pollers = [threading.Thread(target=poll, daemon=True) for _ in range(200)]
     for poller in pollers:
