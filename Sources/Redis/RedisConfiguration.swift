@@ -8,6 +8,21 @@ public struct RedisConfiguration: Sendable, CustomStringConvertible {
     public var connectTimeout: Duration
     /// Socket read/write timeout for every command. Must exceed any XREADGROUP BLOCK.
     public var commandTimeout: Duration
+    /// Seed nodes of a Redis Cluster; empty: a single node at `host`:`port`. With seeds, a
+    /// connection asks them for the slot map and talks to whichever primary serves ``routingSlot``.
+    public var clusterNodes: [RedisNodeAddress] = []
+    /// Cluster mode: the hash slot every command on the connection touches (one stream and its
+    /// dead letters); the connection follows it through MOVED, ASK and failovers. Nil: any node.
+    public var routingSlot: UInt16?
+
+    public var isCluster: Bool { !clusterNodes.isEmpty }
+
+    /// The same configuration for a connection whose commands all touch `key`'s slot.
+    public func routed(by key: some StringProtocol) -> RedisConfiguration {
+        var routed = self
+        if isCluster { routed.routingSlot = HashSlot.slot(forKey: key) }
+        return routed
+    }
 
     public init(
         host: String = "127.0.0.1", port: Int = 6379, username: String? = nil, password: String? = nil,
@@ -23,6 +38,7 @@ public struct RedisConfiguration: Sendable, CustomStringConvertible {
 
     /// Never shows the password.
     public var description: String {
-        "redis://\(username.map { "\($0)@" } ?? "")\(host):\(port)\(password == nil ? "" : " (password set)")"
+        let nodes = isCluster ? "cluster " + clusterNodes.map(\.description).joined(separator: ",") : "\(host):\(port)"
+        return "redis://\(username.map { "\($0)@" } ?? "")\(nodes)\(password == nil ? "" : " (password set)")"
     }
 }

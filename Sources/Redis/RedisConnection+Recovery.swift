@@ -110,7 +110,9 @@ extension RedisConnection {
 
     /// Sends `commands` in one MULTI/EXEC transaction; throws if any of them failed.
     public func transaction(_ commands: [RedisCommand]) throws(RedisError) -> [RedisValue] {
-        let replies = try pipeline([RedisCommand("MULTI")] + commands + [RedisCommand("EXEC")])
+        let replies = try pipeline([RedisCommand("MULTI")] + commands + [RedisCommand("EXEC")], asUnit: true) { reply throws(RedisError) in
+            RedisValue(reply)
+        }
         for reply in replies {
             if case .error(let message) = reply { throw RedisError.fromReply(message) }
         }

@@ -18,13 +18,18 @@ import Glibc
 /// forever, so a fresh context is the only way back); callers own the backoff.
 public actor RedisConnection {
     public let configuration: RedisConfiguration
-    private let logger: Logger
+    let logger: Logger
     private let executor: ThreadExecutor
-    private var context: UnsafeMutablePointer<redisContext>?
+    var context: UnsafeMutablePointer<redisContext>?
     /// Where large replies (XREADGROUP) are parsed: reused, so reading entries allocates no
     /// per-field reply objects.
     // nonisolated(unsafe) only so that deinit may free it; every other use is on the actor.
     private nonisolated(unsafe) let arena: UnsafeMutablePointer<adw_arena>
+    /// Cluster mode: the primary serving ``RedisConfiguration/routingSlot`` as last learned; nil
+    /// until asked (and after a lost connection, so a failover is noticed).
+    var clusterNode: RedisNodeAddress?
+    /// Cluster mode: every node of the last slot map, asked (before the seeds) for the next one.
+    var knownNodes: [RedisNodeAddress] = []
 
     /// Commands written ahead of the replies being read in a long pipeline.
     static let pipelineChunk = 256
@@ -74,35 +79,49 @@ public actor RedisConnection {
             redisFree(context)
             self.context = nil
         }
+        var target = RedisNodeAddress(host: configuration.host, port: configuration.port)
+        if configuration.isCluster {
+            if clusterNode == nil { clusterNode = try discoverNode() }
+            target = clusterNode!
+        }
+        do {
+            context = try open(target)
+        } catch {
+            // The node is gone (a failed primary, say): ask the cluster again on the next try.
+            clusterNode = nil
+            throw error
+        }
+        logger.debug("redis connected", metadata: ["redis": "\(configuration)", "node": "\(target)"])
+    }
+
+    /// A new, authenticated context to `node`.
+    func open(_ node: RedisNodeAddress) throws(RedisError) -> UnsafeMutablePointer<redisContext> {
         let connectTimeout = timeval(configuration.connectTimeout)
-        guard let newContext = redisConnectWithTimeout(configuration.host, Int32(configuration.port), connectTimeout) else {
+        guard let newContext = redisConnectWithTimeout(node.host, Int32(node.port), connectTimeout) else {
             throw RedisError(.connectionFailed, "cannot allocate a hiredis context")
         }
         if newContext.pointee.err != 0 {
             let message = Self.errorString(newContext)
             redisFree(newContext)
-            throw RedisError(.connectionFailed, "\(configuration.host):\(configuration.port): \(message)")
+            throw RedisError(.connectionFailed, "\(node): \(message)")
         }
         // Every read and write is bounded by the command timeout; keepalives notice an idle peer
         // that vanished (no RST) in seconds instead of TCP's default two hours.
         redisSetTimeout(newContext, timeval(configuration.commandTimeout))
         redisEnableKeepAlive(newContext)
-        context = newContext
         if let password = configuration.password {
             var auth = RedisCommand("AUTH")
             if let username = configuration.username { auth.append(username) }
             auth.append(password)
-            let reply: RedisValue
-            // A transport failure here has already dropped the context (see dropBrokenContext).
-            reply = try roundTrip([auth])[0]
+            // A transport failure here has already freed the context (see dropBrokenContext).
+            let reply = try roundTrip([auth], on: newContext)[0]
             if case .error(let message) = reply {
                 redisFree(newContext)
-                context = nil
                 // Only the reply's leading word: the rest is the server's prose, never needed here.
                 throw RedisError(.authenticationFailed, "AUTH refused: \(message.prefix { $0 != " " })")
             }
         }
-        logger.debug("redis connected", metadata: ["redis": "\(configuration)"])
+        return newContext
     }
 
     private func close() {
@@ -120,17 +139,19 @@ public actor RedisConnection {
 
     /// Sends all commands in one write and reads all replies: one round trip for the lot.
     public func pipeline(_ commands: [RedisCommand]) throws(RedisError) -> [RedisValue] {
-        try ensureConnected()
-        return try roundTrip(commands)
+        try pipeline(commands, asUnit: false) { reply throws(RedisError) in RedisValue(reply) }
     }
 
     /// Like ``pipeline(_:)`` but hands each raw reply to `decode` on the connection's thread,
     /// so large replies (XREADGROUP) are decoded once, straight from hiredis's memory.
+    /// - Parameter asUnit: The commands are one MULTI…EXEC: on a cluster, a redirect of any of them
+    ///   resends them all (Redis discarded the transaction); otherwise only redirected ones go again.
     func pipeline<Decoded>(
-        _ commands: [RedisCommand], decode: (UnsafePointer<redisReply>) throws(RedisError) -> Decoded
+        _ commands: [RedisCommand], asUnit: Bool = false, decode: (UnsafePointer<redisReply>) throws(RedisError) -> Decoded
     ) throws(RedisError) -> [Decoded] {
         try ensureConnected()
-        return try exchange(commands, decode: decode)
+        guard configuration.isCluster else { return try exchange(commands, on: context!, decode: decode) }
+        return try exchangeFollowingRedirects(commands, asUnit: asUnit, decode: decode)
     }
 
     /// Sends one command and parses its reply into the connection's arena; `decode` reads it there.
@@ -138,7 +159,35 @@ public actor RedisConnection {
         _ command: RedisCommand, decode: (inout ArenaReply) throws(RedisError) -> Decoded
     ) throws(RedisError) -> Decoded {
         try ensureConnected()
-        guard let context else { throw RedisError(.connectionLost, "not connected") }
+        var asking: RedisNodeAddress?
+        for _ in 0...Self.maximumRedirects {
+            let target: UnsafeMutablePointer<redisContext>
+            if let asking {
+                target = try open(asking)
+                _ = try exchange([RedisCommand("ASKING")], on: target) { _ throws(RedisError) in () }
+            } else {
+                try ensureConnected()
+                target = context!
+            }
+            try arenaRoundTrip(command, on: target)
+            var reply = ArenaReply(arena.pointee)
+            if configuration.isCluster, let redirect = Self.redirect(in: reply, host: currentHost) {
+                if asking != nil { redisFree(target) }
+                switch redirect.kind {
+                case .moved:
+                    asking = nil
+                    retarget(to: redirect.node)
+                case .ask: asking = redirect.node
+                }
+                continue
+            }
+            defer { if asking != nil { redisFree(target) } }
+            return try decode(&reply)
+        }
+        throw RedisError(.redirected, "still redirected after \(Self.maximumRedirects) redirects")
+    }
+
+    private func arenaRoundTrip(_ command: RedisCommand, on context: UnsafeMutablePointer<redisContext>) throws(RedisError) {
         append(command, to: context)
         var done: Int32 = 0
         repeat {
@@ -152,24 +201,22 @@ public actor RedisConnection {
             if complete != 0 { break }
             try readMore(context, deadline: deadline)
         }
-        var reply = ArenaReply(arena.pointee)
-        return try decode(&reply)
     }
 
-    private func ensureConnected() throws(RedisError) {
+    func ensureConnected() throws(RedisError) {
         if context == nil {
             try connect()
         }
     }
 
-    private func roundTrip(_ commands: [RedisCommand]) throws(RedisError) -> [RedisValue] {
-        try exchange(commands) { reply throws(RedisError) in RedisValue(reply) }
+    func roundTrip(_ commands: [RedisCommand], on context: UnsafeMutablePointer<redisContext>) throws(RedisError) -> [RedisValue] {
+        try exchange(commands, on: context) { reply throws(RedisError) in RedisValue(reply) }
     }
 
-    private func exchange<Decoded>(
-        _ commands: [RedisCommand], decode: (UnsafePointer<redisReply>) throws(RedisError) -> Decoded
+    func exchange<Decoded>(
+        _ commands: [RedisCommand], on context: UnsafeMutablePointer<redisContext>,
+        decode: (UnsafePointer<redisReply>) throws(RedisError) -> Decoded
     ) throws(RedisError) -> [Decoded] {
-        guard let context else { throw RedisError(.connectionLost, "not connected") }
         var results: [Decoded] = []
         results.reserveCapacity(commands.count)
         var firstDecodeError: RedisError?
@@ -225,14 +272,12 @@ public actor RedisConnection {
     private func readMore(_ context: UnsafeMutablePointer<redisContext>, deadline: ContinuousClock.Instant) throws(RedisError) {
         while true {
             if Task.isCancelled {
-                redisFree(context)
-                self.context = nil
+                forget(context)
                 throw RedisError(.cancelled, "cancelled while waiting for a reply")
             }
             let remaining = ContinuousClock.now.duration(to: deadline)
             guard remaining > .zero else {
-                redisFree(context)
-                self.context = nil
+                forget(context)
                 logger.warning("redis did not answer in time; connection given up", metadata: ["timeout": "\(configuration.commandTimeout)"])
                 throw RedisError(.timeout, "no reply within \(configuration.commandTimeout)")
             }
@@ -258,14 +303,23 @@ public actor RedisConnection {
     private func dropBrokenContext(_ broken: UnsafeMutablePointer<redisContext>) -> RedisError {
         let code = broken.pointee.err
         let message = Self.errorString(broken)
-        redisFree(broken)
-        context = nil
+        forget(broken)
         let isTimeout = code == REDIS_ERR_IO && (errno == EAGAIN || errno == EWOULDBLOCK || message.contains("temporarily unavailable"))
         logger.warning("redis connection lost", metadata: ["error": "\(message)"])
         switch code {
         case REDIS_ERR_IO where isTimeout: return RedisError(.timeout, message)
         case REDIS_ERR_PROTOCOL: return RedisError(.unexpectedReply, message)
         default: return RedisError(.connectionLost, message.isEmpty ? "connection closed" : message)
+        }
+    }
+
+    /// Frees a context that failed; if it was the connection's own, the next command reconnects
+    /// (on a cluster, after asking for the slot's primary again: the node may have failed over).
+    func forget(_ failed: UnsafeMutablePointer<redisContext>) {
+        redisFree(failed)
+        if failed == context {
+            context = nil
+            clusterNode = nil
         }
     }
 

@@ -21,6 +21,11 @@ public struct RedisError: Error, Sendable, CustomStringConvertible {
         /// Redis is at `maxmemory` with `noeviction` (`OOM`): commands that add data are refused,
         /// reading and acknowledging still work.
         case outOfMemory
+        /// A cluster slot kept moving: still redirected (MOVED/ASK) after the most redirects followed.
+        case redirected
+        /// The cluster cannot serve the slot now (`CLUSTERDOWN`: a primary failed and its replica
+        /// has not yet taken over, or no node serves the slot).
+        case clusterDown
         /// Any other error reply.
         case serverError
         /// A reply of a shape this client does not expect.
@@ -47,7 +52,7 @@ public struct RedisError: Error, Sendable, CustomStringConvertible {
     /// Whether retrying after a pause can help.
     public var isTransient: Bool {
         switch code {
-        case .connectionFailed, .connectionLost, .timeout, .serverBusy: true
+        case .connectionFailed, .connectionLost, .timeout, .serverBusy, .redirected, .clusterDown: true
         default: false
         }
     }
@@ -65,6 +70,8 @@ public struct RedisError: Error, Sendable, CustomStringConvertible {
             case "WRONGPASS", "NOAUTH": .authenticationFailed
             case "NOPERM": .noPermission
             case "OOM": .outOfMemory
+            case "MOVED", "ASK": .redirected
+            case "CLUSTERDOWN": .clusterDown
             default: .serverError
             }
         return RedisError(code, message, file: file, line: line)

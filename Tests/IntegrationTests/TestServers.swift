@@ -24,6 +24,16 @@ enum TestServers {
         )
     }
 
+    /// The cluster `scripts/redis-cluster.sh start` makes (REDIS_CLUSTER_NODES may point elsewhere).
+    static var redisCluster: RedisConfiguration {
+        var configuration = redis
+        let seeds = environment["REDIS_CLUSTER_NODES"] ?? (30001...30006).map { "127.0.0.1:\($0)" }.joined(separator: ",")
+        configuration.clusterNodes = seeds.split(separator: ",").compactMap { RedisNodeAddress($0) }
+        configuration.host = configuration.clusterNodes[0].host
+        configuration.port = configuration.clusterNodes[0].port
+        return configuration
+    }
+
     static var postgres: PostgresConfiguration {
         PostgresConfiguration(
             host: environment["DATABASE_HOST"] ?? "127.0.0.1",

@@ -1,0 +1,154 @@
+import Foundation
+import Redis
+import TelemetryRecords
+import Testing
+
+/// Against the six-node cluster of `scripts/redis-cluster.sh` (three primaries, three replicas).
+/// Serialized: the tests move slots, which must not happen under each other's keys.
+@Suite("Redis Cluster routing against a real cluster", .serialized, .timeLimit(.minutes(2)))
+struct RedisClusterTests {
+    let cluster = TestServers.redisCluster
+
+    /// A plain connection to one node, for setting the cluster up and checking where data landed.
+    func onNode<Result: Sendable>(_ node: RedisNodeAddress, _ body: (RedisConnection) async throws -> sending Result) async throws -> sending Result {
+        var plain = TestServers.redis
+        plain.host = node.host
+        plain.port = node.port
+        return try await RedisConnection.withConnection(plain, logger: TestServers.logger, body)
+    }
+
+    func map() async throws -> SlotMap {
+        try await RedisConnection.withConnection(cluster, logger: TestServers.logger) { try await $0.slotMap() }
+    }
+
+    func nodeID(_ node: RedisNodeAddress) async throws -> String {
+        try await onNode(node) { try await $0.send(RedisCommand("CLUSTER", "MYID")).string ?? "" }
+    }
+
+    /// Assigns an empty `slot` to `owner` on every primary (as `redis-cli --cluster` does).
+    func assign(_ slot: UInt16, to owner: SlotMap.Node, in map: SlotMap) async throws {
+        for primary in map.shards.map(\.primary) {
+            let reply = try await onNode(primary.address) { try await $0.send(RedisCommand("CLUSTER", "SETSLOT", "\(slot)", "NODE", owner.id)) }
+            #expect(reply == .status("OK"), "SETSLOT on \(primary.address): \(reply)")
+        }
+    }
+
+    /// A key of a unique slot served by the first primary, and another primary.
+    func keyOnFirstPrimary(_ map: SlotMap) throws -> (key: String, slot: UInt16, source: SlotMap.Node, target: SlotMap.Node) {
+        let source = map.shards[0].primary
+        let target = map.shards[1].primary
+        while true {
+            let key = "cluster-test:{\(UUID().uuidString)}"
+            let slot = HashSlot.slot(forKey: key)
+            if map.primary(for: slot) == source { return (key, slot, source, target) }
+        }
+    }
+
+    @Test func commandsGoToThePrimaryServingTheKeysSlot() async throws {
+        let map = try await map()
+        #expect(map.isComplete && map.shards.count == 3, "three primaries covering every slot: \(map.shards.map(\.primary.address))")
+        for index in 0..<6 {
+            let stream = "cluster-test:{routing.\(UUID().uuidString).\(index)}"
+            try await RedisConnection.withConnection(cluster.routed(by: stream), logger: TestServers.logger) { redis in
+                let added = try await redis.add([.streamAdd(to: stream, fields: StreamFields([("i", "\(index)")]))])
+                #expect(added.allSatisfy { (try? $0.get()) != nil })
+            }
+            let owner = try #require(map.primary(for: HashSlot.slot(forKey: stream)))
+            let (slot, length) = try await onNode(owner.address) { redis in
+                (try await redis.send(RedisCommand("CLUSTER", "KEYSLOT", stream)).integer, try await redis.streamLength(stream))
+            }
+            #expect(slot == Int64(HashSlot.slot(forKey: stream)), "our slot agrees with CLUSTER KEYSLOT")
+            #expect(length == 1)
+            _ = try await onNode(owner.address) { try await $0.delete([stream]) }
+        }
+    }
+
+    @Test func aConnectionFollowsMovedToTheSlotsNewPrimary() async throws {
+        let map = try await map()
+        let (key, slot, source, target) = try keyOnFirstPrimary(map)
+        try await RedisConnection.withConnection(cluster.routed(by: key), logger: TestServers.logger) { redis in
+            #expect(try await redis.streamLength(key) == 0, "connected to the slot's first primary")
+            try await assign(slot, to: target, in: map)
+            do {
+                // The connection still talks to `source`, which now answers MOVED.
+                let added = try await redis.add([.streamAdd(to: key, fields: StreamFields([("a", "1")]))])
+                #expect(added.allSatisfy { (try? $0.get()) != nil }, "\(added)")
+                #expect(try await onNode(target.address) { try await $0.streamLength(key) } == 1, "written on the new primary")
+                _ = try await onNode(target.address) { try await $0.delete([key]) }
+            } catch {
+                try await assign(slot, to: source, in: map)
+                throw error
+            }
+            try await assign(slot, to: source, in: map)
+            #expect(try await redis.streamLength(key) == 0, "and back")
+        }
+    }
+
+    @Test func aConnectionFollowsAskDuringAMigrationAndStaysOnTheSource() async throws {
+        let map = try await map()
+        let (key, slot, source, target) = try keyOnFirstPrimary(map)
+        let other = "\(key.prefix { $0 != "{" }){\(key.split(separator: "{")[1].dropLast())}:other"
+        #expect(HashSlot.slot(forKey: other) == slot)
+        try await RedisConnection.withConnection(cluster.routed(by: key), logger: TestServers.logger) { redis in
+            _ = try await redis.add([.streamAdd(to: key, fields: StreamFields([("a", "1")])), .streamAdd(to: other, fields: StreamFields([("b", "1")]))])
+            let sourceID = try await nodeID(source.address)
+            let targetID = try await nodeID(target.address)
+            _ = try await onNode(target.address) { try await $0.send(RedisCommand("CLUSTER", "SETSLOT", "\(slot)", "IMPORTING", sourceID)) }
+            _ = try await onNode(source.address) { try await $0.send(RedisCommand("CLUSTER", "SETSLOT", "\(slot)", "MIGRATING", targetID)) }
+            // `key` moves, `other` stays: commands on `key` get ASK, on `other` run where they are.
+            let migrated = try await onNode(source.address) {
+                try await $0.send(RedisCommand("MIGRATE", target.address.host, "\(target.address.port)", "", "0", "5000", "KEYS", key))
+            }
+            #expect(migrated == .status("OK"))
+            let added = try await redis.add([
+                .streamAdd(to: key, fields: StreamFields([("a", "2")])), .streamAdd(to: other, fields: StreamFields([("b", "2")])),
+            ])
+            #expect(added.allSatisfy { (try? $0.get()) != nil }, "\(added)")
+            #expect(try await redis.streamLength(other) == 2, "still served by the source")
+            // Finish the migration, then put the slot back empty.
+            _ = try await onNode(source.address) {
+                try await $0.send(RedisCommand("MIGRATE", target.address.host, "\(target.address.port)", "", "0", "5000", "KEYS", other))
+            }
+            try await assign(slot, to: target, in: map)
+            #expect(try await redis.streamLength(key) == 2, "both entries of `key` on the target (MOVED followed)")
+            #expect(try await redis.delete([key, other]) == 2)
+            try await assign(slot, to: source, in: map)
+        }
+    }
+
+    @Test func aTransactionIsResentWholeAfterMoved() async throws {
+        let map = try await map()
+        let (key, slot, source, target) = try keyOnFirstPrimary(map)
+        try await RedisConnection.withConnection(cluster.routed(by: key), logger: TestServers.logger) { redis in
+            #expect(try await redis.streamLength(key) == 0)
+            try await assign(slot, to: target, in: map)
+            let results = try await redis.transaction([
+                .streamAdd(to: key, fields: StreamFields([("a", "1")])), .streamAdd(to: key + ":dead", fields: StreamFields([("b", "1")])),
+            ])
+            #expect(results.count == 2)
+            #expect(try await onNode(target.address) { try await $0.streamLength(key) } == 1)
+            #expect(try await redis.delete([key, key + ":dead"]) == 2)
+            try await assign(slot, to: source, in: map)
+        }
+    }
+
+    @Test func aSeedThatIsDownIsPassedOver() async throws {
+        var configuration = cluster
+        configuration.clusterNodes = [RedisNodeAddress(host: "127.0.0.1", port: 1)] + configuration.clusterNodes
+        configuration.connectTimeout = .seconds(1)
+        let key = "cluster-test:{down.\(UUID().uuidString)}"
+        let length = try await RedisConnection.withConnection(configuration.routed(by: key), logger: TestServers.logger) { redis in
+            try await redis.streamLength(key)
+        }
+        #expect(length == 0)
+    }
+
+    @Test func aSingleNodeGivenAsClusterIsRefusedWithTheReason() async throws {
+        var configuration = TestServers.redis
+        configuration.clusterNodes = [RedisNodeAddress(host: configuration.host, port: configuration.port)]
+        let error = await #expect(throws: RedisError.self) {
+            try await RedisConnection.withConnection(configuration.routed(by: "k"), logger: TestServers.logger) { _ = try await $0.ping() }
+        }
+        #expect(error?.message.contains("is it a Redis Cluster node?") == true, "\(String(describing: error))")
+    }
+}
