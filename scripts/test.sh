@@ -149,6 +149,12 @@ upgraded=$(psql_upgrade -c "SELECT (SELECT count(*) FROM information_schema.colu
                             has_table_privilege('Dashboard-Reader', 'model_performance_hourly', 'SELECT WITH GRANT OPTION'),
                             (SELECT relowner::regrole::text FROM pg_class WHERE oid = 'model_performance_hourly'::regclass)")
 [ "$upgraded" = "6|2|t|$DATABASE_USER" ] || { log "after migration 4: $upgraded (expected 6|2|t|$DATABASE_USER)"; exit 1; }
+grep -q '5_shard_key' <<<"$migrated" || { log "migrate did not apply migration 5: $migrated"; exit 1; }
+keyed=$(psql_upgrade -c "SELECT (SELECT count(*) FROM inference_results WHERE shard = 0),
+                                (SELECT string_agg(attname, ',' ORDER BY array_position(indkey, attnum)) FROM pg_index
+                                   JOIN pg_attribute ON attrelid = indrelid AND attnum = ANY (indkey)
+                                  WHERE indrelid = 'inference_results'::regclass AND indisprimary)")
+[ "$keyed" = "2|enqueued_at,stream_id,shard" ] || { log "after migration 5: $keyed (expected the rows as shard 0, keyed with it)"; exit 1; }
 psql_upgrade -c 'DROP SCHEMA public CASCADE; CREATE SCHEMA public;' 2>/dev/null
 as_postgres psql -X -q -c 'DROP ROLE "Dashboard-Reader"'
 rm -r "$schema_before_4"

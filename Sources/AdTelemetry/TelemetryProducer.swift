@@ -26,6 +26,8 @@ public import TelemetryRecords
 public actor TelemetryProducer: Service {
     private struct PendingSend {
         var commands: [RedisCommand]
+        /// Each command's stream, as an index into ``streams``: which connection sends it.
+        var routes: [Int]
         /// Nil for ``submit(_:)``: nobody waits; the outcome goes to metrics and logs only.
         var continuation: CheckedContinuation<[Result<StreamEntryID, TelemetryProducerError>], Never>?
         var enqueuedAt: ContinuousClock.Instant
@@ -44,6 +46,12 @@ public actor TelemetryProducer: Service {
     }
 
     public nonisolated let configuration: TelemetryProducerConfiguration
+    /// Every stream records go to: each kind's shards, training first.
+    private nonisolated let streams: [String]
+    /// One connection for everything on a single node with one shard (one pipeline for both
+    /// streams, as always); otherwise one per stream, each following its stream's slot on a
+    /// cluster, their pipelines sent concurrently.
+    private nonisolated var connectionPerStream: Bool { configuration.layout.tagged }
     private let logger: Logger
     private var pending: [PendingSend] = []
     private var bufferedRecords = 0
@@ -56,6 +64,7 @@ public actor TelemetryProducer: Service {
     ///   - logger: Log keys are prefixed `adtelemetry_`, since they land in the host service's logs.
     public init(configuration: TelemetryProducerConfiguration, logger: Logger) {
         self.configuration = configuration
+        self.streams = RecordKind.allCases.flatMap { configuration.layout.streams(kind: $0.rawValue) }
         self.logger = logger
         (wakeups, wakeupContinuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
         // Every drop series exists from the start at 0: a rule's increase() cannot see the first
@@ -97,16 +106,25 @@ public actor TelemetryProducer: Service {
     }
 
     /// Encoding happens on the caller's task, not on the actor or the connection thread.
-    private nonisolated func encode(_ records: [TelemetryRecord]) -> [RedisCommand] {
-        records.map { record in
-            var command: RedisCommand
-            switch record {
-            case .training: command = .streamAdd(to: configuration.streamPrefix + RecordKind.training.rawValue)
-            case .inference: command = .streamAdd(to: configuration.streamPrefix + RecordKind.inference.rawValue)
-            }
+    private nonisolated func encode(_ records: [TelemetryRecord]) -> (commands: [RedisCommand], routes: [Int]) {
+        let layout = configuration.layout
+        var commands: [RedisCommand] = []
+        var routes: [Int] = []
+        commands.reserveCapacity(records.count)
+        routes.reserveCapacity(records.count)
+        for record in records {
+            let (kind, requestID) =
+                switch record {
+                case .training(let training): (0, training.requestID)
+                case .inference(let inference): (1, inference.requestID)
+                }
+            let route = kind * layout.count + layout.shard(forRequestID: requestID)
+            var command = RedisCommand.streamAdd(to: streams[route])
             WireFormat.encode(record, into: &command)
-            return command
+            commands.append(command)
+            routes.append(route)
         }
+        return (commands, routes)
     }
 
     /// Queues records and returns at once, without waiting for Redis: for request handlers that
@@ -128,19 +146,19 @@ public actor TelemetryProducer: Service {
     /// Records queued and not yet answered by Redis.
     public var bufferedCount: Int { bufferedRecords }
 
-    private func enqueueWithoutWaiting(_ commands: [RedisCommand]) throws(TelemetryProducerError) {
-        try admit(commands.count)
-        pending.append(PendingSend(commands: commands, continuation: nil, enqueuedAt: .now))
+    private func enqueueWithoutWaiting(_ encoded: (commands: [RedisCommand], routes: [Int])) throws(TelemetryProducerError) {
+        try admit(encoded.commands.count)
+        pending.append(PendingSend(commands: encoded.commands, routes: encoded.routes, continuation: nil, enqueuedAt: .now))
         wakeupContinuation.yield()
     }
 
     private func enqueue(
-        _ commands: [RedisCommand]
+        _ encoded: (commands: [RedisCommand], routes: [Int])
     ) async throws(TelemetryProducerError) -> [Result<StreamEntryID, TelemetryProducerError>] {
-        try admit(commands.count)
+        try admit(encoded.commands.count)
         let now = ContinuousClock.now
         return await withCheckedContinuation { continuation in
-            pending.append(PendingSend(commands: commands, continuation: continuation, enqueuedAt: now))
+            pending.append(PendingSend(commands: encoded.commands, routes: encoded.routes, continuation: continuation, enqueuedAt: now))
             self.wakeupContinuation.yield()
         }
     }
@@ -161,17 +179,24 @@ public actor TelemetryProducer: Service {
 
     /// Sends queued records until graceful shutdown, then sends what was queued before it and returns.
     public nonisolated func run() async throws {
-        try await RedisConnection.withConnection(configuration.redis, logger: logger, connectImmediately: false) { redis in
+        let routed = connectionPerStream ? streams.map { configuration.redis.routed(by: $0) } : [configuration.redis]
+        func open(_ connections: [RedisConnection]) async throws {
+            guard connections.count == routed.count else {
+                return try await RedisConnection.withConnection(routed[connections.count], logger: logger, connectImmediately: false) {
+                    try await open(connections + [$0])
+                }
+            }
             await withGracefulShutdownHandler {
                 for await _ in wakeups {
-                    await flushPending(redis)
+                    await flushPending(connections)
                 }
                 await close()
-                await flushPending(redis)
+                await flushPending(connections)
             } onGracefulShutdown: {
                 self.wakeupContinuation.finish()
             }
         }
+        try await open([])
     }
 
     private func close() {
@@ -192,25 +217,47 @@ public actor TelemetryProducer: Service {
         return batch
     }
 
+    /// One pipeline; a connection lost mid-way fails all of it (unconfirmed: Redis may have stored part).
+    private nonisolated func add(_ commands: [RedisCommand], on redis: RedisConnection) async -> [Result<StreamEntryID, TelemetryProducerError>] {
+        do {
+            return try await redis.add(commands).map { result in
+                result.mapError { TelemetryProducerError(.rejected, $0.message, underlying: $0) }
+            }
+        } catch {
+            logger.warning("adtelemetry send failed", metadata: ["adtelemetry_error": "\(error)", "adtelemetry_records": "\(commands.count)"])
+            let failure = TelemetryProducerError(.redisUnavailable, error.message, underlying: error)
+            return Array(repeating: .failure(failure), count: commands.count)
+        }
+    }
+
     private func finished(_ records: Int) {
         bufferedRecords -= records
         buffered.record(bufferedRecords)
     }
 
-    private nonisolated func flushPending(_ redis: RedisConnection) async {
+    private nonisolated func flushPending(_ connections: [RedisConnection]) async {
         while true {
             let sends = await takePending()
             guard !sends.isEmpty else { return }
             let commands = sends.flatMap(\.commands)
             var results: [Result<StreamEntryID, TelemetryProducerError>]
-            do {
-                results = try await redis.add(commands).map { result in
-                    result.mapError { TelemetryProducerError(.rejected, $0.message, underlying: $0) }
+            if connections.count == 1 {
+                results = await add(commands, on: connections[0])
+            } else {
+                // One pipeline per stream, all at once; results go back to the commands' order.
+                let routes = sends.flatMap(\.routes)
+                var indices = Array(repeating: [Int](), count: connections.count)
+                for (index, route) in routes.enumerated() { indices[route].append(index) }
+                results = Array(repeating: .failure(TelemetryProducerError(.redisUnavailable, "not sent")), count: commands.count)
+                await withTaskGroup(of: (Int, [Result<StreamEntryID, TelemetryProducerError>]).self) { group in
+                    for (route, routeIndices) in indices.enumerated() where !routeIndices.isEmpty {
+                        let routeCommands = routeIndices.map { commands[$0] }
+                        group.addTask { (route, await self.add(routeCommands, on: connections[route])) }
+                    }
+                    for await (route, routeResults) in group {
+                        for (index, result) in zip(indices[route], routeResults) { results[index] = result }
+                    }
                 }
-            } catch {
-                logger.warning("adtelemetry send failed", metadata: ["adtelemetry_error": "\(error)", "adtelemetry_records": "\(commands.count)"])
-                let failure = TelemetryProducerError(.redisUnavailable, error.message, underlying: error)
-                results = Array(repeating: .failure(failure), count: commands.count)
             }
             await finished(commands.count)
             let successes = results.count { if case .success = $0 { true } else { false } }

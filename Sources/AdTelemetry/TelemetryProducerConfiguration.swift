@@ -9,6 +9,12 @@ public struct TelemetryProducerConfiguration: Sendable {
     public var maximumBufferedRecords: Int
     /// XADDs sent in one pipelined write.
     public var maximumPipelineLength: Int
+    /// Streams per record kind, as the workers are configured (`ADWORKER_SHARDS`). A request's
+    /// records go to the shard its request id picks, both kinds to the same shard number.
+    public var shards: Int = 1
+
+    /// Where each record kind's shards are: tagged names on a cluster or with several shards.
+    public var layout: ShardLayout { ShardLayout(prefix: streamPrefix, count: shards, tagged: redis.isCluster) }
 
     public init(
         redis: RedisConfiguration = RedisConfiguration(), streamPrefix: String = "adserving:",

@@ -117,7 +117,6 @@ struct BenchCommand: AsyncParsableCommand {
         var adminPostgres = configuration.postgres
         adminPostgres.searchPath = Self.schema
         configuration.postgres = adminPostgres
-        let stream = configuration.stream(for: kind)
         let loadBefore = Self.loadAverage()
 
         let migrations = try Migration.load(from: try MigrateCommand.schemaDirectory(schemaDir ?? settings.string("ADWORKER_SCHEMA_DIR")))
@@ -162,9 +161,7 @@ struct BenchCommand: AsyncParsableCommand {
         _ = try await PostgresConnection.withConnection(adminPostgres, logger: logger) { postgres in
             try await postgres.execute("DROP SCHEMA IF EXISTS \(Self.schema) CASCADE")
         }
-        _ = try await RedisConnection.withConnection(configuration.redis, logger: logger) { redis in
-            try await redis.delete(Self.benchStreams(stream))
-        }
+        try await Self.deleteBenchStreams(configuration, kind: kind, logger: logger)
 
         func median(_ figure: (Round) -> Double) -> Double { Self.median(measured.map(figure)) }
         let report = Report(
@@ -188,20 +185,16 @@ struct BenchCommand: AsyncParsableCommand {
     private func measureRound(
         _ records: [TelemetryRecord], kind: RecordKind, configuration: WorkerConfiguration, logger: Logger
     ) async throws -> Round {
-        let stream = configuration.stream(for: kind)
-        _ = try await RedisConnection.withConnection(configuration.redis, logger: logger) { redis in
-            try await redis.delete(Self.benchStreams(stream))
-        }
+        try await Self.deleteBenchStreams(configuration, kind: kind, logger: logger)
+        let ceiling = Self.ceilingStream(configuration.streams(for: kind)[0])
         // (a) The ceiling: the same rows COPYed straight into the table in one transaction.
         let rawCopyRate = try await Self.rawCopy(records, kind: kind, postgres: configuration.postgres, logger: logger)
 
         // (b) The producer: pipelined XADD of the same records, and beside it the ceiling: the
         // same commands encoded beforehand and pipelined on one connection, as `redis-benchmark
         // -c 1 -P 1000` would send them, without the producer's buffering and callers.
-        let xaddCeiling = try await Self.xaddCeiling(records, stream: Self.ceilingStream(stream), redis: configuration.redis, logger: logger)
-        let producer = TelemetryProducer(
-            configuration: TelemetryProducerConfiguration(redis: configuration.redis, streamPrefix: Self.streamPrefix), logger: logger
-        )
+        let xaddCeiling = try await Self.xaddCeiling(records, stream: ceiling, redis: configuration.redis.routed(by: ceiling), logger: logger)
+        let producer = TelemetryProducer(configuration: Self.producerConfiguration(configuration), logger: logger)
         let produced = try await LoadGenerator.withRunningProducer(producer, logger: logger) {
             await LoadGenerator.sendAll(records, through: producer)
         }
@@ -244,6 +237,22 @@ struct BenchCommand: AsyncParsableCommand {
     /// Every stream the bench writes: the worker's, its dead letters, the XADD ceiling's.
     static func benchStreams(_ stream: String) -> [String] {
         [stream, DeadLetter.stream(for: stream), ceilingStream(stream)]
+    }
+
+    /// Deletes every shard's bench streams, each through a connection to its slot's node.
+    static func deleteBenchStreams(_ configuration: WorkerConfiguration, kind: RecordKind, logger: Logger) async throws {
+        for stream in configuration.streams(for: kind) {
+            _ = try await RedisConnection.withConnection(configuration.redis.routed(by: stream), logger: logger) { redis in
+                try await redis.delete(Self.benchStreams(stream))
+            }
+        }
+    }
+
+    /// The producer as the worker expects it: the same prefix, Redis and shards.
+    static func producerConfiguration(_ configuration: WorkerConfiguration) -> TelemetryProducerConfiguration {
+        var producer = TelemetryProducerConfiguration(redis: configuration.redis, streamPrefix: Self.streamPrefix)
+        producer.shards = configuration.shards
+        return producer
     }
 
     static func ceilingStream(_ stream: String) -> String { stream + ":ceiling" }
@@ -356,9 +365,7 @@ struct BenchCommand: AsyncParsableCommand {
             if warm { warmedUp.continuation.finish() }
             if done { allAcknowledged.continuation.finish() }
         }
-        let producer = TelemetryProducer(
-            configuration: TelemetryProducerConfiguration(redis: configuration.redis, streamPrefix: Self.streamPrefix), logger: logger
-        )
+        let producer = TelemetryProducer(configuration: Self.producerConfiguration(configuration), logger: logger)
         let group = ServiceGroup(services: [service, producer], logger: logger)
         let mix: LoadGenerator.Mix = kind == .training ? .training : .inference
         try await withThrowingTaskGroup(of: Void.self) { tasks in

@@ -12,6 +12,12 @@ struct ConnectionOptions: ParsableArguments {
     @Option(help: "Redis port (env REDIS_PORT; default 6379).")
     var redisPort: Int?
 
+    @Option(help: "Redis Cluster seed nodes, host:port,host:port,... (env REDIS_CLUSTER_NODES); set, --redis-host/--redis-port do not apply.")
+    var redisClusterNodes: String?
+
+    @Option(help: "Streams per record kind, 1...64; producers, workers and tools must agree (env ADWORKER_SHARDS; default 1).")
+    var shards: Int?
+
     @Option(help: "PostgreSQL host (env DATABASE_HOST; default 127.0.0.1).")
     var databaseHost: String?
 
@@ -38,12 +44,37 @@ struct ConnectionOptions: ParsableArguments {
     }
 
     func redis(_ settings: Settings) throws -> RedisConfiguration {
-        RedisConfiguration(
+        var configuration = RedisConfiguration(
             host: redisHost ?? settings.string("REDIS_HOST") ?? "127.0.0.1",
             port: try redisPort ?? settings.integer("REDIS_PORT") ?? 6379,
             username: settings.string("REDIS_USERNAME"),
             password: try settings.secret("REDIS_PASSWORD")
         )
+        if let nodes = redisClusterNodes ?? settings.string("REDIS_CLUSTER_NODES"), !nodes.isEmpty {
+            configuration.clusterNodes = try nodes.split(separator: ",").map { text in
+                let trimmed = text.trimmingCharacters(in: .whitespaces)
+                guard let node = RedisNodeAddress(trimmed) else {
+                    throw ValidationError("REDIS_CLUSTER_NODES: '\(trimmed)' is not host:port; expected e.g. 10.0.0.1:6379,10.0.0.2:6379")
+                }
+                return node
+            }
+            configuration.host = configuration.clusterNodes[0].host
+            configuration.port = configuration.clusterNodes[0].port
+        }
+        return configuration
+    }
+
+    /// How streams of `prefix` are named: tagged shards on a cluster or with more than one shard.
+    func layout(_ settings: Settings, prefix: String, redis: RedisConfiguration) throws -> ShardLayout {
+        let count = try shards ?? settings.integer("ADWORKER_SHARDS") ?? 1
+        guard (1...ShardLayout.maximumShards).contains(count) else {
+            throw ValidationError("shards must be 1...\(ShardLayout.maximumShards), not \(count)")
+        }
+        let layout = ShardLayout(prefix: prefix, count: count, tagged: redis.isCluster)
+        if layout.tagged, prefix.contains("{") || prefix.contains("}") {
+            throw ValidationError("the stream prefix '\(prefix)' must not contain { or }: sharded stream names carry their own hash tag")
+        }
+        return layout
     }
 
     /// DATABASE_URL (or DATABASE_URL_FILE), when set, is the base: the DATABASE_HOST/PORT/NAME/USER

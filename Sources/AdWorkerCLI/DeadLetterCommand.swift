@@ -21,16 +21,32 @@ struct DeadLetterCommand: AsyncParsableCommand {
         @Option(help: "Stream name prefix for training and inference (env ADWORKER_STREAM_PREFIX; default 'adserving:').")
         var streamPrefix: String?
 
+        @Option(help: "With --stream training or inference on sharded streams: only this shard (0-based); default every shard.")
+        var shard: Int?
+
         @Option(help: "Only dead letters whose reason starts with this, e.g. invalid_json or rejected_by_database.")
         var reason: String?
 
         @Option(help: "Only these dead letters, by their id in the dead-letter stream (comma-separated).")
         var ids: String?
 
-        func deadLetterStream(_ settings: Settings) -> String {
+        /// The dead-letter streams selected: a kind's, one per shard (or only `--shard`'s), or the
+        /// one stream named.
+        func deadLetterStreams(_ settings: Settings, connection: ConnectionOptions) throws -> [String] {
+            guard let kind = RecordKind(rawValue: stream) else {
+                guard shard == nil else { throw ValidationError("--shard goes with --stream training or inference, not a stream name") }
+                return [stream.hasSuffix(":dead") ? stream : DeadLetter.stream(for: stream)]
+            }
             let prefix = streamPrefix ?? settings.string("ADWORKER_STREAM_PREFIX") ?? "adserving:"
-            let stream = RecordKind(rawValue: stream).map { prefix + $0.rawValue } ?? stream
-            return stream.hasSuffix(":dead") ? stream : DeadLetter.stream(for: stream)
+            let layout = try connection.layout(settings, prefix: prefix, redis: try connection.redis(settings))
+            let streams = layout.streams(kind: kind.rawValue)
+            if let shard {
+                guard streams.indices.contains(shard) else {
+                    throw ValidationError("--shard \(shard) does not exist: there are \(streams.count) shards (0...\(streams.count - 1))")
+                }
+                return [DeadLetter.stream(for: streams[shard])]
+            }
+            return streams.map { DeadLetter.stream(for: $0) }
         }
 
         func validate() throws {
@@ -79,8 +95,14 @@ struct DeadLetterCommand: AsyncParsableCommand {
         func run() async throws {
             let settings = try connection.settings()
             let logger = try connection.bootstrap(settings, label: "adworker.dlq")
-            let stream = selection.deadLetterStream(settings)
-            try await RedisConnection.withConnection(try connection.redis(settings), logger: logger) { redis in
+            let redisConfiguration = try connection.redis(settings)
+            for stream in try selection.deadLetterStreams(settings, connection: connection) {
+                try await list(stream, redisConfiguration.routed(by: stream), logger: logger)
+            }
+        }
+
+        private func list(_ stream: String, _ configuration: RedisConfiguration, logger: Logger) async throws {
+            try await RedisConnection.withConnection(configuration, logger: logger) { redis in
                 let letters = try await selection.letters(in: stream, redis)
                 if json {
                     for letter in letters.prefix(limit) {
@@ -176,16 +198,19 @@ private func withConfirmedLetters(
 ) async throws {
     let settings = try connection.settings()
     let logger = try connection.bootstrap(settings, label: "adworker.dlq")
-    let deadStream = selection.deadLetterStream(settings)
-    try await RedisConnection.withConnection(try connection.redis(settings), logger: logger) { redis in
-        let letters = try await selection.letters(in: deadStream, redis)
-        guard !letters.isEmpty else {
-            print("no dead letters selected in \(deadStream)")
-            return
+    let redisConfiguration = try connection.redis(settings)
+    // One connection per dead-letter stream: each shard's lives on its own slot's node.
+    for deadStream in try selection.deadLetterStreams(settings, connection: connection) {
+        try await RedisConnection.withConnection(redisConfiguration.routed(by: deadStream), logger: logger) { redis in
+            let letters = try await selection.letters(in: deadStream, redis)
+            guard !letters.isEmpty else {
+                print("no dead letters selected in \(deadStream)")
+                return
+            }
+            let counted = "\(letters.count) dead letter\(letters.count == 1 ? "" : "s")"
+            try confirm(question(deadStream).replacingOccurrences(of: "{}", with: counted), yes: yes)
+            print(try await change(redis, deadStream, letters).replacingOccurrences(of: "{}", with: counted))
         }
-        let counted = "\(letters.count) dead letter\(letters.count == 1 ? "" : "s")"
-        try confirm(question(deadStream).replacingOccurrences(of: "{}", with: counted), yes: yes)
-        print(try await change(redis, deadStream, letters).replacingOccurrences(of: "{}", with: counted))
     }
 }
 

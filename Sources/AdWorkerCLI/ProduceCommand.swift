@@ -2,6 +2,7 @@ import AdTelemetry
 import Foundation
 import ArgumentParser
 import Logging
+import Redis
 import TelemetryRecords
 
 struct ProduceCommand: AsyncParsableCommand {
@@ -39,13 +40,12 @@ struct ProduceCommand: AsyncParsableCommand {
         let settings = try connection.settings()
         let logger = try connection.bootstrap(settings, label: "adworker.produce")
         let mix = LoadGenerator.Mix(rawValue: stream)!
-        let producer = TelemetryProducer(
-            configuration: TelemetryProducerConfiguration(
-                redis: try connection.redis(settings),
-                streamPrefix: streamPrefix ?? settings.string("ADWORKER_STREAM_PREFIX") ?? "adserving:"
-            ),
-            logger: logger
+        let redis = try connection.redis(settings)
+        var configuration = TelemetryProducerConfiguration(
+            redis: redis, streamPrefix: streamPrefix ?? settings.string("ADWORKER_STREAM_PREFIX") ?? "adserving:"
         )
+        configuration.shards = try connection.layout(settings, prefix: configuration.streamPrefix, redis: redis).count
+        let producer = TelemetryProducer(configuration: configuration, logger: logger)
         let result = try await LoadGenerator.withRunningProducer(producer, logger: logger) {
             if let rate {
                 return try await LoadGenerator.sendPaced(mix, count: count, rate: rate, seed: seed, through: producer)

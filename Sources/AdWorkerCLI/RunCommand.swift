@@ -68,7 +68,7 @@ struct RunCommand: AsyncParsableCommand {
             .seconds(30), .seconds(60), .seconds(120), .seconds(300), .seconds(600),
         ]
         MetricsSystem.bootstrap(factory)
-        let status = WorkerStatus(version: AdWorker.version)
+        let status = WorkerStatus(version: AdWorker.version, shards: configuration.shardNumbers)
         let stuckReasons: @Sendable () -> [String] = { stallSeconds == 0 ? [] : status.stalledStreams(after: .seconds(stallSeconds)) }
         var services = [
             ServiceGroupConfiguration.ServiceConfiguration(

@@ -43,6 +43,18 @@ struct StatusCommand: AsyncParsableCommand {
         var status: WorkerStatus.Snapshot?
         var redis: [StreamQueue]?
         var postgres: DatabaseView?
+        /// On a Redis Cluster: its nodes and which primary holds which shard streams.
+        var cluster: [ClusterNode]?
+    }
+
+    struct ClusterNode: Encodable {
+        var node: String
+        var role: String
+        var health: String
+        /// Slot ranges, e.g. `0-5460`; replicas list their primary's.
+        var slots: [String]
+        /// The shard streams (both kinds) whose slot this primary serves.
+        var streams: [String]
     }
 
     /// With the daemon down: does PostgreSQL answer, and how recent is each table's newest row.
@@ -71,6 +83,10 @@ struct StatusCommand: AsyncParsableCommand {
         let settings = try connection.settings()
         let logger = try connection.bootstrap(settings, label: "adworker.status")
         let base = url ?? settings.string("ADWORKER_STATUS_URL") ?? "http://127.0.0.1:9464"
+        let redisConfiguration = try connection.redis(settings)
+        let prefix = streamPrefix ?? settings.string("ADWORKER_STREAM_PREFIX") ?? "adserving:"
+        let layout = try connection.layout(settings, prefix: prefix, redis: redisConfiguration)
+        let streams = RecordKind.allCases.flatMap { layout.streams(kind: $0.rawValue) }
         var report: Report
         if let snapshot = try? await Self.fetch(WorkerStatus.Snapshot.self, from: base + "/status") {
             let readiness = try? await Self.fetch(ReadinessReply.self, from: base + "/readyz")
@@ -80,13 +96,11 @@ struct StatusCommand: AsyncParsableCommand {
             report = Report(health: reasons.isEmpty ? .healthy : .degraded, daemon: "up", reasons: reasons, status: snapshot, redis: nil)
         } else {
             report = Report(health: .down, daemon: "down", reasons: ["no answer from \(base)/status"], status: nil, redis: nil)
-            let prefix = streamPrefix ?? settings.string("ADWORKER_STREAM_PREFIX") ?? "adserving:"
             let group = group ?? settings.string("ADWORKER_GROUP") ?? "adworker"
             do {
-                report.redis = try await RedisConnection.withConnection(try connection.redis(settings), logger: logger) { redis in
-                    var queues: [StreamQueue] = []
-                    for kind in RecordKind.allCases {
-                        let stream = prefix + kind.rawValue
+                var queues: [StreamQueue] = []
+                for stream in streams {
+                    try await RedisConnection.withConnection(redisConfiguration.routed(by: stream), logger: logger) { redis in
                         let info = try await redis.groups(of: stream).first { $0.name == group }
                         let consumers = info == nil ? [] : try await redis.consumers(of: stream, group: group)
                         queues.append(StreamQueue(
@@ -95,13 +109,26 @@ struct StatusCommand: AsyncParsableCommand {
                             consumers: consumers.map { "\($0.name) (pending \($0.pending), idle \($0.idle))" }
                         ))
                     }
-                    return queues
                 }
+                report.redis = queues
             } catch {
                 report.reasons.append("redis: \(error)")
             }
             report.postgres = await Self.database(try connection.postgres(settings), logger: logger)
             if let error = report.postgres?.error { report.reasons.append("postgres: \(error)") }
+        }
+        if redisConfiguration.isCluster {
+            do {
+                let map = try await RedisConnection.withConnection(redisConfiguration, logger: logger) { try await $0.slotMap() }
+                report.cluster = Self.clusterView(map, streams: streams)
+                if !map.isComplete { report.reasons.append("redis cluster: some hash slots have no primary (CLUSTERDOWN for their keys)") }
+                for node in map.nodes where node.health != "online" {
+                    report.reasons.append("redis cluster: node \(node.address) is \(node.health)")
+                }
+            } catch {
+                report.reasons.append("redis cluster: \(error)")
+            }
+            if report.health == .healthy, !report.reasons.isEmpty { report.health = .degraded }
         }
         if json {
             try printJSON(report)
@@ -136,6 +163,15 @@ struct StatusCommand: AsyncParsableCommand {
     struct ReadinessReply: Decodable {
         var status: String
         var reasons: [String]?
+    }
+
+    static func clusterView(_ map: SlotMap, streams: [String]) -> [ClusterNode] {
+        map.shards.flatMap { shard -> [ClusterNode] in
+            let slots = shard.slots.map { $0.lowerBound == $0.upperBound ? "\($0.lowerBound)" : "\($0.lowerBound)-\($0.upperBound)" }
+            let held = streams.filter { stream in shard.slots.contains { $0.contains(HashSlot.slot(forKey: stream)) } }
+            return [ClusterNode(node: "\(shard.primary.address)", role: "primary", health: shard.primary.health, slots: slots, streams: held)]
+                + shard.replicas.map { ClusterNode(node: "\($0.address)", role: "replica", health: $0.health, slots: slots, streams: []) }
+        }
     }
 
     static func fetch<Value: Decodable>(_ type: Value.Type, from address: String) async throws -> Value {
@@ -177,6 +213,14 @@ struct StatusCommand: AsyncParsableCommand {
                     row([queue.stream, String(queue.length), number(queue.lag), String(queue.pending), String(queue.deadLetters)], widths)
                         + queue.consumers.joined(separator: ", ")
                 )
+            }
+        }
+        if let cluster = report.cluster {
+            lines.append("redis cluster:")
+            let widths = [22, 9, 9, 20]
+            lines.append(row(["NODE", "ROLE", "HEALTH", "SLOTS"], widths) + "SHARD STREAMS")
+            for node in cluster {
+                lines.append(row([node.node, node.role, node.health, node.slots.joined(separator: ",")], widths) + node.streams.joined(separator: " "))
             }
         }
         if let database = report.postgres {

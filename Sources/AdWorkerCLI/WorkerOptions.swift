@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Redis
 import TelemetryRecords
 import Worker
 
@@ -77,9 +78,12 @@ struct WorkerOptions: ParsableArguments {
         guard maxBatchBytes >= 1024 else { throw ValidationError("max batch bytes must be at least 1024") }
         guard (1...64).contains(concurrency) else { throw ValidationError("concurrency must be 1...64, not \(concurrency)") }
         guard maxEntryBytes >= 1024 else { throw ValidationError("max entry bytes must be at least 1024") }
+        let redis = try connection.redis(settings)
+        let prefix = streamPrefix ?? settings.string("ADWORKER_STREAM_PREFIX") ?? "adserving:"
+        let layout = try connection.layout(settings, prefix: prefix, redis: redis)
         var configuration = WorkerConfiguration(
             kinds: kinds,
-            streamPrefix: streamPrefix ?? settings.string("ADWORKER_STREAM_PREFIX") ?? "adserving:",
+            streamPrefix: prefix,
             group: group ?? settings.string("ADWORKER_GROUP") ?? "adworker",
             consumerPrefix: consumerName ?? settings.string("ADWORKER_CONSUMER_NAME") ?? ProcessInfo.processInfo.hostName,
             concurrency: concurrency,
@@ -92,9 +96,10 @@ struct WorkerOptions: ParsableArguments {
             maximumDeliveries: maxDeliveries,
             trimInterval: trimInterval > 0 ? .milliseconds(Int64(trimInterval * 1000)) : nil,
             consumerExpiry: .milliseconds(Int64(consumerExpiry * 1000)),
-            redis: try connection.redis(settings),
+            redis: redis,
             postgres: try connection.postgres(settings)
         )
+        configuration.shards = layout.count
         configuration.deadLetterLimit = deadLetterLimit > 0 ? deadLetterLimit : nil
         return configuration
     }

@@ -68,6 +68,11 @@ public struct BinaryCopyRows: Sendable {
         appendInteger(value.bitPattern)
     }
 
+    public mutating func writeInt2(_ value: Int16) {
+        appendInteger(Int32(2))
+        appendInteger(value)
+    }
+
     public mutating func writeInt4(_ value: Int32) {
         appendInteger(Int32(4))
         appendInteger(value)

@@ -3,18 +3,19 @@ public import TelemetryRecords
 
 /// Turns decoded records into binary COPY rows for `training_data` and `inference_results`.
 ///
-/// - Important: Every row starts with (stream_id, enqueued_at) taken from the Redis entry id: the
-///   table's key, which makes a redelivered entry a duplicate the idempotent path skips.
+/// - Important: Every row starts with (stream_id, enqueued_at, shard): the Redis entry id and the
+///   shard of the stream it came from, the table's key, which makes a redelivered entry a
+///   duplicate the idempotent path skips (shards number their entries independently).
 public enum RowEncoder {
     public static let trainingTarget = CopyTarget(
         table: "training_data",
-        columns: ["stream_id", "enqueued_at", "event_time", "model_name", "request_id", "input_data", "metadata", "source_ip"]
+        columns: ["stream_id", "enqueued_at", "shard", "event_time", "model_name", "request_id", "input_data", "metadata", "source_ip"]
     )
 
     public static let inferenceTarget = CopyTarget(
         table: "inference_results",
         columns: [
-            "stream_id", "enqueued_at", "event_time", "model_name", "request_id", "prediction", "confidence",
+            "stream_id", "enqueued_at", "shard", "event_time", "model_name", "request_id", "prediction", "confidence",
             "anomaly_score", "is_anomaly", "processing_time_ms", "metadata",
         ]
     )
@@ -26,16 +27,16 @@ public enum RowEncoder {
         }
     }
 
-    public static func append(_ record: TelemetryRecord, id: StreamEntryID, to rows: inout BinaryCopyRows) {
+    public static func append(_ record: TelemetryRecord, id: StreamEntryID, shard: Int16 = 0, to rows: inout BinaryCopyRows) {
         switch record {
-        case .training(let training): append(training, id: id, to: &rows)
-        case .inference(let inference): append(inference, id: id, to: &rows)
+        case .training(let training): append(training, id: id, shard: shard, to: &rows)
+        case .inference(let inference): append(inference, id: id, shard: shard, to: &rows)
         }
     }
 
-    public static func append(_ record: TrainingRecord, id: StreamEntryID, to rows: inout BinaryCopyRows) {
+    public static func append(_ record: TrainingRecord, id: StreamEntryID, shard: Int16 = 0, to rows: inout BinaryCopyRows) {
         rows.beginRow(fieldCount: Int16(trainingTarget.columns.count))
-        writeKey(id, to: &rows)
+        writeKey(id, shard: shard, to: &rows)
         rows.writeTimestamp(record.eventTime)
         rows.writeText(record.model)
         rows.writeText(record.requestID)
@@ -45,9 +46,9 @@ public enum RowEncoder {
         rows.endRow()
     }
 
-    public static func append(_ record: InferenceRecord, id: StreamEntryID, to rows: inout BinaryCopyRows) {
+    public static func append(_ record: InferenceRecord, id: StreamEntryID, shard: Int16 = 0, to rows: inout BinaryCopyRows) {
         rows.beginRow(fieldCount: Int16(inferenceTarget.columns.count))
-        writeKey(id, to: &rows)
+        writeKey(id, shard: shard, to: &rows)
         rows.writeTimestamp(record.eventTime)
         rows.writeText(record.model)
         rows.writeText(record.requestID)
@@ -64,8 +65,9 @@ public enum RowEncoder {
         rows.endRow()
     }
 
-    private static func writeKey(_ id: StreamEntryID, to rows: inout BinaryCopyRows) {
+    private static func writeKey(_ id: StreamEntryID, shard: Int16, to rows: inout BinaryCopyRows) {
         id.withUTF8 { rows.writeText(ascii: $0) }
         rows.writeTimestamp(id.timestamp)
+        rows.writeInt2(shard)
     }
 }

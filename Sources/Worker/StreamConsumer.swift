@@ -37,7 +37,12 @@ struct StreamConsumer {
     }
 
     let kind: RecordKind
+    /// This consumer's shard of the kind's stream (the stream itself when unsharded).
     let stream: String
+    /// `stream`'s shard number, part of every row's key.
+    let shard: Int16
+    /// Shared by the sinks of every shard of `kind`.
+    let postgres: PostgresPool
     let consumer: String
     let configuration: WorkerConfiguration
     let logger: Logger
@@ -60,11 +65,12 @@ struct StreamConsumer {
     let freedLanes = LaneSignal()
 
     init(
-        kind: RecordKind, slot: Int, configuration: WorkerConfiguration, logger: Logger, status: WorkerStatus?,
-        onBatch: @escaping @Sendable (BatchReport) -> Void
+        kind: RecordKind, shard: Int, stream: String, slot: Int, postgres: PostgresPool, configuration: WorkerConfiguration, logger: Logger,
+        status: WorkerStatus?, onBatch: @escaping @Sendable (BatchReport) -> Void
     ) {
         self.kind = kind
-        let stream = configuration.stream(for: kind)
+        self.shard = Int16(shard)
+        self.postgres = postgres
         let consumer = "\(configuration.consumerPrefix)-\(slot)"
         self.stream = stream
         self.consumer = consumer
@@ -123,7 +129,7 @@ struct StreamConsumer {
     private func read(into batches: AsyncChannel<Machine.Batch>) async throws {
         let clock = ContinuousClock()
         var machine = Machine(configuration: machineConfiguration, now: clock.now)
-        try await RedisConnection.withConnection(configuration.redis, logger: logger, connectImmediately: false) { redis in
+        try await RedisConnection.withConnection(configuration.redis.routed(by: stream), logger: logger, connectImmediately: false) { redis in
             while true {
                 // Reads run on the connection's own thread and do not see cancellation; check it here.
                 try Task.checkCancellation()
@@ -248,7 +254,7 @@ struct StreamConsumer {
                 continue
             }
             do {
-                RowEncoder.append(try decoder.decode(entry, as: kind), id: entry.id, to: &batch.rows)
+                RowEncoder.append(try decoder.decode(entry, as: kind), id: entry.id, shard: shard, to: &batch.rows)
                 batch.entryIndexOfRow.append(index)
             } catch {
                 logger.warning("entry refused", metadata: [LogKey.entryID: "\(entry.id)", LogKey.reason: "\(error)"])
@@ -267,17 +273,15 @@ struct StreamConsumer {
     // MARK: Sink
 
     private func sink(from batches: AsyncChannel<Machine.Batch>, breakers: SinkBreakers) async throws {
-        try await PostgresConnection.withConnection(configuration.postgres, logger: logger, connectImmediately: false) { postgres in
-            try await RedisConnection.withConnection(configuration.redis, logger: logger, connectImmediately: false) { redis in
-                for await batch in batches {
-                    try await process(prepare(batch), postgres: postgres, redis: redis, breakers: breakers)
-                    freedLanes.release()
-                }
+        try await RedisConnection.withConnection(configuration.redis.routed(by: stream), logger: logger, connectImmediately: false) { redis in
+            for await batch in batches {
+                try await process(prepare(batch), redis: redis, breakers: breakers)
+                freedLanes.release()
             }
         }
     }
 
-    private func process(_ batch: Batch, postgres: PostgresConnection, redis: RedisConnection, breakers: SinkBreakers) async throws {
+    private func process(_ batch: Batch, redis: RedisConnection, breakers: SinkBreakers) async throws {
         let rows = batch.rows
         var deadLetters = batch.deadLetters
         let path: InsertPath = batch.redelivered ? .idempotent : .fast
@@ -285,8 +289,10 @@ struct StreamConsumer {
         let insertStart = clock.now
         var outcome = InsertOutcome()
         if !rows.isEmpty {
-            outcome = try await breakers.postgres.retrying(doing: "inserting", logger: logger, probe: { try await postgres.execute("SELECT 1") }) {
-                try await postgres.insert(rows, into: RowEncoder.target(for: kind), path: path)
+            outcome = try await breakers.postgres.retrying(
+                doing: "inserting", logger: logger, probe: { try await postgres.withConnection { _ = try await $0.execute("SELECT 1") } }
+            ) {
+                try await postgres.withConnection { try await $0.insert(rows, into: RowEncoder.target(for: kind), path: path) }
             }
         }
         for (rowIndex, error) in outcome.rejectedRows {

@@ -6,8 +6,12 @@ public import TelemetryRecords
 public struct WorkerConfiguration: Sendable {
     /// Which record kinds to consume; each has its own stream and table.
     public var kinds: [RecordKind]
-    /// Stream names are `<prefix><kind>`: `adserving:training`, `adserving:inference`.
+    /// Stream names are `<prefix><kind>`: `adserving:training`, `adserving:inference` (sharded or
+    /// on a Redis Cluster, `<prefix>{<kind>.<shard>…}`: see ``ShardLayout``).
     public var streamPrefix: String
+    /// Streams per record kind; every worker process consumes all of them. Producers must use the
+    /// same count.
+    public var shards: Int = 1
     public var group: String
     /// Consumer names are `<consumerPrefix>-<slot>`; stable per host so a restarted worker
     /// finds its own pending entries.
@@ -72,7 +76,23 @@ public struct WorkerConfiguration: Sendable {
         self.postgres = postgres
     }
 
-    public func stream(for kind: RecordKind) -> String { streamPrefix + kind.rawValue }
+    public var layout: ShardLayout { ShardLayout(prefix: streamPrefix, count: shards, tagged: redis.isCluster) }
+
+    /// Every shard's stream of `kind`.
+    public func streams(for kind: RecordKind) -> [String] { layout.streams(kind: kind.rawValue) }
+
+    /// Each sharded stream's shard number, for the `shard` metric label; empty when unsharded.
+    public var shardNumbers: [String: Int] {
+        guard layout.tagged else { return [:] }
+        var numbers: [String: Int] = [:]
+        for kind in kinds {
+            for (shard, stream) in streams(for: kind).enumerated() { numbers[stream] = shard }
+        }
+        return numbers
+    }
+
+    /// Every stream consumed, kind by kind.
+    public var allStreams: [String] { kinds.flatMap { streams(for: $0) } }
 
     public static let defaultBatchSize = 5000
     public static let defaultDeadLetterLimit = 100_000

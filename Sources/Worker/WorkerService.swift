@@ -38,7 +38,7 @@ public struct WorkerService: Service {
         let lease = ConsumerLease(
             streamPrefix: configuration.streamPrefix, consumerName: configuration.consumerPrefix, duration: configuration.consumerLease
         )
-        try await RedisConnection.withConnection(configuration.redis, logger: logger, connectImmediately: false) { leaseRedis in
+        try await RedisConnection.withConnection(configuration.redis.routed(by: lease.key), logger: logger, connectImmediately: false) { leaseRedis in
             var backoff = Backoff()
             // Until the name is ours (at once, or after a holder's lease ran out) nothing is read.
             status?.problem("lease", "taking the consumer name \(configuration.consumerPrefix) (another process may hold it)")
@@ -70,7 +70,7 @@ public struct WorkerService: Service {
         logger.info(
             "worker started",
             metadata: [
-                "streams": "\(configuration.kinds.map { configuration.stream(for: $0) })",
+                "streams": "\(configuration.allStreams)",
                 "concurrency": "\(configuration.concurrency)", "batch_size": "\(configuration.batchSize)",
                 "drain": "\(configuration.drain)",
             ]
@@ -87,21 +87,13 @@ public struct WorkerService: Service {
                     // Renewing the lease only ends by throwing (another process took the name):
                     // that ends every consumer too, so two processes never share a name.
                     consumers.addTask { try await lease.keep(leaseRedis, logger: logger) }
-                    var running = 0
                     for kind in configuration.kinds {
-                        for slot in 0..<configuration.concurrency {
-                            let consumer = StreamConsumer(
-                                kind: kind, slot: slot, configuration: configuration, logger: logger, status: status, onBatch: onBatch
-                            )
-                            consumers.addTask { try await consumer.run() }
-                            running += 1
-                        }
+                        consumers.addTask { try await consume(kind) }
                     }
                     status?.markStarted()
-                    while running > 0 {
-                        try await consumers.next()
-                        running -= 1
-                    }
+                    // The first kind to end ends the lease renewal with it: the others end on
+                    // their own (drain, shutdown) or by throwing.
+                    for _ in configuration.kinds { try await consumers.next() }
                     consumers.cancelAll()
                 }
                 // Maintenance never ends on its own; the consumers decide when the worker is done.
@@ -120,13 +112,32 @@ public struct WorkerService: Service {
         logger.info("worker stopped")
     }
 
+    /// `concurrency` consumers on every shard of `kind`, whose sinks share the kind's PostgreSQL
+    /// connections.
+    private func consume(_ kind: RecordKind) async throws {
+        let size = StreamConsumer.sinkLanes * configuration.concurrency
+        try await PostgresPool.withPool(size: size, configuration: configuration.postgres, logger: logger) { pool in
+            try await withThrowingTaskGroup(of: Void.self) { consumers in
+                for (shard, stream) in configuration.streams(for: kind).enumerated() {
+                    for slot in 0..<configuration.concurrency {
+                        let consumer = StreamConsumer(
+                            kind: kind, shard: shard, stream: stream, slot: slot, postgres: pool, configuration: configuration, logger: logger,
+                            status: status, onBatch: onBatch
+                        )
+                        consumers.addTask { try await consumer.run() }
+                    }
+                }
+                try await consumers.waitForAll()
+            }
+        }
+    }
+
     /// Samples each stream's length, the group's lag and its pending count, until cancelled.
     private func sampleQueues(into status: WorkerStatus, every interval: Duration?) async throws {
         let breaker = CircuitBreaker(target: "redis")
-        try await RedisConnection.withConnection(configuration.redis, logger: logger, connectImmediately: false) { redis in
+        try await withStreamConnections { connections in
             while !Task.isShuttingDownGracefully {
-                for kind in configuration.kinds {
-                    let stream = configuration.stream(for: kind)
+                for (stream, redis) in connections {
                     let (length, group, deadLetters) = try await breaker.retrying(doing: "sampling queues", logger: logger) {
                         (
                             try await redis.streamLength(stream), try await redis.groups(of: stream).first { $0.name == configuration.group },
@@ -145,11 +156,11 @@ public struct WorkerService: Service {
     /// Trims each stream and expires idle consumers every `interval`, until cancelled.
     private func maintain(every interval: Duration) async throws {
         let breaker = CircuitBreaker(target: "redis")
-        try await RedisConnection.withConnection(configuration.redis, logger: logger, connectImmediately: false) { redis in
+        try await withStreamConnections { connections in
             while !Task.isShuttingDownGracefully {
-                for kind in configuration.kinds {
+                for (stream, redis) in connections {
                     let maintenance = StreamMaintenance(
-                        stream: configuration.stream(for: kind), group: configuration.group, consumerExpiry: configuration.consumerExpiry,
+                        stream: stream, group: configuration.group, consumerExpiry: configuration.consumerExpiry,
                         deadLetterLimit: configuration.deadLetterLimit
                     )
                     _ = try await breaker.retrying(doing: "trimming", logger: logger) { try await maintenance.run(redis, logger: logger) }
@@ -188,7 +199,8 @@ public struct WorkerService: Service {
                         [table]
                     )
                     switch found.first?.first ?? nil {
-                    case "usable": break
+                    case "usable":
+                        try await refuseWithoutShardKey(table, postgres)
                     case "missing":
                         throw StartupRefused(description: "table \(table) does not exist in database \(configuration.postgres.database): run adworker migrate")
                     default:
@@ -205,12 +217,33 @@ public struct WorkerService: Service {
         }
     }
 
+    /// Rows are keyed by (enqueued_at, stream_id, shard) since migration 5: without the column the
+    /// COPY fails; with sharded streams and a key without it (a compressed hypertable that the
+    /// migration could not change), rows of two shards with the same entry id would count as one.
+    private func refuseWithoutShardKey(_ table: String, _ postgres: PostgresConnection) async throws {
+        let key = try await postgres.query(
+            """
+            SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass($1) AND attname = 'shard' AND NOT attisdropped),
+                   EXISTS (SELECT 1 FROM pg_index JOIN pg_attribute ON attrelid = indrelid AND attnum = ANY (indkey)
+                            WHERE indrelid = to_regclass($1) AND indisprimary AND attname = 'shard')
+            """,
+            [table]
+        )
+        guard key.first?.first == "t" else {
+            throw StartupRefused(description: "table \(table) has no shard column (schema older than this adworker): run adworker migrate")
+        }
+        if configuration.layout.tagged, key.first?[1] != "t" {
+            throw StartupRefused(
+                description: "table \(table)'s primary key lacks the shard column that sharded streams need (a TimescaleDB hypertable with compression keeps its old key): change it as schema/005_shard_key.sql says, or run with one shard on a single Redis"
+            )
+        }
+    }
+
     /// Creates each stream's consumer group if missing, retrying while Redis is unreachable or
     /// refuses; meanwhile `/readyz` says why. Returns false if a graceful shutdown came first.
     private func createGroups() async throws -> Bool {
-        try await RedisConnection.withConnection(configuration.redis, logger: logger, connectImmediately: false) { redis in
-            for kind in configuration.kinds {
-                let stream = configuration.stream(for: kind)
+        try await withStreamConnections { connections in
+            for (stream, redis) in connections {
                 var backoff = Backoff()
                 while true {
                     do {
@@ -230,5 +263,22 @@ public struct WorkerService: Service {
             }
             return true
         }
+    }
+
+    /// Runs `body` with a connection per stream, in ``WorkerConfiguration/allStreams`` order; each
+    /// follows its stream's slot on a cluster (on one node they all reach the same server).
+    /// Connections connect on first use.
+    private func withStreamConnections<Result>(
+        _ body: ([(stream: String, redis: RedisConnection)]) async throws -> sending Result
+    ) async throws -> sending Result {
+        let streams = configuration.allStreams
+        func open(_ connections: [(stream: String, redis: RedisConnection)]) async throws -> sending Result {
+            guard connections.count < streams.count else { return try await body(connections) }
+            let stream = streams[connections.count]
+            return try await RedisConnection.withConnection(configuration.redis.routed(by: stream), logger: logger, connectImmediately: false) {
+                try await open(connections + [(stream, $0)])
+            }
+        }
+        return try await open([])
     }
 }

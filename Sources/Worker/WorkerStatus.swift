@@ -204,10 +204,21 @@ public final class WorkerStatus: Sendable {
     /// The wall-clock start, which rates are measured from during the first minute.
     private let startedAt: Timestamp
     public let version: String
+    /// Sharded streams' shard numbers: their metrics carry a `shard` label beside `stream`, so a
+    /// dashboard can sum a kind's shards or show them one by one. Bounded: one value per shard.
+    private let shardOfStream: [String: Int]
 
-    public init(version: String, startedAt: Timestamp = .now()) {
+    /// - Parameter shards: each sharded stream's shard number (none for unsharded streams).
+    public init(version: String, startedAt: Timestamp = .now(), shards: [String: Int] = [:]) {
         self.version = version
         self.startedAt = startedAt
+        self.shardOfStream = shards
+    }
+
+    /// The labels of a stream's metrics.
+    private func labels(_ stream: String) -> [(String, String)] {
+        guard let shard = shardOfStream[stream] else { return labels(stream) }
+        return [("stream", stream), ("shard", "\(shard)")]
     }
 
     // MARK: Recording
@@ -221,7 +232,7 @@ public final class WorkerStatus: Sendable {
             Self.add(report, latencies: latencies, at: now, to: &state.streams[report.stream, default: StreamState()], random: &state.random)
         }
 
-        let dimensions = [("stream", report.stream)]
+        let dimensions = labels(report.stream)
         Counter(label: "adworker_entries_read_total", dimensions: dimensions).increment(by: report.entries)
         Counter(label: "adworker_rows_inserted_total", dimensions: dimensions).increment(by: report.insertedRows)
         Counter(label: "adworker_entries_acknowledged_total", dimensions: dimensions).increment(by: report.entries)
@@ -264,7 +275,7 @@ public final class WorkerStatus: Sendable {
         state.withLock { state in
             Self.withSecond(&state.streams[stream, default: StreamState()], at: now) { $0.failures += 1 }
         }
-        Counter(label: "adworker_errors_total", dimensions: [("stream", stream), ("target", target)] + Self.errorLabels(error)).increment()
+        Counter(label: "adworker_errors_total", dimensions: labels(stream) + [("target", target)] + Self.errorLabels(error)).increment()
     }
 
     /// Bounded labels from an error's code, classified where it was made (the C boundary): the
@@ -284,7 +295,7 @@ public final class WorkerStatus: Sendable {
     /// the first open circuit are a change a rule's `increase()` or `changes()` can see, and a
     /// dashboard shows 0 rather than no data.
     func declare(stream: String) {
-        let dimensions = [("stream", stream)]
+        let dimensions = labels(stream)
         for reason in Self.deadLetterReasons {
             Counter(label: "adworker_dead_letters_total", dimensions: dimensions + [("reason", reason)]).increment(by: 0)
         }
@@ -319,7 +330,7 @@ public final class WorkerStatus: Sendable {
                 .state = newState
             return state.consumers.values.count { $0.stream == stream && $0.state != "stopped" }
         }
-        Gauge(label: "adworker_workers_alive", dimensions: [("stream", stream)]).record(alive)
+        Gauge(label: "adworker_workers_alive", dimensions: labels(stream)).record(alive)
     }
 
     /// A circuit of one of a consumer's tasks (`role`: reader, sink 1) opened or closed.
@@ -332,7 +343,7 @@ public final class WorkerStatus: Sendable {
             state.consumers[key] = entry
             return state.consumers.values.contains { $0.stream == stream && $0.openCircuits.contains { $0.target == target } }
         }
-        Gauge(label: "adworker_circuit_open", dimensions: [("stream", stream), ("target", target)]).record(anyOpen ? 1 : 0)
+        Gauge(label: "adworker_circuit_open", dimensions: labels(stream) + [("target", target)]).record(anyOpen ? 1 : 0)
     }
 
     /// Raises (with a reason that names the fix) or clears (nil) a condition that makes the worker
@@ -373,7 +384,7 @@ public final class WorkerStatus: Sendable {
             state.streams[stream] = entry
             return (entry.lastProgress ?? started).duration(to: .now)
         }
-        let dimensions = [("stream", stream)]
+        let dimensions = labels(stream)
         Gauge(label: "adworker_stream_length", dimensions: dimensions).record(length)
         Gauge(label: "adworker_pending_entries", dimensions: dimensions).record(pending)
         if let lag { Gauge(label: "adworker_consumer_group_lag", dimensions: dimensions).record(lag) }
