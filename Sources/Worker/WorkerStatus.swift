@@ -217,7 +217,7 @@ public final class WorkerStatus: Sendable {
 
     /// The labels of a stream's metrics.
     private func labels(_ stream: String) -> [(String, String)] {
-        guard let shard = shardOfStream[stream] else { return labels(stream) }
+        guard let shard = shardOfStream[stream] else { return [("stream", stream)] }
         return [("stream", stream), ("shard", "\(shard)")]
     }
 

@@ -49,8 +49,8 @@ struct EndToEndTests {
         try await TestServers.withTestSchema { postgres in
             try await TestServers.withTestStreams { prefix in
                 let configuration = Self.workerConfiguration(prefix: prefix, postgres: postgres)
-                let trainingStream = configuration.stream(for: .training)
-                let inferenceStream = configuration.stream(for: .inference)
+                let trainingStream = configuration.streams(for: .training)[0]
+                let inferenceStream = configuration.streams(for: .inference)[0]
 
                 // 10,000 complete API requests through the producer library.
                 var telemetry = SyntheticTelemetry(seed: 99)
@@ -176,7 +176,7 @@ struct EndToEndTests {
             try await TestServers.withTestStreams { prefix in
                 var configuration = Self.workerConfiguration(prefix: prefix, postgres: postgres, concurrency: 1)
                 configuration.kinds = [.inference]
-                let stream = configuration.stream(for: .inference)
+                let stream = configuration.streams(for: .inference)[0]
                 var telemetry = SyntheticTelemetry(seed: 5)
                 let commands = (0..<300).map { number -> RedisCommand in
                     var command = RedisCommand.streamAdd(to: stream)
@@ -232,7 +232,7 @@ struct EndToEndTests {
                 configuration.drain = false
                 configuration.postgres.port = 1
                 configuration.postgres.connectTimeout = .seconds(1)
-                let stream = configuration.stream(for: .inference)
+                let stream = configuration.streams(for: .inference)[0]
                 var telemetry = SyntheticTelemetry(seed: 6)
                 var command = RedisCommand.streamAdd(to: stream)
                 WireFormat.encode(telemetry.inference(model: "m", requestID: "r"), into: &command)

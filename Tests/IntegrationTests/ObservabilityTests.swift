@@ -31,7 +31,7 @@ struct ObservabilityTests {
             try await TestServers.withTestStreams { prefix in
                 var configuration = EndToEndTests.workerConfiguration(prefix: prefix, postgres: postgres, concurrency: 2)
                 configuration.kinds = [.inference]
-                let stream = configuration.stream(for: .inference)
+                let stream = configuration.streams(for: .inference)[0]
 
                 // 3,000 records through the producer, and 3 poison entries.
                 let producer = TelemetryProducer(

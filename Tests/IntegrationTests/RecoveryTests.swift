@@ -35,7 +35,7 @@ struct RecoveryTests {
         try await TestServers.withTestSchema { postgres in
             try await TestServers.withTestStreams { prefix in
                 let configuration = Self.configuration(prefix: prefix, postgres: postgres)
-                let stream = configuration.stream(for: .inference)
+                let stream = configuration.streams(for: .inference)[0]
                 let ids = try await Self.addEntries(500, to: stream)
                 // A consumer under another name reads 300 entries, stores 100 of them, and dies;
                 // then one of its pending entries is deleted from the stream by someone else.
@@ -79,7 +79,7 @@ struct RecoveryTests {
             try await TestServers.withTestStreams { prefix in
                 var configuration = Self.configuration(prefix: prefix, postgres: postgres)
                 configuration.maximumDeliveries = 3
-                let stream = configuration.stream(for: .inference)
+                let stream = configuration.streams(for: .inference)[0]
                 let ids = try await Self.addEntries(10, to: stream)
                 // Entries 0...4 were in flight on this consumer name three times already (three
                 // crashes); the next delivery is the fourth.
@@ -111,7 +111,7 @@ struct RecoveryTests {
         try await TestServers.withTestSchema { postgres in
             try await TestServers.withTestStreams { prefix in
                 let configuration = Self.configuration(prefix: prefix, postgres: postgres)
-                let stream = configuration.stream(for: .inference)
+                let stream = configuration.streams(for: .inference)[0]
                 let ids = try await Self.addEntries(1000, to: stream)
                 // A second group (another application) has read 400 entries and acknowledged 300.
                 try await RedisConnection.withConnection(TestServers.redis, logger: TestServers.logger) { redis in

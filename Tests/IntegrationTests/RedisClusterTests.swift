@@ -1,7 +1,10 @@
+import AdTelemetry
 import Foundation
+import Postgres
 import Redis
 import TelemetryRecords
 import Testing
+import Worker
 
 /// Against the six-node cluster of `scripts/redis-cluster.sh` (three primaries, three replicas).
 /// Serialized: the tests move slots, which must not happen under each other's keys.
@@ -150,5 +153,90 @@ struct RedisClusterTests {
             try await RedisConnection.withConnection(configuration.routed(by: "k"), logger: TestServers.logger) { _ = try await $0.ping() }
         }
         #expect(error?.message.contains("is it a Redis Cluster node?") == true, "\(String(describing: error))")
+    }
+
+    /// Twelve shards per kind on the cluster, two consumers per shard: every record the producer
+    /// confirmed is one row, poison in one shard is one dead letter there, nothing stays pending,
+    /// and entries of different shards with the same id (each primary numbers its own) are all kept.
+    @Test func twelveShardsDrainExactly() async throws {
+        try await TestServers.withTestSchema { postgres in
+            let prefix = TestServers.uniqueName("cluster") + ":"
+            var configuration = EndToEndTests.workerConfiguration(prefix: prefix, postgres: postgres)
+            configuration.redis = cluster
+            configuration.shards = 12
+            let layout = configuration.layout
+            #expect(layout.tagged && configuration.allStreams.count == 24)
+            var telemetry = SyntheticTelemetry(seed: 12)
+            var requests: [TelemetryRecord] = []
+            for number in 0..<6000 {
+                let (training, inference) = telemetry.request(number: number)
+                requests += [.training(training), .inference(inference)]
+            }
+            var producerConfiguration = TelemetryProducerConfiguration(redis: cluster, streamPrefix: prefix)
+            producerConfiguration.shards = 12
+            let producer = TelemetryProducer(configuration: producerConfiguration, logger: TestServers.logger)
+            let ids = try await EndToEndTests.withRunningProducer(producer) {
+                try await producer.send(requests).map { try $0.get() }
+            }
+            #expect(ids.count == 12_000)
+            // A request's two records went to the same shard number.
+            let shardOf = { (record: TelemetryRecord) -> Int in
+                switch record {
+                case .training(let training): layout.shard(forRequestID: training.requestID)
+                case .inference(let inference): layout.shard(forRequestID: inference.requestID)
+                }
+            }
+            #expect(stride(from: 0, to: requests.count, by: 2).allSatisfy { shardOf(requests[$0]) == shardOf(requests[$0 + 1]) })
+            let poisonStream = layout.stream(kind: "inference", shard: 5)
+            _ = try await RedisConnection.withConnection(cluster.routed(by: poisonStream), logger: TestServers.logger) { redis in
+                try await redis.add([.streamAdd(to: poisonStream, fields: StreamFields([("v", "1"), ("model", "m")]))])
+            }
+            let lengths = try await Self.lengths(configuration.allStreams, cluster)
+            #expect(lengths.reduce(0, +) == 12_001)
+            #expect(lengths.allSatisfy { $0 > 300 }, "every shard got records: \(lengths)")
+
+            try await WorkerService(configuration: configuration, logger: TestServers.logger).run()
+
+            #expect(try await TestServers.count(postgres, "training_data") == 6000)
+            #expect(try await TestServers.count(postgres, "inference_results") == 6000)
+            let shards = try await TestServers.query(postgres, "SELECT count(DISTINCT shard) FROM inference_results")
+            #expect(shards.first?.first == "12")
+            let (pending, dead) = try await Self.pendingAndDead(configuration.allStreams, group: configuration.group, cluster)
+            #expect(pending == 0)
+            #expect(dead == [DeadLetter.stream(for: poisonStream): 1])
+            // (A failed run leaves its uniquely named streams behind; fault-test cleanup is by prefix.)
+            try await Self.delete(configuration.allStreams, cluster)
+        }
+    }
+
+    static func lengths(_ streams: [String], _ cluster: RedisConfiguration) async throws -> [Int] {
+        var lengths: [Int] = []
+        for stream in streams {
+            lengths.append(try await RedisConnection.withConnection(cluster.routed(by: stream), logger: TestServers.logger) {
+                try await $0.streamLength(stream)
+            })
+        }
+        return lengths
+    }
+
+    static func pendingAndDead(_ streams: [String], group: String, _ cluster: RedisConfiguration) async throws -> (Int, [String: Int]) {
+        var pending = 0
+        var dead: [String: Int] = [:]
+        for stream in streams {
+            let (waiting, letters) = try await RedisConnection.withConnection(cluster.routed(by: stream), logger: TestServers.logger) {
+                (try await $0.pendingCount(stream, group: group), try await $0.streamLength(DeadLetter.stream(for: stream)))
+            }
+            pending += waiting
+            if letters > 0 { dead[DeadLetter.stream(for: stream)] = letters }
+        }
+        return (pending, dead)
+    }
+
+    static func delete(_ streams: [String], _ cluster: RedisConfiguration) async throws {
+        for stream in streams {
+            _ = try await RedisConnection.withConnection(cluster.routed(by: stream), logger: TestServers.logger) {
+                try await $0.delete([stream, DeadLetter.stream(for: stream)])
+            }
+        }
     }
 }
