@@ -66,7 +66,7 @@ extension RedisConnection {
 
     /// Moves the connection to `node`, which serves its slot from now on.
     func retarget(to node: RedisNodeAddress) {
-        logger.info("redis cluster slot moved; following it", metadata: ["from": "\(clusterNode.map(\.description) ?? "?")", "to": "\(node)"])
+        logger.notice("redis cluster slot moved; following it", metadata: ["from": "\(clusterNode.map(\.description) ?? "?")", "to": "\(node)"])
         if let context {
             redisFree(context)
             self.context = nil
