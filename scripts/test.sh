@@ -18,6 +18,8 @@ log "starting Redis and PostgreSQL"
 scripts/dev-services.sh
 DATABASE_NAME=$smoke_database scripts/dev-services.sh
 DATABASE_NAME=adworker_faults scripts/dev-services.sh
+log "starting a Redis Cluster on loopback (three primaries, three replicas)"
+scripts/redis-cluster.sh start
 
 log "building (debug)"
 swift build --build-tests
@@ -176,6 +178,28 @@ for latency in report["latency"]:
 assert report["drainPeakRSSGrowthBytes"] > 0, report
 PY
 
+log "CLI on the Redis Cluster with 3 shards: produce, drain, status, dlq per shard"
+cluster_env=(REDIS_CLUSTER_NODES="$(scripts/redis-cluster.sh nodes)" ADWORKER_SHARDS=3)
+psql_smoke -c 'TRUNCATE training_data, inference_results'
+env "${cluster_env[@]}" "$adworker" produce --env-file "$empty_env" --stream requests --count 3000
+shard1="${prefix}{inference.1}"
+redis-cli -c -p 30001 xadd "$shard1" '*' v 1 model smoke request_id poison ts 1700000000000 prediction '{' >/dev/null
+timeout 120 env "${cluster_env[@]}" "$adworker" run --env-file "$empty_env" --drain
+[ "$(psql_smoke -c 'SELECT count(*), count(DISTINCT shard) FROM inference_results')" = "1500|3" ] || { log "cluster drain: rows per shard wrong"; exit 1; }
+env "${cluster_env[@]}" "$adworker" status --env-file "$empty_env" --url http://127.0.0.1:1 > /tmp/adworker-smoke-cluster-status.txt || true
+grep -q '^redis cluster:' /tmp/adworker-smoke-cluster-status.txt && [ "$(grep -c ' primary ' /tmp/adworker-smoke-cluster-status.txt)" = 3 ] \
+    || { log "status does not show the cluster's three primaries"; cat /tmp/adworker-smoke-cluster-status.txt; exit 1; }
+grep -qF "$shard1" /tmp/adworker-smoke-cluster-status.txt || { log "status does not list shard 1"; exit 1; }
+env "${cluster_env[@]}" "$adworker" dlq list --env-file "$empty_env" --stream inference | grep -q "^$shard1:dead: 1 dead letter" \
+    || { log "dlq list across shards does not show shard 1's letter"; exit 1; }
+env "${cluster_env[@]}" "$adworker" dlq purge --env-file "$empty_env" --stream inference --shard 1 --yes
+[ "$(redis-cli -c -p 30001 xlen "$shard1:dead")" = 0 ] || { log "dlq purge --shard 1 left the letter"; exit 1; }
+for kind in training inference; do
+    for key in $(for port in 30001 30002 30003 30004 30005 30006; do redis-cli -p $port --scan --pattern "${prefix}{${kind}*"; done | sort -u); do
+        redis-cli -c -p 30001 del "$key" >/dev/null
+    done
+done
+
 python3 -c 'import prometheus_client' 2>/dev/null || python3 -m pip install -q prometheus_client
 
 log "deploy files: systemd unit, Kubernetes manifests, compose file"
@@ -186,7 +210,7 @@ scripts/check-monitoring.sh
 # Installed here, once, for the observability scenario, which loads the status page in it.
 command -v chromium >/dev/null || { log "installing chromium"; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
 
-log "fault tests: kill -9, PostgreSQL restart, 30 s outage and crashes, Redis restart and maxmemory, a half-open PostgreSQL, lost replies, SIGTERM, racing and same-named workers, poison and hostile ids, a held lock, /readyz and status exit codes, probe floods, idle HTTP clients, least privilege, the process pool"
+log "fault tests: kill -9, PostgreSQL restart, 30 s outage and crashes, Redis restart and maxmemory, a half-open PostgreSQL, lost replies, SIGTERM, racing and same-named workers, poison and hostile ids, a held lock, /readyz and status exit codes, probe floods, idle HTTP clients, least privilege, the process pool; on the cluster: 12 shards in a pool, kill -9 of a primary, live resharding, a seed down at start, one shard"
 # In a subshell with the smoke run's stream prefix and database unset: each scenario sets its own.
 (unset ADWORKER_STREAM_PREFIX DATABASE_NAME; python3 scripts/fault-tests.py "$adworker")
 
