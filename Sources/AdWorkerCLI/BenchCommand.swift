@@ -16,7 +16,7 @@ struct BenchCommand: AsyncParsableCommand {
         discussion: """
             Uses its own schema (adworker_bench) and streams (adworker-bench:*), removed afterwards, \
             so it never touches live data. Compare the drain rate with the raw COPY rate of the same \
-            run: the ratio holds on a noisy machine where absolute figures do not.
+            run: the ratio holds on a noisy machine where absolute figures do not. On a Redis Cluster             (REDIS_CLUSTER_NODES), every round also runs the producer and the drain against the single             Redis at REDIS_HOST:REDIS_PORT, and the report gives cluster / single-node ratios.
             """
     )
 
@@ -63,6 +63,15 @@ struct BenchCommand: AsyncParsableCommand {
         var drainPeakRSSGrowthBytes: Int
     }
 
+    /// A cluster's figures next to one node's, measured in the same rounds (medians).
+    struct SingleNodeComparison: Encodable {
+        var redis: String
+        var producerEntriesPerSecond: Double
+        var drainRowsPerSecond: Double
+        var clusterToSingleNodeProducerRatio: Double
+        var clusterToSingleNodeDrainRatio: Double
+    }
+
     /// End-to-end latency (commit time minus entry id time) at one fixed rate.
     struct Latency: Encodable {
         var rate: Int
@@ -91,6 +100,8 @@ struct BenchCommand: AsyncParsableCommand {
         var drainToRawCopyRatio: Double
         var drainPeakRSSGrowthBytes: Int
         var latency: [Latency]
+        /// On a cluster: the same rounds against the single node, and the ratios.
+        var singleNode: SingleNodeComparison?
         var loadAverageBefore: String
         var loadAverageAfter: String
     }
@@ -129,7 +140,17 @@ struct BenchCommand: AsyncParsableCommand {
         log("preparing \(count) \(kind.rawValue) records")
         let records = LoadGenerator.records(kind == .training ? .training : .inference, count: count, seed: 7)
         var measured: [Round] = []
+        var singleNodeRounds: [Round] = []
+        var singleNode = configuration
+        singleNode.redis = try connection.singleNodeRedis(settings)
+        singleNode.shards = 1
         for number in 1...rounds {
+            if configuration.redis.isCluster {
+                let single = try await measureRound(records, kind: kind, configuration: singleNode, logger: logger)
+                log(String(format: "round %d on the single node %@: producer %.0f entries/s, drain %.0f rows/s", number,
+                           "\(singleNode.redis.host):\(singleNode.redis.port)", single.producerEntriesPerSecond, single.drainRowsPerSecond))
+                singleNodeRounds.append(single)
+            }
             let round = try await measureRound(records, kind: kind, configuration: configuration, logger: logger)
             log(
                 String(
@@ -172,6 +193,13 @@ struct BenchCommand: AsyncParsableCommand {
             redisAppendOnly: appendOnly,
             drainRowsPerSecond: median(\.drainRowsPerSecond), drainToRawCopyRatio: median(\.drainToRawCopyRatio),
             drainPeakRSSGrowthBytes: measured.map(\.drainPeakRSSGrowthBytes).max() ?? 0, latency: latency,
+            singleNode: singleNodeRounds.isEmpty ? nil : SingleNodeComparison(
+                redis: "\(singleNode.redis.host):\(singleNode.redis.port)",
+                producerEntriesPerSecond: Self.median(singleNodeRounds.map(\.producerEntriesPerSecond)),
+                drainRowsPerSecond: Self.median(singleNodeRounds.map(\.drainRowsPerSecond)),
+                clusterToSingleNodeProducerRatio: Self.median(zip(measured, singleNodeRounds).map { Self.ratio($0.producerEntriesPerSecond, $1.producerEntriesPerSecond) }),
+                clusterToSingleNodeDrainRatio: Self.median(zip(measured, singleNodeRounds).map { Self.ratio($0.drainRowsPerSecond, $1.drainRowsPerSecond) })
+            ),
             loadAverageBefore: loadBefore, loadAverageAfter: Self.loadAverage()
         )
         if json {
@@ -413,7 +441,11 @@ struct BenchCommand: AsyncParsableCommand {
               end-to-end drain          \(rate(report.drainRowsPerSecond)) rows/s
               drain / raw COPY          \(String(format: "%12.3f", report.drainToRawCopyRatio))  (rounds: \(roundRatios))
               drain peak RSS growth     \(String(format: "%12.1f", Double(report.drainPeakRSSGrowthBytes) / 1_048_576)) MiB
-            \(latencies)
+            \(latencies)\(report.singleNode.map { single in
+                String(format: "\n  single node %@: producer %.0f entries/s, drain %.0f rows/s; cluster / single node: producer %.3f, drain %.3f",
+                       single.redis, single.producerEntriesPerSecond, single.drainRowsPerSecond,
+                       single.clusterToSingleNodeProducerRatio, single.clusterToSingleNodeDrainRatio)
+            } ?? "")
               load average before / after: \(report.loadAverageBefore) / \(report.loadAverageAfter)
             """
     }

@@ -44,12 +44,7 @@ struct ConnectionOptions: ParsableArguments {
     }
 
     func redis(_ settings: Settings) throws -> RedisConfiguration {
-        var configuration = RedisConfiguration(
-            host: redisHost ?? settings.string("REDIS_HOST") ?? "127.0.0.1",
-            port: try redisPort ?? settings.integer("REDIS_PORT") ?? 6379,
-            username: settings.string("REDIS_USERNAME"),
-            password: try settings.secret("REDIS_PASSWORD")
-        )
+        var configuration = try singleNodeRedis(settings)
         if let nodes = redisClusterNodes ?? settings.string("REDIS_CLUSTER_NODES"), !nodes.isEmpty {
             configuration.clusterNodes = try nodes.split(separator: ",").map { text in
                 let trimmed = text.trimmingCharacters(in: .whitespaces)
@@ -62,6 +57,16 @@ struct ConnectionOptions: ParsableArguments {
             configuration.port = configuration.clusterNodes[0].port
         }
         return configuration
+    }
+
+    /// The single Redis at REDIS_HOST:REDIS_PORT, cluster settings aside (bench's comparison).
+    func singleNodeRedis(_ settings: Settings) throws -> RedisConfiguration {
+        RedisConfiguration(
+            host: redisHost ?? settings.string("REDIS_HOST") ?? "127.0.0.1",
+            port: try redisPort ?? settings.integer("REDIS_PORT") ?? 6379,
+            username: settings.string("REDIS_USERNAME"),
+            password: try settings.secret("REDIS_PASSWORD")
+        )
     }
 
     /// How streams of `prefix` are named: tagged shards on a cluster or with more than one shard.
