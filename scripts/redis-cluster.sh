@@ -6,6 +6,8 @@
 #   scripts/redis-cluster.sh nodes   # prints REDIS_CLUSTER_NODES for these ports
 # Ports ${REDIS_CLUSTER_BASE_PORT:-30001} and the next five; each node's cluster bus is its port +
 # 10000. A short node timeout (2 s) makes a replica take over a killed primary within seconds.
+# REDIS_CLUSTER_REPLICAS=0 makes three primaries alone (three ports), e.g. to measure what the
+# replicas cost on a shared machine: REDIS_CLUSTER_BASE_PORT=30011 REDIS_CLUSTER_REPLICAS=0 ... start
 # Same settings as the single dev Redis: append-only file, no snapshots, never evict.
 set -euo pipefail
 
@@ -13,7 +15,9 @@ BASE_PORT=${REDIS_CLUSTER_BASE_PORT:-30001}
 HOST=127.0.0.1
 DATA_DIR=${ADWORKER_DEV_DATA_DIR:-/var/tmp/adworker-dev}/redis-cluster
 NODE_TIMEOUT=${REDIS_CLUSTER_NODE_TIMEOUT:-2000}
-PORTS=$(seq "$BASE_PORT" $((BASE_PORT + 5)))
+REPLICAS=${REDIS_CLUSTER_REPLICAS:-1}
+NODE_COUNT=$((3 * (1 + REPLICAS)))
+PORTS=$(seq "$BASE_PORT" $((BASE_PORT + NODE_COUNT - 1)))
 
 log() { printf '[redis-cluster] %s\n' "$*" >&2; }
 
@@ -53,7 +57,7 @@ replicas_linked() {
             linked=$((linked + 1))
         fi
     done
-    [ "$linked" -eq 3 ]
+    [ "$linked" -eq $((3 * REPLICAS)) ]
 }
 
 start() {
@@ -61,7 +65,7 @@ start() {
     for port in $PORTS; do wait_until "redis on $port answering" answers "$port"; done
     local known
     known=$(redis-cli -h "$HOST" -p "$BASE_PORT" cluster info | sed -n 's/^cluster_known_nodes:\([0-9]*\).*/\1/p')
-    if [ "${known:-1}" -lt 6 ]; then
+    if [ "${known:-1}" -lt "$NODE_COUNT" ]; then
         # Fresh nodes (or a half-made cluster from an interrupted run): start clean.
         for port in $PORTS; do
             redis-cli -h "$HOST" -p "$port" flushall >/dev/null 2>&1 || true
@@ -69,10 +73,10 @@ start() {
         done
         # shellcheck disable=SC2046
         redis-cli --cluster create $(for port in $PORTS; do printf '%s:%s ' "$HOST" "$port"; done) \
-            --cluster-replicas 1 --cluster-yes >"$DATA_DIR/create.log"
+            --cluster-replicas "$REPLICAS" --cluster-yes >"$DATA_DIR/create.log"
     fi
     wait_until "cluster_state:ok on every node" all_ok
-    wait_until "three replicas linked to their primaries" replicas_linked
+    wait_until "every replica linked to its primary" replicas_linked
     log "cluster ready: REDIS_CLUSTER_NODES=$(nodes)"
 }
 

@@ -71,6 +71,28 @@ assert streams == {prefix + "training", prefix + "inference"}, streams
 assert any(ref["parameter"] == "password" and ref["name"] == "adworker" for ref in auth["spec"]["secretTargetRef"])
 PY
 
+log "KEDA on a Redis Cluster: a redis-cluster-streams trigger on the lag of every shard stream"
+"$k8s/bin/python" - deploy/kubernetes/keda-scaledobject-cluster.yaml scripts/fault-tests.py <<'PY'
+import sys, yaml
+objects = {d["kind"]: d for d in yaml.safe_load_all(open(sys.argv[1])) if d}
+# The tag rule as the fault tests compute it, independently of the Swift code.
+source = open(sys.argv[2]).read()
+rule = source[source.index("def crc16"):source.index("def cluster_redis")]
+namespace = {}
+exec(rule, namespace)
+scaled, auth = objects["ScaledObject"], objects["TriggerAuthentication"]
+assert scaled["spec"]["scaleTargetRef"]["name"] == "adworker"
+streams = []
+for trigger in scaled["spec"]["triggers"]:
+    metadata = trigger["metadata"]
+    assert trigger["type"] == "redis-cluster-streams", trigger
+    assert metadata["addresses"] and "lagCount" in metadata and "pendingEntriesCount" not in metadata
+    assert trigger["authenticationRef"]["name"] == auth["metadata"]["name"]
+    streams.append(metadata["stream"])
+expected = namespace["shard_streams"]("adserving:", "training", 12) + namespace["shard_streams"]("adserving:", "inference", 12)
+assert streams == expected, (streams, expected)
+PY
+
 log "systemd unit takes both passwords as credentials"
 for secret in database-password redis-password; do
     grep -q "^LoadCredential=$secret:" deploy/systemd/adworker.service || { log "no LoadCredential for $secret"; exit 1; }
