@@ -886,7 +886,9 @@ def redis_oom():
         scenario.processes.remove(other)
         scenario.notes.append(f"group creation refused: /readyz 503 naming it, SIGTERM exit 0 in {took:.1f} s")
         # The load generator says why its records failed.
-        refused = subprocess.run([ADWORKER, "produce", "--env-file", EMPTY_ENV, "--stream", "training", "--count", "10"],
+        # OOM is retried (the XADD did not run) until the retry deadline, here 1 s.
+        refused = subprocess.run([ADWORKER, "produce", "--env-file", EMPTY_ENV, "--stream", "training", "--count", "10",
+                                  "--max-retry-seconds", "1"],
                                  env=scenario.environment(), capture_output=True, text=True)
         check(refused.returncode == 1 and "rejected (outOfMemory)" in refused.stdout and "OOM" in refused.stdout,
               f"adworker produce at maxmemory: exit {refused.returncode}, {refused.stdout.strip()[-200:]}")

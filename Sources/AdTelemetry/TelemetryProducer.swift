@@ -28,9 +28,26 @@ public actor TelemetryProducer: Service {
         var commands: [RedisCommand]
         /// Each command's stream, as an index into ``streams``: which connection sends it.
         var routes: [Int]
+        /// Each command's outcome; nil while it waits to be sent (again).
+        var results: [Result<StreamEntryID, TelemetryProducerError>?]
         /// Nil for ``submit(_:)``: nobody waits; the outcome goes to metrics and logs only.
         var continuation: CheckedContinuation<[Result<StreamEntryID, TelemetryProducerError>], Never>?
         var enqueuedAt: ContinuousClock.Instant
+        /// When a command of this send was first held back for a retry.
+        var firstRetryAt: ContinuousClock.Instant?
+
+        init(
+            commands: [RedisCommand], routes: [Int],
+            continuation: CheckedContinuation<[Result<StreamEntryID, TelemetryProducerError>], Never>?, enqueuedAt: ContinuousClock.Instant
+        ) {
+            self.commands = commands
+            self.routes = routes
+            self.results = Array(repeating: nil, count: commands.count)
+            self.continuation = continuation
+            self.enqueuedAt = enqueuedAt
+        }
+
+        var outstanding: Int { results.count { $0 == nil } }
     }
 
     // Made per producer, not static: a service creates its producer after bootstrapping metrics.
@@ -38,6 +55,8 @@ public actor TelemetryProducer: Service {
     private nonisolated let failed = Counter(label: "adtelemetry_failed_total")
     private nonisolated let buffered = Gauge(label: "adtelemetry_buffered")
     private nonisolated let sendLatency = Timer(label: "adtelemetry_send_latency_seconds")
+    private nonisolated let retried = Counter(label: "adtelemetry_retried_total")
+    private nonisolated let recovery = Timer(label: "adtelemetry_redis_recovery_seconds")
 
     private static let dropReasons = ["buffer_full", "shut_down"]
 
@@ -56,6 +75,9 @@ public actor TelemetryProducer: Service {
     private var pending: [PendingSend] = []
     private var bufferedRecords = 0
     private var isClosed = false
+    private var closedAt: ContinuousClock.Instant?
+    /// Since when sends have been held back for retries (nil: Redis answers).
+    private var unavailableSince: ContinuousClock.Instant?
     private nonisolated let wakeups: AsyncStream<Void>
     private nonisolated let wakeupContinuation: AsyncStream<Void>.Continuation
 
@@ -90,7 +112,11 @@ public actor TelemetryProducer: Service {
     public nonisolated func send(
         training: TrainingRecord, inference: InferenceRecord
     ) async throws(TelemetryProducerError) -> (training: StreamEntryID, inference: StreamEntryID) {
-        precondition(training.requestID == inference.requestID, "a complete API request shares one request id")
+        guard training.requestID == inference.requestID else {
+            throw TelemetryProducerError(
+                .invalidRequest, "a complete API request shares one request id: training has \(training.requestID), inference \(inference.requestID)"
+            )
+        }
         let results = try await send([.training(training), .inference(inference)])
         return (try results[0].get(), try results[1].get())
     }
@@ -139,7 +165,11 @@ public actor TelemetryProducer: Service {
 
     /// ``submit(_:)`` for a complete API request.
     public nonisolated func submit(training: TrainingRecord, inference: InferenceRecord) async throws(TelemetryProducerError) {
-        precondition(training.requestID == inference.requestID, "a complete API request shares one request id")
+        guard training.requestID == inference.requestID else {
+            throw TelemetryProducerError(
+                .invalidRequest, "a complete API request shares one request id: training has \(training.requestID), inference \(inference.requestID)"
+            )
+        }
         try await submit([.training(training), .inference(inference)])
     }
 
@@ -201,6 +231,7 @@ public actor TelemetryProducer: Service {
 
     private func close() {
         isClosed = true
+        closedAt = .now
     }
 
     /// Takes up to one pipeline's worth of sends (whole sends only).
@@ -208,8 +239,9 @@ public actor TelemetryProducer: Service {
         var taken = 0
         var count = 0
         for send in pending {
-            if count > 0 && count + send.commands.count > configuration.maximumPipelineLength { break }
-            count += send.commands.count
+            let outstanding = send.outstanding
+            if count > 0 && count + outstanding > configuration.maximumPipelineLength { break }
+            count += outstanding
             taken += 1
         }
         let batch = Array(pending.prefix(taken))
@@ -217,16 +249,24 @@ public actor TelemetryProducer: Service {
         return batch
     }
 
-    /// One pipeline; a connection lost mid-way fails all of it (unconfirmed: Redis may have stored part).
-    private nonisolated func add(_ commands: [RedisCommand], on redis: RedisConnection) async -> [Result<StreamEntryID, TelemetryProducerError>] {
+    /// One pipeline. A failure of the whole pipeline is every command's failure.
+    private nonisolated func add(_ commands: [RedisCommand], on redis: RedisConnection) async -> [Result<StreamEntryID, RedisError>] {
         do {
-            return try await redis.add(commands).map { result in
-                result.mapError { TelemetryProducerError(.rejected, $0.message, underlying: $0) }
-            }
+            return try await redis.add(commands)
         } catch {
-            logger.warning("adtelemetry send failed", metadata: ["adtelemetry_error": "\(error)", "adtelemetry_records": "\(commands.count)"])
-            let failure = TelemetryProducerError(.redisUnavailable, error.message, underlying: error)
-            return Array(repeating: .failure(failure), count: commands.count)
+            return Array(repeating: .failure(error), count: commands.count)
+        }
+    }
+
+    /// Whether a failed XADD certainly did not run, so sending it again cannot store it twice:
+    /// no connection (nothing was written), or an error reply (LOADING, BUSY, TRYAGAIN,
+    /// CLUSTERDOWN, OOM, a slot still moving). A connection lost or a reply not read in time
+    /// leaves the outcome unknown: those fail as unconfirmed (resending them safely needs record
+    /// identities, issue #12).
+    static func isSafeToResend(_ error: RedisError) -> Bool {
+        switch error.code {
+        case .connectionFailed, .serverBusy, .outOfMemory, .clusterDown, .redirected: true
+        default: false
         }
     }
 
@@ -235,42 +275,126 @@ public actor TelemetryProducer: Service {
         buffered.record(bufferedRecords)
     }
 
+    /// Puts sends with commands still to retry back at the front, in their order.
+    private func requeue(_ sends: [PendingSend]) {
+        pending.insert(contentsOf: sends, at: 0)
+    }
+
+    /// How long a held-back record may keep waiting; after shutdown, at most the shutdown grace.
+    private func retryDeadline(for send: PendingSend) -> ContinuousClock.Instant {
+        let deadline = (send.firstRetryAt ?? .now) + configuration.maximumRetryDuration
+        guard let closedAt else { return deadline }
+        return min(deadline, closedAt + configuration.shutdownRetryDuration)
+    }
+
+    /// Logs once when sending stops and once when it resumes, with how long Redis was away.
+    private func noteAvailability(heldBack: Int, error: RedisError?) {
+        if heldBack > 0, unavailableSince == nil {
+            unavailableSince = .now
+            logger.warning(
+                "adtelemetry: redis is not taking records; holding them and retrying",
+                metadata: ["adtelemetry_error": "\(error.map(\.description) ?? "?")", "adtelemetry_buffered": "\(bufferedRecords)"]
+            )
+        } else if heldBack == 0, let since = unavailableSince {
+            unavailableSince = nil
+            let away = since.duration(to: .now)
+            recovery.record(duration: away)
+            logger.notice("adtelemetry: redis takes records again", metadata: ["adtelemetry_unavailable_for": "\(away)"])
+        }
+    }
+
     private nonisolated func flushPending(_ connections: [RedisConnection]) async {
+        var backoff = RetryBackoff()
         while true {
-            let sends = await takePending()
+            var sends = await takePending()
             guard !sends.isEmpty else { return }
-            let commands = sends.flatMap(\.commands)
-            var results: [Result<StreamEntryID, TelemetryProducerError>]
-            if connections.count == 1 {
-                results = await add(commands, on: connections[0])
-            } else {
-                // One pipeline per stream, all at once; results go back to the commands' order.
-                let routes = sends.flatMap(\.routes)
-                var indices = Array(repeating: [Int](), count: connections.count)
-                for (index, route) in routes.enumerated() { indices[route].append(index) }
-                results = Array(repeating: .failure(TelemetryProducerError(.redisUnavailable, "not sent")), count: commands.count)
-                await withTaskGroup(of: (Int, [Result<StreamEntryID, TelemetryProducerError>]).self) { group in
-                    for (route, routeIndices) in indices.enumerated() where !routeIndices.isEmpty {
-                        let routeCommands = routeIndices.map { commands[$0] }
-                        group.addTask { (route, await self.add(routeCommands, on: connections[route])) }
-                    }
-                    for await (route, routeResults) in group {
-                        for (index, result) in zip(indices[route], routeResults) { results[index] = result }
+            // Only what is not settled yet goes out: a retried send keeps its earlier successes.
+            var outstanding: [(send: Int, command: Int)] = []
+            for (sendIndex, send) in sends.enumerated() {
+                for (commandIndex, result) in send.results.enumerated() where result == nil { outstanding.append((sendIndex, commandIndex)) }
+            }
+            let commands = outstanding.map { sends[$0.send].commands[$0.command] }
+            let routes = outstanding.map { sends[$0.send].routes[$0.command] }
+            let results = await pipeline(commands, routes: routes, on: connections)
+            let now = ContinuousClock.now
+            var heldBack = 0
+            var lastError: RedisError?
+            for (position, place) in outstanding.enumerated() {
+                switch results[position] {
+                case .success(let id):
+                    sends[place.send].results[place.command] = .success(id)
+                case .failure(let error):
+                    lastError = error
+                    let deadline = await retryDeadline(for: sends[place.send])
+                    if Self.isSafeToResend(error), now < deadline, !Task.isCancelled {
+                        sends[place.send].firstRetryAt = sends[place.send].firstRetryAt ?? now
+                        heldBack += 1
+                    } else {
+                        let code: TelemetryProducerError.Code = error.isTransient ? .redisUnavailable : .rejected
+                        sends[place.send].results[place.command] = .failure(TelemetryProducerError(code, error.message, underlying: error))
                     }
                 }
             }
-            await finished(commands.count)
-            let successes = results.count { if case .success = $0 { true } else { false } }
-            sent.increment(by: successes)
-            failed.increment(by: results.count - successes)
-            let answeredAt = ContinuousClock.now
-            var offset = 0
+            if heldBack > 0 { retried.increment(by: heldBack) }
+            await noteAvailability(heldBack: heldBack, error: lastError)
+            var unsettled: [PendingSend] = []
+            var settledRecords = 0
             for send in sends {
-                sendLatency.record(duration: send.enqueuedAt.duration(to: answeredAt))
-                let count = send.commands.count
-                send.continuation?.resume(returning: Array(results[offset..<offset + count]))
-                offset += count
+                guard send.outstanding == 0 else {
+                    unsettled.append(send)
+                    continue
+                }
+                let results = send.results.map { $0! }
+                let successes = results.count { if case .success = $0 { true } else { false } }
+                sent.increment(by: successes)
+                failed.increment(by: results.count - successes)
+                if successes < results.count {
+                    logger.warning(
+                        "adtelemetry send failed", metadata: ["adtelemetry_records": "\(results.count - successes)", "adtelemetry_error": "\(lastError.map(\.description) ?? "?")"]
+                    )
+                }
+                sendLatency.record(duration: send.enqueuedAt.duration(to: now))
+                send.continuation?.resume(returning: results)
+                settledRecords += results.count
+            }
+            await finished(settledRecords)
+            if !unsettled.isEmpty {
+                await requeue(unsettled)
+                try? await Task.sleep(for: backoff.next())
+            } else {
+                backoff = RetryBackoff()
             }
         }
+    }
+
+    /// Sends `commands`, each on the connection of its route; results in the commands' order.
+    private nonisolated func pipeline(
+        _ commands: [RedisCommand], routes: [Int], on connections: [RedisConnection]
+    ) async -> [Result<StreamEntryID, RedisError>] {
+        if connections.count == 1 { return await add(commands, on: connections[0]) }
+        // One pipeline per stream, all at once.
+        var indices = Array(repeating: [Int](), count: connections.count)
+        for (index, route) in routes.enumerated() { indices[route].append(index) }
+        var results = [Result<StreamEntryID, RedisError>](repeating: .failure(RedisError(.connectionLost, "not sent")), count: commands.count)
+        await withTaskGroup(of: (Int, [Result<StreamEntryID, RedisError>]).self) { group in
+            for (route, routeIndices) in indices.enumerated() where !routeIndices.isEmpty {
+                let routeCommands = routeIndices.map { commands[$0] }
+                group.addTask { (route, await self.add(routeCommands, on: connections[route])) }
+            }
+            for await (route, routeResults) in group {
+                for (index, result) in zip(indices[route], routeResults) { results[index] = result }
+            }
+        }
+        return results
+    }
+}
+
+/// 50 ms doubling to 2 s: retries while Redis restarts or fails over, without spinning.
+private struct RetryBackoff {
+    private var delay: Duration = .milliseconds(50)
+
+    mutating func next() -> Duration {
+        defer { delay = min(delay * 2, .seconds(2)) }
+        return delay
     }
 }

@@ -9,6 +9,12 @@ public struct TelemetryProducerConfiguration: Sendable {
     public var maximumBufferedRecords: Int
     /// XADDs sent in one pipelined write.
     public var maximumPipelineLength: Int
+    /// How long a record whose XADD certainly did not run (no connection, LOADING, OOM,
+    /// CLUSTERDOWN, a moving slot) is held and sent again before it fails; meanwhile it counts
+    /// against ``maximumBufferedRecords``.
+    public var maximumRetryDuration: Duration = .seconds(300)
+    /// After a graceful shutdown began, how long held records are still retried.
+    public var shutdownRetryDuration: Duration = .seconds(10)
     /// Streams per record kind, as the workers are configured (`ADWORKER_SHARDS`). A request's
     /// records go to the shard its request id picks, both kinds to the same shard number.
     public var shards: Int = 1

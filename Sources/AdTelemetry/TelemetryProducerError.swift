@@ -6,6 +6,7 @@ public struct TelemetryProducerError: Error, Sendable, CustomStringConvertible {
             case shutDown = "shut_down"
             case redisUnavailable = "redis_unavailable"
             case rejected
+            case invalidRequest = "invalid_request"
         }
 
         private let base: Base
@@ -19,6 +20,8 @@ public struct TelemetryProducerError: Error, Sendable, CustomStringConvertible {
         public static let redisUnavailable = Code(.redisUnavailable)
         /// Redis answered the XADD with an error (e.g. OOM under `noeviction`, NOPERM).
         public static let rejected = Code(.rejected)
+        /// The call was wrong, e.g. a request's training and inference records carry different request ids.
+        public static let invalidRequest = Code(.invalidRequest)
 
         public var description: String { base.rawValue }
     }

@@ -25,6 +25,9 @@ struct ProduceCommand: AsyncParsableCommand {
     @Option(help: "Stream name prefix (env ADWORKER_STREAM_PREFIX; default 'adserving:').")
     var streamPrefix: String?
 
+    @Option(help: "Seconds a record Redis certainly did not store (refused connection, LOADING, OOM, CLUSTERDOWN) is retried before it counts as failed.")
+    var maxRetrySeconds: Double = 300
+
     @Option(help: "Seed for the synthetic data.")
     var seed: UInt64 = 42
 
@@ -34,6 +37,7 @@ struct ProduceCommand: AsyncParsableCommand {
         }
         guard count > 0 else { throw ValidationError("--count must be positive") }
         if let rate, rate <= 0 { throw ValidationError("--rate must be positive") }
+        guard maxRetrySeconds >= 0 else { throw ValidationError("--max-retry-seconds must not be negative") }
     }
 
     func run() async throws {
@@ -44,6 +48,7 @@ struct ProduceCommand: AsyncParsableCommand {
         var configuration = TelemetryProducerConfiguration(
             redis: redis, streamPrefix: streamPrefix ?? settings.string("ADWORKER_STREAM_PREFIX") ?? "adserving:"
         )
+        configuration.maximumRetryDuration = .milliseconds(Int64(maxRetrySeconds * 1000))
         configuration.shards = try connection.layout(settings, prefix: configuration.streamPrefix, redis: redis).count
         let producer = TelemetryProducer(configuration: configuration, logger: logger)
         let result = try await LoadGenerator.withRunningProducer(producer, logger: logger) {

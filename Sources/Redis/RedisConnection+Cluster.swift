@@ -89,18 +89,25 @@ extension RedisConnection {
         var outstanding = Array(commands.indices)
         var asking: RedisNodeAddress?
         var lastRedirects: [Int: Decoded?] = [:]
-        for _ in 0...Self.maximumRedirects {
+        for round in 0...Self.maximumRedirects {
             let batch = outstanding.map { commands[$0] }
-            let replies: [Routed<Decoded>]
-            if let asking {
-                replies = try exchangeAsking(batch, at: asking, asUnit: asUnit, decode: decode)
-            } else {
-                try ensureConnected()
-                let host = currentHost
-                replies = try exchange(batch, on: context!) { raw throws(RedisError) -> Routed<Decoded> in
-                    if let redirect = Self.redirect(in: raw, host: host) { return .redirect(redirect, try? decode(raw)) }
-                    return .reply(try decode(raw))
+            var replies: [Routed<Decoded>] = []
+            do throws(RedisError) {
+                if let asking {
+                    replies = try exchangeAsking(batch, at: asking, asUnit: asUnit, decode: decode)
+                } else {
+                    try ensureConnected()
+                    let host = currentHost
+                    replies = try exchange(batch, on: context!) { raw throws(RedisError) -> Routed<Decoded> in
+                        if let redirect = Self.redirect(in: raw, host: host) { return .redirect(redirect, try? decode(raw)) }
+                        return .reply(try decode(raw))
+                    }
                 }
+            } catch {
+                // Earlier rounds ran part of the commands: even a refused connection now leaves
+                // the pipeline's outcome unknown to a caller that sees only this error.
+                if round > 0 { throw RedisError(.connectionLost, "after a redirect: \(error.message)") }
+                throw error
             }
             var redirect: ClusterRedirect?
             var redirected: [Int] = []

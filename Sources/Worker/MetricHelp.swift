@@ -30,6 +30,8 @@ public enum MetricHelp {
         "adtelemetry_buffered": "Records accepted by the producer and not yet confirmed.",
         "adtelemetry_dropped_total": "Records the producer dropped, by reason (buffer full, shut down).",
         "adtelemetry_send_latency_seconds": "Time from accepting a record to Redis confirming it.",
+        "adtelemetry_retried_total": "XADDs held back and sent again because Redis had certainly not run them (no connection, LOADING, OOM, CLUSTERDOWN, a moving slot).",
+        "adtelemetry_redis_recovery_seconds": "How long Redis refused or could not be reached before it took records again, per outage.",
     ]
 
     /// The exposition with a `# HELP` line before each family's `# TYPE` line that lacks one.
