@@ -35,6 +35,7 @@ FAMILIES=(
     adtelemetry_sent_total
     adtelemetry_failed_total
     adtelemetry_dropped_total
+    adtelemetry_retried_total
     # gauges
     adworker_workers_alive
     adworker_circuit_open
@@ -53,6 +54,7 @@ HISTOGRAMS=(
     adworker_insert_duration_seconds
     adworker_batch_size
     adtelemetry_send_latency_seconds
+    adtelemetry_redis_recovery_seconds
 )
 
 work=$(mktemp -d)
