@@ -7,8 +7,8 @@ public import TelemetryRecords
 /// Sends training and inference records to Redis Streams from an API service.
 ///
 /// Sends from any number of tasks are gathered and written as pipelined XADDs on one connection
-/// with its own thread, so thousands of sends a second cost a few round trips and no send ever
-/// blocks a thread of Swift's cooperative pool. The buffer is bounded: past it a send fails at
+/// with its own thread (one per stream when sharded or on a Redis Cluster), so thousands of sends
+/// a second cost a few round trips and no send ever blocks a thread of Swift's cooperative pool. The buffer is bounded: past it a send fails at
 /// once with `bufferFull` instead of waiting.
 ///
 /// It reports through swift-metrics (whatever backend the host service bootstraps):
@@ -210,12 +210,7 @@ public actor TelemetryProducer: Service {
     /// Sends queued records until graceful shutdown, then sends what was queued before it and returns.
     public nonisolated func run() async throws {
         let routed = connectionPerStream ? streams.map { configuration.redis.routed(by: $0) } : [configuration.redis]
-        func open(_ connections: [RedisConnection]) async throws {
-            guard connections.count == routed.count else {
-                return try await RedisConnection.withConnection(routed[connections.count], logger: logger, connectImmediately: false) {
-                    try await open(connections + [$0])
-                }
-            }
+        try await RedisConnection.withConnections(routed, logger: logger, connectImmediately: false) { connections in
             await withGracefulShutdownHandler {
                 for await _ in wakeups {
                     await flushPending(connections)
@@ -226,7 +221,6 @@ public actor TelemetryProducer: Service {
                 self.wakeupContinuation.finish()
             }
         }
-        try await open([])
     }
 
     private func close() {
@@ -280,8 +274,8 @@ public actor TelemetryProducer: Service {
         pending.insert(contentsOf: sends, at: 0)
     }
 
-    /// How long a held-back record may keep waiting; after shutdown, at most the shutdown grace.
-    private func retryDeadline(for send: PendingSend) -> ContinuousClock.Instant {
+    /// How long a held-back record may keep waiting; after shutdown (`closedAt`), at most the shutdown grace.
+    private nonisolated func retryDeadline(for send: PendingSend, closedAt: ContinuousClock.Instant?) -> ContinuousClock.Instant {
         let deadline = (send.firstRetryAt ?? .now) + configuration.maximumRetryDuration
         guard let closedAt else { return deadline }
         return min(deadline, closedAt + configuration.shutdownRetryDuration)
@@ -317,6 +311,7 @@ public actor TelemetryProducer: Service {
             let routes = outstanding.map { sends[$0.send].routes[$0.command] }
             let results = await pipeline(commands, routes: routes, on: connections)
             let now = ContinuousClock.now
+            let closedAt = await self.closedAt
             var heldBack = 0
             var lastError: RedisError?
             for (position, place) in outstanding.enumerated() {
@@ -325,7 +320,7 @@ public actor TelemetryProducer: Service {
                     sends[place.send].results[place.command] = .success(id)
                 case .failure(let error):
                     lastError = error
-                    let deadline = await retryDeadline(for: sends[place.send])
+                    let deadline = retryDeadline(for: sends[place.send], closedAt: closedAt)
                     if Self.isSafeToResend(error), now < deadline, !Task.isCancelled {
                         sends[place.send].firstRetryAt = sends[place.send].firstRetryAt ?? now
                         heldBack += 1

@@ -74,6 +74,21 @@ public actor RedisConnection {
         }
     }
 
+    /// ``withConnection(_:logger:connectImmediately:_:)`` for several at once, one per
+    /// configuration (each on its own thread), passed to `body` in the same order.
+    public static func withConnections<Result>(
+        _ configurations: [RedisConfiguration], logger: Logger, connectImmediately: Bool = true,
+        _ body: ([RedisConnection]) async throws -> sending Result
+    ) async throws -> sending Result {
+        func open(_ connections: [RedisConnection]) async throws -> sending Result {
+            guard connections.count < configurations.count else { return try await body(connections) }
+            return try await withConnection(configurations[connections.count], logger: logger, connectImmediately: connectImmediately) {
+                try await open(connections + [$0])
+            }
+        }
+        return try await open([])
+    }
+
     private func connect() throws(RedisError) {
         if let context {
             redisFree(context)
@@ -158,7 +173,6 @@ public actor RedisConnection {
     func arenaExchange<Decoded>(
         _ command: RedisCommand, decode: (inout ArenaReply) throws(RedisError) -> Decoded
     ) throws(RedisError) -> Decoded {
-        try ensureConnected()
         var asking: RedisNodeAddress?
         for _ in 0...Self.maximumRedirects {
             let target: UnsafeMutablePointer<redisContext>

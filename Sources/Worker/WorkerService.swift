@@ -272,13 +272,10 @@ public struct WorkerService: Service {
         _ body: ([(stream: String, redis: RedisConnection)]) async throws -> sending Result
     ) async throws -> sending Result {
         let streams = configuration.allStreams
-        func open(_ connections: [(stream: String, redis: RedisConnection)]) async throws -> sending Result {
-            guard connections.count < streams.count else { return try await body(connections) }
-            let stream = streams[connections.count]
-            return try await RedisConnection.withConnection(configuration.redis.routed(by: stream), logger: logger, connectImmediately: false) {
-                try await open(connections + [(stream, $0)])
-            }
+        return try await RedisConnection.withConnections(
+            streams.map { configuration.redis.routed(by: $0) }, logger: logger, connectImmediately: false
+        ) { connections in
+            try await body(Array(zip(streams, connections)))
         }
-        return try await open([])
     }
 }
