@@ -1228,6 +1228,18 @@ def cluster_ok():
         return False
 
 
+def cluster_manager(command, *args):
+    """redis-cli --cluster COMMAND, once every node agrees on the slot map: right after a reshard
+    the nodes still gossip the new owners, and rebalance refuses a cluster whose nodes disagree."""
+    def settled():
+        checked = subprocess.run(["redis-cli", "--cluster", "check", CLUSTER_NODES.split(",")[0]], capture_output=True, text=True)
+        return checked.returncode == 0 and "[ERR]" not in checked.stdout and "[WARNING]" not in checked.stdout
+    wait_for(settled, 30, "every node to agree on the slot map, with no slot half-moved")
+    done = subprocess.run(["redis-cli", "--cluster", command, *args], capture_output=True, text=True)
+    check(done.returncode == 0, f"redis-cli --cluster {command} exited {done.returncode}: "
+          + " | ".join((done.stdout + done.stderr).strip().splitlines()[-6:]))
+
+
 def restore_cluster():
     subprocess.run([os.path.join(ROOT, "scripts", "redis-cluster.sh"), "start"], check=True, capture_output=True)
 
@@ -1337,10 +1349,10 @@ def cluster_reshard_live():
     source_port, source = primary_of(key_slot(scenario.streams[0]))
     target = next(node for port, node in primaries.items() if port != source_port)
     started = time.monotonic()
-    subprocess.run(["redis-cli", "--cluster", "reshard", f"127.0.0.1:{source_port}", "--cluster-from", source, "--cluster-to", target,
-                    "--cluster-slots", "2000", "--cluster-yes"], check=True, capture_output=True)
+    cluster_manager("reshard", f"127.0.0.1:{source_port}", "--cluster-from", source, "--cluster-to", target,
+                    "--cluster-slots", "2000", "--cluster-yes")
     moved_to = primary_of(key_slot(scenario.streams[0]))[1]
-    subprocess.run(["redis-cli", "--cluster", "rebalance", f"127.0.0.1:{source_port}", "--cluster-yes"], check=True, capture_output=True)
+    cluster_manager("rebalance", f"127.0.0.1:{source_port}", "--cluster-yes")
     took = time.monotonic() - started
     wait_producer(producer)
     recovery = scenario.wait_caught_up(started)
