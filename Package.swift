@@ -108,7 +108,7 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "TelemetryRecordsTests", dependencies: ["TelemetryRecords"], swiftSettings: swiftSettings),
-        .testTarget(name: "WorkerUnitTests", dependencies: ["Worker", "WorkerHTTP", "Postgres", "Redis", "TelemetryRecords"], swiftSettings: swiftSettings),
+        .testTarget(name: "WorkerUnitTests", dependencies: ["AdTelemetry", "Worker", "WorkerHTTP", "Postgres", "Redis", "TelemetryRecords"], swiftSettings: swiftSettings),
         .testTarget(
             name: "IntegrationTests",
             dependencies: [

@@ -36,6 +36,7 @@ FAMILIES=(
     adtelemetry_failed_total
     adtelemetry_dropped_total
     adtelemetry_retried_total
+    adtelemetry_unknown_outcome_total
     # gauges
     adworker_workers_alive
     adworker_circuit_open

@@ -2,6 +2,7 @@ public import Logging
 import Metrics
 import Redis
 public import ServiceLifecycle
+import Synchronization
 public import TelemetryRecords
 
 /// Sends training and inference records to Redis Streams from an API service.
@@ -28,8 +29,13 @@ public actor TelemetryProducer: Service {
         var commands: [RedisCommand]
         /// Each command's stream, as an index into ``streams``: which connection sends it.
         var routes: [Int]
+        /// Each command's ``RecordOrigin/sequence``.
+        var sequences: [UInt64]
         /// Each command's outcome; nil while it waits to be sent (again).
         var results: [Result<StreamEntryID, TelemetryProducerError>?]
+        /// Non-nil while a command's outcome is unknown (its pipeline was cut): look for it in its
+        /// stream from this id before sending it again.
+        var lookFrom: [StreamEntryID?]
         /// Nil for ``submit(_:)``: nobody waits; the outcome goes to metrics and logs only.
         var continuation: CheckedContinuation<[Result<StreamEntryID, TelemetryProducerError>], Never>?
         var enqueuedAt: ContinuousClock.Instant
@@ -37,12 +43,14 @@ public actor TelemetryProducer: Service {
         var firstRetryAt: ContinuousClock.Instant?
 
         init(
-            commands: [RedisCommand], routes: [Int],
+            _ encoded: EncodedRecords,
             continuation: CheckedContinuation<[Result<StreamEntryID, TelemetryProducerError>], Never>?, enqueuedAt: ContinuousClock.Instant
         ) {
-            self.commands = commands
-            self.routes = routes
+            self.commands = encoded.commands
+            self.routes = encoded.routes
+            self.sequences = encoded.sequences
             self.results = Array(repeating: nil, count: commands.count)
+            self.lookFrom = Array(repeating: nil, count: commands.count)
             self.continuation = continuation
             self.enqueuedAt = enqueuedAt
         }
@@ -57,6 +65,10 @@ public actor TelemetryProducer: Service {
     private nonisolated let sendLatency = Timer(label: "adtelemetry_send_latency_seconds")
     private nonisolated let retried = Counter(label: "adtelemetry_retried_total")
     private nonisolated let recovery = Timer(label: "adtelemetry_redis_recovery_seconds")
+
+    private nonisolated func unknownOutcome(_ resolution: String, count: Int) {
+        Counter(label: "adtelemetry_unknown_outcome_total", dimensions: [("resolution", resolution)]).increment(by: count)
+    }
 
     private static let dropReasons = ["buffer_full", "shut_down"]
 
@@ -78,6 +90,9 @@ public actor TelemetryProducer: Service {
     private var closedAt: ContinuousClock.Instant?
     /// Since when sends have been held back for retries (nil: Redis answers).
     private var unavailableSince: ContinuousClock.Instant?
+    /// This producer's ``RecordOrigin/instance``, random per start.
+    private nonisolated let instance = UInt64.random(in: .min ... .max)
+    private nonisolated let lastSequence = Atomic<UInt64>(0)
     private nonisolated let wakeups: AsyncStream<Void>
     private nonisolated let wakeupContinuation: AsyncStream<Void>.Continuation
 
@@ -92,6 +107,7 @@ public actor TelemetryProducer: Service {
         // Every drop series exists from the start at 0: a rule's increase() cannot see the first
         // drops of a series that appears already holding them.
         for reason in Self.dropReasons { dropped(reason, count: 0) }
+        for resolution in ["stored", "resent"] { unknownOutcome(resolution, count: 0) }
     }
 
     /// Sends a training record. - Returns: the entry id Redis assigned.
@@ -131,13 +147,19 @@ public actor TelemetryProducer: Service {
         try await enqueue(encode(records))
     }
 
-    /// Encoding happens on the caller's task, not on the actor or the connection thread.
-    private nonisolated func encode(_ records: [TelemetryRecord]) -> (commands: [RedisCommand], routes: [Int]) {
-        let layout = configuration.layout
+    struct EncodedRecords {
         var commands: [RedisCommand] = []
         var routes: [Int] = []
-        commands.reserveCapacity(records.count)
-        routes.reserveCapacity(records.count)
+        var sequences: [UInt64] = []
+    }
+
+    /// Encoding happens on the caller's task, not on the actor or the connection thread.
+    private nonisolated func encode(_ records: [TelemetryRecord]) -> EncodedRecords {
+        let layout = configuration.layout
+        var encoded = EncodedRecords()
+        encoded.commands.reserveCapacity(records.count)
+        encoded.routes.reserveCapacity(records.count)
+        encoded.sequences.reserveCapacity(records.count)
         for record in records {
             let (kind, requestID) =
                 switch record {
@@ -147,10 +169,13 @@ public actor TelemetryProducer: Service {
             let route = kind * layout.count + layout.shard(forRequestID: requestID)
             var command = RedisCommand.streamAdd(to: streams[route])
             WireFormat.encode(record, into: &command)
-            commands.append(command)
-            routes.append(route)
+            let sequence = lastSequence.wrappingAdd(1, ordering: .relaxed).newValue
+            command.writeField(WireFormat.FieldName.origin, RecordOrigin(instance: instance, sequence: sequence).fieldValue)
+            encoded.commands.append(command)
+            encoded.routes.append(route)
+            encoded.sequences.append(sequence)
         }
-        return (commands, routes)
+        return encoded
     }
 
     /// Queues records and returns at once, without waiting for Redis: for request handlers that
@@ -176,19 +201,19 @@ public actor TelemetryProducer: Service {
     /// Records queued and not yet answered by Redis.
     public var bufferedCount: Int { bufferedRecords }
 
-    private func enqueueWithoutWaiting(_ encoded: (commands: [RedisCommand], routes: [Int])) throws(TelemetryProducerError) {
+    private func enqueueWithoutWaiting(_ encoded: EncodedRecords) throws(TelemetryProducerError) {
         try admit(encoded.commands.count)
-        pending.append(PendingSend(commands: encoded.commands, routes: encoded.routes, continuation: nil, enqueuedAt: .now))
+        pending.append(PendingSend(encoded, continuation: nil, enqueuedAt: .now))
         wakeupContinuation.yield()
     }
 
     private func enqueue(
-        _ encoded: (commands: [RedisCommand], routes: [Int])
+        _ encoded: EncodedRecords
     ) async throws(TelemetryProducerError) -> [Result<StreamEntryID, TelemetryProducerError>] {
         try admit(encoded.commands.count)
         let now = ContinuousClock.now
         return await withCheckedContinuation { continuation in
-            pending.append(PendingSend(commands: encoded.commands, routes: encoded.routes, continuation: continuation, enqueuedAt: now))
+            pending.append(PendingSend(encoded, continuation: continuation, enqueuedAt: now))
             self.wakeupContinuation.yield()
         }
     }
@@ -212,11 +237,12 @@ public actor TelemetryProducer: Service {
         let routed = connectionPerStream ? streams.map { configuration.redis.routed(by: $0) } : [configuration.redis]
         try await RedisConnection.withConnections(routed, logger: logger, connectImmediately: false) { connections in
             await withGracefulShutdownHandler {
+                var lastConfirmed = [StreamEntryID?](repeating: nil, count: streams.count)
                 for await _ in wakeups {
-                    await flushPending(connections)
+                    await flushPending(connections, lastConfirmed: &lastConfirmed)
                 }
                 await close()
-                await flushPending(connections)
+                await flushPending(connections, lastConfirmed: &lastConfirmed)
             } onGracefulShutdown: {
                 self.wakeupContinuation.finish()
             }
@@ -254,12 +280,19 @@ public actor TelemetryProducer: Service {
 
     /// Whether a failed XADD certainly did not run, so sending it again cannot store it twice:
     /// no connection (nothing was written), or an error reply (LOADING, BUSY, TRYAGAIN,
-    /// CLUSTERDOWN, OOM, a slot still moving). A connection lost or a reply not read in time
-    /// leaves the outcome unknown: those fail as unconfirmed (resending them safely needs record
-    /// identities, issue #12).
+    /// CLUSTERDOWN, OOM, a slot still moving).
     static func isSafeToResend(_ error: RedisError) -> Bool {
         switch error.code {
         case .connectionFailed, .serverBusy, .outOfMemory, .clusterDown, .redirected: true
+        default: false
+        }
+    }
+
+    /// Whether Redis may or may not have run a failed XADD: its connection broke or its reply did
+    /// not come in time. Such a record is looked for in its stream before it is sent again.
+    static func hasUnknownOutcome(_ error: RedisError) -> Bool {
+        switch error.code {
+        case .connectionLost, .timeout: true
         default: false
         }
     }
@@ -297,23 +330,34 @@ public actor TelemetryProducer: Service {
         }
     }
 
-    private nonisolated func flushPending(_ connections: [RedisConnection]) async {
+    /// Sends pipelines until nothing is pending. `lastConfirmed` holds each stream's newest id
+    /// Redis confirmed: where to look for records of a pipeline cut later.
+    private nonisolated func flushPending(_ connections: [RedisConnection], lastConfirmed: inout [StreamEntryID?]) async {
         var backoff = RetryBackoff()
         while true {
             var sends = await takePending()
             guard !sends.isEmpty else { return }
+            let closedAt = await self.closedAt
+            let lookupError = await settleUnknownOutcomes(&sends, on: connections, closedAt: closedAt)
             // Only what is not settled yet goes out: a retried send keeps its earlier successes.
             var outstanding: [(send: Int, command: Int)] = []
             for (sendIndex, send) in sends.enumerated() {
-                for (commandIndex, result) in send.results.enumerated() where result == nil { outstanding.append((sendIndex, commandIndex)) }
+                for (commandIndex, result) in send.results.enumerated() where result == nil && send.lookFrom[commandIndex] == nil {
+                    outstanding.append((sendIndex, commandIndex))
+                }
             }
             let commands = outstanding.map { sends[$0.send].commands[$0.command] }
             let routes = outstanding.map { sends[$0.send].routes[$0.command] }
-            let results = await pipeline(commands, routes: routes, on: connections)
+            let sentAt = UInt64(Timestamp.now().millisecondsSinceEpoch)
+            let results = commands.isEmpty ? [] : await pipeline(commands, routes: routes, on: connections)
             let now = ContinuousClock.now
-            let closedAt = await self.closedAt
+            for (position, route) in routes.enumerated() {
+                if case .success(let id) = results[position], lastConfirmed[route].map({ $0 < id }) ?? true { lastConfirmed[route] = id }
+            }
+            // Records still to be looked for wait, like those held back: Redis is not answering.
+            let stillUnknown = sends.reduce(0) { $0 + $1.lookFrom.count { $0 != nil } }
             var heldBack = 0
-            var lastError: RedisError?
+            var lastError = lookupError
             for (position, place) in outstanding.enumerated() {
                 switch results[position] {
                 case .success(let id):
@@ -321,17 +365,22 @@ public actor TelemetryProducer: Service {
                 case .failure(let error):
                     lastError = error
                     let deadline = retryDeadline(for: sends[place.send], closedAt: closedAt)
-                    if Self.isSafeToResend(error), now < deadline, !Task.isCancelled {
+                    let retrying = now < deadline && !Task.isCancelled
+                    if retrying, Self.isSafeToResend(error) {
                         sends[place.send].firstRetryAt = sends[place.send].firstRetryAt ?? now
                         heldBack += 1
+                    } else if retrying, Self.hasUnknownOutcome(error) {
+                        sends[place.send].firstRetryAt = sends[place.send].firstRetryAt ?? now
+                        sends[place.send].lookFrom[place.command] = UnknownOutcomeLookup.start(
+                            lastConfirmed: lastConfirmed[routes[position]], sentAtMilliseconds: sentAt)
+                        heldBack += 1
                     } else {
-                        let code: TelemetryProducerError.Code = error.isTransient ? .redisUnavailable : .rejected
-                        sends[place.send].results[place.command] = .failure(TelemetryProducerError(code, error.message, underlying: error))
+                        sends[place.send].results[place.command] = .failure(Self.failure(error))
                     }
                 }
             }
             if heldBack > 0 { retried.increment(by: heldBack) }
-            await noteAvailability(heldBack: heldBack, error: lastError)
+            await noteAvailability(heldBack: heldBack + stillUnknown, error: lastError)
             var unsettled: [PendingSend] = []
             var settledRecords = 0
             for send in sends {
@@ -360,6 +409,62 @@ public actor TelemetryProducer: Service {
                 backoff = RetryBackoff()
             }
         }
+    }
+
+    private static func failure(_ error: RedisError) -> TelemetryProducerError {
+        TelemetryProducerError(error.isTransient ? .redisUnavailable : .rejected, error.message, underlying: error)
+    }
+
+    /// For every command whose outcome is unknown: reads its stream from where it may be, and
+    /// settles those Redis holds with their ids; the rest are cleared to be sent again. A stream
+    /// that cannot be read yet keeps its commands unknown, until the retry deadline fails them.
+    /// - Returns: The last lookup's error, if one failed.
+    private nonisolated func settleUnknownOutcomes(
+        _ sends: inout [PendingSend], on connections: [RedisConnection], closedAt: ContinuousClock.Instant?
+    ) async -> RedisError? {
+        var lookupError: RedisError?
+        var byRoute: [Int: [(send: Int, command: Int)]] = [:]
+        for (sendIndex, send) in sends.enumerated() {
+            for (commandIndex, start) in send.lookFrom.enumerated() where start != nil {
+                byRoute[send.routes[commandIndex], default: []].append((sendIndex, commandIndex))
+            }
+        }
+        for (route, places) in byRoute.sorted(by: { $0.key < $1.key }) {
+            let start = places.map { sends[$0.send].lookFrom[$0.command]! }.min()!
+            let wanted = Set(places.map { sends[$0.send].sequences[$0.command] })
+            let connection = connections.count == 1 ? connections[0] : connections[route]
+            do {
+                let stored = try await lookUp(wanted, in: streams[route], from: start, on: connection)
+                for place in places {
+                    sends[place.send].lookFrom[place.command] = nil
+                    if let id = stored[sends[place.send].sequences[place.command]] { sends[place.send].results[place.command] = .success(id) }
+                }
+                unknownOutcome("stored", count: stored.count)
+                unknownOutcome("resent", count: places.count - stored.count)
+            } catch {
+                lookupError = error
+                let now = ContinuousClock.now
+                for place in places where now >= retryDeadline(for: sends[place.send], closedAt: closedAt) || Task.isCancelled {
+                    sends[place.send].lookFrom[place.command] = nil
+                    sends[place.send].results[place.command] = .failure(Self.failure(error))
+                }
+            }
+        }
+        return lookupError
+    }
+
+    /// Pages through `stream` from `start` to its end (or until every wanted record is found).
+    private nonisolated func lookUp(
+        _ wanted: Set<UInt64>, in stream: String, from start: StreamEntryID, on connection: RedisConnection
+    ) async throws(RedisError) -> [UInt64: StreamEntryID] {
+        var stored: [UInt64: StreamEntryID] = [:]
+        var next: StreamEntryID? = start
+        while let from = next, stored.count < wanted.count {
+            let page = try await connection.range(stream, from: from, count: UnknownOutcomeLookup.pageSize)
+            stored.merge(UnknownOutcomeLookup.stored(in: page, instance: instance, wanted: wanted)) { first, _ in first }
+            next = page.count < UnknownOutcomeLookup.pageSize ? nil : page.last?.id.successor
+        }
+        return stored
     }
 
     /// Sends `commands`, each on the connection of its route; results in the commands' order.

@@ -148,6 +148,7 @@ public struct WireDecoder: Sendable {
         case version = "v", model, requestID = "request_id", eventTime = "ts", input, metadata = "meta"
         case sourceIP = "source_ip", prediction, confidence, anomalyScore = "anomaly_score", isAnomaly = "is_anomaly"
         case processingMilliseconds = "processing_ms"
+        case origin
 
         private static let table: [(bytes: [UInt8], field: KnownField)] = allCases.map { (Array($0.rawValue.utf8), $0) }
 
@@ -192,6 +193,10 @@ public struct WireDecoder: Sendable {
                 let milliseconds = try integer(value, field: name)
                 guard Timestamp.acceptedRange.contains(milliseconds) else { throw RecordError(.outOfRange, field: name) }
                 common.eventTime = Timestamp(millisecondsSinceEpoch: milliseconds)
+            case .origin:
+                // The producer's identity for the entry, read by the producer alone (after a cut
+                // pipeline); not part of the row.
+                continue
             case .metadata:
                 guard common.metadata == nil else { throw RecordError(.duplicateField, field: name) }
                 let json = try JSONText(validating: value, field: name)

@@ -22,6 +22,10 @@ public enum WireFormat {
         public static let anomalyScore = "anomaly_score"
         public static let isAnomaly = "is_anomaly"
         public static let processingMilliseconds = "processing_ms"
+        /// `<producer instance, 16 hex digits>-<sequence number>`: the producer's own identity for
+        /// the entry, so that after a pipeline cut mid-way it can find which of its records Redis
+        /// stored before resending the others. The worker skips it.
+        public static let origin = "origin"
     }
 
     /// The key under which fields the format does not know are kept inside the metadata object.

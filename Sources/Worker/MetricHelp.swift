@@ -31,6 +31,7 @@ public enum MetricHelp {
         "adtelemetry_dropped_total": "Records the producer dropped, by reason (buffer full, shut down).",
         "adtelemetry_send_latency_seconds": "Time from accepting a record to Redis confirming it.",
         "adtelemetry_retried_total": "XADDs held back and sent again because Redis had certainly not run them (no connection, LOADING, OOM, CLUSTERDOWN, a moving slot).",
+        "adtelemetry_unknown_outcome_total": "Records of pipelines cut mid-way, looked up by their origin field before a resend: stored (found in the stream) or resent (not there).",
         "adtelemetry_redis_recovery_seconds": "How long Redis refused or could not be reached before it took records again, per outage.",
     ]
 

@@ -15,16 +15,25 @@ public struct StreamMaintenance: Sendable {
     public let consumerExpiry: Duration
     /// The dead-letter stream keeps at most this many letters, the newest; nil: unbounded.
     public let deadLetterLimit: Int?
+    /// Entries younger than this stay, acknowledged or not: a producer whose pipeline was cut
+    /// looks in the stream for which of its records were stored (within a couple of seconds of
+    /// Redis answering again); a record stored, acknowledged and trimmed meanwhile would be sent
+    /// twice. Nil: trim everything acknowledged (tests).
+    public let keepRecent: Duration?
 
-    public init(stream: String, group: String, consumerExpiry: Duration, deadLetterLimit: Int? = nil) {
+    public static let defaultKeepRecent: Duration = .seconds(10)
+
+    public init(stream: String, group: String, consumerExpiry: Duration, deadLetterLimit: Int? = nil, keepRecent: Duration? = Self.defaultKeepRecent) {
         self.stream = stream
         self.group = group
         self.consumerExpiry = consumerExpiry
         self.deadLetterLimit = deadLetterLimit
+        self.keepRecent = keepRecent
     }
 
-    /// XTRIM MINID at the smallest id some group still needs: its oldest pending entry, or the
-    /// first entry after the last one delivered to it. No group: nothing is trimmed.
+    /// XTRIM MINID at the smallest id some group still needs (its oldest pending entry, or the
+    /// first entry after the last one delivered to it) and no later than ARGV[1] ms before
+    /// Redis's clock (ARGV[1] empty: no such bound). No group: nothing is trimmed.
     ///
     /// Ids are compared and incremented as decimal strings: Lua numbers are doubles, exact only
     /// below 2^53, and an id above that (an explicit `XADD` id) rounded up would trim an entry a
@@ -55,6 +64,10 @@ public struct StreamMaintenance: Sendable {
             elseif ms ~= maximum then ms, seq = increment(ms), '0' end
           end
           if bestMs == nil or less(ms, seq, bestMs, bestSeq) then bestMs, bestSeq = ms, seq end
+        end
+        if ARGV[1] ~= '' then
+          local now = redis.call('TIME')
+          consider(string.format('%d', tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) - tonumber(ARGV[1])) .. '-0', false)
         end
         for _, group in ipairs(groups) do
           local fields = {}
@@ -104,7 +117,7 @@ public struct StreamMaintenance: Sendable {
         }
         let exists = try await redis.send(RedisCommand("EXISTS", stream))
         guard exists.integer == 1 else { return outcome }
-        let trimmed = try await redis.evaluate(Self.trimScript, keys: [stream])
+        let trimmed = try await redis.evaluate(Self.trimScript, keys: [stream], arguments: [keepRecent.map { String($0.wholeMilliseconds) } ?? ""])
         let expired = try await redis.evaluate(
             Self.expireConsumersScript, keys: [stream], arguments: [group, String(consumerExpiry.wholeMilliseconds)]
         )

@@ -1,7 +1,9 @@
 import AdTelemetry
 import Foundation
+import Prometheus
 import Redis
 import TelemetryRecords
+import Synchronization
 import Testing
 
 /// The producer against a redis-server that is not there yet: records wait and are sent once it
@@ -47,4 +49,75 @@ struct ProducerRetryTests {
         let error = await #expect(throws: TelemetryProducerError.self) { try await producer.submit(training: training, inference: inference) }
         #expect(error?.code == .invalidRequest)
     }
+}
+
+/// Connections killed while pipelines are in flight (`CLIENT KILL`, as a proxy or a restart
+/// would cut them): Redis ran part of each cut pipeline. The producer looks up which of its
+/// records landed, by their origin field, and resends only the others.
+@Suite("Producer resends a cut pipeline's records once", .timeLimit(.minutes(1)))
+struct ProducerCutPipelineTests {
+    @Test func recordsOfPipelinesCutMidWayAreStoredOnce() async throws {
+        let port = Int.random(in: 46_001...47_000)
+        var redis = TestServers.redis
+        redis.port = port
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("adworker-cut-\(port)").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let server = Process()
+        server.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        server.arguments = ["redis-server", "--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", directory]
+        server.standardOutput = FileHandle.nullDevice
+        server.standardError = FileHandle.nullDevice
+        try server.run()
+        defer { if server.isRunning { server.terminate() } }
+        for _ in 0..<100 {
+            let answer = try? await RedisConnection.withConnection(redis, logger: TestServers.logger) { try await $0.ping() }
+            if answer?.string == "PONG" { break }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+
+        let storedBefore = Self.foundStored()
+        let producer = TelemetryProducer(configuration: TelemetryProducerConfiguration(redis: redis, streamPrefix: "cut:"), logger: TestServers.logger)
+        var telemetry = SyntheticTelemetry(seed: 5)
+        let records = (0..<60_000).map { TelemetryRecord.inference(telemetry.inference(model: "m", requestID: "r-\($0)")) }
+        let killed = KillTally()
+        let target = redis
+        let results = try await EndToEndTests.withRunningProducer(producer) {
+            try await withThrowingTaskGroup(of: Void.self) { killer in
+                // Once the records are queued: up to 10 kills 60 ms apart, while some are unconfirmed.
+                killer.addTask {
+                    while await producer.bufferedCount == 0 { try await Task.sleep(for: .milliseconds(5)) }
+                    try await RedisConnection.withConnection(target, logger: TestServers.logger) { admin in
+                        for _ in 0..<10 {
+                            try await Task.sleep(for: .milliseconds(60))
+                            guard await producer.bufferedCount > 0 else { return }
+                            let count = try await admin.send(RedisCommand("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")).integer ?? 0
+                            killed.count.withLock { $0 += Int(count) }
+                        }
+                    }
+                }
+                defer { killer.cancelAll() }
+                return try await producer.send(records)
+            }
+        }
+        let kills = killed.count.withLock { $0 }
+        print("connections killed: \(kills)")
+        #expect(kills > 0)
+        let ids = results.compactMap { try? $0.get() }
+        #expect(ids.count == 60_000)
+        #expect(Set(ids).count == 60_000)
+        let length = try await RedisConnection.withConnection(redis, logger: TestServers.logger) { try await $0.streamLength("cut:inference") }
+        #expect(length == 60_000)
+        // Redis had run part of a cut pipeline, and the lookup found it (no other test cuts pipelines).
+        #expect(Self.foundStored() > storedBefore)
+    }
+
+    private static func foundStored() -> Double {
+        var text: [UInt8] = []
+        TestMetrics.registry.emit(into: &text)
+        return ObservabilityTests.value(in: String(decoding: text, as: UTF8.self), #"adtelemetry_unknown_outcome_total{resolution="stored"}"#) ?? 0
+    }
+}
+
+private final class KillTally: Sendable {
+    let count = Mutex(0)
 }

@@ -121,7 +121,7 @@ struct RecoveryTests {
                 }
                 try await WorkerService(configuration: configuration, logger: TestServers.logger).run()
 
-                let maintenance = StreamMaintenance(stream: stream, group: "adworker", consumerExpiry: .seconds(3600))
+                let maintenance = StreamMaintenance(stream: stream, group: "adworker", consumerExpiry: .seconds(3600), keepRecent: nil)
                 let outcome = try await RedisConnection.withConnection(TestServers.redis, logger: TestServers.logger) { redis in
                     try await maintenance.run(redis, logger: TestServers.logger)
                 }
@@ -145,6 +145,27 @@ struct RecoveryTests {
         }
     }
 
+    /// Acknowledged entries younger than the keep window stay, for producers that look for the
+    /// records of a cut pipeline; older ones go.
+    @Test func trimmingKeepsRecentEntries() async throws {
+        try await TestServers.withTestStreams { prefix in
+            let stream = prefix + "inference"
+            try await RedisConnection.withConnection(TestServers.redis, logger: TestServers.logger) { redis in
+                let old = StreamEntryID(milliseconds: UInt64(Timestamp.now().millisecondsSinceEpoch) - 60_000, sequence: 0)
+                _ = try await redis.send(RedisCommand("XADD", stream, old.description, "v", "1"))
+                _ = try await redis.send(RedisCommand("XADD", stream, "*", "v", "1"))
+                try await redis.createGroupIfMissing("adworker", on: stream)
+                let read = try await redis.readGroup("adworker", consumer: "c", from: stream, count: 10)
+                try await redis.acknowledge(read.map(\.id), in: stream, group: "adworker")
+                let keeping = StreamMaintenance(stream: stream, group: "adworker", consumerExpiry: .seconds(3600), keepRecent: .seconds(30))
+                #expect(try await keeping.run(redis, logger: TestServers.logger).trimmedEntries == 1)
+                #expect(try await redis.range(stream, count: 10).map(\.id) == [read[1].id])
+                let trimmingAll = StreamMaintenance(stream: stream, group: "adworker", consumerExpiry: .seconds(3600), keepRecent: nil)
+                #expect(try await trimmingAll.run(redis, logger: TestServers.logger).trimmedEntries == 1)
+            }
+        }
+    }
+
     /// Ids above 2^53 are not exact as Lua numbers: 9007199254740995 rounds up to ...996, and a
     /// MINID computed from it would trim the pending entries at ...995.
     @Test func trimmingIsExactForIDsBeyondDoublePrecision() async throws {
@@ -157,7 +178,7 @@ struct RecoveryTests {
                 try await redis.createGroupIfMissing("adworker", on: stream)
                 let read = try await redis.readGroup("adworker", consumer: "c", from: stream, count: 10)
                 #expect(read.count == 3)
-                let maintenance = StreamMaintenance(stream: stream, group: "adworker", consumerExpiry: .seconds(3600))
+                let maintenance = StreamMaintenance(stream: stream, group: "adworker", consumerExpiry: .seconds(3600), keepRecent: nil)
                 #expect(try await maintenance.run(redis, logger: TestServers.logger).trimmedEntries == 0)
                 try await redis.acknowledge([read[0].id], in: stream, group: "adworker")
                 #expect(try await maintenance.run(redis, logger: TestServers.logger).trimmedEntries == 1)

@@ -1,0 +1,45 @@
+@testable import AdTelemetry
+import TelemetryRecords
+import Testing
+
+@Suite("Record origins and looking up records of a cut pipeline")
+struct RecordOriginTests {
+    @Test func originFieldRoundTripsAndRefusesOtherText() {
+        let origin = RecordOrigin(instance: 0x00ab_cdef_0123_4567, sequence: 42)
+        #expect(String(decoding: origin.fieldValue, as: UTF8.self) == "00abcdef01234567-42")
+        #expect(RecordOrigin(fieldValue: origin.fieldValue) == origin)
+        let largest = RecordOrigin(instance: .max, sequence: .max)
+        #expect(RecordOrigin(fieldValue: largest.fieldValue) == largest)
+        for text in ["", "00abcdef01234567", "00abcdef01234567-", "00ABCDEF01234567-1", "0abcdef01234567-1", "00abcdef01234567-x", "00abcdef01234567-18446744073709551616"] {
+            #expect(RecordOrigin(fieldValue: Array(text.utf8)) == nil, "\(text)")
+        }
+    }
+
+    @Test func lookupStartsBeforeTheLastConfirmedIDOrTheSendTime() {
+        let confirmed = StreamEntryID(milliseconds: 1_700_000_005_000, sequence: 7)
+        #expect(UnknownOutcomeLookup.start(lastConfirmed: confirmed, sentAtMilliseconds: 1_700_000_009_000) == StreamEntryID(milliseconds: 1_700_000_004_000, sequence: 0))
+        #expect(UnknownOutcomeLookup.start(lastConfirmed: nil, sentAtMilliseconds: 1_700_000_009_000) == StreamEntryID(milliseconds: 1_700_000_004_000, sequence: 0))
+        #expect(UnknownOutcomeLookup.start(lastConfirmed: StreamEntryID(milliseconds: 10, sequence: 0), sentAtMilliseconds: 3) == StreamEntryID(milliseconds: 0, sequence: 0))
+        #expect(UnknownOutcomeLookup.start(lastConfirmed: nil, sentAtMilliseconds: 3) == StreamEntryID(milliseconds: 0, sequence: 0))
+    }
+
+    @Test func onlyThisInstancesWantedRecordsAreFound() {
+        func entry(_ milliseconds: UInt64, _ fields: [(String, String)]) -> StreamEntry {
+            StreamEntry(id: StreamEntryID(milliseconds: milliseconds, sequence: 0), fields: StreamFields(fields))
+        }
+        let mine: UInt64 = 0x1111_2222_3333_4444
+        let other: UInt64 = 0x5555_6666_7777_8888
+        let entries = [
+            entry(1, [("v", "1"), ("origin", String(decoding: RecordOrigin(instance: mine, sequence: 5).fieldValue, as: UTF8.self))]),
+            entry(2, [("v", "1"), ("origin", String(decoding: RecordOrigin(instance: other, sequence: 6).fieldValue, as: UTF8.self))]),
+            entry(3, [("v", "1"), ("request_id", "no origin, another client")]),
+            entry(4, [("origin", String(decoding: RecordOrigin(instance: mine, sequence: 7).fieldValue, as: UTF8.self))]),
+            entry(5, [("origin", String(decoding: RecordOrigin(instance: mine, sequence: 9).fieldValue, as: UTF8.self))]),
+            // A copy re-added by someone else later: the first stays the record's id.
+            entry(6, [("origin", String(decoding: RecordOrigin(instance: mine, sequence: 5).fieldValue, as: UTF8.self))]),
+            entry(7, [("origin", "garbage")]),
+        ]
+        let found = UnknownOutcomeLookup.stored(in: entries, instance: mine, wanted: [5, 6, 7, 8])
+        #expect(found == [5: StreamEntryID(milliseconds: 1, sequence: 0), 7: StreamEntryID(milliseconds: 4, sequence: 0)])
+    }
+}
