@@ -25,24 +25,24 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.5.0"),
     ],
     targets: [
-        .systemLibrary(name: "CHiredis", path: "Sources/CHiredis", pkgConfig: "hiredis", providers: [.apt(["libhiredis-dev"])]),
-        .systemLibrary(name: "CLibPQ", path: "Sources/CLibPQ", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
-        .target(name: "ConnectionThread", swiftSettings: swiftSettings),
-        .target(name: "CProcessControl"),
-        .target(name: "CRedisArena", dependencies: ["CHiredis"]),
-        .target(name: "TelemetryRecords", swiftSettings: swiftSettings),
+        .systemLibrary(name: "CAdWorkerHiredis", path: "Sources/CAdWorkerHiredis", pkgConfig: "hiredis", providers: [.apt(["libhiredis-dev"])]),
+        .systemLibrary(name: "CAdWorkerLibPQ", path: "Sources/CAdWorkerLibPQ", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
+        .target(name: "AdWorkerConnectionThread", swiftSettings: swiftSettings),
+        .target(name: "CAdWorkerProcessControl"),
+        .target(name: "CAdWorkerRedisArena", dependencies: ["CAdWorkerHiredis"]),
+        .target(name: "AdTelemetryRecords", swiftSettings: swiftSettings),
         .target(
-            name: "Redis",
+            name: "AdWorkerRedis",
             dependencies: [
-                "CHiredis", "CRedisArena", "ConnectionThread", "TelemetryRecords",
+                "CAdWorkerHiredis", "CAdWorkerRedisArena", "AdWorkerConnectionThread", "AdTelemetryRecords",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings
         ),
         .target(
-            name: "Postgres",
+            name: "AdWorkerPostgres",
             dependencies: [
-                "CLibPQ", "ConnectionThread", "TelemetryRecords",
+                "CAdWorkerLibPQ", "AdWorkerConnectionThread", "AdTelemetryRecords",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings
@@ -50,7 +50,7 @@ let package = Package(
         .target(
             name: "AdTelemetry",
             dependencies: [
-                "TelemetryRecords", "Redis",
+                "AdTelemetryRecords", "AdWorkerRedis",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -58,9 +58,9 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .target(
-            name: "Worker",
+            name: "AdWorkerCore",
             dependencies: [
-                "TelemetryRecords", "Redis", "Postgres",
+                "AdTelemetryRecords", "AdWorkerRedis", "AdWorkerPostgres",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "AsyncAlgorithms", package: "swift-async-algorithms"),
@@ -69,9 +69,9 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .target(
-            name: "WorkerHTTP",
+            name: "AdWorkerHTTP",
             dependencies: [
-                "Worker", "Redis", "Postgres",
+                "AdWorkerCore", "AdWorkerRedis", "AdWorkerPostgres",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
@@ -83,7 +83,7 @@ let package = Package(
         .executableTarget(
             name: "AdWorkerCLI",
             dependencies: [
-                "AdTelemetry", "Worker", "WorkerHTTP", "Postgres", "Redis", "TelemetryRecords", "CProcessControl",
+                "AdTelemetry", "AdWorkerCore", "AdWorkerHTTP", "AdWorkerPostgres", "AdWorkerRedis", "AdTelemetryRecords", "CAdWorkerProcessControl",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -96,7 +96,7 @@ let package = Package(
         .executableTarget(
             name: "AdServingExample",
             dependencies: [
-                "AdTelemetry", "Redis", "TelemetryRecords",
+                "AdTelemetry",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -107,12 +107,12 @@ let package = Package(
             path: "Examples/AdServingAPI",
             swiftSettings: swiftSettings
         ),
-        .testTarget(name: "TelemetryRecordsTests", dependencies: ["TelemetryRecords"], swiftSettings: swiftSettings),
-        .testTarget(name: "WorkerUnitTests", dependencies: ["AdTelemetry", "Worker", "WorkerHTTP", "Postgres", "Redis", "TelemetryRecords"], swiftSettings: swiftSettings),
+        .testTarget(name: "TelemetryRecordsTests", dependencies: ["AdTelemetryRecords"], swiftSettings: swiftSettings),
+        .testTarget(name: "WorkerUnitTests", dependencies: ["AdTelemetry", "AdWorkerCore", "AdWorkerHTTP", "AdWorkerPostgres", "AdWorkerRedis", "AdTelemetryRecords"], swiftSettings: swiftSettings),
         .testTarget(
             name: "IntegrationTests",
             dependencies: [
-                "AdTelemetry", "Worker", "WorkerHTTP", "Postgres", "Redis", "TelemetryRecords",
+                "AdTelemetry", "AdWorkerCore", "AdWorkerHTTP", "AdWorkerPostgres", "AdWorkerRedis", "AdTelemetryRecords",
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Logging", package: "swift-log"),

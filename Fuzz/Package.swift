@@ -14,9 +14,9 @@ let swiftSettings: [SwiftSetting] = [
 let package = Package(
     name: "adworker-fuzz",
     targets: [
-        .target(name: "TelemetryRecords", swiftSettings: swiftSettings),
-        .target(name: "Postgres", dependencies: ["TelemetryRecords"], swiftSettings: swiftSettings),
-        .target(name: "Worker", dependencies: ["TelemetryRecords", "Postgres"], swiftSettings: swiftSettings),
-        .executableTarget(name: "EntryFuzzer", dependencies: ["TelemetryRecords", "Postgres", "Worker"], swiftSettings: swiftSettings),
+        .target(name: "AdTelemetryRecords", swiftSettings: swiftSettings),
+        .target(name: "AdWorkerPostgres", dependencies: ["AdTelemetryRecords"], swiftSettings: swiftSettings),
+        .target(name: "AdWorkerCore", dependencies: ["AdTelemetryRecords", "AdWorkerPostgres"], swiftSettings: swiftSettings),
+        .executableTarget(name: "EntryFuzzer", dependencies: ["AdTelemetryRecords", "AdWorkerPostgres", "AdWorkerCore"], swiftSettings: swiftSettings),
     ]
 )

@@ -7,7 +7,7 @@
 #     valid PromQL (run through `promtool check rules` as recording rules), histogram quantiles
 #     summed `by (le, ...)`;
 #   - every metric name in the rules, their tests and the dashboard is one the code exposes
-#     (FAMILIES below, compared with Sources/Worker/MetricHelp.swift);
+#     (FAMILIES below, compared with Sources/AdWorkerCore/MetricHelp.swift);
 #   - with a URL (or a file) as $1, e.g. http://127.0.0.1:9464/metrics of a running worker or
 #     pool: `promtool check metrics` on what it serves, failing on any problem it prints.
 # Usage: scripts/check-monitoring.sh [METRICS_URL_OR_FILE]
@@ -20,7 +20,7 @@ dashboard=deploy/grafana/adworker.json
 metrics_source=${1:-}
 
 # The metric families adworker and the adtelemetry producer expose. This list must match the code
-# (the labels of Counter/Gauge/Recorder/Timer in Sources/, and Sources/Worker/MetricHelp.swift,
+# (the labels of Counter/Gauge/Recorder/Timer in Sources/, and Sources/AdWorkerCore/MetricHelp.swift,
 # which has HELP text for each family; the check below fails when the two differ).
 # Histograms (Timer, Recorder) are exposed as NAME_bucket, NAME_sum and NAME_count.
 FAMILIES=(
@@ -88,7 +88,7 @@ passed=$((passed + 1))
 
 log "dashboard and metric names: $dashboard"
 python3 - "$dashboard" "$work/dashboard-rules.yml" "${FAMILIES[*]}" "${HISTOGRAMS[*]}" \
-    "$rules" "$rule_tests" Sources/Worker/MetricHelp.swift <<'PY'
+    "$rules" "$rule_tests" Sources/AdWorkerCore/MetricHelp.swift <<'PY'
 import json, re, sys
 
 dashboard_path, rules_out, families, histograms, *name_files, help_path = sys.argv[1:]

@@ -33,6 +33,9 @@ scripts/fuzz.sh 30 2>&1 | tail -3
 log "checking that .env.template lists every variable the code reads"
 scripts/check-env-template.sh
 
+log "checking that the README's producer snippet is the one the tests run"
+scripts/check-readme-snippet.sh
+
 log "CLI smoke run against database $smoke_database"
 adworker=$(swift build --show-bin-path)/adworker
 psql_smoke() { PGPASSWORD=$DATABASE_PASSWORD psql -X -q -t -A -v ON_ERROR_STOP=1 -h "$DATABASE_HOST" -p "$DATABASE_PORT" -U "$DATABASE_USER" -d "$smoke_database" "$@"; }

@@ -11,11 +11,8 @@ import Hummingbird
 import Logging
 import Metrics
 import Prometheus
-import Redis
 import ServiceLifecycle
-import TelemetryRecords
 import UnixSignals
-
 let environment = ProcessInfo.processInfo.environment
 var logger = Logger(label: "ad-serving-example")
 logger.logLevel = .info

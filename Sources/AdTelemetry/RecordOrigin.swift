@@ -1,5 +1,4 @@
-import TelemetryRecords
-
+import AdTelemetryRecords
 /// A record's identity, assigned by the producer and written as the entry's `origin` field:
 /// this producer instance (random at start) and a sequence number.
 ///

@@ -1,10 +1,9 @@
+public import AdTelemetryRecords
+import AdWorkerRedis
 public import Logging
 import Metrics
-import Redis
 public import ServiceLifecycle
 import Synchronization
-public import TelemetryRecords
-
 /// Sends training and inference records to Redis Streams from an API service.
 ///
 /// Sends from any number of tasks are gathered and written as pipelined XADDs on one connection

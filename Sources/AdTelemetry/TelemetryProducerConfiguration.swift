@@ -1,5 +1,4 @@
-public import Redis
-
+public import AdWorkerRedis
 /// How a ``TelemetryProducer`` sends.
 public struct TelemetryProducerConfiguration: Sendable {
     public var redis: RedisConfiguration

@@ -1,5 +1,4 @@
 import ArgumentParser
-
 @main
 struct AdWorker: AsyncParsableCommand {
     static let version = "0.1.0"

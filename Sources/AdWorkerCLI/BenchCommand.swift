@@ -1,14 +1,13 @@
 import AdTelemetry
+import AdTelemetryRecords
+import AdWorkerCore
+import AdWorkerPostgres
+import AdWorkerRedis
 import ArgumentParser
 import Foundation
 import Logging
-import Postgres
-import Redis
 import ServiceLifecycle
 import Synchronization
-import TelemetryRecords
-import Worker
-
 struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",

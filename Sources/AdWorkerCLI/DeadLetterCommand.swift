@@ -1,10 +1,9 @@
+import AdTelemetryRecords
+import AdWorkerCore
+import AdWorkerRedis
 import ArgumentParser
 import Foundation
 import Logging
-import Redis
-import TelemetryRecords
-import Worker
-
 /// `adworker dlq list|replay|purge`: the dead-letter streams, for people.
 struct DeadLetterCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

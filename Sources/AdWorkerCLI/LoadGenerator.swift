@@ -1,9 +1,8 @@
 import AdTelemetry
+import AdTelemetryRecords
+import AdWorkerRedis
 import Logging
-import Redis
 import ServiceLifecycle
-import TelemetryRecords
-
 /// What a load run achieved.
 struct LoadResult {
     var sent = 0

@@ -1,8 +1,7 @@
+import AdWorkerPostgres
 import ArgumentParser
 import Foundation
 import Logging
-import Postgres
-
 struct MigrateCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "migrate",

@@ -1,10 +1,9 @@
 import AdTelemetry
-import Foundation
+import AdTelemetryRecords
+import AdWorkerRedis
 import ArgumentParser
+import Foundation
 import Logging
-import Redis
-import TelemetryRecords
-
 struct ProduceCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "produce",

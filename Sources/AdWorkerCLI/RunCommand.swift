@@ -1,15 +1,14 @@
+import AdWorkerCore
+import AdWorkerHTTP
+import AdWorkerPostgres
+import AdWorkerRedis
 import ArgumentParser
 import Foundation
 import Logging
 import Metrics
-import Postgres
 import Prometheus
-import Redis
 import ServiceLifecycle
 import UnixSignals
-import Worker
-import WorkerHTTP
-
 struct RunCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "run",

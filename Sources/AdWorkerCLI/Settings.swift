@@ -1,6 +1,5 @@
 import ArgumentParser
 import Foundation
-
 /// Resolves settings as flags > environment > `.env` file. Only the CLI reads the environment;
 /// libraries get plain configuration structs.
 struct Settings {

@@ -3,12 +3,11 @@ import Foundation
 #if canImport(FoundationNetworking)
 import FoundationNetworking
 #endif
+import AdTelemetryRecords
+import AdWorkerCore
+import AdWorkerPostgres
+import AdWorkerRedis
 import Logging
-import Postgres
-import Redis
-import TelemetryRecords
-import Worker
-
 /// `adworker status`: the daemon's `/status` and `/readyz` as a table; without a daemon, what
 /// Redis alone can tell. Exit 0 healthy, 1 degraded, 2 daemon down or unreachable.
 struct StatusCommand: AsyncParsableCommand {

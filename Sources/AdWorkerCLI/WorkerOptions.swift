@@ -1,9 +1,8 @@
+import AdTelemetryRecords
+import AdWorkerCore
+import AdWorkerRedis
 import ArgumentParser
 import Foundation
-import Redis
-import TelemetryRecords
-import Worker
-
 /// Options for commands that run the worker pipeline (`run`, and `bench` for its drain and latency runs).
 struct WorkerOptions: ParsableArguments {
     @Option(help: "Comma-separated record kinds to consume: training, inference (env ADWORKER_STREAMS; default both).")

@@ -1,13 +1,12 @@
 import AdTelemetry
+import AdTelemetryRecords
+import AdWorkerCore
+import AdWorkerPostgres
+import AdWorkerRedis
 import Logging
-import Postgres
-import Redis
 import ServiceLifecycle
-import TelemetryRecords
-import Testing
 import Synchronization
-import Worker
-
+import Testing
 @Suite("Producer → Redis → worker → PostgreSQL, on real servers", .timeLimit(.minutes(3)))
 struct EndToEndTests {
     static func workerConfiguration(prefix: String, postgres: PostgresConfiguration, concurrency: Int = 2) -> WorkerConfiguration {

@@ -3,17 +3,16 @@ import Foundation
 #if canImport(FoundationNetworking)
 import FoundationNetworking
 #endif
+import AdTelemetryRecords
+import AdWorkerCore
+import AdWorkerHTTP
+import AdWorkerPostgres
+import AdWorkerRedis
 import Logging
 import Metrics
-import Postgres
 import Prometheus
-import Redis
 import ServiceLifecycle
-import TelemetryRecords
 import Testing
-import Worker
-import WorkerHTTP
-
 /// One Prometheus registry for the test process: swift-metrics can be bootstrapped only once.
 enum TestMetrics {
     static let registry: PrometheusCollectorRegistry = {

@@ -1,7 +1,6 @@
+import AdWorkerPostgres
 import Foundation
-import Postgres
 import Testing
-
 @Suite("PostgreSQL connection settings against a real server", .timeLimit(.minutes(1)))
 struct PostgresConnectionTests {
     /// With `synchronous_commit = off` as the default, COMMIT returns before the WAL is flushed; the

@@ -1,9 +1,8 @@
+import AdTelemetryRecords
+import AdWorkerCore
+import AdWorkerPostgres
 import Logging
-import Postgres
-import TelemetryRecords
 import Testing
-import Worker
-
 @Suite("PostgreSQL sink against a real server", .timeLimit(.minutes(1)))
 struct PostgresSinkTests {
     static func rows(_ ids: ClosedRange<UInt64>, badValueAt bad: Set<UInt64> = []) -> BinaryCopyRows {

@@ -1,11 +1,10 @@
 import AdTelemetry
+import AdTelemetryRecords
+import AdWorkerRedis
 import Foundation
 import Prometheus
-import Redis
-import TelemetryRecords
 import Synchronization
 import Testing
-
 /// The producer against a redis-server that is not there yet: records wait and are sent once it
 /// answers, instead of failing. A real redis-server, started by the test on a free port.
 @Suite("Producer retries what Redis certainly did not store", .timeLimit(.minutes(1)))

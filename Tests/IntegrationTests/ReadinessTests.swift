@@ -1,8 +1,7 @@
-import Redis
+import AdWorkerCore
+import AdWorkerHTTP
+import AdWorkerRedis
 import Testing
-import Worker
-import WorkerHTTP
-
 @Suite("Readiness from the probe, on real servers", .timeLimit(.minutes(1)))
 struct ReadinessTests {
     @Test func readyOnlyOnceBothServersAnsweredTheProbe() async throws {

@@ -1,10 +1,9 @@
+import AdTelemetryRecords
+import AdWorkerCore
+import AdWorkerPostgres
+import AdWorkerRedis
 import Logging
-import Postgres
-import Redis
-import TelemetryRecords
 import Testing
-import Worker
-
 /// Entries left behind by consumers that died, entries delivered too often, and bounded stream
 /// memory: each against the real servers, each ending in exact accounting.
 @Suite("Recovery and stream maintenance, on real servers", .timeLimit(.minutes(3)))

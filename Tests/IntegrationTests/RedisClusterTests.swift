@@ -1,11 +1,10 @@
 import AdTelemetry
+import AdTelemetryRecords
+import AdWorkerCore
+import AdWorkerPostgres
+import AdWorkerRedis
 import Foundation
-import Postgres
-import Redis
-import TelemetryRecords
 import Testing
-import Worker
-
 /// Against the six-node cluster of `scripts/redis-cluster.sh` (three primaries, three replicas).
 /// Serialized: the tests move slots, which must not happen under each other's keys.
 @Suite("Redis Cluster routing against a real cluster", .serialized, .timeLimit(.minutes(2)))

@@ -1,9 +1,8 @@
-import Postgres
-import Redis
-import TelemetryRecords
+import AdTelemetryRecords
+@testable import AdWorkerCore
+import AdWorkerPostgres
+import AdWorkerRedis
 import Testing
-@testable import Worker
-
 /// A configuration that cannot work ends `adworker run` at once with what to change, instead of
 /// retrying forever; the codes come from the servers (SQLSTATE, Redis's reply prefix).
 @Suite("Refusals at start-up, on real servers", .timeLimit(.minutes(1)))

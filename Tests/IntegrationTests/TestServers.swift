@@ -1,9 +1,9 @@
+import AdTelemetryRecords
+import AdWorkerPostgres
+import AdWorkerRedis
 import Foundation
 import Logging
-import Postgres
-import Redis
 import Testing
-
 /// The Redis and PostgreSQL that `scripts/dev-services.sh` starts; the environment may point
 /// elsewhere with the same variables the daemon reads. A missing server fails the test: CI
 /// always starts them, so a skip would only hide a broken setup.
@@ -82,6 +82,15 @@ enum TestServers {
     }
 
     /// Runs `body` with a unique stream prefix; every stream under it is deleted afterwards.
+    /// XDEL of single entries (what a test wrote to shared stream names). - Returns: how many existed.
+    static func removeEntries(_ entries: [String: StreamEntryID]) async throws -> Int {
+        try await RedisConnection.withConnection(redis, logger: logger) { connection in
+            var removed = 0
+            for (stream, id) in entries { removed += Int(try await connection.send(RedisCommand("XDEL", stream, id.description)).integer ?? 0) }
+            return removed
+        }
+    }
+
     static func withTestStreams<Result>(_ body: (String) async throws -> Result) async throws -> Result {
         let prefix = uniqueName("test") + ":"
         do {

@@ -1,6 +1,5 @@
+import AdTelemetryRecords
 import Testing
-import TelemetryRecords
-
 @Suite("Decimal text")
 struct DecimalTextTests {
     /// Same value, bit for bit, as Double(String) for decimal numbers; nil for anything else.

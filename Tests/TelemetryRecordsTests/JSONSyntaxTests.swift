@@ -1,6 +1,5 @@
+import AdTelemetryRecords
 import Testing
-import TelemetryRecords
-
 @Suite("JSON syntax check")
 struct JSONSyntaxTests {
     @Test(arguments: [

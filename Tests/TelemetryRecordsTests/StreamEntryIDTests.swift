@@ -1,6 +1,5 @@
+import AdTelemetryRecords
 import Testing
-import TelemetryRecords
-
 @Suite("Stream entry ids")
 struct StreamEntryIDTests {
     @Test func parsesAndPrintsTheRedisForm() throws {

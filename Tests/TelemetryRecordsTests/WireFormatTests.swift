@@ -1,6 +1,5 @@
+import AdTelemetryRecords
 import Testing
-import TelemetryRecords
-
 /// Collects encoded fields the way XADD would send them.
 struct FieldCollector: StreamFieldWriter {
     var fields = StreamFields()

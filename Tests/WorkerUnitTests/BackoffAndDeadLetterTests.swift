@@ -1,9 +1,8 @@
-@testable import Postgres
-import Redis
-import TelemetryRecords
+import AdTelemetryRecords
+@testable import AdWorkerCore
+@testable import AdWorkerPostgres
+import AdWorkerRedis
 import Testing
-@testable import Worker
-
 @Suite("Backoff")
 struct BackoffTests {
     struct Fixed: RandomNumberGenerator {

@@ -1,8 +1,7 @@
+import AdTelemetryRecords
+@testable import AdWorkerCore
+@testable import AdWorkerPostgres
 import Testing
-import TelemetryRecords
-@testable import Postgres
-@testable import Worker
-
 @Suite("Binary COPY encoding")
 struct BinaryCopyRowsTests {
     @Test func framesAnyRunOfRowsWithHeaderAndTrailer() {

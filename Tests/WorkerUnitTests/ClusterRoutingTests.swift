@@ -1,6 +1,5 @@
-import Redis
+import AdWorkerRedis
 import Testing
-
 @Suite("Redis Cluster: slots, shard names, redirects and slot maps")
 struct ClusterRoutingTests {
     @Test func crc16IsRedisCluster() {

@@ -1,7 +1,6 @@
-import TelemetryRecords
+import AdTelemetryRecords
+@testable import AdWorkerCore
 import Testing
-@testable import Worker
-
 @Suite("Consumer state machine")
 struct ConsumerStateMachineTests {
     typealias Machine = ConsumerStateMachine<ContinuousClock.Instant>

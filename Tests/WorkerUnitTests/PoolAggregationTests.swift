@@ -1,8 +1,7 @@
+import AdWorkerCore
+import AdWorkerHTTP
 import Foundation
 import Testing
-import Worker
-import WorkerHTTP
-
 @Suite("Pool aggregation")
 struct PoolAggregationTests {
     @Test func mergedMetricsKeepEachFamilyOnceAndLabelEveryProcess() {

@@ -1,7 +1,6 @@
 @testable import AdTelemetry
-import TelemetryRecords
+import AdTelemetryRecords
 import Testing
-
 @Suite("Record origins and looking up records of a cut pipeline")
 struct RecordOriginTests {
     @Test func originFieldRoundTripsAndRefusesOtherText() {

@@ -1,12 +1,11 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+@testable import AdWorkerCore
 import Foundation
 import Logging
 import Synchronization
 import Testing
-@testable import Worker
-
 /// The notify protocol against a real datagram socket, read the way systemd reads it.
 @Suite struct SystemdNotifierTests {
     /// A bound `SOCK_DGRAM` Unix socket, as systemd's `$NOTIFY_SOCKET`.

@@ -1,6 +1,5 @@
-import Postgres
+import AdWorkerPostgres
 import Testing
-
 @Suite struct TimescaleSetupTests {
     typealias Facts = TimescaleSetup.Facts
     let tables = ["training_data", "inference_results"]

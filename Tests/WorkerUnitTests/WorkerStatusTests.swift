@@ -1,9 +1,8 @@
+import AdTelemetryRecords
+@testable import AdWorkerCore
+import AdWorkerPostgres
 import Foundation
-import Postgres
-import TelemetryRecords
 import Testing
-@testable import Worker
-
 @Suite struct WorkerStatusTests {
     static func batch(_ rows: Int, stream: String = "training", latency: Int64 = 3) -> BatchReport {
         let now = Timestamp.now()

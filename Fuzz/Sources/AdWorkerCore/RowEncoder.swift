@@ -1,0 +1,1 @@
+../../../Sources/AdWorkerCore/RowEncoder.swift

@@ -1,0 +1,1 @@
+../../../Sources/AdWorkerPostgres/CopyTarget.swift

@@ -1,1 +1,0 @@
-../../../Sources/Postgres/BinaryCopyRows.swift

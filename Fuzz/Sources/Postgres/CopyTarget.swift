@@ -1,1 +1,0 @@
-../../../Sources/Postgres/CopyTarget.swift

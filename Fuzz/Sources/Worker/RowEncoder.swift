@@ -1,1 +1,0 @@
-../../../Sources/Worker/RowEncoder.swift

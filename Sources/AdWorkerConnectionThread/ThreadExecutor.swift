@@ -1,0 +1,62 @@
+import Foundation
+/// A serial executor that runs every job on one dedicated OS thread.
+///
+/// Connection actors use it as their executor so that "isolated to the connection" means
+/// "running on the connection's own thread": blocking hiredis and libpq calls then never occupy
+/// a thread of Swift's cooperative pool.
+///
+/// - Important: Call ``shutdown()`` once the owner is done; the thread exits after draining the jobs
+///   already enqueued.
+public final class ThreadExecutor: SerialExecutor, @unchecked Sendable {
+    // `jobs` and `isStopped` are only touched with `condition` locked; that is the whole invariant
+    // behind `@unchecked Sendable`.
+    private let condition = NSCondition()
+    private var jobs: [UnownedJob] = []
+    private var isStopped = false
+
+    public init(name: String) {
+        let thread = Thread { [self] in runLoop() }
+        thread.name = name
+        thread.start()
+    }
+
+    public func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        condition.lock()
+        jobs.append(job)
+        condition.signal()
+        condition.unlock()
+    }
+
+    public func asUnownedSerialExecutor() -> UnownedSerialExecutor {
+        UnownedSerialExecutor(ordinary: self)
+    }
+
+    /// Lets the thread finish the jobs it already has and then exit.
+    public func shutdown() {
+        condition.lock()
+        isStopped = true
+        condition.signal()
+        condition.unlock()
+    }
+
+    private func runLoop() {
+        var batch: [UnownedJob] = []
+        while true {
+            condition.lock()
+            while jobs.isEmpty && !isStopped {
+                condition.wait()
+            }
+            if jobs.isEmpty {
+                condition.unlock()
+                return
+            }
+            swap(&batch, &jobs)
+            condition.unlock()
+            for job in batch {
+                job.runSynchronously(on: asUnownedSerialExecutor())
+            }
+            batch.removeAll(keepingCapacity: true)
+        }
+    }
+}

@@ -1,0 +1,271 @@
+import AdTelemetryRecords
+/// Every decision of one stream consumer's reader, as a value type: the reader loop feeds it
+/// events (a read returned, sinks became free, a claim returned, shutdown) and performs the action
+/// it returns. Generic over the clock's instant, so tests move time by hand.
+///
+/// Batching adapts to load: a free sink gets whatever has been read at once, so at low load rows
+/// arrive within one read and one commit; while every sink is busy, entries keep accumulating up
+/// to ``Configuration/maximumEntries`` and ``Configuration/maximumBytes``, so under backlog the
+/// COPYs grow toward one large COPY. Memory is bounded by those limits (plus one read) per buffer.
+struct ConsumerStateMachine<Instant: InstantProtocol> where Instant.Duration == Duration {
+    struct Configuration {
+        /// Most entries in one COPY.
+        var maximumEntries: Int
+        /// Most bytes of entry fields in one COPY (at least one entry, whatever its size).
+        var maximumBytes: Int
+        /// How long a partial batch may wait for more entries while a sink is free; zero hands it
+        /// over at once.
+        var linger: Duration
+        /// Sinks taking batches in turn.
+        var lanes: Int
+        /// How often idle entries of other consumers are claimed.
+        var claimInterval: Duration
+        /// The longest a read blocks: shutdown and claims are noticed within it.
+        var maximumReadBlock: Duration
+        /// Stop once nothing new and nothing pending is left.
+        var drain: Bool
+        /// Draining, how long a read waits for new entries before the stream counts as drained.
+        var drainReadBlock: Duration
+    }
+
+    /// Entries to hand to a sink as one batch.
+    struct Batch: Equatable, Sendable {
+        var entries: [StreamEntry]
+        var redelivered: Bool
+        /// Delivery counts of redelivered entries; fresh entries have been delivered once.
+        var deliveries: [StreamEntryID: Int] = [:]
+
+        /// The same entries (by id), path and counts.
+        static func == (lhs: Batch, rhs: Batch) -> Bool {
+            lhs.entries.map(\.id) == rhs.entries.map(\.id) && lhs.redelivered == rhs.redelivered && lhs.deliveries == rhs.deliveries
+        }
+    }
+
+    enum Action: Equatable {
+        /// This consumer's own pending entries after an id (a previous run's), up to a count.
+        case readOwnPending(after: StreamEntryID, count: Int)
+        /// New entries (`>`), up to a count; block for up to the duration, or not at all (nil).
+        case readNew(count: Int, block: Duration?)
+        /// One XAUTOCLAIM step from a cursor.
+        case claim(cursor: StreamEntryID, count: Int)
+        case handOff(Batch)
+        /// Every sink is busy and nothing useful can be read meanwhile.
+        case waitForSink
+        /// Draining: ask Redis whether entries are pending anywhere in the group.
+        case checkPending
+        case sleep(Duration)
+        /// Nothing more will be handed over: close the sinks' channel and return.
+        case finish
+    }
+
+    private enum Phase: Equatable {
+        case ownPending(after: StreamEntryID)
+        case running
+        case shuttingDown
+        case finished
+    }
+
+    let configuration: Configuration
+    private var phase: Phase = .ownPending(after: StreamEntryID(milliseconds: 0, sequence: 0))
+    private var buffer: [StreamEntry] = []
+    private var bufferBytes = 0
+    private var oldestArrival: Instant?
+    /// Own pending and claimed entries waiting for a sink; never mixed with fresh ones, which
+    /// take the fast path.
+    private var redelivered: [Batch] = []
+    private(set) var freeLanes: Int
+    private var nextClaim: Instant
+    private var claimCursor = StreamEntryID(milliseconds: 0, sequence: 0)
+    private var circuitOpen = false
+    /// The last read found nothing new: do not read again before something changes.
+    private var lastReadWasEmpty = false
+    /// Draining: Redis said others still hold pending entries; wait before asking again.
+    private var othersHoldPending = false
+    /// Running average of entry sizes, to size reads by bytes.
+    private var averageEntryBytes = 256
+
+    init(configuration: Configuration, now: Instant) {
+        precondition(configuration.maximumEntries > 0 && configuration.maximumBytes > 0 && configuration.lanes > 0)
+        self.configuration = configuration
+        self.freeLanes = configuration.lanes
+        self.nextClaim = now
+    }
+
+    var bufferedEntries: Int { buffer.count }
+    var bufferedBytes: Int { bufferBytes }
+
+    // MARK: Events
+
+    mutating func ownPendingReturned(_ batch: Batch) {
+        guard case .ownPending = phase else { return }
+        guard let last = batch.entries.last else {
+            phase = .running
+            return
+        }
+        redelivered.append(batch)
+        phase = .ownPending(after: last.id)
+    }
+
+    mutating func readReturned(_ entries: [StreamEntry], at now: Instant) {
+        lastReadWasEmpty = entries.isEmpty
+        guard !entries.isEmpty else { return }
+        let bytes = entries.reduce(0) { $0 + $1.fields.byteCount }
+        if buffer.isEmpty { oldestArrival = now }
+        buffer.append(contentsOf: entries)
+        bufferBytes += bytes
+        averageEntryBytes = max(1, (averageEntryBytes * 7 + bytes / entries.count) / 8)
+    }
+
+    /// One XAUTOCLAIM step's outcome: `batch` is nil when it claimed nothing new. Entries still
+    /// in the buffer (read, waiting for a sink for longer than the claim idle time) come back from
+    /// a claim too; they are dropped here, or they would be stored twice.
+    mutating func claimReturned(_ batch: Batch?, next cursor: StreamEntryID, at now: Instant) {
+        claimCursor = cursor
+        var batch = batch
+        if let first = buffer.first?.id, let last = buffer.last?.id {
+            batch?.entries.removeAll { $0.id >= first && $0.id <= last && isBuffered($0.id) }
+        }
+        if let batch, !batch.entries.isEmpty {
+            redelivered.append(batch)
+            // More may be waiting behind the cursor: continue the scan at once.
+            nextClaim = now
+        } else {
+            nextClaim = now.advanced(by: configuration.claimInterval)
+        }
+    }
+
+    mutating func sinksFreed(_ count: Int) {
+        guard count > 0 else { return }
+        freeLanes = min(configuration.lanes, freeLanes + count)
+        lastReadWasEmpty = false
+    }
+
+    /// Whether any of this consumer's sinks has a circuit open: claiming then would only pile up
+    /// delivery counts on entries whose fault the outage is not.
+    mutating func sinkCircuit(isOpen: Bool) {
+        circuitOpen = isOpen
+    }
+
+    mutating func pendingChecked(othersHoldPending: Bool, at now: Instant) {
+        self.othersHoldPending = othersHoldPending
+        if othersHoldPending {
+            // Their entries may become idle enough to claim.
+            nextClaim = now
+        } else {
+            phase = .finished
+        }
+    }
+
+    mutating func slept() {
+        othersHoldPending = false
+        lastReadWasEmpty = false
+    }
+
+    /// Graceful shutdown: hand over what was read, read nothing more.
+    mutating func shutDown() {
+        if phase != .finished { phase = .shuttingDown }
+    }
+
+    // MARK: Decisions
+
+    mutating func nextAction(at now: Instant) -> Action {
+        switch phase {
+        case .finished:
+            return .finish
+        case .shuttingDown:
+            if !redelivered.isEmpty || !buffer.isEmpty {
+                return freeLanes > 0 ? handOff(at: now) : .waitForSink
+            }
+            return .finish
+        case .ownPending(let after):
+            if !redelivered.isEmpty { return freeLanes > 0 ? handOff(at: now) : .waitForSink }
+            return .readOwnPending(after: after, count: configuration.maximumEntries)
+        case .running:
+            return running(at: now)
+        }
+    }
+
+    private mutating func running(at now: Instant) -> Action {
+        if !redelivered.isEmpty {
+            return freeLanes > 0 ? handOff(at: now) : .waitForSink
+        }
+        if freeLanes > 0, !buffer.isEmpty, isFull || lingerEnds(at: now) <= now {
+            return handOff(at: now)
+        }
+        if now >= nextClaim && !circuitOpen {
+            return .claim(cursor: claimCursor, count: configuration.maximumEntries)
+        }
+        if isFull { return .waitForSink }
+        if !buffer.isEmpty {
+            if freeLanes > 0 {
+                // Lingering: wait for more, no longer than the linger.
+                return .readNew(count: readCount, block: max(.milliseconds(1), now.duration(to: lingerEnds(at: now))))
+            }
+            // Every sink busy: take what has arrived meanwhile, without waiting for more.
+            return lastReadWasEmpty ? .waitForSink : .readNew(count: readCount, block: nil)
+        }
+        if configuration.drain && lastReadWasEmpty {
+            if freeLanes < configuration.lanes { return .waitForSink }
+            if othersHoldPending { return .sleep(min(configuration.claimInterval, .milliseconds(200))) }
+            return .checkPending
+        }
+        let block = configuration.drain ? configuration.drainReadBlock : configuration.maximumReadBlock
+        let untilClaim = circuitOpen ? block : now.duration(to: nextClaim)
+        return .readNew(count: readCount, block: max(.milliseconds(1), min(block, untilClaim)))
+    }
+
+    /// The buffer holds fresh entries in id order (reads return them so): a binary search.
+    private func isBuffered(_ id: StreamEntryID) -> Bool {
+        var low = 0
+        var high = buffer.count
+        while low < high {
+            let middle = (low + high) / 2
+            if buffer[middle].id < id { low = middle + 1 } else { high = middle }
+        }
+        return low < buffer.count && buffer[low].id == id
+    }
+
+    private var isFull: Bool { buffer.count >= configuration.maximumEntries || bufferBytes >= configuration.maximumBytes }
+
+    private func lingerEnds(at now: Instant) -> Instant {
+        (oldestArrival ?? now).advanced(by: configuration.linger)
+    }
+
+    /// As many entries as still fit, by count and (at the average entry size) by bytes.
+    private var readCount: Int {
+        let byCount = configuration.maximumEntries - buffer.count
+        let byBytes = max(1, (configuration.maximumBytes - bufferBytes) / averageEntryBytes)
+        return max(1, min(byCount, byBytes))
+    }
+
+    /// Below this many entries a batch is not split between free sinks: a COPY's fixed costs
+    /// (a round trip, a commit) would outweigh what the split saves.
+    static var minimumSplit: Int { 64 }
+
+    /// Redelivered batches first; otherwise the buffer's oldest entries up to the batch bounds.
+    /// With several sinks free (a burst after a quiet spell), the buffer is shared between them,
+    /// so the burst's COPYs run side by side instead of one after another.
+    private mutating func handOff(at now: Instant) -> Action {
+        let lanes = freeLanes
+        freeLanes -= 1
+        if !redelivered.isEmpty { return .handOff(redelivered.removeFirst()) }
+        let share = buffer.count >= 2 * Self.minimumSplit ? (buffer.count + lanes - 1) / lanes : buffer.count
+        var count = 0
+        var bytes = 0
+        while count < share && count < configuration.maximumEntries {
+            let size = buffer[count].fields.byteCount
+            if count > 0 && bytes + size > configuration.maximumBytes { break }
+            bytes += size
+            count += 1
+        }
+        let entries = Array(buffer.prefix(count))
+        if count == buffer.count {
+            buffer.removeAll(keepingCapacity: true)
+        } else {
+            buffer.removeFirst(count)
+        }
+        bufferBytes -= bytes
+        oldestArrival = buffer.isEmpty ? nil : now
+        return .handOff(Batch(entries: entries, redelivered: false))
+    }
+}

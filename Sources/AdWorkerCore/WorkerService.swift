@@ -1,0 +1,280 @@
+import AdTelemetryRecords
+import AdWorkerPostgres
+import AdWorkerRedis
+public import Logging
+public import ServiceLifecycle
+/// `adworker run`: for each configured stream, `concurrency` consumers, each with its own Redis
+/// and PostgreSQL connections. On graceful shutdown the consumers stop reading, commit and
+/// acknowledge the batch in hand, and return; in drain mode they return once the streams are empty.
+public struct WorkerService: Service {
+    public let configuration: WorkerConfiguration
+    private let logger: Logger
+    private let onBatch: @Sendable (BatchReport) -> Void
+    private let status: WorkerStatus?
+
+    /// - Parameters:
+    ///   - configuration: Streams, batching, connections.
+    ///   - logger: The root logger; consumers add `stream` and `consumer` metadata.
+    ///   - status: Where batches, failures, consumer states and queue samples are recorded (for
+    ///     `/status`, `/readyz` and metrics); nil records nothing.
+    ///   - onBatch: Called after every acknowledged batch, from the consumer's task; keep it cheap.
+    public init(
+        configuration: WorkerConfiguration, logger: Logger, status: WorkerStatus? = nil,
+        onBatch: @escaping @Sendable (BatchReport) -> Void = { _ in }
+    ) {
+        self.configuration = configuration
+        self.logger = logger
+        self.status = status
+        self.onBatch = onBatch
+    }
+
+    public func run() async throws {
+        try await refuseUnworkableConfiguration()
+        guard try await createGroups() else {
+            logger.info("worker stopped before it started: shutdown while creating consumer groups")
+            return
+        }
+        let lease = ConsumerLease(
+            streamPrefix: configuration.streamPrefix, consumerName: configuration.consumerPrefix, duration: configuration.consumerLease
+        )
+        try await RedisConnection.withConnection(configuration.redis.routed(by: lease.key), logger: logger, connectImmediately: false) { leaseRedis in
+            var backoff = Backoff()
+            // Until the name is ours (at once, or after a holder's lease ran out) nothing is read.
+            status?.problem("lease", "taking the consumer name \(configuration.consumerPrefix) (another process may hold it)")
+            while true {
+                do {
+                    // ConsumerNameInUse is final: it ends the worker with a message naming the fix.
+                    try await lease.acquire(leaseRedis, logger: logger)
+                    break
+                } catch let error as RedisError where error.code == .outOfMemory {
+                    // The lease is a SET, which a full Redis refuses; reading and acknowledging
+                    // still work, so start without it: renewals take it once memory is free.
+                    logger.warning("redis is out of memory: starting without the consumer name's lease", metadata: [LogKey.error: "\(error)"])
+                    break
+                } catch let error as RedisError {
+                    let delay = backoff.nextDelay()
+                    logger.warning("cannot take the consumer name's lease, retrying", metadata: [LogKey.error: "\(error)", LogKey.delay: "\(delay)"])
+                    try? await cancelWhenGracefulShutdown { try await Task.sleep(for: delay) }
+                    if Task.isShuttingDownGracefully { return }
+                    try Task.checkCancellation()
+                }
+            }
+            status?.problem("lease", nil)
+            try await runConsumers(lease: lease, leaseRedis: leaseRedis)
+            await lease.release(leaseRedis)
+        }
+    }
+
+    private func runConsumers(lease: ConsumerLease, leaseRedis: RedisConnection) async throws {
+        logger.info(
+            "worker started",
+            metadata: [
+                "streams": "\(configuration.allStreams)",
+                "concurrency": "\(configuration.concurrency)", "batch_size": "\(configuration.batchSize)",
+                "drain": "\(configuration.drain)",
+            ]
+        )
+        do {
+            try await withThrowingTaskGroup(of: Void.self) { background in
+                if let interval = configuration.trimInterval {
+                    background.addTask { try await maintain(every: interval) }
+                }
+                if let status {
+                    background.addTask { try await sampleQueues(into: status, every: .seconds(1)) }
+                }
+                try await withThrowingTaskGroup(of: Void.self) { consumers in
+                    // Renewing the lease only ends by throwing (another process took the name):
+                    // that ends every consumer too, so two processes never share a name.
+                    consumers.addTask { try await lease.keep(leaseRedis, logger: logger) }
+                    for kind in configuration.kinds {
+                        consumers.addTask { try await consume(kind) }
+                    }
+                    status?.markStarted()
+                    // The first kind to end ends the lease renewal with it: the others end on
+                    // their own (drain, shutdown) or by throwing.
+                    for _ in configuration.kinds { try await consumers.next() }
+                    consumers.cancelAll()
+                }
+                // Maintenance never ends on its own; the consumers decide when the worker is done.
+                background.cancelAll()
+                if let status {
+                    // One last sample, so the final queue figures (lag 0 after a drain) are current.
+                    try await sampleQueues(into: status, every: nil)
+                }
+            }
+        } catch is CancellationError where Task.isShuttingDownGracefully {
+            // The shutdown timeout ran out (the database is down, say): what was not committed
+            // stays pending and is read again by this consumer name on the next start.
+            logger.warning("shutdown timeout reached; unacknowledged entries stay pending for the next start")
+            return
+        }
+        logger.info("worker stopped")
+    }
+
+    /// `concurrency` consumers on every shard of `kind`, whose sinks share the kind's PostgreSQL
+    /// connections.
+    private func consume(_ kind: RecordKind) async throws {
+        let size = StreamConsumer.sinkLanes * configuration.concurrency
+        try await PostgresPool.withPool(size: size, configuration: configuration.postgres, logger: logger) { pool in
+            try await withThrowingTaskGroup(of: Void.self) { consumers in
+                for (shard, stream) in configuration.streams(for: kind).enumerated() {
+                    for slot in 0..<configuration.concurrency {
+                        let consumer = StreamConsumer(
+                            kind: kind, shard: shard, stream: stream, slot: slot, postgres: pool, configuration: configuration, logger: logger,
+                            status: status, onBatch: onBatch
+                        )
+                        consumers.addTask { try await consumer.run() }
+                    }
+                }
+                try await consumers.waitForAll()
+            }
+        }
+    }
+
+    /// Samples each stream's length, the group's lag and its pending count, until cancelled.
+    private func sampleQueues(into status: WorkerStatus, every interval: Duration?) async throws {
+        let breaker = CircuitBreaker(target: "redis")
+        try await withStreamConnections { connections in
+            while !Task.isShuttingDownGracefully {
+                for (stream, redis) in connections {
+                    let (length, group, deadLetters) = try await breaker.retrying(doing: "sampling queues", logger: logger) {
+                        (
+                            try await redis.streamLength(stream), try await redis.groups(of: stream).first { $0.name == configuration.group },
+                            try await redis.streamLength(DeadLetter.stream(for: stream))
+                        )
+                    }
+                    status.recordQueue(stream: stream, length: length, lag: group?.lag, pending: group?.pending ?? 0, deadLetters: deadLetters)
+                }
+                status.recordHistory()
+                guard let interval else { return }
+                try await Task.sleep(for: interval)
+            }
+        }
+    }
+
+    /// Trims each stream and expires idle consumers every `interval`, until cancelled.
+    private func maintain(every interval: Duration) async throws {
+        let breaker = CircuitBreaker(target: "redis")
+        try await withStreamConnections { connections in
+            while !Task.isShuttingDownGracefully {
+                for (stream, redis) in connections {
+                    let maintenance = StreamMaintenance(
+                        stream: stream, group: configuration.group, consumerExpiry: configuration.consumerExpiry,
+                        deadLetterLimit: configuration.deadLetterLimit
+                    )
+                    _ = try await breaker.retrying(doing: "trimming", logger: logger) { try await maintenance.run(redis, logger: logger) }
+                }
+                try await Task.sleep(for: interval)
+            }
+        }
+    }
+
+    /// Throws ``StartupRefused`` when the worker cannot work as configured: Redis or PostgreSQL
+    /// refuses its credentials, the database or a table is missing, or the role may not insert
+    /// into a table. A server that does not answer is no reason: the consumers wait for it.
+    private func refuseUnworkableConfiguration() async throws {
+        func refuse(_ error: any Error, _ target: String) throws {
+            if let failure = PermanentFailure(error), failure.refusesStartup { throw StartupRefused(description: failure.fix) }
+            logger.warning("\(target) does not answer at start-up; the consumers wait for it", metadata: [LogKey.error: "\(error)"])
+        }
+        do {
+            try await RedisConnection.withConnection(configuration.redis, logger: logger) { redis in
+                if case .error(let message) = try await redis.ping() { throw RedisError.fromReply(message) }
+            }
+        } catch {
+            try refuse(error, "Redis")
+        }
+        do {
+            try await PostgresConnection.withConnection(configuration.postgres, logger: logger) { postgres in
+                for kind in configuration.kinds {
+                    let table = RowEncoder.target(for: kind).table
+                    // CASE, so the privilege is asked only of a table that exists.
+                    let found = try await postgres.query(
+                        """
+                        SELECT CASE WHEN to_regclass($1) IS NULL THEN 'missing'
+                            WHEN has_table_privilege($1, 'INSERT') AND has_table_privilege($1, 'SELECT') THEN 'usable'
+                            ELSE 'denied' END
+                        """,
+                        [table]
+                    )
+                    switch found.first?.first ?? nil {
+                    case "usable":
+                        try await refuseWithoutShardKey(table, postgres)
+                    case "missing":
+                        throw StartupRefused(description: "table \(table) does not exist in database \(configuration.postgres.database): run adworker migrate")
+                    default:
+                        throw StartupRefused(
+                            description: "role \(configuration.postgres.user) may not INSERT into and SELECT from \(table): grant what deploy/postgres/worker-role.sql grants"
+                        )
+                    }
+                }
+            }
+        } catch let error as StartupRefused {
+            throw error
+        } catch {
+            try refuse(error, "PostgreSQL")
+        }
+    }
+
+    /// Rows are keyed by (enqueued_at, stream_id, shard) since migration 5: without the column the
+    /// COPY fails; with sharded streams and a key without it (a compressed hypertable that the
+    /// migration could not change), rows of two shards with the same entry id would count as one.
+    private func refuseWithoutShardKey(_ table: String, _ postgres: PostgresConnection) async throws {
+        let key = try await postgres.query(
+            """
+            SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass($1) AND attname = 'shard' AND NOT attisdropped),
+                   EXISTS (SELECT 1 FROM pg_index JOIN pg_attribute ON attrelid = indrelid AND attnum = ANY (indkey)
+                            WHERE indrelid = to_regclass($1) AND indisprimary AND attname = 'shard')
+            """,
+            [table]
+        )
+        guard key.first?.first == "t" else {
+            throw StartupRefused(description: "table \(table) has no shard column (schema older than this adworker): run adworker migrate")
+        }
+        if configuration.layout.tagged, key.first?[1] != "t" {
+            throw StartupRefused(
+                description: "table \(table)'s primary key lacks the shard column that sharded streams need (a TimescaleDB hypertable with compression keeps its old key): change it as schema/005_shard_key.sql says, or run with one shard on a single Redis"
+            )
+        }
+    }
+
+    /// Creates each stream's consumer group if missing, retrying while Redis is unreachable or
+    /// refuses; meanwhile `/readyz` says why. Returns false if a graceful shutdown came first.
+    private func createGroups() async throws -> Bool {
+        try await withStreamConnections { connections in
+            for (stream, redis) in connections {
+                var backoff = Backoff()
+                while true {
+                    do {
+                        try await redis.createGroupIfMissing(configuration.group, on: stream)
+                        status?.problem("group \(stream)", nil)
+                        break
+                    } catch {
+                        let delay = backoff.nextDelay()
+                        logger.warning("cannot create consumer group, retrying", metadata: [LogKey.error: "\(error)", LogKey.delay: "\(delay)"])
+                        status?.problem("group \(stream)", "cannot create consumer group \(configuration.group) on \(stream): \(error)")
+                        // A shutdown during the wait ends it at once, and the worker exits 0.
+                        try? await cancelWhenGracefulShutdown { try await Task.sleep(for: delay) }
+                        if Task.isShuttingDownGracefully { return false }
+                        try Task.checkCancellation()
+                    }
+                }
+            }
+            return true
+        }
+    }
+
+    /// Runs `body` with a connection per stream, in ``WorkerConfiguration/allStreams`` order; each
+    /// follows its stream's slot on a cluster (on one node they all reach the same server).
+    /// Connections connect on first use.
+    private func withStreamConnections<Result>(
+        _ body: ([(stream: String, redis: RedisConnection)]) async throws -> sending Result
+    ) async throws -> sending Result {
+        let streams = configuration.allStreams
+        return try await RedisConnection.withConnections(
+            streams.map { configuration.redis.routed(by: $0) }, logger: logger, connectImmediately: false
+        ) { connections in
+            try await body(Array(zip(streams, connections)))
+        }
+    }
+}

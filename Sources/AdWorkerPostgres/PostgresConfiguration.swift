@@ -1,0 +1,131 @@
+import AdTelemetryRecords
+internal import CAdWorkerLibPQ
+import Foundation
+/// How to reach PostgreSQL; turned into libpq connection parameters.
+public struct PostgresConfiguration: Sendable, CustomStringConvertible {
+    public var host: String
+    public var port: Int
+    public var database: String
+    public var user: String
+    public var password: String?
+    /// libpq `sslmode` (disable, prefer, require, verify-ca, verify-full); `nil` leaves libpq's default.
+    public var sslMode: String?
+    /// A libpq URL or conninfo string (`DATABASE_URL`). When set it is the base, and only the
+    /// fields named in ``urlOverrides`` (explicit flags) and a ``password`` the URL lacks apply on top.
+    public var url: String?
+    /// Fields that override the URL's: the ones given as flags.
+    public var urlOverrides: Set<Field> = []
+    /// `search_path` for the session; tests use it to give each run its own schema.
+    public var searchPath: String?
+    public var applicationName: String
+    public var connectTimeout: Duration
+    /// Bounds every statement on the server, so a slow statement always ends with an error.
+    public var statementTimeout: Duration
+    /// How long the client waits for any reply before it gives the connection up: the bound for a
+    /// server that vanished without closing the socket (no RST), where libpq would wait for TCP's
+    /// keepalive, about two hours. Longer than ``statementTimeout``, which ends every healthy wait.
+    public var replyTimeout: Duration
+
+    public enum Field: Sendable, Hashable {
+        case host, port, database, user
+    }
+
+    public init(
+        host: String = "127.0.0.1", port: Int = 5432, database: String = "adworker", user: String = "adworker",
+        password: String? = nil, sslMode: String? = nil, url: String? = nil, searchPath: String? = nil,
+        applicationName: String = "adworker", connectTimeout: Duration = .seconds(5), statementTimeout: Duration = .seconds(60),
+        replyTimeout: Duration? = nil
+    ) {
+        self.host = host
+        self.port = port
+        self.database = database
+        self.user = user
+        self.password = password
+        self.sslMode = sslMode
+        self.url = url
+        self.searchPath = searchPath
+        self.applicationName = applicationName
+        self.connectTimeout = connectTimeout
+        self.statementTimeout = statementTimeout
+        self.replyTimeout = replyTimeout ?? statementTimeout + .seconds(5)
+    }
+
+    /// What a URL carries, checked by libpq's own parser (a malformed URL is refused before any
+    /// connection attempt, with libpq's reason).
+    public struct URLContents: Sendable, Equatable {
+        public var hasPassword: Bool
+        public var hasHost: Bool
+    }
+
+    public static func inspect(url: String) throws(PostgresError) -> URLContents {
+        var errorMessage: UnsafeMutablePointer<CChar>?
+        guard let options = PQconninfoParse(url, &errorMessage) else {
+            let reason = errorMessage.map { String(cString: $0).trimmingCharacters(in: .whitespacesAndNewlines) } ?? "unreadable"
+            if let errorMessage { PQfreemem(errorMessage) }
+            // libpq's reason names the part at fault, never the password.
+            throw PostgresError(.invalidConfiguration, "DATABASE_URL is not a valid PostgreSQL URL or conninfo: \(reason)")
+        }
+        defer { PQconninfoFree(options) }
+        var contents = URLContents(hasPassword: false, hasHost: false)
+        var option = options
+        while let keyword = option.pointee.keyword {
+            if let value = option.pointee.val, value.pointee != 0 {
+                switch String(cString: keyword) {
+                case "password": contents.hasPassword = true
+                case "host", "hostaddr": contents.hasHost = true
+                default: break
+                }
+            }
+            option += 1
+        }
+        return contents
+    }
+
+    /// Keyword/value pairs for `PQconnectdbParams` with `expand_dbname`: a URL goes first as
+    /// `dbname` (libpq expands it), and later pairs override what it says. Contains the password:
+    /// never log it.
+    var connectionParameters: [(String, String)] {
+        // The XACK after a commit is an action outside the database that relies on the commit, so
+        // every session commits synchronously whatever the server's default (`synchronous_commit
+        // = off` would acknowledge entries whose rows a crash can still lose).
+        // A client that went away mid-statement (a reply overdue, a shutdown) is noticed by the
+        // server within a second, not when the statement ends.
+        var options = "-c statement_timeout=\(statementTimeout.wholeMilliseconds) -c synchronous_commit=on"
+        options += " -c client_connection_check_interval=1000"
+        if let searchPath { options += " -c search_path=\(searchPath)" }
+        var parameters: [(String, String)] = []
+        let fields: Set<Field>
+        if let url {
+            parameters.append(("dbname", url))
+            fields = urlOverrides
+            if let password, (try? Self.inspect(url: url).hasPassword) != true { parameters.append(("password", password)) }
+        } else {
+            fields = [.host, .port, .database, .user]
+            if let password { parameters.append(("password", password)) }
+        }
+        if fields.contains(.host) { parameters.append(("host", host)) }
+        if fields.contains(.port) { parameters.append(("port", String(port))) }
+        if fields.contains(.database) { parameters.append(("dbname", database)) }
+        if fields.contains(.user) { parameters.append(("user", user)) }
+        if let sslMode { parameters.append(("sslmode", sslMode)) }
+        parameters += [
+            ("connect_timeout", String(max(1, connectTimeout.components.seconds))),
+            ("application_name", applicationName),
+            ("options", options),
+            // A peer that disappears is noticed by the kernel: idle connections through keepalives,
+            // unacknowledged writes through the user timeout. Replies are bounded by replyTimeout.
+            ("keepalives", "1"),
+            ("keepalives_idle", "10"),
+            ("keepalives_interval", "5"),
+            ("keepalives_count", "3"),
+            ("tcp_user_timeout", String(max(1000, replyTimeout.wholeMilliseconds))),
+        ]
+        return parameters
+    }
+
+    /// Never shows the password or a URL (which may carry one).
+    public var description: String {
+        if url != nil { return "postgres (DATABASE_URL)" }
+        return "postgres://\(user)@\(host):\(port)/\(database)\(password == nil ? "" : " (password set)")"
+    }
+}

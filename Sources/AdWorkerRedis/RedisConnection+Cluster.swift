@@ -1,0 +1,189 @@
+internal import CAdWorkerHiredis
+import Logging
+/// Cluster mode (``RedisConfiguration/clusterNodes`` set): hiredis 0.14 knows nothing of Redis
+/// Cluster, so the routing is here. A connection serves one slot (``RedisConfiguration/routingSlot``:
+/// one stream and its dead letters, by their shared hash tag). It asks the cluster which primary
+/// serves that slot, talks to it, and follows the cluster as it changes:
+/// - `MOVED`: the slot lives elsewhere now; reconnect there and resend what was redirected;
+/// - `ASK` (a slot being migrated, this key already moved): resend once to the importing node,
+///   after `ASKING`, and stay where we are;
+/// - a lost connection (a primary killed, its replica promoted): the next command asks the
+///   cluster again, seeds and the nodes of the last map in turn.
+/// A redirected command was not run, so resending it never doubles it. `TRYAGAIN` and
+/// `CLUSTERDOWN` come back to the caller as transient errors, for its backoff.
+extension RedisConnection {
+    /// More redirects than a slot migration plus a failover can cause.
+    static let maximumRedirects = 5
+
+    /// The host this connection talks to, for redirects and maps that name none.
+    var currentHost: String { clusterNode?.host ?? configuration.host }
+
+    /// The slot map as the first answering node (of the last map's, then the seeds) tells it.
+    public func slotMap() throws(RedisError) -> SlotMap {
+        try askForSlotMap().map
+    }
+
+    /// The primary that serves this connection's slot (any answering node without one).
+    func discoverNode() throws(RedisError) -> RedisNodeAddress {
+        let (map, answered) = try askForSlotMap()
+        guard let slot = configuration.routingSlot else { return answered }
+        guard let primary = map.primary(for: slot) else {
+            throw RedisError(.clusterDown, "no node of the cluster serves slot \(slot) (map from \(answered))")
+        }
+        return primary.address
+    }
+
+    private func askForSlotMap() throws(RedisError) -> (map: SlotMap, answered: RedisNodeAddress) {
+        var candidates: [RedisNodeAddress] = []
+        for node in knownNodes + configuration.clusterNodes where !candidates.contains(node) { candidates.append(node) }
+        var lastError = RedisError(.connectionFailed, "no cluster node to ask (REDIS_CLUSTER_NODES is empty)")
+        for node in candidates {
+            do {
+                let probe = try open(node)
+                // A transport failure has freed the probe already (forget).
+                var reply = try roundTrip([RedisCommand("CLUSTER", "SHARDS")], on: probe)[0]
+                var map = SlotMap(shardsReply: reply, replyingHost: node.host)
+                if case .error = reply {
+                    // Redis before 7.0 has only CLUSTER SLOTS.
+                    reply = try roundTrip([RedisCommand("CLUSTER", "SLOTS")], on: probe)[0]
+                    map = SlotMap(slotsReply: reply, replyingHost: node.host)
+                }
+                redisFree(probe)
+                guard let map, !map.shards.isEmpty else {
+                    lastError = RedisError(
+                        .serverError, "\(node) gave no cluster slot map (\(reply.errorText ?? "empty")): is it a Redis Cluster node?")
+                    continue
+                }
+                knownNodes = map.shards.map(\.primary.address) + map.shards.flatMap { $0.replicas.map(\.address) }
+                return (map, node)
+            } catch {
+                lastError = error
+            }
+        }
+        throw lastError
+    }
+
+    /// Moves the connection to `node`, which serves its slot from now on.
+    func retarget(to node: RedisNodeAddress) {
+        logger.notice("redis cluster slot moved; following it", metadata: ["from": "\(clusterNode.map(\.description) ?? "?")", "to": "\(node)"])
+        if let context {
+            redisFree(context)
+            self.context = nil
+        }
+        clusterNode = node
+    }
+
+    /// A reply, or the redirect it was (with the reply decoded as best it can be, for the caller
+    /// once redirects run out).
+    private enum Routed<Decoded> {
+        case reply(Decoded)
+        case redirect(ClusterRedirect, Decoded?)
+        case skipped
+    }
+
+    func exchangeFollowingRedirects<Decoded>(
+        _ commands: [RedisCommand], asUnit: Bool, decode: (UnsafePointer<redisReply>) throws(RedisError) -> Decoded
+    ) throws(RedisError) -> [Decoded] {
+        var results = [Decoded?](repeating: nil, count: commands.count)
+        var outstanding = Array(commands.indices)
+        var asking: RedisNodeAddress?
+        var lastRedirects: [Int: Decoded?] = [:]
+        for round in 0...Self.maximumRedirects {
+            let batch = outstanding.map { commands[$0] }
+            var replies: [Routed<Decoded>] = []
+            do throws(RedisError) {
+                if let asking {
+                    replies = try exchangeAsking(batch, at: asking, asUnit: asUnit, decode: decode)
+                } else {
+                    try ensureConnected()
+                    let host = currentHost
+                    replies = try exchange(batch, on: context!) { raw throws(RedisError) -> Routed<Decoded> in
+                        if let redirect = Self.redirect(in: raw, host: host) { return .redirect(redirect, try? decode(raw)) }
+                        return .reply(try decode(raw))
+                    }
+                }
+            } catch {
+                // Earlier rounds ran part of the commands: even a refused connection now leaves
+                // the pipeline's outcome unknown to a caller that sees only this error.
+                if round > 0 { throw RedisError(.connectionLost, "after a redirect: \(error.message)") }
+                throw error
+            }
+            var redirect: ClusterRedirect?
+            var redirected: [Int] = []
+            lastRedirects = [:]
+            for (index, reply) in zip(outstanding, replies) {
+                switch reply {
+                case .reply(let decoded): results[index] = decoded
+                case .redirect(let next, let decoded):
+                    redirect = redirect ?? next
+                    redirected.append(index)
+                    lastRedirects[index] = decoded
+                case .skipped: break
+                }
+            }
+            guard let redirect else { return results.map { $0! } }
+            outstanding = asUnit ? Array(commands.indices) : redirected
+            switch redirect.kind {
+            case .moved:
+                asking = nil
+                retarget(to: redirect.node)
+            case .ask:
+                asking = redirect.node
+            }
+        }
+        // Still redirected: hand back the redirect replies as the caller would have seen them.
+        for (index, decoded) in lastRedirects {
+            guard let decoded else { throw RedisError(.redirected, "still redirected after \(Self.maximumRedirects) redirects") }
+            results[index] = decoded
+        }
+        var final: [Decoded] = []
+        for result in results {
+            guard let result else { throw RedisError(.redirected, "still redirected after \(Self.maximumRedirects) redirects") }
+            final.append(result)
+        }
+        return final
+    }
+
+    /// Sends `commands` once to the node importing the slot, each after `ASKING` (the whole
+    /// MULTI…EXEC after one: inside a transaction the flag lasts until EXEC).
+    private func exchangeAsking<Decoded>(
+        _ commands: [RedisCommand], at node: RedisNodeAddress, asUnit: Bool,
+        decode: (UnsafePointer<redisReply>) throws(RedisError) -> Decoded
+    ) throws(RedisError) -> [Routed<Decoded>] {
+        let asking = RedisCommand("ASKING")
+        let sent = asUnit ? [asking] + commands : commands.flatMap { [asking, $0] }
+        let target = try open(node)
+        var position = 0
+        let replies = try exchange(sent, on: target) { raw throws(RedisError) -> Routed<Decoded> in
+            defer { position += 1 }
+            let isAsking = asUnit ? position == 0 : position % 2 == 0
+            if isAsking { return .skipped }
+            if let redirect = Self.redirect(in: raw, host: node.host) { return .redirect(redirect, try? decode(raw)) }
+            return .reply(try decode(raw))
+        }
+        redisFree(target)
+        return replies.filter { if case .skipped = $0 { false } else { true } }
+    }
+
+    static func redirect(in reply: UnsafePointer<redisReply>, host: String) -> ClusterRedirect? {
+        guard reply.pointee.type == REDIS_REPLY_ERROR, reply.pointee.len > 0 else { return nil }
+        let text = UnsafeRawBufferPointer(start: reply.pointee.str, count: reply.pointee.len)
+        // Cheap test first: most error replies are not redirects.
+        guard text[0] == UInt8(ascii: "M") || text[0] == UInt8(ascii: "A") else { return nil }
+        return ClusterRedirect(errorReply: String(decoding: text, as: UTF8.self), currentHost: host)
+    }
+
+    static func redirect(in reply: ArenaReply, host: String) -> ClusterRedirect? {
+        var reply = reply
+        guard let first = reply.next(), first.type == REDIS_REPLY_ERROR, let lead = first.text.first,
+            lead == UInt8(ascii: "M") || lead == UInt8(ascii: "A")
+        else { return nil }
+        return ClusterRedirect(errorReply: String(decoding: first.text, as: UTF8.self), currentHost: host)
+    }
+}
+
+extension RedisValue {
+    var errorText: String? {
+        if case .error(let text) = self { text } else { nil }
+    }
+}

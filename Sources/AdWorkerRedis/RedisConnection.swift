@@ -1,0 +1,380 @@
+import AdTelemetryRecords
+internal import AdWorkerConnectionThread
+internal import CAdWorkerHiredis
+internal import CAdWorkerRedisArena
+public import Logging
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One hiredis connection, confined to its own thread.
+///
+/// - Important: The actor's executor is a dedicated ``ThreadExecutor``: every isolated method runs
+///   on the connection's thread, so blocking hiredis calls never occupy Swift's cooperative pool,
+///   and the `redisContext` pointer never leaves this actor.
+///
+/// After a broken connection the next command reconnects (hiredis keeps a context's error
+/// forever, so a fresh context is the only way back); callers own the backoff.
+public actor RedisConnection {
+    public let configuration: RedisConfiguration
+    let logger: Logger
+    private let executor: ThreadExecutor
+    var context: UnsafeMutablePointer<redisContext>?
+    /// Where large replies (XREADGROUP) are parsed: reused, so reading entries allocates no
+    /// per-field reply objects.
+    // nonisolated(unsafe) only so that deinit may free it; every other use is on the actor.
+    private nonisolated(unsafe) let arena: UnsafeMutablePointer<adw_arena>
+    /// Cluster mode: the primary serving ``RedisConfiguration/routingSlot`` as last learned; nil
+    /// until asked (and after a lost connection, so a failover is noticed).
+    var clusterNode: RedisNodeAddress?
+    /// Cluster mode: every node of the last slot map, asked (before the seeds) for the next one.
+    var knownNodes: [RedisNodeAddress] = []
+
+    /// Commands written ahead of the replies being read in a long pipeline.
+    static let pipelineChunk = 256
+
+    public nonisolated var unownedExecutor: UnownedSerialExecutor { executor.asUnownedSerialExecutor() }
+
+    private init(configuration: RedisConfiguration, logger: Logger) {
+        self.configuration = configuration
+        self.logger = logger
+        self.executor = ThreadExecutor(name: "redis \(configuration.host):\(configuration.port)")
+        self.arena = .allocate(capacity: 1)
+        arena.initialize(to: adw_arena())
+    }
+
+    deinit {
+        adw_arena_free(arena)
+        arena.deallocate()
+    }
+
+    /// Opens a connection, runs `body` with it, and closes it (and its thread) however `body` ends.
+    /// - Parameters:
+    ///   - configuration: Where and how to connect.
+    ///   - logger: Receives connection lifecycle messages.
+    ///   - connectImmediately: Connect before `body` runs and throw if that fails; with `false` the
+    ///     first command connects, so a long-running caller can retry with its own backoff.
+    ///   - body: Uses the connection; it must not escape.
+    public static func withConnection<Result>(
+        _ configuration: RedisConfiguration, logger: Logger, connectImmediately: Bool = true,
+        _ body: (RedisConnection) async throws -> sending Result
+    ) async throws -> sending Result {
+        let connection = RedisConnection(configuration: configuration, logger: logger)
+        do {
+            if connectImmediately {
+                try await connection.connect()
+            }
+            let result = try await body(connection)
+            await connection.close()
+            return result
+        } catch {
+            await connection.close()
+            throw error
+        }
+    }
+
+    /// ``withConnection(_:logger:connectImmediately:_:)`` for several at once, one per
+    /// configuration (each on its own thread), passed to `body` in the same order.
+    public static func withConnections<Result>(
+        _ configurations: [RedisConfiguration], logger: Logger, connectImmediately: Bool = true,
+        _ body: ([RedisConnection]) async throws -> sending Result
+    ) async throws -> sending Result {
+        func open(_ connections: [RedisConnection]) async throws -> sending Result {
+            guard connections.count < configurations.count else { return try await body(connections) }
+            return try await withConnection(configurations[connections.count], logger: logger, connectImmediately: connectImmediately) {
+                try await open(connections + [$0])
+            }
+        }
+        return try await open([])
+    }
+
+    private func connect() throws(RedisError) {
+        if let context {
+            redisFree(context)
+            self.context = nil
+        }
+        var target = RedisNodeAddress(host: configuration.host, port: configuration.port)
+        if configuration.isCluster {
+            if clusterNode == nil { clusterNode = try discoverNode() }
+            target = clusterNode!
+        }
+        do {
+            context = try open(target)
+        } catch {
+            // The node is gone (a failed primary, say): ask the cluster again on the next try.
+            clusterNode = nil
+            throw error
+        }
+        logger.debug("redis connected", metadata: ["redis": "\(configuration)", "node": "\(target)"])
+    }
+
+    /// A new, authenticated context to `node`.
+    func open(_ node: RedisNodeAddress) throws(RedisError) -> UnsafeMutablePointer<redisContext> {
+        let connectTimeout = timeval(configuration.connectTimeout)
+        guard let newContext = redisConnectWithTimeout(node.host, Int32(node.port), connectTimeout) else {
+            throw RedisError(.connectionFailed, "cannot allocate a hiredis context")
+        }
+        if newContext.pointee.err != 0 {
+            let message = Self.errorString(newContext)
+            redisFree(newContext)
+            throw RedisError(.connectionFailed, "\(node): \(message)")
+        }
+        // Every read and write is bounded by the command timeout; keepalives notice an idle peer
+        // that vanished (no RST) in seconds instead of TCP's default two hours.
+        redisSetTimeout(newContext, timeval(configuration.commandTimeout))
+        redisEnableKeepAlive(newContext)
+        if let password = configuration.password {
+            var auth = RedisCommand("AUTH")
+            if let username = configuration.username { auth.append(username) }
+            auth.append(password)
+            // A transport failure here has already freed the context (see dropBrokenContext).
+            let reply = try roundTrip([auth], on: newContext)[0]
+            if case .error(let message) = reply {
+                redisFree(newContext)
+                // Only the reply's leading word: the rest is the server's prose, never needed here.
+                throw RedisError(.authenticationFailed, "AUTH refused: \(message.prefix { $0 != " " })")
+            }
+        }
+        return newContext
+    }
+
+    private func close() {
+        if let context {
+            redisFree(context)
+            self.context = nil
+        }
+        executor.shutdown()
+    }
+
+    /// Sends one command and returns its reply; error replies come back as `.error`, not thrown.
+    public func send(_ command: RedisCommand) throws(RedisError) -> RedisValue {
+        try pipeline([command])[0]
+    }
+
+    /// Sends all commands in one write and reads all replies: one round trip for the lot.
+    public func pipeline(_ commands: [RedisCommand]) throws(RedisError) -> [RedisValue] {
+        try pipeline(commands, asUnit: false) { reply throws(RedisError) in RedisValue(reply) }
+    }
+
+    /// Like ``pipeline(_:)`` but hands each raw reply to `decode` on the connection's thread,
+    /// so large replies (XREADGROUP) are decoded once, straight from hiredis's memory.
+    /// - Parameter asUnit: The commands are one MULTI…EXEC: on a cluster, a redirect of any of them
+    ///   resends them all (Redis discarded the transaction); otherwise only redirected ones go again.
+    func pipeline<Decoded>(
+        _ commands: [RedisCommand], asUnit: Bool = false, decode: (UnsafePointer<redisReply>) throws(RedisError) -> Decoded
+    ) throws(RedisError) -> [Decoded] {
+        try ensureConnected()
+        guard configuration.isCluster else { return try exchange(commands, on: context!, decode: decode) }
+        return try exchangeFollowingRedirects(commands, asUnit: asUnit, decode: decode)
+    }
+
+    /// Sends one command and parses its reply into the connection's arena; `decode` reads it there.
+    func arenaExchange<Decoded>(
+        _ command: RedisCommand, decode: (inout ArenaReply) throws(RedisError) -> Decoded
+    ) throws(RedisError) -> Decoded {
+        var asking: RedisNodeAddress?
+        for _ in 0...Self.maximumRedirects {
+            let target: UnsafeMutablePointer<redisContext>
+            if let asking {
+                target = try open(asking)
+                _ = try exchange([RedisCommand("ASKING")], on: target) { _ throws(RedisError) in () }
+            } else {
+                try ensureConnected()
+                target = context!
+            }
+            try arenaRoundTrip(command, on: target)
+            var reply = ArenaReply(arena.pointee)
+            if configuration.isCluster, let redirect = Self.redirect(in: reply, host: currentHost) {
+                if asking != nil { redisFree(target) }
+                switch redirect.kind {
+                case .moved:
+                    asking = nil
+                    retarget(to: redirect.node)
+                case .ask: asking = redirect.node
+                }
+                continue
+            }
+            defer { if asking != nil { redisFree(target) } }
+            return try decode(&reply)
+        }
+        throw RedisError(.redirected, "still redirected after \(Self.maximumRedirects) redirects")
+    }
+
+    private func arenaRoundTrip(_ command: RedisCommand, on context: UnsafeMutablePointer<redisContext>) throws(RedisError) {
+        append(command, to: context)
+        var done: Int32 = 0
+        repeat {
+            guard redisBufferWrite(context, &done) == REDIS_OK else { throw dropBrokenContext(context) }
+        } while done == 0
+        adw_arena_reset(arena)
+        let deadline = replyDeadline()
+        var complete: Int32 = 0
+        while true {
+            guard adw_arena_reply_from_reader(context, arena, &complete) == REDIS_OK else { throw dropBrokenContext(context) }
+            if complete != 0 { break }
+            try readMore(context, deadline: deadline)
+        }
+    }
+
+    func ensureConnected() throws(RedisError) {
+        if context == nil {
+            try connect()
+        }
+    }
+
+    func roundTrip(_ commands: [RedisCommand], on context: UnsafeMutablePointer<redisContext>) throws(RedisError) -> [RedisValue] {
+        try exchange(commands, on: context) { reply throws(RedisError) in RedisValue(reply) }
+    }
+
+    func exchange<Decoded>(
+        _ commands: [RedisCommand], on context: UnsafeMutablePointer<redisContext>,
+        decode: (UnsafePointer<redisReply>) throws(RedisError) -> Decoded
+    ) throws(RedisError) -> [Decoded] {
+        var results: [Decoded] = []
+        results.reserveCapacity(commands.count)
+        var firstDecodeError: RedisError?
+        var appended = 0
+        var read = 0
+        // Long pipelines go out in chunks, one chunk ahead of the replies being read, so Redis
+        // works on the next chunk while this thread decodes the replies to the previous one.
+        func appendNextChunk() throws(RedisError) {
+            let end = min(appended + Self.pipelineChunk, commands.count)
+            for index in appended..<end {
+                append(commands[index], to: context)
+            }
+            appended = end
+            var done: Int32 = 0
+            repeat {
+                guard redisBufferWrite(context, &done) == REDIS_OK else { throw dropBrokenContext(context) }
+            } while done == 0
+        }
+        try appendNextChunk()
+        while read < commands.count {
+            let readEnd = appended
+            if appended < commands.count {
+                try appendNextChunk()
+            }
+            let deadline = replyDeadline()
+            while read < readEnd {
+                var reply: UnsafeMutableRawPointer?
+                while reply == nil {
+                    guard redisGetReplyFromReader(context, &reply) == REDIS_OK else { throw dropBrokenContext(context) }
+                    if reply == nil { try readMore(context, deadline: deadline) }
+                }
+                guard let raw = reply else { throw dropBrokenContext(context) }
+                defer { freeReplyObject(raw) }
+                read += 1
+                // Read every reply even if one does not decode, so the connection stays in step.
+                do {
+                    results.append(try decode(raw.assumingMemoryBound(to: redisReply.self)))
+                } catch {
+                    firstDecodeError = firstDecodeError ?? error
+                }
+            }
+        }
+        if let firstDecodeError { throw firstDecodeError }
+        return results
+    }
+
+    private func replyDeadline() -> ContinuousClock.Instant { .now + configuration.commandTimeout }
+
+    /// Waits until the socket has data and reads it into hiredis's reader. The wait is polled in
+    /// 100 ms slices, so cancellation (a shutdown whose budget ran out) is noticed at once, and it
+    /// ends at `deadline` (the command timeout): a server that stopped answering with the socket
+    /// open costs at most that, never TCP's two hours. Either way the connection is given up.
+    private func readMore(_ context: UnsafeMutablePointer<redisContext>, deadline: ContinuousClock.Instant) throws(RedisError) {
+        while true {
+            if Task.isCancelled {
+                forget(context)
+                throw RedisError(.cancelled, "cancelled while waiting for a reply")
+            }
+            let remaining = ContinuousClock.now.duration(to: deadline)
+            guard remaining > .zero else {
+                forget(context)
+                logger.warning("redis did not answer in time; connection given up", metadata: ["timeout": "\(configuration.commandTimeout)"])
+                throw RedisError(.timeout, "no reply within \(configuration.commandTimeout)")
+            }
+            var descriptor = pollfd(fd: context.pointee.fd, events: Int16(POLLIN), revents: 0)
+            let ready = poll(&descriptor, 1, Int32(min(remaining, .milliseconds(100)).wholeMilliseconds) + 1)
+            if ready > 0 || (ready < 0 && errno != EINTR) { break }
+        }
+        guard redisBufferRead(context) == REDIS_OK else { throw dropBrokenContext(context) }
+    }
+
+    private func append(_ command: RedisCommand, to context: UnsafeMutablePointer<redisContext>) {
+        // hiredis copies the bytes into its output buffer; nothing is formatted on this thread.
+        command.header.withUnsafeBufferPointer { header in
+            _ = redisAppendFormattedCommand(context, UnsafeRawPointer(header.baseAddress!).assumingMemoryBound(to: CChar.self), header.count)
+        }
+        command.body.withUnsafeBufferPointer { body in
+            guard let base = body.baseAddress else { return }
+            _ = redisAppendFormattedCommand(context, UnsafeRawPointer(base).assumingMemoryBound(to: CChar.self), body.count)
+        }
+    }
+
+    /// Turns hiredis's sticky context error into a ``RedisError`` and forgets the context.
+    private func dropBrokenContext(_ broken: UnsafeMutablePointer<redisContext>) -> RedisError {
+        let code = broken.pointee.err
+        let message = Self.errorString(broken)
+        forget(broken)
+        let isTimeout = code == REDIS_ERR_IO && (errno == EAGAIN || errno == EWOULDBLOCK || message.contains("temporarily unavailable"))
+        logger.warning("redis connection lost", metadata: ["error": "\(message)"])
+        switch code {
+        case REDIS_ERR_IO where isTimeout: return RedisError(.timeout, message)
+        case REDIS_ERR_PROTOCOL: return RedisError(.unexpectedReply, message)
+        default: return RedisError(.connectionLost, message.isEmpty ? "connection closed" : message)
+        }
+    }
+
+    /// Frees a context that failed; if it was the connection's own, the next command reconnects
+    /// (on a cluster, after asking for the slot's primary again: the node may have failed over).
+    func forget(_ failed: UnsafeMutablePointer<redisContext>) {
+        redisFree(failed)
+        if failed == context {
+            context = nil
+            clusterNode = nil
+        }
+    }
+
+    private static func errorString(_ context: UnsafeMutablePointer<redisContext>) -> String {
+        withUnsafeBytes(of: context.pointee.errstr) { bytes in
+            String(decoding: bytes.prefix { $0 != 0 }, as: UTF8.self)
+        }
+    }
+}
+
+extension RedisValue {
+    init(_ reply: UnsafePointer<redisReply>) {
+        let value = reply.pointee
+        switch value.type {
+        case REDIS_REPLY_STRING:
+            self = .bulk(Array(UnsafeRawBufferPointer(start: value.str, count: value.len)))
+        case REDIS_REPLY_STATUS:
+            self = .status(String(decoding: UnsafeRawBufferPointer(start: value.str, count: value.len), as: UTF8.self))
+        case REDIS_REPLY_ERROR:
+            self = .error(String(decoding: UnsafeRawBufferPointer(start: value.str, count: value.len), as: UTF8.self))
+        case REDIS_REPLY_INTEGER:
+            self = .integer(value.integer)
+        case REDIS_REPLY_ARRAY:
+            var elements: [RedisValue] = []
+            elements.reserveCapacity(value.elements)
+            for index in 0..<value.elements {
+                if let element = value.element[index] {
+                    elements.append(RedisValue(element))
+                } else {
+                    elements.append(.null)
+                }
+            }
+            self = .array(elements)
+        default:
+            self = .null
+        }
+    }
+}
+
+extension timeval {
+    init(_ duration: Duration) {
+        let (seconds, attoseconds) = duration.components
+        self.init(tv_sec: Int(seconds), tv_usec: Int(attoseconds / 1_000_000_000_000))
+    }
+}
