@@ -14,10 +14,12 @@ public struct StreamMaintenance: Sendable {
     public let consumerExpiry: Duration
     /// The dead-letter stream keeps at most this many letters, the newest; nil: unbounded.
     public let deadLetterLimit: Int?
-    /// Entries younger than this stay, acknowledged or not: a producer whose pipeline was cut
-    /// looks in the stream for which of its records were stored (within a couple of seconds of
-    /// Redis answering again); a record stored, acknowledged and trimmed meanwhile would be sent
-    /// twice. Nil: trim everything acknowledged (tests).
+    /// Entries this close to the stream's newest id stay, acknowledged or not: a producer whose
+    /// pipeline was cut looks in the stream for which of its records were stored, within a couple
+    /// of seconds of Redis answering again; a record stored, acknowledged and trimmed meanwhile
+    /// would be sent twice. Measured from the newest id, not the clock: while Redis is away no
+    /// entry arrives, so what was written before an outage stays until writing has resumed for
+    /// this long. Nil: trim everything acknowledged (tests).
     public let keepRecent: Duration?
 
     public static let defaultKeepRecent: Duration = .seconds(10)
@@ -31,8 +33,9 @@ public struct StreamMaintenance: Sendable {
     }
 
     /// XTRIM MINID at the smallest id some group still needs (its oldest pending entry, or the
-    /// first entry after the last one delivered to it) and no later than ARGV[1] ms before
-    /// Redis's clock (ARGV[1] empty: no such bound). No group: nothing is trimmed.
+    /// first entry after the last one delivered to it) and no later than ARGV[1] ms before the
+    /// stream's newest id (ARGV[1] empty: no such bound; nor for ids beyond 15 digits of
+    /// milliseconds, hand-written ones a double cannot subtract from exactly). No group: nothing is trimmed.
     ///
     /// Ids are compared and incremented as decimal strings: Lua numbers are doubles, exact only
     /// below 2^53, and an id above that (an explicit `XADD` id) rounded up would trim an entry a
@@ -65,8 +68,11 @@ public struct StreamMaintenance: Sendable {
           if bestMs == nil or less(ms, seq, bestMs, bestSeq) then bestMs, bestSeq = ms, seq end
         end
         if ARGV[1] ~= '' then
-          local now = redis.call('TIME')
-          consider(string.format('%d', tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) - tonumber(ARGV[1])) .. '-0', false)
+          local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1]
+          local newestMs = newest and string.match(newest[1], '^(%d+)-')
+          if newestMs and #newestMs <= 15 then
+            consider(string.format('%d', math.max(0, tonumber(newestMs) - tonumber(ARGV[1]))) .. '-0', false)
+          end
         end
         for _, group in ipairs(groups) do
           local fields = {}

@@ -144,21 +144,28 @@ struct RecoveryTests {
         }
     }
 
-    /// Acknowledged entries younger than the keep window stay, for producers that look for the
-    /// records of a cut pipeline; older ones go.
-    @Test func trimmingKeepsRecentEntries() async throws {
+    /// Acknowledged entries within the keep window of the stream's newest id stay, for producers
+    /// that look for the records of a cut pipeline: entries written before an outage stay until
+    /// newer ones arrive, however old they are by the clock.
+    @Test func trimmingKeepsEntriesNearTheNewest() async throws {
         try await TestServers.withTestStreams { prefix in
             let stream = prefix + "inference"
             try await RedisConnection.withConnection(TestServers.redis, logger: TestServers.logger) { redis in
-                let old = StreamEntryID(milliseconds: UInt64(Timestamp.now().millisecondsSinceEpoch) - 60_000, sequence: 0)
-                _ = try await redis.send(RedisCommand("XADD", stream, old.description, "v", "1"))
-                _ = try await redis.send(RedisCommand("XADD", stream, "*", "v", "1"))
+                let now = UInt64(Timestamp.now().millisecondsSinceEpoch)
+                for age: UInt64 in [60_000, 50_000] {
+                    _ = try await redis.send(RedisCommand("XADD", stream, StreamEntryID(milliseconds: now - age, sequence: 0).description, "v", "1"))
+                }
                 try await redis.createGroupIfMissing("adworker", on: stream)
-                let read = try await redis.readGroup("adworker", consumer: "c", from: stream, count: 10)
-                try await redis.acknowledge(read.map(\.id), in: stream, group: "adworker")
                 let keeping = StreamMaintenance(stream: stream, group: "adworker", consumerExpiry: .seconds(3600), keepRecent: .seconds(30))
-                #expect(try await keeping.run(redis, logger: TestServers.logger).trimmedEntries == 1)
-                #expect(try await redis.range(stream, count: 10).map(\.id) == [read[1].id])
+                let beforeOutage = try await redis.readGroup("adworker", consumer: "c", from: stream, count: 10)
+                try await redis.acknowledge(beforeOutage.map(\.id), in: stream, group: "adworker")
+                #expect(try await keeping.run(redis, logger: TestServers.logger).trimmedEntries == 0)
+
+                _ = try await redis.send(RedisCommand("XADD", stream, "*", "v", "1"))
+                let afterOutage = try await redis.readGroup("adworker", consumer: "c", from: stream, count: 10)
+                try await redis.acknowledge(afterOutage.map(\.id), in: stream, group: "adworker")
+                #expect(try await keeping.run(redis, logger: TestServers.logger).trimmedEntries == 2)
+                #expect(try await redis.range(stream, count: 10).map(\.id) == afterOutage.map(\.id))
                 let trimmingAll = StreamMaintenance(stream: stream, group: "adworker", consumerExpiry: .seconds(3600), keepRecent: nil)
                 #expect(try await trimmingAll.run(redis, logger: TestServers.logger).trimmedEntries == 1)
             }
