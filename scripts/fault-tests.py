@@ -11,6 +11,7 @@ Writes a summary table to stdout and JSON to $FAULT_REPORT (default /tmp/adworke
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -169,7 +170,8 @@ class Scenario:
         code = process.wait(timeout)
         return code, time.monotonic() - started
 
-    def finish(self, recovery, expected_dead=0):
+    def finish(self, recovery, expected_dead=0, accepted=None):
+        """Exact accounting; with `accepted` (records the producer accepted), counted from the API call."""
         for process in self.processes:
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
@@ -185,6 +187,8 @@ class Scenario:
         check(counts["duplicates"] == 0, f"{counts['duplicates']} duplicate rows")
         check(counts["pending"] == 0, f"{counts['pending']} entries still pending")
         check(counts["dead"] == expected_dead, f"{counts['dead']} dead letters, expected {expected_dead}")
+        if accepted is not None:
+            check(counts["entries"] == accepted, f"the producer accepted {accepted} records, the stream got {counts['entries']}")
         redis("DEL", self.stream, self.stream + ":dead")
         return dict(counts, scenario=self.name, recovery_seconds=round(recovery, 2), notes="; ".join(self.notes))
 
@@ -257,6 +261,121 @@ def redis_restart():
         summary = [line for line in log if line.startswith("sent ")]
     scenario.notes.append("producer: " + (summary[-1].split(" in ")[0] if summary else "no summary") + " while Redis restarted")
     return scenario.finish(scenario.wait_caught_up(back))
+
+
+def redis_pid():
+    """The dev Redis's pid (the cluster's nodes are redis-server processes too)."""
+    return int(re.search(r"process_id:(\d+)", redis("INFO", "server")).group(1))
+
+
+def producer_summary(scenario):
+    """(confirmed, failed) from `adworker produce`'s last line."""
+    match = re.search(r"sent (\d+) records \((\d+) failed\)", scenario.log("produce"))
+    check(match is not None, "the producer printed no summary")
+    return int(match.group(1)), int(match.group(2))
+
+
+def redis_kill9_always():
+    """kill -9 of Redis under load with appendfsync always, restarted from its AOF: XADDs cut by
+    the kill are looked up by their origin before they are sent again; every record is one row."""
+    scenario = Scenario("redis-kill9-always")
+    redis("CONFIG", "SET", "appendfsync", "always")
+    scenario.worker()
+    producer = scenario.produce(20000, 5000, 41)
+    time.sleep(2)
+    os.kill(redis_pid(), signal.SIGKILL)
+    time.sleep(1)
+    subprocess.run([os.path.join(ROOT, "scripts", "dev-services.sh")], check=True, capture_output=True)  # back from its AOF, everysec again
+    back = time.monotonic()
+    wait_producer(producer)
+    confirmed, failed = producer_summary(scenario)
+    check((confirmed, failed) == (20000, 0), f"producer confirmed {confirmed}, failed {failed}")
+    scenario.notes.append(f"Redis killed -9 with appendfsync always, restarted from its AOF: producer confirmed {confirmed} of 20000, failed {failed}")
+    return scenario.finish(scenario.wait_caught_up(back), accepted=20000)
+
+
+def redis_client_kill():
+    """The producer's connection killed (CLIENT KILL) again and again under load: a pipeline cut
+    after Redis ran part of it is looked up, and only what is missing is sent again."""
+    scenario = Scenario("redis-client-kill")
+    scenario.worker()
+    producer = scenario.produce(40000, 20000, 42)
+    time.sleep(0.5)
+    kills = 0
+    for _ in range(20):
+        time.sleep(0.1)
+        for line in redis("CLIENT", "LIST").splitlines():
+            fields = dict(field.split("=", 1) for field in line.split() if "=" in field)
+            if fields.get("cmd") == "xadd":
+                kills += int(redis("CLIENT", "KILL", "ID", fields["id"]) or 0)
+    wait_producer(producer)
+    confirmed, failed = producer_summary(scenario)
+    check((confirmed, failed) == (40000, 0), f"producer confirmed {confirmed}, failed {failed}")
+    check(kills > 0, "no producer connection was killed")
+    scenario.notes.append(f"the producer's connection killed {kills} times under load (20k records/s): confirmed {confirmed}, failed {failed}")
+    return scenario.finish(scenario.wait_caught_up(time.monotonic()), accepted=40000)
+
+
+def api_spool_restart():
+    """The example API service with a spool and a 1,000-record memory buffer: Redis goes away for
+    longer than the buffer holds, the service is restarted before Redis is back; every request's
+    records end as rows, none twice."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    scenario = Scenario("api-spool-restart")
+    example = os.path.join(os.path.dirname(ADWORKER), "AdServingExample")
+    port = 18300 + os.getpid() % 100
+    spool = tempfile.mkdtemp(prefix="adworker-spool-")
+    log = open(os.path.join(LOG_DIR, "api-spool-restart-example.log"), "ab")
+    environment = dict(scenario.environment(), EXAMPLE_HTTP=f"127.0.0.1:{port}", EXAMPLE_SPOOL_DIR=spool, EXAMPLE_MAX_BUFFERED="1000")
+
+    def start():
+        service = subprocess.Popen([example], env=environment, stdout=log, stderr=subprocess.STDOUT)
+        scenario.processes.append(service)
+        SPAWNED.append(service)
+        wait_for(lambda: http_get(f"http://127.0.0.1:{port}/metrics")[0] == 200, 20, "the example service to start")
+        return service
+
+    def requests(numbers):
+        def one(number):
+            body = json.dumps({"model": "ctr-v3", "request_id": f"spool-{number}", "features": {"slot": number % 7}}).encode()
+            with urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/predict", data=body), timeout=10) as response:
+                return response.status
+        with ThreadPoolExecutor(16) as pool:
+            return list(pool.map(one, numbers))
+
+    def metric(name):
+        text = http_get(f"http://127.0.0.1:{port}/metrics")[1]
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name) and not line.startswith("#"))
+
+    service = start()
+    statuses = requests(range(0, 300))
+    subprocess.run(REDIS + ["SHUTDOWN"], capture_output=True)
+    statuses += requests(range(300, 2300))
+    spooled_while_down = metric("adtelemetry_spooled_records")
+    check(spooled_while_down > 0, "nothing was spooled past the memory buffer")
+    code, took = scenario.stop(service)
+    check(code == 0, f"the service exited {code} on SIGTERM")
+    service = start()
+    wait_for(lambda: metric("adtelemetry_spooled_records") > 0, 10, "the restarted service to count its spool")
+    spooled_at_restart = metric("adtelemetry_spooled_records")
+    statuses += requests(range(2300, 2500))
+    subprocess.run([os.path.join(ROOT, "scripts", "dev-services.sh")], check=True, capture_output=True)
+    back = time.monotonic()
+    wait_for(lambda: metric("adtelemetry_spooled_records") == 0 and metric("adtelemetry_buffered") == 0, 60, "the spool to be sent")
+    sent, failed, dropped = (metric(name) for name in ("adtelemetry_sent_total", "adtelemetry_failed_total", "adtelemetry_dropped_total"))
+    check(all(status == 200 for status in statuses), "a request failed")
+    code, _ = scenario.stop(service)
+    check(code == 0, f"the restarted service exited {code} on SIGTERM")
+    training = entries_added(scenario.prefix + "training")
+    check(training == len(statuses), f"{len(statuses)} requests but {training} training entries")
+    redis("DEL", scenario.prefix + "training")
+    shutil.rmtree(spool, ignore_errors=True)
+    scenario.notes.append(f"{len(statuses)} requests; Redis away, {spooled_while_down:.0f} records spooled past a 1,000-record buffer; "
+                          f"service restarted ({took:.1f} s to stop) with {spooled_at_restart:.0f} on disk; after Redis came back the restarted "
+                          f"service sent {sent:.0f}, failed {failed:.0f}, dropped {dropped:.0f}")
+    scenario.worker("w")
+    return scenario.finish(scenario.wait_caught_up(back), accepted=len(statuses))
 
 
 def sigterm_during_batch():
@@ -605,7 +724,6 @@ def api_not_blocked():
     scenario.processes.append(service)
     SPAWNED.append(service)
     wait_for(lambda: http_get(f"http://127.0.0.1:{port}/metrics")[0] == 200, 20, "the example service to start")
-    redis_pid = int(subprocess.run(["pgrep", "-x", "redis-server"], capture_output=True, text=True, check=True).stdout.split()[0])
 
     def request(number):
         body = json.dumps({"model": "ctr-v3", "request_id": f"api-{number}", "features": {"slot": number % 7, "bid": 0.42}}).encode()
@@ -618,10 +736,11 @@ def api_not_blocked():
     with ThreadPoolExecutor(16) as pool:
         futures = [pool.submit(request, number) for number in range(300)]
         time.sleep(0.3)
-        os.kill(redis_pid, signal.SIGSTOP)  # Redis hangs: connections open, no answers
+        hung = redis_pid()
+        os.kill(hung, signal.SIGSTOP)  # Redis hangs: connections open, no answers
         futures += [pool.submit(request, number) for number in range(300, 1500)]
         time.sleep(3)
-        os.kill(redis_pid, signal.SIGCONT)
+        os.kill(hung, signal.SIGCONT)
         subprocess.run(REDIS + ["SHUTDOWN"], capture_output=True)  # then Redis goes away and comes back
         futures += [pool.submit(request, number) for number in range(1500, 2500)]
         subprocess.run([os.path.join(ROOT, "scripts", "dev-services.sh")], check=True, capture_output=True)
@@ -651,8 +770,10 @@ def api_not_blocked():
     service.wait(20)
     scenario.worker("w")
     recovery = scenario.wait_caught_up(time.monotonic())
+    training = entries_added(scenario.prefix + "training")
+    check(training == len(results), f"{len(results)} requests but {training} training entries")
     redis("DEL", scenario.prefix + "training")
-    return scenario.finish(recovery)
+    return scenario.finish(recovery, accepted=len(results))
 
 
 class Proxy:
@@ -1416,7 +1537,8 @@ SCENARIOS = {
     "permanent-postgres": permanent_postgres, "startup-refused": startup_refused, "stuck-worker": stuck_worker,
     "cluster-pool-12-shards": cluster_pool_12_shards, "cluster-kill9-master": cluster_kill9_master,
     "cluster-reshard-live": cluster_reshard_live, "cluster-node-down-at-start": cluster_node_down_at_start,
-    "cluster-one-shard": cluster_one_shard,
+    "cluster-one-shard": cluster_one_shard, "redis-kill9-always": redis_kill9_always, "redis-client-kill": redis_client_kill,
+    "api-spool-restart": api_spool_restart,
 }
 
 

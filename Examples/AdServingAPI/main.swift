@@ -4,6 +4,7 @@
 // /metrics (adtelemetry_*) and the log.
 //
 //   swift run AdServingExample            # EXAMPLE_HTTP=127.0.0.1:8080, REDIS_HOST, REDIS_PORT, ...
+//                                         # EXAMPLE_SPOOL_DIR, EXAMPLE_MAX_BUFFERED (records in memory)
 //   curl -d '{"model":"ctr-v3","features":{"slot":3,"bid":0.42}}' localhost:8080/predict
 import AdTelemetry
 import Foundation
@@ -20,16 +21,17 @@ logger.logLevel = .info
 let registry = PrometheusCollectorRegistry()
 MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
 
-let producer = TelemetryProducer(
-    configuration: TelemetryProducerConfiguration(
-        redis: RedisConfiguration(
-            host: environment["REDIS_HOST"] ?? "127.0.0.1", port: Int(environment["REDIS_PORT"] ?? "") ?? 6379,
-            username: environment["REDIS_USERNAME"], password: environment["REDIS_PASSWORD"]
-        ),
-        streamPrefix: environment["ADWORKER_STREAM_PREFIX"] ?? "adserving:"
+var configuration = TelemetryProducerConfiguration(
+    redis: RedisConfiguration(
+        host: environment["REDIS_HOST"] ?? "127.0.0.1", port: Int(environment["REDIS_PORT"] ?? "") ?? 6379,
+        username: environment["REDIS_USERNAME"], password: environment["REDIS_PASSWORD"]
     ),
-    logger: logger
+    streamPrefix: environment["ADWORKER_STREAM_PREFIX"] ?? "adserving:"
 )
+// Records Redis cannot take (past the memory buffer, or still unsent at shutdown) wait on disk.
+configuration.spoolDirectory = environment["EXAMPLE_SPOOL_DIR"]
+if let limit = environment["EXAMPLE_MAX_BUFFERED"].flatMap(Int.init) { configuration.maximumBufferedRecords = limit }
+let producer = TelemetryProducer(configuration: configuration, logger: logger)
 
 struct PredictionRequest: Decodable {
     var model: String

@@ -61,15 +61,15 @@ enum UnknownOutcomeLookup {
         return StreamEntryID(milliseconds: milliseconds, sequence: 0)
     }
 
-    /// The ids under which `entries` hold this producer's records numbered `wanted`.
-    static func stored(in entries: [StreamEntry], instance: UInt64, wanted: Set<UInt64>) -> [UInt64: StreamEntryID] {
-        var found: [UInt64: StreamEntryID] = [:]
+    /// The ids under which `entries` hold the `wanted` records.
+    static func stored(in entries: [StreamEntry], wanted: Set<RecordOrigin>) -> [RecordOrigin: StreamEntryID] {
+        var found: [RecordOrigin: StreamEntryID] = [:]
         let originName = Array(WireFormat.FieldName.origin.utf8)
         for entry in entries {
             for field in entry.fields where field.name.elementsEqual(originName) {
-                if let origin = RecordOrigin(fieldValue: field.value), origin.instance == instance, wanted.contains(origin.sequence) {
+                if let origin = RecordOrigin(fieldValue: field.value), wanted.contains(origin) {
                     // The first copy counts; a second could only come from another client re-adding it.
-                    if found[origin.sequence] == nil { found[origin.sequence] = entry.id }
+                    if found[origin] == nil { found[origin] = entry.id }
                 }
                 break
             }

@@ -28,8 +28,10 @@ public actor TelemetryProducer: Service {
         var commands: [RedisCommand]
         /// Each command's stream, as an index into ``streams``: which connection sends it.
         var routes: [Int]
-        /// Each command's ``RecordOrigin/sequence``.
-        var sequences: [UInt64]
+        /// Each command's identity, as its `origin` field carries it.
+        var origins: [RecordOrigin]
+        /// Read back from the spool: that batch's record count, committed there once all are settled.
+        var spoolBatch: Int?
         /// Each command's outcome; nil while it waits to be sent (again).
         var results: [Result<StreamEntryID, TelemetryProducerError>?]
         /// Non-nil while a command's outcome is unknown (its pipeline was cut): look for it in its
@@ -47,7 +49,7 @@ public actor TelemetryProducer: Service {
         ) {
             self.commands = encoded.commands
             self.routes = encoded.routes
-            self.sequences = encoded.sequences
+            self.origins = encoded.origins
             self.results = Array(repeating: nil, count: commands.count)
             self.lookFrom = Array(repeating: nil, count: commands.count)
             self.continuation = continuation
@@ -55,6 +57,17 @@ public actor TelemetryProducer: Service {
         }
 
         var outstanding: Int { results.count { $0 == nil } }
+
+        init(spooled records: [SpooledRecord], routes: [Int], enqueuedAt: ContinuousClock.Instant) {
+            self.commands = records.map(\.command)
+            self.routes = routes
+            self.origins = records.map(\.origin)
+            self.spoolBatch = records.count
+            self.results = Array(repeating: nil, count: records.count)
+            self.lookFrom = records.map(\.lookFrom)
+            self.continuation = nil
+            self.enqueuedAt = enqueuedAt
+        }
     }
 
     // Made per producer, not static: a service creates its producer after bootstrapping metrics.
@@ -69,7 +82,9 @@ public actor TelemetryProducer: Service {
         Counter(label: "adtelemetry_unknown_outcome_total", dimensions: [("resolution", resolution)]).increment(by: count)
     }
 
-    private static let dropReasons = ["buffer_full", "shut_down"]
+    private static let dropReasons = ["buffer_full", "shut_down", "spool_full"]
+    private nonisolated let spooledRecordsGauge = Gauge(label: "adtelemetry_spooled_records")
+    private nonisolated let spooledBytesGauge = Gauge(label: "adtelemetry_spooled_bytes")
 
     private nonisolated func dropped(_ reason: String, count: Int) {
         Counter(label: "adtelemetry_dropped_total", dimensions: [("reason", reason)]).increment(by: count)
@@ -89,6 +104,13 @@ public actor TelemetryProducer: Service {
     private var closedAt: ContinuousClock.Instant?
     /// Since when sends have been held back for retries (nil: Redis answers).
     private var unavailableSince: ContinuousClock.Instant?
+    /// Open while ``run()`` runs, with ``TelemetryProducerConfiguration/spoolDirectory``.
+    private var spool: RecordSpool?
+    /// Records on disk, as far as this actor knows (appends under way included): while there are
+    /// any, new ``submit(_:)`` records go there too, so they are sent in order.
+    private var spooledRecords = 0
+    /// The spool holds records for a stream this configuration does not write: it is not read.
+    private var spoolBlocked = false
     /// This producer's ``RecordOrigin/instance``, random per start.
     private nonisolated let instance = UInt64.random(in: .min ... .max)
     private nonisolated let lastSequence = Atomic<UInt64>(0)
@@ -149,7 +171,7 @@ public actor TelemetryProducer: Service {
     struct EncodedRecords {
         var commands: [RedisCommand] = []
         var routes: [Int] = []
-        var sequences: [UInt64] = []
+        var origins: [RecordOrigin] = []
     }
 
     /// Encoding happens on the caller's task, not on the actor or the connection thread.
@@ -158,7 +180,7 @@ public actor TelemetryProducer: Service {
         var encoded = EncodedRecords()
         encoded.commands.reserveCapacity(records.count)
         encoded.routes.reserveCapacity(records.count)
-        encoded.sequences.reserveCapacity(records.count)
+        encoded.origins.reserveCapacity(records.count)
         for record in records {
             let (kind, requestID) =
                 switch record {
@@ -168,11 +190,11 @@ public actor TelemetryProducer: Service {
             let route = kind * layout.count + layout.shard(forRequestID: requestID)
             var command = RedisCommand.streamAdd(to: streams[route])
             WireFormat.encode(record, into: &command)
-            let sequence = lastSequence.wrappingAdd(1, ordering: .relaxed).newValue
-            command.writeField(WireFormat.FieldName.origin, RecordOrigin(instance: instance, sequence: sequence).fieldValue)
+            let origin = RecordOrigin(instance: instance, sequence: lastSequence.wrappingAdd(1, ordering: .relaxed).newValue)
+            command.writeField(WireFormat.FieldName.origin, origin.fieldValue)
             encoded.commands.append(command)
             encoded.routes.append(route)
-            encoded.sequences.append(sequence)
+            encoded.origins.append(origin)
         }
         return encoded
     }
@@ -184,7 +206,39 @@ public actor TelemetryProducer: Service {
     /// - Throws: `bufferFull` or `shutDown` when the records were not queued (also counted in
     ///   `adtelemetry_dropped_total`).
     public nonisolated func submit(_ records: [TelemetryRecord]) async throws(TelemetryProducerError) {
-        try await enqueueWithoutWaiting(encode(records))
+        let encoded = encode(records)
+        guard let spool = try await enqueueOrSpill(encoded) else { return }
+        let refused = await spill(
+            encoded.commands.indices.map {
+                SpooledRecord(stream: streams[encoded.routes[$0]], command: encoded.commands[$0], origin: encoded.origins[$0], lookFrom: nil)
+            },
+            to: spool
+        )
+        if refused > 0 {
+            throw TelemetryProducerError(.bufferFull, "the memory buffer and the spool (\(configuration.maximumSpoolBytes) bytes) are full")
+        }
+    }
+
+    /// Writes records to the spool (counted in ``spooledRecords`` already). - Returns: how many
+    /// it refused, past its byte bound (counted as dropped, `spool_full`).
+    private nonisolated func spill(_ records: [SpooledRecord], to spool: RecordSpool) async -> Int {
+        let refused = await spool.append(records)
+        await spilled(refused: refused, spool: spool)
+        if refused > 0 { dropped("spool_full", count: refused) }
+        return refused
+    }
+
+    private func reserveSpool(_ count: Int) { spooledRecords += count }
+
+    private func spilled(refused: Int, spool: RecordSpool) async {
+        spooledRecords -= refused
+        await reportSpool(spool)
+        wakeupContinuation.yield()
+    }
+
+    private nonisolated func reportSpool(_ spool: RecordSpool) async {
+        spooledRecordsGauge.record(await spool.recordCount)
+        spooledBytesGauge.record(await spool.byteCount)
     }
 
     /// ``submit(_:)`` for a complete API request.
@@ -200,10 +254,18 @@ public actor TelemetryProducer: Service {
     /// Records queued and not yet answered by Redis.
     public var bufferedCount: Int { bufferedRecords }
 
-    private func enqueueWithoutWaiting(_ encoded: EncodedRecords) throws(TelemetryProducerError) {
-        try admit(encoded.commands.count)
+    /// Queues records in memory, or returns the spool they go to instead: when memory is full, or
+    /// the spool already holds records (which go first).
+    private func enqueueOrSpill(_ encoded: EncodedRecords) throws(TelemetryProducerError) -> RecordSpool? {
+        let count = encoded.commands.count
+        if let spool, !isClosed, spooledRecords > 0 || bufferedRecords + count > configuration.maximumBufferedRecords {
+            spooledRecords += count
+            return spool
+        }
+        try admit(count)
         pending.append(PendingSend(encoded, continuation: nil, enqueuedAt: .now))
         wakeupContinuation.yield()
+        return nil
     }
 
     private func enqueue(
@@ -232,23 +294,96 @@ public actor TelemetryProducer: Service {
     }
 
     /// Sends queued records until graceful shutdown, then sends what was queued before it and returns.
+    /// - Throws: When the spool directory cannot be used (the error says why), before anything is sent.
     public nonisolated func run() async throws {
+        let spool = try configuration.spoolDirectory.map {
+            try RecordSpool(directory: $0, maximumBytes: configuration.maximumSpoolBytes, logger: logger)
+        }
+        if let spool { await attach(spool) }
         let routed = connectionPerStream ? streams.map { configuration.redis.routed(by: $0) } : [configuration.redis]
         try await RedisConnection.withConnections(routed, logger: logger, connectImmediately: false) { connections in
-            await withGracefulShutdownHandler {
-                var lastConfirmed = [StreamEntryID?](repeating: nil, count: streams.count)
-                for await _ in wakeups {
-                    await flushPending(connections, lastConfirmed: &lastConfirmed)
+            await withTaskGroup(of: Void.self) { background in
+                if let spool {
+                    // The spool's fsync policy: once a second (and at the end).
+                    background.addTask {
+                        while (try? await Task.sleep(for: .seconds(1))) != nil { await spool.sync() }
+                    }
                 }
-                await close()
-                await flushPending(connections, lastConfirmed: &lastConfirmed)
-            } onGracefulShutdown: {
-                self.wakeupContinuation.finish()
+                await withGracefulShutdownHandler {
+                    var lastConfirmed = [StreamEntryID?](repeating: nil, count: streams.count)
+                    for await _ in wakeups {
+                        await flushPending(connections, lastConfirmed: &lastConfirmed)
+                    }
+                    await close()
+                    await flushPending(connections, lastConfirmed: &lastConfirmed)
+                } onGracefulShutdown: {
+                    self.wakeupContinuation.finish()
+                    // At once, not after the flush under way: it may be retrying while Redis is away.
+                    Task { await self.close() }
+                }
+                background.cancelAll()
             }
+        }
+        if let spool {
+            await reportSpool(spool)
+            // Its thread ends here: nothing may call the spool after this.
+            await spool.finish()
         }
     }
 
+    private func attach(_ spool: RecordSpool) async {
+        self.spool = spool
+        spooledRecords = await spool.recordCount
+        await reportSpool(spool)
+        if spooledRecords > 0 {
+            logger.notice("adtelemetry: records spooled by an earlier run are sent first", metadata: ["adtelemetry_spooled": "\(spooledRecords)"])
+            wakeupContinuation.yield()
+        }
+    }
+
+    /// Moves the spool's next batch into memory when memory has room; one batch at a time, so
+    /// while Redis is away that batch is what keeps asking it.
+    /// - Returns: Whether a batch was queued.
+    private func loadFromSpool() async -> Bool {
+        guard let spool, !isClosed, !spoolBlocked else { return false }
+        let room = configuration.maximumBufferedRecords - bufferedRecords
+        guard room > 0 else { return false }
+        let records = await spool.takeBatch(maximum: min(room, configuration.maximumPipelineLength), nowMilliseconds: UInt64(Timestamp.now().millisecondsSinceEpoch))
+        guard !records.isEmpty else { return false }
+        var routes: [Int] = []
+        for record in records {
+            guard let route = streams.firstIndex(of: record.stream) else {
+                await spool.release()
+                spoolBlocked = true
+                logger.error(
+                    "adtelemetry: the spool holds records for a stream this configuration does not write; they stay on disk: run with the shard count and stream prefix they were written with until the spool is empty",
+                    metadata: ["adtelemetry_stream": "\(record.stream)", "adtelemetry_spool": "\(spool.directory)"]
+                )
+                return false
+            }
+            routes.append(route)
+        }
+        bufferedRecords += records.count
+        buffered.record(bufferedRecords)
+        pending.append(PendingSend(spooled: records, routes: routes, enqueuedAt: .now))
+        return true
+    }
+
+    /// A batch from the spool is settled: it leaves the spool, or (not all stored by shutdown)
+    /// stays for the next start.
+    private func settleSpoolBatch(records: Int, complete: Bool) async {
+        guard let spool else { return }
+        if complete {
+            await spool.commit(records: records)
+            spooledRecords -= records
+        } else {
+            await spool.release()
+        }
+        await reportSpool(spool)
+    }
+
     private func close() {
+        guard !isClosed else { return }
         isClosed = true
         closedAt = .now
     }
@@ -307,21 +442,23 @@ public actor TelemetryProducer: Service {
     }
 
     /// How long a held-back record may keep waiting; after shutdown (`closedAt`), at most the shutdown grace.
+    /// Records read back from the spool have none until shutdown: they are on disk anyway.
     private nonisolated func retryDeadline(for send: PendingSend, closedAt: ContinuousClock.Instant?) -> ContinuousClock.Instant {
-        let deadline = (send.firstRetryAt ?? .now) + configuration.maximumRetryDuration
+        let deadline = (send.firstRetryAt ?? .now) + (send.spoolBatch == nil ? configuration.maximumRetryDuration : .seconds(365 * 86400))
         guard let closedAt else { return deadline }
         return min(deadline, closedAt + configuration.shutdownRetryDuration)
     }
 
     /// Logs once when sending stops and once when it resumes, with how long Redis was away.
-    private func noteAvailability(heldBack: Int, error: RedisError?) {
+    /// - Parameter confirmed: Whether Redis stored any record this round (records given up are no sign it is back).
+    private func noteAvailability(heldBack: Int, confirmed: Bool, error: RedisError?) {
         if heldBack > 0, unavailableSince == nil {
             unavailableSince = .now
             logger.warning(
                 "adtelemetry: redis is not taking records; holding them and retrying",
                 metadata: ["adtelemetry_error": "\(error.map(\.description) ?? "?")", "adtelemetry_buffered": "\(bufferedRecords)"]
             )
-        } else if heldBack == 0, let since = unavailableSince {
+        } else if heldBack == 0, confirmed, let since = unavailableSince {
             unavailableSince = nil
             let away = since.duration(to: .now)
             recovery.record(duration: away)
@@ -335,7 +472,11 @@ public actor TelemetryProducer: Service {
         var backoff = RetryBackoff()
         while true {
             var sends = await takePending()
-            guard !sends.isEmpty else { return }
+            if sends.isEmpty {
+                // Memory is sent: the spool's next batch, if Redis answers.
+                guard await loadFromSpool() else { return }
+                continue
+            }
             let closedAt = await self.closedAt
             let lookupError = await settleUnknownOutcomes(&sends, on: connections, closedAt: closedAt)
             // Only what is not settled yet goes out: a retried send keeps its earlier successes.
@@ -354,7 +495,7 @@ public actor TelemetryProducer: Service {
                 if case .success(let id) = results[position], lastConfirmed[route].map({ $0 < id }) ?? true { lastConfirmed[route] = id }
             }
             // Records still to be looked for wait, like those held back: Redis is not answering.
-            let stillUnknown = sends.reduce(0) { $0 + $1.lookFrom.count { $0 != nil } }
+            let stillUnknown = sends.reduce(0) { send, pending in send + pending.lookFrom.indices.count { pending.lookFrom[$0] != nil && pending.results[$0] == nil } }
             var heldBack = 0
             var lastError = lookupError
             for (position, place) in outstanding.enumerated() {
@@ -374,31 +515,54 @@ public actor TelemetryProducer: Service {
                             lastConfirmed: lastConfirmed[routes[position]], sentAtMilliseconds: sentAt)
                         heldBack += 1
                     } else {
+                        if Self.hasUnknownOutcome(error) {
+                            // Kept for the spool: a record given up here is looked for before it is sent again.
+                            sends[place.send].lookFrom[place.command] = UnknownOutcomeLookup.start(
+                                lastConfirmed: lastConfirmed[routes[position]], sentAtMilliseconds: sentAt)
+                        }
                         sends[place.send].results[place.command] = .failure(Self.failure(error))
                     }
                 }
             }
             if heldBack > 0 { retried.increment(by: heldBack) }
-            await noteAvailability(heldBack: heldBack + stillUnknown, error: lastError)
+            let confirmed = results.contains { if case .success = $0 { true } else { false } }
+                || sends.contains { $0.results.contains { if case .success = $0 { true } else { false } } }
+            await noteAvailability(heldBack: heldBack + stillUnknown, confirmed: confirmed, error: lastError)
             var unsettled: [PendingSend] = []
             var settledRecords = 0
+            let spool = await self.spool
             for send in sends {
                 guard send.outstanding == 0 else {
                     unsettled.append(send)
                     continue
                 }
                 let results = send.results.map { $0! }
+                // Given up while Redis was away (not refused by it): kept by the spool, if any.
+                let givenUp = results.indices.filter { if case .failure(let error) = results[$0] { error.code == .redisUnavailable } else { false } }
+                if let batch = send.spoolBatch {
+                    await settleSpoolBatch(records: batch, complete: givenUp.isEmpty)
+                    settledRecords += results.count
+                    guard givenUp.isEmpty else { continue }
+                }
+                var spooled = 0
+                if let spool, send.continuation == nil, send.spoolBatch == nil, !givenUp.isEmpty {
+                    let records = givenUp.map {
+                        SpooledRecord(stream: streams[send.routes[$0]], command: send.commands[$0], origin: send.origins[$0], lookFrom: send.lookFrom[$0])
+                    }
+                    await reserveSpool(records.count)
+                    spooled = records.count - (await spill(records, to: spool))
+                }
                 let successes = results.count { if case .success = $0 { true } else { false } }
                 sent.increment(by: successes)
-                failed.increment(by: results.count - successes)
-                if successes < results.count {
+                failed.increment(by: results.count - successes - spooled)
+                if successes + spooled < results.count {
                     logger.warning(
                         "adtelemetry send failed", metadata: ["adtelemetry_records": "\(results.count - successes)", "adtelemetry_error": "\(lastError.map(\.description) ?? "?")"]
                     )
                 }
                 sendLatency.record(duration: send.enqueuedAt.duration(to: now))
                 send.continuation?.resume(returning: results)
-                settledRecords += results.count
+                if send.spoolBatch == nil { settledRecords += results.count }
             }
             await finished(settledRecords)
             if !unsettled.isEmpty {
@@ -424,27 +588,27 @@ public actor TelemetryProducer: Service {
         var lookupError: RedisError?
         var byRoute: [Int: [(send: Int, command: Int)]] = [:]
         for (sendIndex, send) in sends.enumerated() {
-            for (commandIndex, start) in send.lookFrom.enumerated() where start != nil {
+            for (commandIndex, start) in send.lookFrom.enumerated() where start != nil && send.results[commandIndex] == nil {
                 byRoute[send.routes[commandIndex], default: []].append((sendIndex, commandIndex))
             }
         }
         for (route, places) in byRoute.sorted(by: { $0.key < $1.key }) {
             let start = places.map { sends[$0.send].lookFrom[$0.command]! }.min()!
-            let wanted = Set(places.map { sends[$0.send].sequences[$0.command] })
+            let wanted = Set(places.map { sends[$0.send].origins[$0.command] })
             let connection = connections.count == 1 ? connections[0] : connections[route]
             do {
                 let stored = try await lookUp(wanted, in: streams[route], from: start, on: connection)
                 for place in places {
                     sends[place.send].lookFrom[place.command] = nil
-                    if let id = stored[sends[place.send].sequences[place.command]] { sends[place.send].results[place.command] = .success(id) }
+                    if let id = stored[sends[place.send].origins[place.command]] { sends[place.send].results[place.command] = .success(id) }
                 }
                 unknownOutcome("stored", count: stored.count)
                 unknownOutcome("resent", count: places.count - stored.count)
             } catch {
                 lookupError = error
                 let now = ContinuousClock.now
+                // Given up, the record keeps its lookFrom: spooled, it is looked for again later.
                 for place in places where now >= retryDeadline(for: sends[place.send], closedAt: closedAt) || Task.isCancelled {
-                    sends[place.send].lookFrom[place.command] = nil
                     sends[place.send].results[place.command] = .failure(Self.failure(error))
                 }
             }
@@ -454,13 +618,13 @@ public actor TelemetryProducer: Service {
 
     /// Pages through `stream` from `start` to its end (or until every wanted record is found).
     private nonisolated func lookUp(
-        _ wanted: Set<UInt64>, in stream: String, from start: StreamEntryID, on connection: RedisConnection
-    ) async throws(RedisError) -> [UInt64: StreamEntryID] {
-        var stored: [UInt64: StreamEntryID] = [:]
+        _ wanted: Set<RecordOrigin>, in stream: String, from start: StreamEntryID, on connection: RedisConnection
+    ) async throws(RedisError) -> [RecordOrigin: StreamEntryID] {
+        var stored: [RecordOrigin: StreamEntryID] = [:]
         var next: StreamEntryID? = start
         while let from = next, stored.count < wanted.count {
             let page = try await connection.range(stream, from: from, count: UnknownOutcomeLookup.pageSize)
-            stored.merge(UnknownOutcomeLookup.stored(in: page, instance: instance, wanted: wanted)) { first, _ in first }
+            stored.merge(UnknownOutcomeLookup.stored(in: page, wanted: wanted)) { first, _ in first }
             next = page.count < UnknownOutcomeLookup.pageSize ? nil : page.last?.id.successor
         }
         return stored

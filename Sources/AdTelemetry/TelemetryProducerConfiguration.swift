@@ -14,6 +14,14 @@ public struct TelemetryProducerConfiguration: Sendable {
     public var maximumRetryDuration: Duration = .seconds(300)
     /// After a graceful shutdown began, how long held records are still retried.
     public var shutdownRetryDuration: Duration = .seconds(10)
+    /// A directory on local disk for records Redis cannot take: ``TelemetryProducer/submit(_:)``
+    /// records past ``maximumBufferedRecords``, and those given up after ``maximumRetryDuration`` or
+    /// at shutdown while Redis is away. They are sent, first and in order, once Redis answers
+    /// (or on the next start). Written as they come, fsynced every second. Nil: no spool; such
+    /// records are refused (`bufferFull`) or fail. One producer process per directory.
+    public var spoolDirectory: String?
+    /// The spool's bound; records past it are refused and counted (`adtelemetry_dropped_total{reason="spool_full"}`).
+    public var maximumSpoolBytes: Int = 1 << 30
     /// Streams per record kind, as the workers are configured (`ADWORKER_SHARDS`). A request's
     /// records go to the shard its request id picks, both kinds to the same shard number.
     public var shards: Int = 1

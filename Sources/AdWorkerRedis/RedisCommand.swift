@@ -16,6 +16,16 @@ public struct RedisCommand: Sendable, StreamFieldWriter {
         for argument in arguments { append(argument) }
     }
 
+    /// The command as written to Redis (arguments in RESP) and its argument count: what a spool
+    /// file keeps, to send the same bytes later.
+    public var encoded: (argumentCount: Int, resp: [UInt8]) { (argumentCount, body) }
+
+    /// A command from ``encoded``, as read back from a checksummed spool file.
+    public init(argumentCount: Int, resp: [UInt8]) {
+        self.argumentCount = argumentCount
+        self.body = resp
+    }
+
     public mutating func append(_ argument: String) {
         append(bytes: argument.utf8)
     }

@@ -38,7 +38,11 @@ struct RecordOriginTests {
             entry(6, [("origin", String(decoding: RecordOrigin(instance: mine, sequence: 5).fieldValue, as: UTF8.self))]),
             entry(7, [("origin", "garbage")]),
         ]
-        let found = UnknownOutcomeLookup.stored(in: entries, instance: mine, wanted: [5, 6, 7, 8])
-        #expect(found == [5: StreamEntryID(milliseconds: 1, sequence: 0), 7: StreamEntryID(milliseconds: 4, sequence: 0)])
+        let wanted: Set<RecordOrigin> = Set([5, 6, 7, 8].map { RecordOrigin(instance: mine, sequence: $0) })
+        let found = UnknownOutcomeLookup.stored(in: entries, wanted: wanted)
+        #expect(found == [
+            RecordOrigin(instance: mine, sequence: 5): StreamEntryID(milliseconds: 1, sequence: 0),
+            RecordOrigin(instance: mine, sequence: 7): StreamEntryID(milliseconds: 4, sequence: 0),
+        ])
     }
 }

@@ -1,0 +1,97 @@
+import AdTelemetryRecords
+import AdWorkerRedis
+
+/// A record waiting in the spool: its XADD as it would be sent, where, and who sent it.
+struct SpooledRecord: Sendable {
+    var stream: String
+    var command: RedisCommand
+    var origin: RecordOrigin
+    /// Set when an earlier attempt may have stored it: look for it from here before sending.
+    var lookFrom: StreamEntryID?
+}
+
+/// One record on disk: `length (u32 LE) · CRC-32C of the payload (u32 LE) · payload`, the payload
+/// `version 1 · flags · look-from ms, seq · origin instance, sequence (u64 LE each) · stream
+/// (u16 LE length + UTF-8) · argument count (u32 LE) · the XADD in RESP`. A frame whose length or
+/// checksum does not hold ends what is read of the file: a write torn by a crash, or damage.
+enum SpoolFrame {
+    static let version: UInt8 = 1
+    static let headerSize = 8
+    /// Larger than any record the producer writes (Redis's 512 MiB argument limit is far above it).
+    static let maximumPayload = 64 << 20
+
+    static func append(_ record: SpooledRecord, to output: inout [UInt8]) {
+        var payload: [UInt8] = [version, record.lookFrom == nil ? 0 : 1]
+        let (argumentCount, resp) = record.command.encoded
+        payload.reserveCapacity(48 + record.stream.utf8.count + resp.count)
+        appendInteger(record.lookFrom?.milliseconds ?? 0, to: &payload)
+        appendInteger(record.lookFrom?.sequence ?? 0, to: &payload)
+        appendInteger(record.origin.instance, to: &payload)
+        appendInteger(record.origin.sequence, to: &payload)
+        appendInteger(UInt16(record.stream.utf8.count), to: &payload)
+        payload.append(contentsOf: record.stream.utf8)
+        appendInteger(UInt32(argumentCount), to: &payload)
+        payload.append(contentsOf: resp)
+        appendInteger(UInt32(payload.count), to: &output)
+        appendInteger(CRC32C.checksum(payload), to: &output)
+        output.append(contentsOf: payload)
+    }
+
+    enum Decoded {
+        case record(SpooledRecord, size: Int)
+        /// Not enough bytes for a whole frame: the end of the file, or a write cut short.
+        case incomplete
+        case damaged(String)
+    }
+
+    static func decode(_ bytes: ArraySlice<UInt8>) -> Decoded {
+        guard bytes.count >= headerSize else { return .incomplete }
+        let start = bytes.startIndex
+        let length = Int(readInteger(bytes, at: start, as: UInt32.self))
+        guard length <= maximumPayload else { return .damaged("frame length \(length)") }
+        guard bytes.count >= headerSize + length else { return .incomplete }
+        let payload = bytes[(start + headerSize)..<(start + headerSize + length)]
+        guard CRC32C.checksum(payload) == readInteger(bytes, at: start + 4, as: UInt32.self) else { return .damaged("checksum mismatch") }
+        guard length >= 2 + 32 + 2 + 4, payload[payload.startIndex] == version else { return .damaged("unknown frame version") }
+        var at = payload.startIndex + 2
+        func next<Integer: FixedWidthInteger>(_: Integer.Type) -> Integer {
+            defer { at += Integer.bitWidth / 8 }
+            return readInteger(payload, at: at, as: Integer.self)
+        }
+        let hasLookFrom = payload[payload.startIndex + 1] & 1 == 1
+        let lookFrom = StreamEntryID(milliseconds: next(UInt64.self), sequence: next(UInt64.self))
+        let origin = RecordOrigin(instance: next(UInt64.self), sequence: next(UInt64.self))
+        let streamLength = Int(next(UInt16.self))
+        guard payload.endIndex - at >= streamLength + 4 else { return .damaged("stream name past the frame") }
+        let stream = String(decoding: payload[at..<(at + streamLength)], as: UTF8.self)
+        at += streamLength
+        let argumentCount = Int(next(UInt32.self))
+        let command = RedisCommand(argumentCount: argumentCount, resp: Array(payload[at...]))
+        return .record(SpooledRecord(stream: stream, command: command, origin: origin, lookFrom: hasLookFrom ? lookFrom : nil), size: headerSize + length)
+    }
+
+    private static func appendInteger<Integer: FixedWidthInteger>(_ value: Integer, to output: inout [UInt8]) {
+        withUnsafeBytes(of: value.littleEndian) { output.append(contentsOf: $0) }
+    }
+
+    private static func readInteger<Integer: FixedWidthInteger>(_ bytes: ArraySlice<UInt8>, at index: Int, as _: Integer.Type) -> Integer {
+        var value: Integer = 0
+        for offset in 0..<(Integer.bitWidth / 8) { value |= Integer(bytes[index + offset]) << (offset * 8) }
+        return value
+    }
+}
+
+/// CRC-32C (Castagnoli), the checksum of iSCSI, ext4 and Kafka's record batches.
+enum CRC32C {
+    private static let table: [UInt32] = (0..<256).map { index in
+        var crc = UInt32(index)
+        for _ in 0..<8 { crc = crc & 1 == 1 ? (crc >> 1) ^ 0x82F6_3B78 : crc >> 1 }
+        return crc
+    }
+
+    static func checksum(_ bytes: some Collection<UInt8>) -> UInt32 {
+        var crc: UInt32 = 0xFFFF_FFFF
+        for byte in bytes { crc = table[Int((crc ^ UInt32(byte)) & 0xFF)] ^ (crc >> 8) }
+        return crc ^ 0xFFFF_FFFF
+    }
+}
