@@ -19,13 +19,16 @@ import Glibc
 ///
 /// An actor on a thread of its own: file I/O never blocks Swift's cooperative pool.
 actor RecordSpool {
-    static let segmentLimit = 8 << 20
     private static let readChunk = 4 << 20
 
     let directory: String
     let maximumBytes: Int
+    /// A new segment is begun past this size, so that the sent part of the spool is freed.
+    let segmentLimit: Int
     private let logger: Logger
     private let executor: ThreadExecutor
+    /// Held (flock) while the spool is open.
+    private let lockDescriptor: Int32
     nonisolated var unownedExecutor: UnownedSerialExecutor { executor.asUnownedSerialExecutor() }
 
     /// Segment numbers on disk, oldest first; the last is written to.
@@ -52,13 +55,21 @@ actor RecordSpool {
     }
 
     /// Opens `directory` (made if missing) and counts what an earlier run left there.
-    init(directory: String, maximumBytes: Int, logger: Logger) throws(OpenError) {
+    init(directory: String, maximumBytes: Int, segmentLimit: Int = 8 << 20, logger: Logger) throws(OpenError) {
         do {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         } catch {
             throw .unusable("cannot create \(directory)", errno: EACCES)
         }
         guard access(directory, W_OK) == 0 else { throw .unusable("cannot write to \(directory)", errno: errno) }
+        // One producer process per directory: a second would interleave its frames with ours.
+        let lock = open(directory + "/lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard lock >= 0 else { throw .unusable("cannot open \(directory)/lock", errno: errno) }
+        guard flock(lock, LOCK_EX | LOCK_NB) == 0 else {
+            let code = errno
+            Glibc.close(lock)
+            throw .unusable("\(directory) is in use by another producer process (give each its own spool directory)", errno: code)
+        }
         let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
         let segments = names.compactMap { name -> UInt64? in
             guard name.hasPrefix("segment-"), name.hasSuffix(".spool") else { return nil }
@@ -93,8 +104,10 @@ actor RecordSpool {
         }
         self.directory = directory
         self.maximumBytes = maximumBytes
+        self.segmentLimit = segmentLimit
         self.logger = logger
         self.executor = ThreadExecutor(name: "adtelemetry spool")
+        self.lockDescriptor = lock
         self.segments = segments
         self.readOffset = readOffset
         self.recoveredInFlight = recoveredInFlight
@@ -151,13 +164,13 @@ actor RecordSpool {
     }
 
     private func write(_ bytes: [UInt8]) throws(OpenError) {
-        if writeDescriptor < 0 || writeSize >= Self.segmentLimit {
+        if writeDescriptor < 0 || writeSize >= segmentLimit {
             if writeDescriptor >= 0 {
                 fsync(writeDescriptor)
                 Glibc.close(writeDescriptor)
                 writeDescriptor = -1
             }
-            if segments.isEmpty || writeSize >= Self.segmentLimit {
+            if segments.isEmpty || writeSize >= segmentLimit {
                 segments.append((segments.last ?? 0) + 1)
                 writeSize = 0
             }
@@ -305,6 +318,7 @@ actor RecordSpool {
             Glibc.close(writeDescriptor)
             writeDescriptor = -1
         }
+        Glibc.close(lockDescriptor)
         executor.shutdown()
     }
 }
