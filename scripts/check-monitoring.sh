@@ -49,6 +49,8 @@ FAMILIES=(
     adworker_seconds_since_progress
     adworker_process_up
     adtelemetry_buffered
+    adtelemetry_spooled_records
+    adtelemetry_spooled_bytes
 )
 HISTOGRAMS=(
     adworker_end_to_end_latency_seconds

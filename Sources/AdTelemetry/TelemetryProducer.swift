@@ -8,13 +8,21 @@ import Synchronization
 ///
 /// Sends from any number of tasks are gathered and written as pipelined XADDs on one connection
 /// with its own thread (one per stream when sharded or on a Redis Cluster), so thousands of sends
-/// a second cost a few round trips and no send ever blocks a thread of Swift's cooperative pool. The buffer is bounded: past it a send fails at
-/// once with `bufferFull` instead of waiting.
+/// a second cost a few round trips and no send ever blocks a thread of Swift's cooperative pool.
+/// The buffer is bounded: past it a send fails at once with `bufferFull` instead of waiting, or,
+/// with a ``TelemetryProducerConfiguration/spoolDirectory``, a submitted record waits on disk.
+///
+/// Records Redis certainly did not store are held and sent again; every entry carries an
+/// `origin` (this producer instance and a sequence number), so the records of a pipeline cut
+/// mid-way are looked up in their stream and only the missing ones are sent again: none is
+/// stored twice (README, "Record identities").
 ///
 /// It reports through swift-metrics (whatever backend the host service bootstraps):
-/// `adtelemetry_sent_total`, `adtelemetry_failed_total`, `adtelemetry_dropped_total` (buffer
-/// full or shut down), `adtelemetry_buffered` and `adtelemetry_send_latency_seconds` (from
-/// `send` to Redis's answer).
+/// `adtelemetry_sent_total`, `adtelemetry_failed_total`, `adtelemetry_dropped_total` (buffer or
+/// spool full, shut down), `adtelemetry_retried_total`, `adtelemetry_unknown_outcome_total`,
+/// `adtelemetry_buffered`, `adtelemetry_spooled_records`, `adtelemetry_spooled_bytes`,
+/// `adtelemetry_redis_recovery_seconds` and `adtelemetry_send_latency_seconds` (from `send` to
+/// Redis's answer).
 ///
 /// Run it as a `Service` (in your `ServiceGroup`, or `try await producer.run()` in a task):
 /// ```swift
@@ -200,9 +208,9 @@ public actor TelemetryProducer: Service {
     }
 
     /// Queues records and returns at once, without waiting for Redis: for request handlers that
-    /// must not be slowed by telemetry. A pipeline cut by a lost connection counts as failed in
-    /// full, although Redis may have stored part of it: failed means unconfirmed. Sent and failed records show in the producer's metrics
-    /// (`adtelemetry_sent_total`, `adtelemetry_failed_total`) and failures in its log.
+    /// must not be slowed by telemetry. Past the memory buffer, or while the spool holds records,
+    /// they go to the spool (if configured). Sent and failed records show in the producer's
+    /// metrics (`adtelemetry_sent_total`, `adtelemetry_failed_total`) and failures in its log.
     /// - Throws: `bufferFull` or `shutDown` when the records were not queued (also counted in
     ///   `adtelemetry_dropped_total`).
     public nonisolated func submit(_ records: [TelemetryRecord]) async throws(TelemetryProducerError) {
