@@ -1457,8 +1457,8 @@ def cluster_kill9_master():
     redis_lost = max(0, confirmed - len(present & stored) - stored_then_lost)
     moved = scenario.log("worker-w").count("following it")
     scenario.notes.append(
-        f"primary :{victim_port} killed, replica took over in {failover:.1f} s; producer confirmed {confirmed}, failed {failed} "
-        f"(unconfirmed, #12); cluster holds {len(present)}: every one stored; replication lost {redis_lost} confirmed entries "
+        f"primary :{victim_port} killed, replica took over in {failover:.1f} s; producer confirmed {confirmed}, failed {failed}; "
+        f"cluster holds {len(present)}: every one stored; replication lost {redis_lost} confirmed entries "
         f"before the worker read them, {stored_then_lost} after it stored them; worker followed {moved} slot moves")
     return scenario.finish(recovery)
 
