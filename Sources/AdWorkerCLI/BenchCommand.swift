@@ -34,6 +34,12 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: "Seconds each latency run produces for.")
     var latencySeconds: Int = 5
 
+    @Option(help: ArgumentHelp(
+        "Milliseconds of records each send of the latency runs carries (1-1000).",
+        discussion: "1 (the default) is how Redis sees a fleet of API services, each producer pipelining what came in while its last pipeline was out; 20 sends bursts of 400 records at 20k/s, and the last of each burst waits behind the first's COPY."
+    ))
+    var latencyBurstMs: Int = 1
+
     @Option(help: "Rounds of raw COPY, XADD ceiling, producer and drain; the table shows their medians.")
     var rounds: Int = 3
 
@@ -95,6 +101,8 @@ struct BenchCommand: AsyncParsableCommand {
         /// Redis's `appendonly` setting ("unknown" when CONFIG is not allowed): AOF on costs
         /// XADD about 40 % of its rate here.
         var redisAppendOnly: String
+        /// Milliseconds of records per send in the latency runs (`--latency-burst-ms`).
+        var latencyBurstMilliseconds: Int
         var drainRowsPerSecond: Double
         var drainToRawCopyRatio: Double
         var drainPeakRSSGrowthBytes: Int
@@ -107,6 +115,7 @@ struct BenchCommand: AsyncParsableCommand {
 
     func validate() throws {
         guard RecordKind(rawValue: kind) != nil else { throw ValidationError("--kind must be training or inference") }
+        guard (1...1000).contains(latencyBurstMs) else { throw ValidationError("--latency-burst-ms must be 1 to 1000, not \(latencyBurstMs)") }
         guard count > 0, latencySeconds > 0, rounds > 0 else {
             throw ValidationError("counts, seconds and rounds must be positive")
         }
@@ -189,7 +198,7 @@ struct BenchCommand: AsyncParsableCommand {
             rounds: measured,
             rawCopyRowsPerSecond: median(\.rawCopyRowsPerSecond), xaddCeilingEntriesPerSecond: median(\.xaddCeilingEntriesPerSecond),
             producerEntriesPerSecond: median(\.producerEntriesPerSecond), producerToCeilingRatio: median(\.producerToCeilingRatio),
-            redisAppendOnly: appendOnly,
+            redisAppendOnly: appendOnly, latencyBurstMilliseconds: latencyBurstMs,
             drainRowsPerSecond: median(\.drainRowsPerSecond), drainToRawCopyRatio: median(\.drainToRawCopyRatio),
             drainPeakRSSGrowthBytes: measured.map(\.drainPeakRSSGrowthBytes).max() ?? 0, latency: latency,
             singleNode: singleNodeRounds.isEmpty ? nil : SingleNodeComparison(
@@ -397,9 +406,9 @@ struct BenchCommand: AsyncParsableCommand {
         let mix: LoadGenerator.Mix = kind == .training ? .training : .inference
         try await withThrowingTaskGroup(of: Void.self) { tasks in
             tasks.addTask { try await group.run() }
-            let warming = try await LoadGenerator.sendPaced(mix, count: warmUp, rate: latencyRate, seed: 10, through: producer)
+            let warming = try await LoadGenerator.sendPaced(mix, count: warmUp, rate: latencyRate, burstMilliseconds: latencyBurstMs, seed: 10, through: producer)
             for await _ in warmedUp.stream {}
-            let sent = try await LoadGenerator.sendPaced(mix, count: target, rate: latencyRate, seed: 11, through: producer)
+            let sent = try await LoadGenerator.sendPaced(mix, count: target, rate: latencyRate, burstMilliseconds: latencyBurstMs, seed: 11, through: producer)
             guard warming.failed + sent.failed == 0 else {
                 throw ValidationError("the producer failed \(warming.failed + sent.failed) sends during the latency run")
             }
@@ -426,8 +435,8 @@ struct BenchCommand: AsyncParsableCommand {
         let roundRatios = report.rounds.map { String(format: "%.3f", $0.drainToRawCopyRatio) }.joined(separator: "  ")
         let latencies = report.latency.map { latency in
             String(
-                format: "  latency @ %6d/s (%d entries)   p50 %.1f ms   p99 %.1f ms   p99.9 %.1f ms   max %.1f ms", latency.rate,
-                latency.entries, latency.p50Milliseconds, latency.p99Milliseconds, latency.p999Milliseconds, latency.maximumMilliseconds
+                format: "  latency @ %6d/s (%d entries, sends of %d ms)   p50 %.1f ms   p99 %.1f ms   p99.9 %.1f ms   max %.1f ms", latency.rate,
+                latency.entries, report.latencyBurstMilliseconds, latency.p50Milliseconds, latency.p99Milliseconds, latency.p999Milliseconds, latency.maximumMilliseconds
             )
         }.joined(separator: "\n")
         return """

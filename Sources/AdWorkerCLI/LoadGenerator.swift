@@ -99,11 +99,14 @@ enum LoadGenerator {
         return result
     }
 
-    /// Sends `count` records of `mix` at `rate` records a second (generation included).
-    static func sendPaced(_ mix: Mix, count: Int, rate: Int, seed: UInt64, through producer: TelemetryProducer) async throws -> LoadResult {
+    /// Sends `count` records of `mix` at `rate` records a second (generation included), one send
+    /// of `burstMilliseconds` worth of records at a time (at most 1,000).
+    static func sendPaced(
+        _ mix: Mix, count: Int, rate: Int, burstMilliseconds: Int = 20, seed: UInt64, through producer: TelemetryProducer
+    ) async throws -> LoadResult {
         let clock = ContinuousClock()
         let start = clock.now
-        let chunk = max(1, min(1000, rate / 50))
+        let chunk = max(1, min(1000, rate * burstMilliseconds / 1000))
         var result = LoadResult()
         var number = 0
         while result.sent + result.failed < count {
