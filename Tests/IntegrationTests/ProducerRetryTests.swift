@@ -19,14 +19,16 @@ struct ProducerRetryTests {
         let records = (0..<500).map { TelemetryRecord.inference(telemetry.inference(model: "m", requestID: "r-\($0)")) }
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("adworker-retry-\(port)").path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        // In the foreground as this process's child, ended by SIGTERM: never waited for here
+        // In the foreground as this process's child, ended by SIGKILL: never waited for here
         // (Foundation's waitUntilExit hung from a test task).
         let server = Process()
         server.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         server.arguments = ["redis-server", "--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", directory]
         server.standardOutput = FileHandle.nullDevice
         server.standardError = FileHandle.nullDevice
-        defer { if server.isRunning { server.terminate() } }
+        // SIGKILL, not terminate(): the child inherits the test process's blocked signals, and a
+        // SIGTERM it never receives left these servers running after the tests.
+        defer { if server.processIdentifier > 0 { kill(server.processIdentifier, SIGKILL) } }
         let results = try await EndToEndTests.withRunningProducer(producer) {
             async let sent = producer.send(records)
             // Nothing listens yet: every attempt is refused, and the records wait.
@@ -67,7 +69,7 @@ struct ProducerCutPipelineTests {
         server.standardOutput = FileHandle.nullDevice
         server.standardError = FileHandle.nullDevice
         try server.run()
-        defer { if server.isRunning { server.terminate() } }
+        defer { kill(server.processIdentifier, SIGKILL) }
         for _ in 0..<100 {
             let answer = try? await RedisConnection.withConnection(redis, logger: TestServers.logger) { try await $0.ping() }
             if answer?.string == "PONG" { break }
