@@ -1356,10 +1356,15 @@ def cluster_ok():
 def cluster_manager(command, *args):
     """redis-cli --cluster COMMAND, once every node agrees on the slot map: right after a reshard
     the nodes still gossip the new owners, and rebalance refuses a cluster whose nodes disagree."""
+    problems = []
     def settled():
         checked = subprocess.run(["redis-cli", "--cluster", "check", CLUSTER_NODES.split(",")[0]], capture_output=True, text=True)
-        return checked.returncode == 0 and "[ERR]" not in checked.stdout and "[WARNING]" not in checked.stdout
-    wait_for(settled, 30, "every node to agree on the slot map, with no slot half-moved")
+        problems[:] = [line for line in checked.stdout.splitlines() if "[ERR]" in line or "[WARNING]" in line]
+        return checked.returncode == 0 and not problems
+    try:
+        wait_for(settled, 30, "every node to agree on the slot map, with no slot half-moved")
+    except Failure as failure:
+        raise Failure(f"{failure}: " + " | ".join(re.sub(r"\x1b\[[0-9;]*m", "", line) for line in problems)) from None
     done = subprocess.run(["redis-cli", "--cluster", command, *args], capture_output=True, text=True)
     check(done.returncode == 0, f"redis-cli --cluster {command} exited {done.returncode}: "
           + " | ".join((done.stdout + done.stderr).strip().splitlines()[-6:]))
@@ -1466,6 +1471,10 @@ def cluster_kill9_master():
 def cluster_reshard_live():
     """Slots holding shard streams move between primaries under load (reshard, then rebalance):
     MOVED and ASK are followed, nothing is lost or doubled, nothing stays pending."""
+    # A cluster fresh from `create`: the failovers of earlier scenarios leave config epochs under
+    # which a reshard's slot hand-over was seen to be lost on some nodes (one slot owned by
+    # nobody, nodes disagreeing, in a CI run), which is Redis's bookkeeping, not this test's.
+    subprocess.run([os.path.join(ROOT, "scripts", "redis-cluster.sh"), "recreate"], check=True, capture_output=True)
     scenario = ClusterScenario("cluster-reshard-live", 12)
     worker = scenario.worker("w")
     producer = scenario.produce(30000, 5000, 33)

@@ -65,7 +65,7 @@ start() {
     for port in $PORTS; do wait_until "redis on $port answering" answers "$port"; done
     local known
     known=$(redis-cli -h "$HOST" -p "$BASE_PORT" cluster info | sed -n 's/^cluster_known_nodes:\([0-9]*\).*/\1/p')
-    if [ "${known:-1}" -lt "$NODE_COUNT" ]; then
+    if [ "${known:-1}" -lt "$NODE_COUNT" ] || [ "${FRESH:-0}" = 1 ]; then
         # Fresh nodes (or a half-made cluster from an interrupted run): start clean.
         for port in $PORTS; do
             redis-cli -h "$HOST" -p "$port" flushall >/dev/null 2>&1 || true
@@ -95,6 +95,9 @@ stop() {
 
 case "${1:-}" in
 start) start ;;
+# A new cluster on the running nodes, every key gone: for tests that need slot ownership and
+# config epochs untouched by earlier failovers.
+recreate) FRESH=1 start ;;
 stop) stop ;;
 status) redis-cli -h "$HOST" -p "$BASE_PORT" cluster shards ;;
 nodes) nodes ;;
