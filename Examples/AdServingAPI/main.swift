@@ -14,6 +14,7 @@ import Metrics
 import Prometheus
 import ServiceLifecycle
 import UnixSignals
+
 let environment = ProcessInfo.processInfo.environment
 var logger = Logger(label: "ad-serving-example")
 logger.logLevel = .info

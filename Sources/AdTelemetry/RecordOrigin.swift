@@ -1,4 +1,5 @@
 import AdTelemetryRecords
+
 /// A record's identity, assigned by the producer and written as the entry's `origin` field:
 /// this producer instance (random at start) and a sequence number.
 ///

@@ -1,4 +1,5 @@
 public import AdWorkerRedis
+
 /// How a ``TelemetryProducer`` sends.
 public struct TelemetryProducerConfiguration: Sendable {
     public var redis: RedisConfiguration

@@ -1,4 +1,5 @@
 import ArgumentParser
+
 @main
 struct AdWorker: AsyncParsableCommand {
     static let version = "0.1.0"

@@ -8,6 +8,7 @@ import Foundation
 import Logging
 import ServiceLifecycle
 import Synchronization
+
 struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",

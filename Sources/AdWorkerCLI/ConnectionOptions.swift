@@ -3,6 +3,7 @@ import AdWorkerRedis
 import ArgumentParser
 import Foundation
 import Logging
+
 /// Options every command shares: where Redis and PostgreSQL are, and logging.
 struct ConnectionOptions: ParsableArguments {
     @Option(help: "Redis host (env REDIS_HOST; default 127.0.0.1).")

@@ -4,6 +4,7 @@ import AdWorkerRedis
 import ArgumentParser
 import Foundation
 import Logging
+
 /// `adworker dlq list|replay|purge`: the dead-letter streams, for people.
 struct DeadLetterCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

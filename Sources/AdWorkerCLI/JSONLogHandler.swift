@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+
 /// One JSON object per line on standard error, for log shippers: time, level, label, message,
 /// source and the metadata as string fields.
 struct JSONLogHandler: LogHandler {

@@ -3,6 +3,7 @@ import AdTelemetryRecords
 import AdWorkerRedis
 import Logging
 import ServiceLifecycle
+
 /// What a load run achieved.
 struct LoadResult {
     var sent = 0

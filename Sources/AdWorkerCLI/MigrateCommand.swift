@@ -2,6 +2,7 @@ import AdWorkerPostgres
 import ArgumentParser
 import Foundation
 import Logging
+
 struct MigrateCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "migrate",

@@ -1,4 +1,5 @@
 import Foundation
+
 /// Prints a report as pretty JSON with sorted keys (every command's `--json`).
 func printJSON(_ value: some Encodable) throws {
     let encoder = JSONEncoder()

@@ -4,6 +4,7 @@ import AdWorkerRedis
 import ArgumentParser
 import Foundation
 import Logging
+
 struct ProduceCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "produce",

@@ -9,6 +9,7 @@ import Metrics
 import Prometheus
 import ServiceLifecycle
 import UnixSignals
+
 struct RunCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "run",

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+
 /// Resolves settings as flags > environment > `.env` file. Only the CLI reads the environment;
 /// libraries get plain configuration structs.
 struct Settings {

@@ -2,6 +2,7 @@ import AdWorkerPostgres
 import ArgumentParser
 import Foundation
 import Logging
+
 /// `adworker stats --model NAME`: per-model performance over a window, from SQL.
 struct StatsCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

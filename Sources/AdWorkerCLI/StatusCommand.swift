@@ -8,6 +8,7 @@ import AdWorkerCore
 import AdWorkerPostgres
 import AdWorkerRedis
 import Logging
+
 /// `adworker status`: the daemon's `/status` and `/readyz` as a table; without a daemon, what
 /// Redis alone can tell. Exit 0 healthy, 1 degraded, 2 daemon down or unreachable.
 struct StatusCommand: AsyncParsableCommand {

@@ -5,6 +5,7 @@ import Foundation
 import Logging
 import ServiceLifecycle
 import Synchronization
+
 /// `adworker run --processes N`: N worker processes of this same binary, each with its own
 /// consumer names (`<name>-p<i>-<slot>`) and connections. A child that exits with an error or is
 /// killed is restarted with exponential backoff; five crashes of one child within a minute end

@@ -3,6 +3,7 @@ import AdWorkerCore
 import AdWorkerRedis
 import ArgumentParser
 import Foundation
+
 /// Options for commands that run the worker pipeline (`run`, and `bench` for its drain and latency runs).
 struct WorkerOptions: ParsableArguments {
     @Option(help: "Comma-separated record kinds to consume: training, inference (env ADWORKER_STREAMS; default both).")

@@ -1,4 +1,5 @@
 import Foundation
+
 /// A serial executor that runs every job on one dedicated OS thread.
 ///
 /// Connection actors use it as their executor so that "isolated to the connection" means

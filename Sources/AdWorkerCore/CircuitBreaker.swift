@@ -1,5 +1,6 @@
 import Logging
 import Synchronization
+
 /// Tracks one target (PostgreSQL, Redis) for one task: closed while calls succeed, open from the
 /// first failure until the next success. Retries are paced by ``Backoff``; the breaker's job is
 /// to say clearly, once, when a target goes away and when it comes back, instead of one warning

@@ -2,6 +2,7 @@ import AdTelemetryRecords
 public import AdWorkerRedis
 import Foundation
 public import Logging
+
 /// Why a worker refuses to start: another live process uses its consumer name.
 public struct ConsumerNameInUse: Error, CustomStringConvertible {
     public var consumerName: String

@@ -1,4 +1,5 @@
 import AdTelemetryRecords
+
 /// Every decision of one stream consumer's reader, as a value type: the reader loop feeds it
 /// events (a read returned, sinks became free, a claim returned, shutdown) and performs the action
 /// it returns. Generic over the clock's instant, so tests move time by hand.

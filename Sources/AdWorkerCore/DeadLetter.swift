@@ -1,5 +1,6 @@
 public import AdTelemetryRecords
 import AdWorkerRedis
+
 /// A dead letter: an entry that cannot become a row, with why. Written to `<stream>:dead` with the
 /// original fields unchanged plus `dead.*` fields, so it can be read with `redis-cli XRANGE`
 /// and replayed after a fix.

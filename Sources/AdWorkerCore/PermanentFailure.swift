@@ -1,5 +1,6 @@
 import AdWorkerPostgres
 import AdWorkerRedis
+
 /// Failures that retrying cannot fix: the configuration or the servers' set-up must change. The
 /// worker still retries them (nothing is acknowledged, the entries wait in Redis, and the fix
 /// takes effect without a restart), but says so unmistakably: `/readyz` 503 with ``fix``, an

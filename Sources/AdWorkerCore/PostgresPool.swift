@@ -1,6 +1,7 @@
 import AdWorkerPostgres
 import Logging
 import Synchronization
+
 /// A fixed set of PostgreSQL connections that the sinks of all shards of one record kind borrow
 /// for one insert at a time. Sharded streams multiply readers and sinks (one consumer per shard),
 /// not database connections: a kind holds `sinkLanes × concurrency` of them, as many as one

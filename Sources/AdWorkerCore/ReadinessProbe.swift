@@ -2,6 +2,7 @@ public import AdWorkerPostgres
 public import AdWorkerRedis
 public import Logging
 public import ServiceLifecycle
+
 /// Probes Redis and PostgreSQL once a second over one long-lived connection each and records what
 /// it finds in ``WorkerStatus``, so `/readyz` answers from memory: however often it is asked, the
 /// servers see two connections and one probe each per second.

@@ -1,5 +1,6 @@
 public import AdTelemetryRecords
 public import AdWorkerPostgres
+
 /// Turns decoded records into binary COPY rows for `training_data` and `inference_results`.
 ///
 /// - Important: Every row starts with (stream_id, enqueued_at, shard): the Redis entry id and the

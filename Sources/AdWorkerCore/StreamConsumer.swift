@@ -5,6 +5,7 @@ import AsyncAlgorithms
 import Logging
 import ServiceLifecycle
 import Synchronization
+
 /// One consumer of one stream: a reader task whose decisions are a ``ConsumerStateMachine``, and
 /// ``sinkLanes`` sink tasks that each decode a batch, insert it, write its dead letters and
 /// acknowledge it, with connections of their own. The reader hands a batch to a sink only when

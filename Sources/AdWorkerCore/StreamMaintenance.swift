@@ -2,6 +2,7 @@ import AdTelemetryRecords
 public import AdWorkerRedis
 public import Logging
 import Metrics
+
 /// Keeps a stream's memory bounded without losing anything: trims acknowledged history below the
 /// oldest entry any consumer group still needs, and removes consumers of our group that have been
 /// idle for long and own no pending entries.

@@ -3,6 +3,7 @@ import Glibc
 #endif
 public import Logging
 public import ServiceLifecycle
+
 /// systemd's notify protocol (`Type=notify`, `WatchdogSec=`): `READY=1` once start-up is done,
 /// `WATCHDOG=1` every half watchdog interval while the worker is healthy, `STOPPING=1` at
 /// graceful shutdown, and `STATUS=` lines for `systemctl status`. The protocol is one datagram

@@ -1,6 +1,7 @@
 public import AdTelemetryRecords
 public import AdWorkerPostgres
 public import AdWorkerRedis
+
 /// Everything `adworker run` needs; resolved from flags, environment and `.env` by the CLI.
 public struct WorkerConfiguration: Sendable {
     /// Which record kinds to consume; each has its own stream and table.

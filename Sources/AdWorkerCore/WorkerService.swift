@@ -3,6 +3,7 @@ import AdWorkerPostgres
 import AdWorkerRedis
 public import Logging
 public import ServiceLifecycle
+
 /// `adworker run`: for each configured stream, `concurrency` consumers, each with its own Redis
 /// and PostgreSQL connections. On graceful shutdown the consumers stop reading, commit and
 /// acknowledge the batch in hand, and return; in drain mode they return once the streams are empty.

@@ -3,6 +3,7 @@ import AdWorkerPostgres
 import AdWorkerRedis
 public import Metrics
 import Synchronization
+
 /// What the worker is doing, for `/status`, `/readyz` and `/metrics`: every committed batch,
 /// every failed attempt, every consumer's state and each stream's queue pass through here. It
 /// keeps the last minute per stream (per-second buckets) for rates and latency quantiles, and

@@ -2,6 +2,7 @@ public import Hummingbird
 public import HummingbirdCore
 public import Logging
 public import NIOCore
+
 /// Bounds on the HTTP endpoints, so that slow or idle clients can never hold enough file
 /// descriptors to starve the pipeline's own connections.
 public enum HTTPLimits {

@@ -3,6 +3,7 @@ import Foundation
 public import Hummingbird
 public import Logging
 public import Prometheus
+
 /// The worker's HTTP face: `/healthz` (alive), `/readyz` (the last probe found Redis and
 /// PostgreSQL answering, no circuit open, nothing failing), `/metrics` (Prometheus text), `/status` (JSON) and `/` (a page rendering
 /// `/status`). Nothing it serves carries a secret: configuration never appears, only figures.

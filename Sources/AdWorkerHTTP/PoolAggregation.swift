@@ -1,4 +1,5 @@
 public import AdWorkerCore
+
 /// Merging what the worker processes of a pool report into one endpoint.
 public enum PoolAggregation {
     /// Prometheus text from each process, merged into one exposition: each family's HELP and TYPE

@@ -6,6 +6,7 @@ import AdTelemetryRecords
 import AdWorkerCore
 public import Hummingbird
 public import Logging
+
 /// The endpoint of `adworker run --processes N`: the same paths as one worker's, aggregated over
 /// the worker processes, which each serve theirs on loopback. A process that is down makes
 /// `/readyz` answer 503 and shows in `/status` and as `adworker_process_up{process} 0`.

@@ -1,4 +1,5 @@
 public import AdTelemetryRecords
+
 /// Rows in PostgreSQL's binary COPY format, encoded once and addressable by row so a failing
 /// batch can be bisected without encoding anything again.
 ///

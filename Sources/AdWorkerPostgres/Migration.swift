@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+
 /// One versioned SQL file from `schema/`: `NNN_name.sql`.
 public struct Migration: Sendable, Equatable {
     public var version: Int

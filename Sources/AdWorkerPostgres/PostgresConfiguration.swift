@@ -1,6 +1,7 @@
 import AdTelemetryRecords
 internal import CAdWorkerLibPQ
 import Foundation
+
 /// How to reach PostgreSQL; turned into libpq connection parameters.
 public struct PostgresConfiguration: Sendable, CustomStringConvertible {
     public var host: String

@@ -1,4 +1,5 @@
 import Logging
+
 /// How a batch should be inserted.
 public enum InsertPath: Sendable, Equatable {
     /// Direct `COPY` into the table: for entries read for the first time, which cannot be there yet.

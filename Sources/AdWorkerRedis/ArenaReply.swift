@@ -1,5 +1,6 @@
 internal import CAdWorkerHiredis
 internal import CAdWorkerRedisArena
+
 /// A reply read into the connection's arena: its nodes in parse order, read front to back.
 struct ArenaReply {
     struct Node {

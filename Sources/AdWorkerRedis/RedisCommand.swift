@@ -1,4 +1,5 @@
 public import AdTelemetryRecords
+
 /// One Redis command, its arguments already in RESP (`$<length>\r\n<bytes>\r\n` each).
 ///
 /// Built by the caller off the connection's thread, so the connection thread only copies bytes

@@ -1,5 +1,6 @@
 internal import CAdWorkerHiredis
 import Logging
+
 /// Cluster mode (``RedisConfiguration/clusterNodes`` set): hiredis 0.14 knows nothing of Redis
 /// Cluster, so the routing is here. A connection serves one slot (``RedisConfiguration/routingSlot``:
 /// one stream and its dead letters, by their shared hash tag). It asks the cluster which primary

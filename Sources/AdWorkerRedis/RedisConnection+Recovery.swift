@@ -1,5 +1,6 @@
 public import AdTelemetryRecords
 internal import CAdWorkerHiredis
+
 /// One pending entry as the extended `XPENDING` form describes it.
 public struct PendingEntry: Sendable, Equatable {
     public var id: StreamEntryID

@@ -1,5 +1,6 @@
 public import AdTelemetryRecords
 internal import CAdWorkerHiredis
+
 /// A consumer group as `XINFO GROUPS` describes it.
 public struct ConsumerGroupInfo: Sendable, Equatable {
     public var name: String

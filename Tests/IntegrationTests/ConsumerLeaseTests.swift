@@ -2,6 +2,7 @@ import AdWorkerCore
 import AdWorkerRedis
 import Foundation
 import Testing
+
 @Suite("One live process per consumer name, on real servers", .timeLimit(.minutes(1)))
 struct ConsumerLeaseTests {
     /// Two processes with one name would re-read each other's entries as their own pending ones.

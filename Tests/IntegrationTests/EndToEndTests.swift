@@ -7,6 +7,7 @@ import Logging
 import ServiceLifecycle
 import Synchronization
 import Testing
+
 @Suite("Producer → Redis → worker → PostgreSQL, on real servers", .timeLimit(.minutes(3)))
 struct EndToEndTests {
     static func workerConfiguration(prefix: String, postgres: PostgresConfiguration, concurrency: Int = 2) -> WorkerConfiguration {

@@ -13,6 +13,7 @@ import Metrics
 import Prometheus
 import ServiceLifecycle
 import Testing
+
 /// One Prometheus registry for the test process: swift-metrics can be bootstrapped only once.
 enum TestMetrics {
     static let registry: PrometheusCollectorRegistry = {

@@ -1,6 +1,7 @@
 import AdWorkerPostgres
 import Foundation
 import Testing
+
 @Suite("PostgreSQL connection settings against a real server", .timeLimit(.minutes(1)))
 struct PostgresConnectionTests {
     /// With `synchronous_commit = off` as the default, COMMIT returns before the WAL is flushed; the

@@ -3,6 +3,7 @@ import AdWorkerCore
 import AdWorkerPostgres
 import Logging
 import Testing
+
 @Suite("PostgreSQL sink against a real server", .timeLimit(.minutes(1)))
 struct PostgresSinkTests {
     static func rows(_ ids: ClosedRange<UInt64>, badValueAt bad: Set<UInt64> = []) -> BinaryCopyRows {

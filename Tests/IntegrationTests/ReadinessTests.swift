@@ -2,6 +2,7 @@ import AdWorkerCore
 import AdWorkerHTTP
 import AdWorkerRedis
 import Testing
+
 @Suite("Readiness from the probe, on real servers", .timeLimit(.minutes(1)))
 struct ReadinessTests {
     @Test func readyOnlyOnceBothServersAnsweredTheProbe() async throws {

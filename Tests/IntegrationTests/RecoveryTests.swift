@@ -4,6 +4,7 @@ import AdWorkerPostgres
 import AdWorkerRedis
 import Logging
 import Testing
+
 /// Entries left behind by consumers that died, entries delivered too often, and bounded stream
 /// memory: each against the real servers, each ending in exact accounting.
 @Suite("Recovery and stream maintenance, on real servers", .timeLimit(.minutes(3)))

@@ -5,6 +5,7 @@ import AdWorkerPostgres
 import AdWorkerRedis
 import Foundation
 import Testing
+
 /// Against the six-node cluster of `scripts/redis-cluster.sh` (three primaries, three replicas).
 /// Serialized: the tests move slots, which must not happen under each other's keys.
 @Suite("Redis Cluster routing against a real cluster", .serialized, .timeLimit(.minutes(2)))

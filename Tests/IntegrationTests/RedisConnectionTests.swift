@@ -2,6 +2,7 @@ import AdTelemetryRecords
 import AdWorkerRedis
 import Logging
 import Testing
+
 @Suite("Redis streams client against a real redis-server", .timeLimit(.minutes(1)))
 struct RedisConnectionTests {
     @Test func aPendingEntryDeletedFromTheStreamComesBackWithoutFields() async throws {

@@ -3,6 +3,7 @@ import AdTelemetryRecords
 import AdWorkerPostgres
 import AdWorkerRedis
 import Testing
+
 /// A configuration that cannot work ends `adworker run` at once with what to change, instead of
 /// retrying forever; the codes come from the servers (SQLSTATE, Redis's reply prefix).
 @Suite("Refusals at start-up, on real servers", .timeLimit(.minutes(1)))

@@ -4,6 +4,7 @@ import AdWorkerRedis
 import Foundation
 import Logging
 import Testing
+
 /// The Redis and PostgreSQL that `scripts/dev-services.sh` starts; the environment may point
 /// elsewhere with the same variables the daemon reads. A missing server fails the test: CI
 /// always starts them, so a skip would only hide a broken setup.

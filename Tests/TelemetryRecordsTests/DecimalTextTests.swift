@@ -1,5 +1,6 @@
 import AdTelemetryRecords
 import Testing
+
 @Suite("Decimal text")
 struct DecimalTextTests {
     /// Same value, bit for bit, as Double(String) for decimal numbers; nil for anything else.

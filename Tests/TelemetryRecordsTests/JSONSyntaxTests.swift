@@ -1,5 +1,6 @@
 import AdTelemetryRecords
 import Testing
+
 @Suite("JSON syntax check")
 struct JSONSyntaxTests {
     @Test(arguments: [

@@ -1,5 +1,6 @@
 import AdTelemetryRecords
 import Testing
+
 @Suite("Stream entry ids")
 struct StreamEntryIDTests {
     @Test func parsesAndPrintsTheRedisForm() throws {

@@ -1,5 +1,6 @@
 import AdTelemetryRecords
 import Testing
+
 /// Collects encoded fields the way XADD would send them.
 struct FieldCollector: StreamFieldWriter {
     var fields = StreamFields()

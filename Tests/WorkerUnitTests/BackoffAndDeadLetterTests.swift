@@ -3,6 +3,7 @@ import AdTelemetryRecords
 @testable import AdWorkerPostgres
 import AdWorkerRedis
 import Testing
+
 @Suite("Backoff")
 struct BackoffTests {
     struct Fixed: RandomNumberGenerator {

@@ -2,6 +2,7 @@ import AdTelemetryRecords
 @testable import AdWorkerCore
 @testable import AdWorkerPostgres
 import Testing
+
 @Suite("Binary COPY encoding")
 struct BinaryCopyRowsTests {
     @Test func framesAnyRunOfRowsWithHeaderAndTrailer() {

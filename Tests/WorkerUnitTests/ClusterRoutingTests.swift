@@ -1,5 +1,6 @@
 import AdWorkerRedis
 import Testing
+
 @Suite("Redis Cluster: slots, shard names, redirects and slot maps")
 struct ClusterRoutingTests {
     @Test func crc16IsRedisCluster() {

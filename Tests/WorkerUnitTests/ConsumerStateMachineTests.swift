@@ -1,6 +1,7 @@
 import AdTelemetryRecords
 @testable import AdWorkerCore
 import Testing
+
 @Suite("Consumer state machine")
 struct ConsumerStateMachineTests {
     typealias Machine = ConsumerStateMachine<ContinuousClock.Instant>

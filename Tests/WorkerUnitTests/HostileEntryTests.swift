@@ -2,6 +2,7 @@ import AdTelemetryRecords
 @testable import AdWorkerCore
 import AdWorkerPostgres
 import Testing
+
 /// Entries no producer of ours writes but anyone with XADD can: every one must decode to a row
 /// that encodes, or be refused with a reason. A trap here would crash the worker on every restart.
 @Suite("Hostile entries")

@@ -2,6 +2,7 @@ import AdWorkerCore
 import AdWorkerHTTP
 import Foundation
 import Testing
+
 @Suite("Pool aggregation")
 struct PoolAggregationTests {
     @Test func mergedMetricsKeepEachFamilyOnceAndLabelEveryProcess() {

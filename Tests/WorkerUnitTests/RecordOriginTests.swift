@@ -1,6 +1,7 @@
 @testable import AdTelemetry
 import AdTelemetryRecords
 import Testing
+
 @Suite("Record origins and looking up records of a cut pipeline")
 struct RecordOriginTests {
     @Test func originFieldRoundTripsAndRefusesOtherText() {

@@ -6,6 +6,7 @@ import Foundation
 import Logging
 import Synchronization
 import Testing
+
 /// The notify protocol against a real datagram socket, read the way systemd reads it.
 @Suite struct SystemdNotifierTests {
     /// A bound `SOCK_DGRAM` Unix socket, as systemd's `$NOTIFY_SOCKET`.

@@ -1,5 +1,6 @@
 import AdWorkerPostgres
 import Testing
+
 @Suite struct TimescaleSetupTests {
     typealias Facts = TimescaleSetup.Facts
     let tables = ["training_data", "inference_results"]

@@ -3,6 +3,7 @@ import AdTelemetryRecords
 import AdWorkerPostgres
 import Foundation
 import Testing
+
 @Suite struct WorkerStatusTests {
     static func batch(_ rows: Int, stream: String = "training", latency: Int64 = 3) -> BatchReport {
         let now = Timestamp.now()

@@ -1,6 +1,7 @@
 import AdTelemetryRecords
 import AdWorkerCore
 import AdWorkerPostgres
+
 /// One fuzz input as a stream entry: 8 bytes of id milliseconds, 8 of sequence, one byte for the
 /// record kind, then fields as (name length, name, value length, value) with one-byte lengths.
 /// The id's bytes come first so the fuzzer reaches the extreme ids quickly.
