@@ -4,6 +4,7 @@ public import Logging
 import Metrics
 public import ServiceLifecycle
 import Synchronization
+
 /// Sends training and inference records to Redis Streams from an API service.
 ///
 /// Sends from any number of tasks are gathered and written as pipelined XADDs on one connection
@@ -486,7 +487,7 @@ public actor TelemetryProducer: Service {
                 continue
             }
             let closedAt = await self.closedAt
-            let lookupError = await settleUnknownOutcomes(&sends, on: connections, closedAt: closedAt)
+            let lookup = await settleUnknownOutcomes(&sends, on: connections, closedAt: closedAt)
             // Only what is not settled yet goes out: a retried send keeps its earlier successes.
             var outstanding: [(send: Int, command: Int)] = []
             for (sendIndex, send) in sends.enumerated() {
@@ -505,36 +506,30 @@ public actor TelemetryProducer: Service {
             // Records still to be looked for wait, like those held back: Redis is not answering.
             let stillUnknown = sends.reduce(0) { send, pending in send + pending.lookFrom.indices.count { pending.lookFrom[$0] != nil && pending.results[$0] == nil } }
             var heldBack = 0
-            var lastError = lookupError
+            var lastError = lookup.error
             for (position, place) in outstanding.enumerated() {
                 switch results[position] {
                 case .success(let id):
                     sends[place.send].results[place.command] = .success(id)
                 case .failure(let error):
                     lastError = error
-                    let deadline = retryDeadline(for: sends[place.send], closedAt: closedAt)
-                    let retrying = now < deadline && !Task.isCancelled
-                    if retrying, Self.isSafeToResend(error) {
-                        sends[place.send].firstRetryAt = sends[place.send].firstRetryAt ?? now
-                        heldBack += 1
-                    } else if retrying, Self.hasUnknownOutcome(error) {
-                        sends[place.send].firstRetryAt = sends[place.send].firstRetryAt ?? now
+                    let unknown = Self.hasUnknownOutcome(error)
+                    if unknown {
+                        // Looked for before it is sent again, here or (given up) from the spool.
                         sends[place.send].lookFrom[place.command] = UnknownOutcomeLookup.start(
                             lastConfirmed: lastConfirmed[routes[position]], sentAtMilliseconds: sentAt)
+                    }
+                    let deadline = retryDeadline(for: sends[place.send], closedAt: closedAt)
+                    if now < deadline, !Task.isCancelled, unknown || Self.isSafeToResend(error) {
+                        sends[place.send].firstRetryAt = sends[place.send].firstRetryAt ?? now
                         heldBack += 1
                     } else {
-                        if Self.hasUnknownOutcome(error) {
-                            // Kept for the spool: a record given up here is looked for before it is sent again.
-                            sends[place.send].lookFrom[place.command] = UnknownOutcomeLookup.start(
-                                lastConfirmed: lastConfirmed[routes[position]], sentAtMilliseconds: sentAt)
-                        }
                         sends[place.send].results[place.command] = .failure(Self.failure(error))
                     }
                 }
             }
             if heldBack > 0 { retried.increment(by: heldBack) }
-            let confirmed = results.contains { if case .success = $0 { true } else { false } }
-                || sends.contains { $0.results.contains { if case .success = $0 { true } else { false } } }
+            let confirmed = lookup.found > 0 || results.contains { if case .success = $0 { true } else { false } }
             await noteAvailability(heldBack: heldBack + stillUnknown, confirmed: confirmed, error: lastError)
             var unsettled: [PendingSend] = []
             var settledRecords = 0
@@ -565,7 +560,7 @@ public actor TelemetryProducer: Service {
                 failed.increment(by: results.count - successes - spooled)
                 if successes + spooled < results.count {
                     logger.warning(
-                        "adtelemetry send failed", metadata: ["adtelemetry_records": "\(results.count - successes)", "adtelemetry_error": "\(lastError.map(\.description) ?? "?")"]
+                        "adtelemetry send failed", metadata: ["adtelemetry_records": "\(results.count - successes - spooled)", "adtelemetry_error": "\(lastError.map(\.description) ?? "?")"]
                     )
                 }
                 sendLatency.record(duration: send.enqueuedAt.duration(to: now))
@@ -589,11 +584,12 @@ public actor TelemetryProducer: Service {
     /// For every command whose outcome is unknown: reads its stream from where it may be, and
     /// settles those Redis holds with their ids; the rest are cleared to be sent again. A stream
     /// that cannot be read yet keeps its commands unknown, until the retry deadline fails them.
-    /// - Returns: The last lookup's error, if one failed.
+    /// - Returns: How many records Redis was found to hold, and the last lookup's error, if one failed.
     private nonisolated func settleUnknownOutcomes(
         _ sends: inout [PendingSend], on connections: [RedisConnection], closedAt: ContinuousClock.Instant?
-    ) async -> RedisError? {
+    ) async -> (found: Int, error: RedisError?) {
         var lookupError: RedisError?
+        var found = 0
         var byRoute: [Int: [(send: Int, command: Int)]] = [:]
         for (sendIndex, send) in sends.enumerated() {
             for (commandIndex, start) in send.lookFrom.enumerated() where start != nil && send.results[commandIndex] == nil {
@@ -610,6 +606,7 @@ public actor TelemetryProducer: Service {
                     sends[place.send].lookFrom[place.command] = nil
                     if let id = stored[sends[place.send].origins[place.command]] { sends[place.send].results[place.command] = .success(id) }
                 }
+                found += stored.count
                 unknownOutcome("stored", count: stored.count)
                 unknownOutcome("resent", count: places.count - stored.count)
             } catch {
@@ -621,7 +618,7 @@ public actor TelemetryProducer: Service {
                 }
             }
         }
-        return lookupError
+        return (found, lookupError)
     }
 
     /// Pages through `stream` from `start` to its end (or until every wanted record is found).

@@ -5,6 +5,7 @@ import Foundation
 import Prometheus
 import Synchronization
 import Testing
+
 /// The producer against a redis-server that is not there yet: records wait and are sent once it
 /// answers, instead of failing. A real redis-server, started by the test on a free port.
 @Suite("Producer retries what Redis certainly did not store", .timeLimit(.minutes(1)))
@@ -17,18 +18,8 @@ struct ProducerRetryTests {
         let producer = TelemetryProducer(configuration: TelemetryProducerConfiguration(redis: redis, streamPrefix: "retry:"), logger: TestServers.logger)
         var telemetry = SyntheticTelemetry(seed: 3)
         let records = (0..<500).map { TelemetryRecord.inference(telemetry.inference(model: "m", requestID: "r-\($0)")) }
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("adworker-retry-\(port)").path
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        // In the foreground as this process's child, ended by SIGKILL: never waited for here
-        // (Foundation's waitUntilExit hung from a test task).
-        let server = Process()
-        server.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        server.arguments = ["redis-server", "--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", directory]
-        server.standardOutput = FileHandle.nullDevice
-        server.standardError = FileHandle.nullDevice
-        // SIGKILL, not terminate(): the child inherits the test process's blocked signals, and a
-        // SIGTERM it never receives left these servers running after the tests.
-        defer { if server.processIdentifier > 0 { kill(server.processIdentifier, SIGKILL) } }
+        let server = try privateRedisServer(port: port)
+        defer { stop(server) }
         let results = try await EndToEndTests.withRunningProducer(producer) {
             async let sent = producer.send(records)
             // Nothing listens yet: every attempt is refused, and the records wait.
@@ -61,15 +52,9 @@ struct ProducerCutPipelineTests {
         let port = Int.random(in: 46_001...47_000)
         var redis = TestServers.redis
         redis.port = port
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("adworker-cut-\(port)").path
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        let server = Process()
-        server.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        server.arguments = ["redis-server", "--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", directory]
-        server.standardOutput = FileHandle.nullDevice
-        server.standardError = FileHandle.nullDevice
+        let server = try privateRedisServer(port: port)
         try server.run()
-        defer { kill(server.processIdentifier, SIGKILL) }
+        defer { stop(server) }
         for _ in 0..<100 {
             let answer = try? await RedisConnection.withConnection(redis, logger: TestServers.logger) { try await $0.ping() }
             if answer?.string == "PONG" { break }
@@ -121,4 +106,23 @@ struct ProducerCutPipelineTests {
 
 private final class KillTally: Sendable {
     let count = Mutex(0)
+}
+
+/// A redis-server of the test's own on `port`, not started yet: in the foreground as this
+/// process's child, never waited for (Foundation's waitUntilExit hung from a test task).
+private func privateRedisServer(port: Int) throws -> Process {
+    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("adworker-redis-\(port)").path
+    try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+    let server = Process()
+    server.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    server.arguments = ["redis-server", "--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", directory]
+    server.standardOutput = FileHandle.nullDevice
+    server.standardError = FileHandle.nullDevice
+    return server
+}
+
+/// SIGKILL, not terminate(): the child inherits the test process's blocked signals, and a SIGTERM
+/// it never received left these servers running after the tests.
+private func stop(_ server: Process) {
+    if server.processIdentifier > 0 { kill(server.processIdentifier, SIGKILL) }
 }
