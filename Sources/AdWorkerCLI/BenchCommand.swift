@@ -86,6 +86,42 @@ struct BenchCommand: AsyncParsableCommand {
         var p99Milliseconds: Double
         var p999Milliseconds: Double
         var maximumMilliseconds: Double
+        /// Where the slowest 1 % of entries (latency at or above p99) spent their time, on average.
+        var slowestPercent: LatencyStages
+        /// How long a sink stayed busy after a commit, acknowledging (p50, p99 over batches).
+        var acknowledgeP50Milliseconds: Double
+        var acknowledgeP99Milliseconds: Double
+    }
+
+    /// An entry's end-to-end latency split into its stages, in milliseconds.
+    struct LatencyStages: Encodable {
+        /// From XADD until the reader had the entry: Redis, the reply's way to the reader, and the
+        /// millisecond rounding of the entry id (up to 1 ms).
+        var redisToReader: Double = 0
+        /// Read, waiting for a free sink.
+        var buffered: Double = 0
+        /// Handed over, until a sink task ran with it.
+        var queued: Double = 0
+        /// Decoding and encoding.
+        var prepared: Double = 0
+        /// COPY and COMMIT.
+        var inserted: Double = 0
+
+        static func mean(_ stages: [LatencyStages]) -> LatencyStages {
+            guard !stages.isEmpty else { return LatencyStages() }
+            let count = Double(stages.count)
+            return LatencyStages(
+                redisToReader: stages.map(\.redisToReader).reduce(0, +) / count, buffered: stages.map(\.buffered).reduce(0, +) / count,
+                queued: stages.map(\.queued).reduce(0, +) / count, prepared: stages.map(\.prepared).reduce(0, +) / count,
+                inserted: stages.map(\.inserted).reduce(0, +) / count
+            )
+        }
+    }
+
+    /// One entry's latency and its stages.
+    struct LatencySample {
+        var milliseconds: Double
+        var stages: LatencyStages
     }
 
     /// Medians over the rounds, and the rounds themselves.
@@ -177,12 +213,17 @@ struct BenchCommand: AsyncParsableCommand {
         // (d) Latency at fixed rates: commit time minus entry id time, for every entry.
         var latency: [Latency] = []
         for rate in rates {
-            let samples = try await measureLatency(rate: rate, configuration: configuration, kind: kind, logger: logger)
+            let (measuredSamples, acknowledgeMilliseconds) = try await measureLatency(rate: rate, configuration: configuration, kind: kind, logger: logger)
+            let samples = measuredSamples.map(\.milliseconds)
+            let p99 = Self.percentile(samples, 0.99)
             latency.append(
                 Latency(
                     rate: rate, entries: samples.count, p50Milliseconds: Self.percentile(samples, 0.50),
-                    p99Milliseconds: Self.percentile(samples, 0.99), p999Milliseconds: Self.percentile(samples, 0.999),
-                    maximumMilliseconds: samples.max() ?? 0
+                    p99Milliseconds: p99, p999Milliseconds: Self.percentile(samples, 0.999),
+                    maximumMilliseconds: samples.max() ?? 0,
+                    slowestPercent: LatencyStages.mean(measuredSamples.filter { $0.milliseconds >= p99 }.map(\.stages)),
+                    acknowledgeP50Milliseconds: Self.percentile(acknowledgeMilliseconds, 0.5),
+                    acknowledgeP99Milliseconds: Self.percentile(acknowledgeMilliseconds, 0.99)
                 )
             )
             log(String(format: "latency at %d/s: p50 %.1f ms, p99 %.1f ms, p99.9 %.1f ms", rate, latency.last!.p50Milliseconds,
@@ -373,29 +414,43 @@ struct BenchCommand: AsyncParsableCommand {
         return kilobytes * 1024
     }
 
-    /// Runs the worker while producing at `rate`; returns every entry's latency in ms, in the
+    /// Runs the worker while producing at `rate`; returns every entry's latency and stages, in the
     /// steady state: half a second at the rate goes first as a warm-up, committed before the
     /// measured entries are sent, so the worker's start (connections, the first trim of the last
     /// run's entries) is not counted as latency.
-    private func measureLatency(rate latencyRate: Int, configuration: WorkerConfiguration, kind: RecordKind, logger: Logger) async throws -> [Double] {
+    private func measureLatency(rate latencyRate: Int, configuration: WorkerConfiguration, kind: RecordKind, logger: Logger) async throws -> (
+        samples: [LatencySample], acknowledgeMilliseconds: [Double]
+    ) {
         var configuration = configuration
         configuration.drain = false
         let target = latencyRate * latencySeconds
         let warmUp = max(100, latencyRate / 2)
         struct Progress {
             var committed = 0
-            var samples: [Double] = []
+            var samples: [LatencySample] = []
+            var acknowledgeMilliseconds: [Double] = []
         }
         let progress = Mutex(Progress())
         let warmedUp = AsyncStream<Void>.makeStream()
         let allAcknowledged = AsyncStream<Void>.makeStream()
         let service = WorkerService(configuration: configuration, logger: logger) { report in
             let (warm, done) = progress.withLock { progress in
+                let stages = report.stages
+                func milliseconds(_ duration: Duration) -> Double { duration.inSeconds * 1000 }
+                if progress.committed >= warmUp { progress.acknowledgeMilliseconds.append(milliseconds(stages.acknowledged)) }
                 for enqueued in report.enqueuedAt {
                     progress.committed += 1
-                    if progress.committed > warmUp {
-                        progress.samples.append(Double(report.committedAt.millisecondsSinceEpoch - enqueued.millisecondsSinceEpoch))
-                    }
+                    guard progress.committed > warmUp else { continue }
+                    let sinceAdd = Double(stages.committedAtMicroseconds - enqueued.millisecondsSinceEpoch * 1000) / 1000
+                    progress.samples.append(
+                        LatencySample(
+                            milliseconds: Double(report.committedAt.millisecondsSinceEpoch - enqueued.millisecondsSinceEpoch),
+                            stages: LatencyStages(
+                                redisToReader: max(0, sinceAdd - milliseconds(stages.inWorker)), buffered: milliseconds(stages.buffered),
+                                queued: milliseconds(stages.queued), prepared: milliseconds(stages.prepared), inserted: milliseconds(stages.inserted)
+                            )
+                        )
+                    )
                 }
                 return (progress.committed >= warmUp, progress.samples.count >= target)
             }
@@ -417,7 +472,7 @@ struct BenchCommand: AsyncParsableCommand {
             await group.triggerGracefulShutdown()
             try await tasks.waitForAll()
         }
-        return progress.withLock { $0.samples }
+        return progress.withLock { ($0.samples, $0.acknowledgeMilliseconds) }
     }
 
     static func percentile(_ values: [Double], _ quantile: Double) -> Double {
@@ -438,6 +493,10 @@ struct BenchCommand: AsyncParsableCommand {
             String(
                 format: "  latency @ %6d/s (%d entries, sends of %d ms)   p50 %.1f ms   p99 %.1f ms   p99.9 %.1f ms   max %.1f ms", latency.rate,
                 latency.entries, report.latencyBurstMilliseconds, latency.p50Milliseconds, latency.p99Milliseconds, latency.p999Milliseconds, latency.maximumMilliseconds
+            ) + String(
+                format: "\n      slowest 1 %%, mean ms: Redis to reader %.1f, buffered %.1f, queued %.1f, prepared %.1f, COPY+COMMIT %.1f; then XACK p50 %.1f p99 %.1f",
+                latency.slowestPercent.redisToReader, latency.slowestPercent.buffered, latency.slowestPercent.queued,
+                latency.slowestPercent.prepared, latency.slowestPercent.inserted, latency.acknowledgeP50Milliseconds, latency.acknowledgeP99Milliseconds
             )
         }.joined(separator: "\n")
         return """

@@ -35,6 +35,9 @@ struct ConsumerStateMachine<Instant: InstantProtocol> where Instant.Duration == 
         var redelivered: Bool
         /// Delivery counts of redelivered entries; fresh entries have been delivered once.
         var deliveries: [StreamEntryID: Int] = [:]
+        /// When the read that returned the oldest of these fresh entries ended (for what is left of
+        /// a batch split under its bounds, when the first part was handed over); nil when redelivered.
+        var readAt: Instant? = nil
 
         /// The same entries (by id), path and counts.
         static func == (lhs: Batch, rhs: Batch) -> Bool {
@@ -260,6 +263,7 @@ struct ConsumerStateMachine<Instant: InstantProtocol> where Instant.Duration == 
             count += 1
         }
         let entries = Array(buffer.prefix(count))
+        let readAt = oldestArrival
         if count == buffer.count {
             buffer.removeAll(keepingCapacity: true)
         } else {
@@ -267,6 +271,6 @@ struct ConsumerStateMachine<Instant: InstantProtocol> where Instant.Duration == 
         }
         bufferBytes -= bytes
         oldestArrival = buffer.isEmpty ? nil : now
-        return .handOff(Batch(entries: entries, redelivered: false))
+        return .handOff(Batch(entries: entries, redelivered: false, readAt: readAt))
     }
 }

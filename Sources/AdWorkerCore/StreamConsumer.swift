@@ -6,6 +6,10 @@ import Logging
 import ServiceLifecycle
 import Synchronization
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// One consumer of one stream: a reader task whose decisions are a ``ConsumerStateMachine``, and
 /// ``sinkLanes`` sink tasks that each decode a batch, insert it, write its dead letters and
 /// acknowledge it, with connections of their own. The reader hands a batch to a sink only when
@@ -22,6 +26,8 @@ struct StreamConsumer {
     static let sinkLanes = 2
 
     typealias Machine = ConsumerStateMachine<ContinuousClock.Instant>
+    /// A batch on its way to a sink, with when the reader let go of it.
+    typealias HandedOver = (batch: Machine.Batch, at: ContinuousClock.Instant)
 
     /// Entries read together, decoded and encoded as COPY rows; `redelivered` ones may already be
     /// in the table.
@@ -34,6 +40,10 @@ struct StreamConsumer {
         /// Entries that did not decode, or were delivered too often.
         var deadLetters: [DeadLetter]
         var deliveries: [StreamEntryID: Int] = [:]
+        /// The read of its oldest entry (fresh batches), its hand-over and when a sink took it.
+        var readAt: ContinuousClock.Instant?
+        var handedOverAt: ContinuousClock.Instant
+        var takenAt: ContinuousClock.Instant
     }
 
     let kind: RecordKind
@@ -99,7 +109,7 @@ struct StreamConsumer {
         status?.declare(stream: stream)
         status?.consumer(consumer, stream: stream, state: "running")
         defer { status?.consumer(consumer, stream: stream, state: "stopped") }
-        let batches = AsyncChannel<Machine.Batch>()
+        let batches = AsyncChannel<HandedOver>()
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
                 defer { batches.finish() }
@@ -126,45 +136,48 @@ struct StreamConsumer {
     }
 
     /// Performs what the state machine decides, feeding it what happened, until it finishes.
-    private func read(into batches: AsyncChannel<Machine.Batch>) async throws {
+    private func read(into batches: AsyncChannel<HandedOver>) async throws {
         let clock = ContinuousClock()
         var machine = Machine(configuration: machineConfiguration, now: clock.now)
         try await RedisConnection.withConnection(configuration.redis.routed(by: stream), logger: logger, connectImmediately: false) { redis in
-            while true {
-                // Reads run on the connection's own thread and do not see cancellation; check it here.
-                try Task.checkCancellation()
-                if Task.isShuttingDownGracefully { machine.shutDown() }
-                machine.sinksFreed(freedLanes.takeFreed())
-                machine.sinkCircuit(isOpen: sinkBreakers.contains { $0.postgres.isOpen || $0.redis.isOpen })
-                switch machine.nextAction(at: clock.now) {
-                case .readOwnPending(let after, let count):
-                    let entries = try await readWithRetry(redis, position: .pending(after: after), count: count, block: nil)
-                    if !entries.isEmpty {
-                        logger.info("re-reading own pending entries", metadata: [LogKey.batchSize: "\(entries.count)"])
+            // The loop runs on the connection's thread: each read is a call, not two thread hops.
+            try await withTaskExecutorPreference(redis.taskExecutor) {
+                while true {
+                    // Reads run on the connection's own thread and do not see cancellation; check it here.
+                    try Task.checkCancellation()
+                    if Task.isShuttingDownGracefully { machine.shutDown() }
+                    machine.sinksFreed(freedLanes.takeFreed())
+                    machine.sinkCircuit(isOpen: sinkBreakers.contains { $0.postgres.isOpen || $0.redis.isOpen })
+                    switch machine.nextAction(at: clock.now) {
+                    case .readOwnPending(let after, let count):
+                        let entries = try await readWithRetry(redis, position: .pending(after: after), count: count, block: nil)
+                        if !entries.isEmpty {
+                            logger.info("re-reading own pending entries", metadata: [LogKey.batchSize: "\(entries.count)"])
+                        }
+                        machine.ownPendingReturned(try await redelivered(entries, redis))
+                    case .readNew(let count, let block):
+                        let entries = try await readWithRetry(redis, position: .new, count: count, block: block)
+                        // Nothing new and nothing in this consumer's sinks: keeping up. A batch
+                        // still in a sink is not progress (that sink may be stuck).
+                        if entries.isEmpty && inFlight.isEmpty { status?.caughtUp(stream: stream) }
+                        machine.readReturned(entries, at: clock.now)
+                    case .claim(let cursor, let count):
+                        let (claimed, next) = try await reclaim(redis, cursor: cursor, count: count)
+                        machine.claimReturned(claimed, next: next, at: clock.now)
+                    case .handOff(let batch):
+                        inFlight.insert(batch.entries)
+                        await batches.send((batch, clock.now))
+                    case .waitForSink:
+                        machine.sinksFreed(await freedLanes.wait())
+                    case .checkPending:
+                        machine.pendingChecked(othersHoldPending: try await othersHoldPending(redis), at: clock.now)
+                    case .sleep(let duration):
+                        try await Task.sleep(for: duration)
+                        machine.slept()
+                    case .finish:
+                        if configuration.drain { logger.debug("stream drained") }
+                        return
                     }
-                    machine.ownPendingReturned(try await redelivered(entries, redis))
-                case .readNew(let count, let block):
-                    let entries = try await readWithRetry(redis, position: .new, count: count, block: block)
-                    // Nothing new and nothing in this consumer's sinks: keeping up. A batch
-                    // still in a sink is not progress (that sink may be stuck).
-                    if entries.isEmpty && inFlight.isEmpty { status?.caughtUp(stream: stream) }
-                    machine.readReturned(entries, at: clock.now)
-                case .claim(let cursor, let count):
-                    let (claimed, next) = try await reclaim(redis, cursor: cursor, count: count)
-                    machine.claimReturned(claimed, next: next, at: clock.now)
-                case .handOff(let batch):
-                    inFlight.insert(batch.entries)
-                    await batches.send(batch)
-                case .waitForSink:
-                    machine.sinksFreed(await freedLanes.wait())
-                case .checkPending:
-                    machine.pendingChecked(othersHoldPending: try await othersHoldPending(redis), at: clock.now)
-                case .sleep(let duration):
-                    try await Task.sleep(for: duration)
-                    machine.slept()
-                case .finish:
-                    if configuration.drain { logger.debug("stream drained") }
-                    return
                 }
             }
         }
@@ -236,12 +249,13 @@ struct StreamConsumer {
     }
 
     /// Decodes and encodes entries; those that do not decode become dead letters.
-    private func prepare(_ read: Machine.Batch) -> Batch {
+    private func prepare(_ handedOver: HandedOver, takenAt: ContinuousClock.Instant) -> Batch {
+        let read = handedOver.batch
         let decoder = WireDecoder(maximumEntryBytes: configuration.maximumEntryBytes)
         let entries = read.entries
         var batch = Batch(
             entries: entries, redelivered: read.redelivered, rows: BinaryCopyRows(reservingBytes: entries.count * 256),
-            entryIndexOfRow: [], deadLetters: []
+            entryIndexOfRow: [], deadLetters: [], readAt: read.readAt, handedOverAt: handedOver.at, takenAt: takenAt
         )
         batch.entryIndexOfRow.reserveCapacity(entries.count)
         batch.deliveries = read.deliveries
@@ -272,11 +286,14 @@ struct StreamConsumer {
 
     // MARK: Sink
 
-    private func sink(from batches: AsyncChannel<Machine.Batch>, breakers: SinkBreakers) async throws {
+    private func sink(from batches: AsyncChannel<HandedOver>, breakers: SinkBreakers) async throws {
         try await RedisConnection.withConnection(configuration.redis.routed(by: stream), logger: logger, connectImmediately: false) { redis in
-            for await batch in batches {
-                try await process(prepare(batch), redis: redis, breakers: breakers)
-                freedLanes.release()
+            // On the thread of the connection that acknowledges: only the insert hops.
+            try await withTaskExecutorPreference(redis.taskExecutor) {
+                for await batch in batches {
+                    try await process(prepare(batch, takenAt: ContinuousClock.now), redis: redis, breakers: breakers)
+                    freedLanes.release()
+                }
             }
         }
     }
@@ -305,8 +322,14 @@ struct StreamConsumer {
         }
 
         // End-to-end latency ends here, at the commit: what a query can see.
-        let committedAt = Timestamp.now()
-        let insertDuration = insertStart.duration(to: clock.now)
+        let committedAtMicroseconds = Self.wallClockMicroseconds()
+        let committedAt = Timestamp(millisecondsSinceEpoch: committedAtMicroseconds / 1000)
+        let committedInstant = clock.now
+        let insertDuration = insertStart.duration(to: committedInstant)
+        var stages = BatchStages(
+            buffered: batch.readAt.map { $0.duration(to: batch.handedOverAt) } ?? .zero, queued: batch.handedOverAt.duration(to: batch.takenAt),
+            prepared: batch.takenAt.duration(to: insertStart), inserted: insertDuration, committedAtMicroseconds: committedAtMicroseconds
+        )
         let ids = batch.entries.map(\.id)
         // The rows are committed: acknowledge their entries on their own. XACK adds nothing, so
         // Redis takes it even at maxmemory, where the dead letters' XADD is refused.
@@ -316,6 +339,7 @@ struct StreamConsumer {
             try await redis.acknowledge(stored, in: stream, group: configuration.group)
         }
         let written = try await writeDeadLetters(deadLetters, redis: redis, breakers: breakers)
+        stages.acknowledged = committedInstant.duration(to: clock.now)
         inFlight.remove(ids)
         logger.debug(
             "batch committed",
@@ -329,7 +353,7 @@ struct StreamConsumer {
             stream: stream, entries: acknowledged, insertedRows: outcome.insertedRows,
             duplicateRows: outcome.duplicateRows, deadLettered: written.count,
             path: outcome.fellBackToIdempotentPath ? .idempotent : path, committedAt: committedAt, acknowledgedAt: .now(),
-            enqueuedAt: (stored + written.map(\.entry.id)).map(\.timestamp)
+            enqueuedAt: (stored + written.map(\.entry.id)).map(\.timestamp), stages: stages
         )
         status?.recordBatch(report, deadLetterCodes: written.map(\.code), insertDuration: insertDuration)
         onBatch(report)
@@ -382,6 +406,12 @@ struct StreamConsumer {
         }
         status?.problem(problemKey, nil)
         return written
+    }
+
+    static func wallClockMicroseconds() -> Int64 {
+        var spec = timespec()
+        clock_gettime(CLOCK_REALTIME, &spec)
+        return Int64(spec.tv_sec) * 1_000_000 + Int64(spec.tv_nsec) / 1000
     }
 
     static func ping(_ redis: RedisConnection) async throws {

@@ -34,6 +34,8 @@ public actor RedisConnection {
     static let pipelineChunk = 256
 
     public nonisolated var unownedExecutor: UnownedSerialExecutor { executor.asUnownedSerialExecutor() }
+    /// The connection's thread, for a task that mostly talks to this connection to run on.
+    public nonisolated var taskExecutor: any TaskExecutor { executor }
 
     private init(configuration: RedisConfiguration, logger: Logger) {
         self.configuration = configuration

@@ -86,6 +86,17 @@ struct ConsumerStateMachineTests {
         #expect(machine.bufferedEntries == 80)
     }
 
+    @Test func aBatchCarriesWhenItsOldestEntryWasRead() {
+        var machine = withBothSinksBusy()
+        let firstRead = start.advanced(by: .milliseconds(3))
+        machine.readReturned(Self.entries(2..<5), at: firstRead)
+        machine.readReturned(Self.entries(5..<9), at: firstRead.advanced(by: .milliseconds(2)))
+        machine.sinksFreed(1)
+        let batch = Self.handedOff(machine.nextAction(at: firstRead.advanced(by: .milliseconds(7))))
+        #expect(batch?.entries.count == 7)
+        #expect(batch?.readAt == firstRead)
+    }
+
     @Test func anEmptyReadWithEverySinkBusyWaitsForASink() {
         var machine = withBothSinksBusy()
         machine.readReturned(Self.entries(2..<3), at: start)

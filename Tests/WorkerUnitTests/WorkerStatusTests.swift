@@ -9,7 +9,8 @@ import Testing
         let now = Timestamp.now()
         return BatchReport(
             stream: stream, entries: rows, insertedRows: rows, duplicateRows: 0, deadLettered: 0, path: .fast, committedAt: now,
-            acknowledgedAt: now, enqueuedAt: Array(repeating: Timestamp(millisecondsSinceEpoch: now.millisecondsSinceEpoch - latency), count: rows)
+            acknowledgedAt: now, enqueuedAt: Array(repeating: Timestamp(millisecondsSinceEpoch: now.millisecondsSinceEpoch - latency), count: rows),
+            stages: BatchStages(buffered: .zero, queued: .zero, prepared: .zero, inserted: .milliseconds(1), committedAtMicroseconds: now.millisecondsSinceEpoch * 1000)
         )
     }
 
