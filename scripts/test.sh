@@ -179,6 +179,9 @@ for latency in report["latency"]:
     assert latency["entries"] > 0
     assert 0 <= latency["p50Milliseconds"] <= latency["p99Milliseconds"] <= latency["p999Milliseconds"] <= latency["maximumMilliseconds"], report
 assert report["drainPeakRSSGrowthBytes"] > 0, report
+# CPU per row, read from /proc: the bench process and the local PostgreSQL always work.
+for cpu in [report["drainCPU"]] + [latency["cpu"] for latency in report["latency"]]:
+    assert cpu["benchMicroseconds"] > 0 and cpu["postgresMicroseconds"] > 0 and 0 < cpu["machineBusy"] <= 1, report
 PY
 
 log "CLI on the Redis Cluster with 3 shards: produce, drain, status, dlq per shard"

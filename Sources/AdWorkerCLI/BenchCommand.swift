@@ -67,6 +67,8 @@ struct BenchCommand: AsyncParsableCommand {
         /// before it: what the worker's buffers, batches and connections took (the bench holds
         /// its own records beside it, so the absolute figure would overstate the worker).
         var drainPeakRSSGrowthBytes: Int
+        /// CPU per row during the drain: the worker alone in this process.
+        var drainCPU: ProcessCPU.PerRow
     }
 
     /// A cluster's figures next to one node's, measured in the same rounds (medians).
@@ -91,6 +93,9 @@ struct BenchCommand: AsyncParsableCommand {
         /// How long a sink stayed busy after a commit, acknowledging (p50, p99 over batches).
         var acknowledgeP50Milliseconds: Double
         var acknowledgeP99Milliseconds: Double
+        /// CPU per entry over the run, warm-up included: producer, load generator and worker in
+        /// this process, beside Redis and PostgreSQL.
+        var cpu: ProcessCPU.PerRow
     }
 
     /// An entry's end-to-end latency split into its stages, in milliseconds.
@@ -143,6 +148,8 @@ struct BenchCommand: AsyncParsableCommand {
         var drainRowsPerSecond: Double
         var drainToRawCopyRatio: Double
         var drainPeakRSSGrowthBytes: Int
+        /// Each figure the median over the rounds.
+        var drainCPU: ProcessCPU.PerRow
         var latency: [Latency]
         /// On a cluster: the same rounds against the single node, and the ratios.
         var singleNode: SingleNodeComparison?
@@ -213,7 +220,9 @@ struct BenchCommand: AsyncParsableCommand {
         // (d) Latency at fixed rates: commit time minus entry id time, for every entry.
         var latency: [Latency] = []
         for rate in rates {
-            let (measuredSamples, acknowledgeMilliseconds) = try await measureLatency(rate: rate, configuration: configuration, kind: kind, logger: logger)
+            let cpuBefore = ProcessCPU.snapshot()
+            let (measuredSamples, acknowledgeMilliseconds, sent) = try await measureLatency(rate: rate, configuration: configuration, kind: kind, logger: logger)
+            let cpu = ProcessCPU.perRow(from: cpuBefore, to: ProcessCPU.snapshot(), rows: sent)
             let samples = measuredSamples.map(\.milliseconds)
             let p99 = Self.percentile(samples, 0.99)
             latency.append(
@@ -223,7 +232,7 @@ struct BenchCommand: AsyncParsableCommand {
                     maximumMilliseconds: samples.max() ?? 0,
                     slowestPercent: LatencyStages.mean(measuredSamples.filter { $0.milliseconds >= p99 }.map(\.stages)),
                     acknowledgeP50Milliseconds: Self.percentile(acknowledgeMilliseconds, 0.5),
-                    acknowledgeP99Milliseconds: Self.percentile(acknowledgeMilliseconds, 0.99)
+                    acknowledgeP99Milliseconds: Self.percentile(acknowledgeMilliseconds, 0.99), cpu: cpu
                 )
             )
             log(String(format: "latency at %d/s: p50 %.1f ms, p99 %.1f ms, p99.9 %.1f ms", rate, latency.last!.p50Milliseconds,
@@ -242,7 +251,13 @@ struct BenchCommand: AsyncParsableCommand {
             producerEntriesPerSecond: median(\.producerEntriesPerSecond), producerToCeilingRatio: median(\.producerToCeilingRatio),
             redisAppendOnly: appendOnly, latencyBurstMilliseconds: latencyBurstMs,
             drainRowsPerSecond: median(\.drainRowsPerSecond), drainToRawCopyRatio: median(\.drainToRawCopyRatio),
-            drainPeakRSSGrowthBytes: measured.map(\.drainPeakRSSGrowthBytes).max() ?? 0, latency: latency,
+            drainPeakRSSGrowthBytes: measured.map(\.drainPeakRSSGrowthBytes).max() ?? 0,
+            drainCPU: ProcessCPU.PerRow(
+                benchMicroseconds: median(\.drainCPU.benchMicroseconds), redisMicroseconds: median(\.drainCPU.redisMicroseconds),
+                postgresMicroseconds: median(\.drainCPU.postgresMicroseconds), machineBusy: median(\.drainCPU.machineBusy),
+                cores: ProcessInfo.processInfo.activeProcessorCount
+            ),
+            latency: latency,
             singleNode: singleNodeRounds.isEmpty ? nil : SingleNodeComparison(
                 redis: "\(singleNode.redis.host):\(singleNode.redis.port)",
                 producerEntriesPerSecond: Self.median(singleNodeRounds.map(\.producerEntriesPerSecond)),
@@ -281,6 +296,7 @@ struct BenchCommand: AsyncParsableCommand {
         // (c) End to end: the worker drains what the producer sent.
         let clock = ContinuousClock()
         let rssBefore = Self.residentBytes()
+        let cpuBefore = ProcessCPU.snapshot()
         let drainStart = clock.now
         // A task beside the drain, not a child of it: it samples until the drain has returned.
         let sampler = Task {
@@ -295,6 +311,7 @@ struct BenchCommand: AsyncParsableCommand {
         sampler.cancel()
         let peakRSS = await sampler.value
         let drainElapsed = drainStart.duration(to: clock.now)
+        let drainCPU = ProcessCPU.perRow(from: cpuBefore, to: ProcessCPU.snapshot(), rows: records.count)
         let target = RowEncoder.target(for: kind).table
         let rows = try await PostgresConnection.withConnection(configuration.postgres, logger: logger) { postgres in
             let rows = Int(try await postgres.query("SELECT count(*) FROM \(target)")[0][0] ?? "") ?? -1
@@ -308,7 +325,7 @@ struct BenchCommand: AsyncParsableCommand {
             producerEntriesPerSecond: produced.ratePerSecond.rounded(),
             producerToCeilingRatio: Self.ratio(produced.ratePerSecond, xaddCeiling),
             drainRowsPerSecond: drainRate.rounded(), drainToRawCopyRatio: Self.ratio(drainRate, rawCopyRate),
-            drainPeakRSSGrowthBytes: peakRSS - rssBefore
+            drainPeakRSSGrowthBytes: peakRSS - rssBefore, drainCPU: drainCPU
         )
     }
 
@@ -419,7 +436,7 @@ struct BenchCommand: AsyncParsableCommand {
     /// measured entries are sent, so the worker's start (connections, the first trim of the last
     /// run's entries) is not counted as latency.
     private func measureLatency(rate latencyRate: Int, configuration: WorkerConfiguration, kind: RecordKind, logger: Logger) async throws -> (
-        samples: [LatencySample], acknowledgeMilliseconds: [Double]
+        samples: [LatencySample], acknowledgeMilliseconds: [Double], sent: Int
     ) {
         var configuration = configuration
         configuration.drain = false
@@ -472,7 +489,7 @@ struct BenchCommand: AsyncParsableCommand {
             await group.triggerGracefulShutdown()
             try await tasks.waitForAll()
         }
-        return progress.withLock { ($0.samples, $0.acknowledgeMilliseconds) }
+        return progress.withLock { ($0.samples, $0.acknowledgeMilliseconds, warmUp + target) }
     }
 
     static func percentile(_ values: [Double], _ quantile: Double) -> Double {
@@ -486,6 +503,13 @@ struct BenchCommand: AsyncParsableCommand {
         (try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8))?.split(separator: " ").prefix(3).joined(separator: " ") ?? "unknown"
     }
 
+    static func cpuLine(_ cpu: ProcessCPU.PerRow, process: String) -> String {
+        String(
+            format: "CPU µs per row: %@ %.1f, redis-server %.1f, postgres %.1f; machine %.0f %% busy of %d cores",
+            process, cpu.benchMicroseconds, cpu.redisMicroseconds, cpu.postgresMicroseconds, cpu.machineBusy * 100, cpu.cores
+        )
+    }
+
     static func table(_ report: Report) -> String {
         func rate(_ value: Double) -> String { String(format: "%12.0f", value) }
         let roundRatios = report.rounds.map { String(format: "%.3f", $0.drainToRawCopyRatio) }.joined(separator: "  ")
@@ -497,7 +521,7 @@ struct BenchCommand: AsyncParsableCommand {
                 format: "\n      slowest 1 %%, mean ms: Redis to reader %.1f, buffered %.1f, queued %.1f, prepared %.1f, COPY+COMMIT %.1f; then XACK p50 %.1f p99 %.1f",
                 latency.slowestPercent.redisToReader, latency.slowestPercent.buffered, latency.slowestPercent.queued,
                 latency.slowestPercent.prepared, latency.slowestPercent.inserted, latency.acknowledgeP50Milliseconds, latency.acknowledgeP99Milliseconds
-            )
+            ) + "\n      " + Self.cpuLine(latency.cpu, process: "this process (producer + worker)")
         }.joined(separator: "\n")
         return """
             adworker bench — \(report.records) \(report.kind) records, batch \(report.batchSize), concurrency \(report.concurrency), \
@@ -509,6 +533,7 @@ struct BenchCommand: AsyncParsableCommand {
               end-to-end drain          \(rate(report.drainRowsPerSecond)) rows/s
               drain / raw COPY          \(String(format: "%12.3f", report.drainToRawCopyRatio))  (rounds: \(roundRatios))
               drain peak RSS growth     \(String(format: "%12.1f", Double(report.drainPeakRSSGrowthBytes) / 1_048_576)) MiB
+              drain \(Self.cpuLine(report.drainCPU, process: "worker"))
             \(latencies)\(report.singleNode.map { single in
                 String(format: "\n  single node %@: producer %.0f entries/s, drain %.0f rows/s; cluster / single node: producer %.3f, drain %.3f",
                        single.redis, single.producerEntriesPerSecond, single.drainRowsPerSecond,
