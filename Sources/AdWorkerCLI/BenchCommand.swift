@@ -16,7 +16,13 @@ struct BenchCommand: AsyncParsableCommand {
         discussion: """
             Uses its own schema (adworker_bench) and streams (adworker-bench:*), removed afterwards, \
             so it never touches live data. Compare the drain rate with the raw COPY rate of the same \
-            run: the ratio holds on a noisy machine where absolute figures do not. On a Redis Cluster             (REDIS_CLUSTER_NODES), every round also runs the producer and the drain against the single             Redis at REDIS_HOST:REDIS_PORT, and the report gives cluster / single-node ratios.
+            run: the ratio holds on a noisy machine where absolute figures do not. Each latency run \
+            also shows where its slowest 1 % of entries spent their time, and every run its CPU per \
+            row in this process, in every redis-server and every postgres on this machine (from \
+            /proc), with the machine's busy share: which resource a figure is bound by. On a Redis \
+            Cluster (REDIS_CLUSTER_NODES), every round also runs the producer and the drain against \
+            the single Redis at REDIS_HOST:REDIS_PORT, and the report gives cluster / single-node \
+            ratios.
             """
     )
 
