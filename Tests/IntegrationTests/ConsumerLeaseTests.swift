@@ -10,7 +10,9 @@ struct ConsumerLeaseTests {
         try await TestServers.withTestSchema { postgres in
             try await TestServers.withTestStreams { prefix in
                 var configuration = RecoveryTests.configuration(prefix: prefix, postgres: postgres)
-                configuration.consumerLease = .seconds(1)
+                // Renewed every second: the first holds it through a two-second stall of a loaded
+                // test run (at one second, a CI run lost it once and the second worker ran on).
+                configuration.consumerLease = .seconds(3)
                 configuration.drain = false
                 let running = configuration
                 let first = Task { try await WorkerService(configuration: running, logger: TestServers.logger).run() }
