@@ -108,7 +108,7 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "TelemetryRecordsTests", dependencies: ["AdTelemetryRecords"], swiftSettings: swiftSettings),
-        .testTarget(name: "WorkerUnitTests", dependencies: ["AdTelemetry", "AdWorkerCore", "AdWorkerHTTP", "AdWorkerPostgres", "AdWorkerRedis", "AdTelemetryRecords"], swiftSettings: swiftSettings),
+        .testTarget(name: "WorkerUnitTests", dependencies: ["AdTelemetry", "AdWorkerConnectionThread", "AdWorkerCore", "AdWorkerHTTP", "AdWorkerPostgres", "AdWorkerRedis", "AdTelemetryRecords"], swiftSettings: swiftSettings),
         .testTarget(
             name: "IntegrationTests",
             dependencies: [

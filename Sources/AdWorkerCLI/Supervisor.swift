@@ -170,7 +170,7 @@ final class Supervisor: Service, Sendable {
 /// "terminate with parent" (PR_SET_PDEATHSIG) fires when the *thread* that spawned them exits,
 /// and the cooperative pool's threads come and go.
 actor Spawner {
-    private let executor = ThreadExecutor(name: "adworker supervisor")
+    private let executor = ThreadExecutor(name: "supervisor")
 
     nonisolated var unownedExecutor: UnownedSerialExecutor { executor.asUnownedSerialExecutor() }
 

@@ -20,10 +20,24 @@ public final class ThreadExecutor: SerialExecutor, TaskExecutor, @unchecked Send
     private var jobs: [UnownedJob] = []
     private var isStopped = false
 
+    /// - Parameter name: The thread's name in `top -H`, `ps -L` and `perf`, cut to the 15 bytes
+    ///   Linux keeps (it refuses a longer one).
     public init(name: String) {
-        let thread = Thread { [self] in runLoop() }
-        thread.name = name
+        let threadName = Self.threadName(name)
+        // Set by the thread itself: Foundation's `Thread.name` does not reach the OS on Linux, and
+        // Swift's Glibc does not declare pthread_setname_np; the name is the thread's comm file.
+        let thread = Thread { [self] in
+            try? threadName.write(toFile: "/proc/thread-self/comm", atomically: false, encoding: .utf8)
+            runLoop()
+        }
+        thread.name = threadName
         thread.start()
+    }
+
+    static func threadName(_ name: String) -> String {
+        var name = name
+        while name.utf8.count > 15 { name.removeLast() }
+        return name
     }
 
     public func enqueue(_ job: consuming ExecutorJob) {

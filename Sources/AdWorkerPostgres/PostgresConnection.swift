@@ -25,7 +25,7 @@ public actor PostgresConnection {
     private init(configuration: PostgresConfiguration, logger: Logger) {
         self.configuration = configuration
         self.logger = logger
-        self.executor = ThreadExecutor(name: "postgres \(configuration.host):\(configuration.port)")
+        self.executor = ThreadExecutor(name: "pg \(configuration.port) \(configuration.host)")
     }
 
     /// Opens a connection, runs `body` with it, and closes it (and its thread) however `body` ends.

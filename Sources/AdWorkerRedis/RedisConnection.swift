@@ -40,7 +40,7 @@ public actor RedisConnection {
     private init(configuration: RedisConfiguration, logger: Logger) {
         self.configuration = configuration
         self.logger = logger
-        self.executor = ThreadExecutor(name: "redis \(configuration.host):\(configuration.port)")
+        self.executor = ThreadExecutor(name: "redis \(configuration.port) \(configuration.host)")
         self.arena = .allocate(capacity: 1)
         arena.initialize(to: adw_arena())
     }

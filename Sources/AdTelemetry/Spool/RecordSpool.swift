@@ -106,7 +106,7 @@ actor RecordSpool {
         self.maximumBytes = maximumBytes
         self.segmentLimit = segmentLimit
         self.logger = logger
-        self.executor = ThreadExecutor(name: "adtelemetry spool")
+        self.executor = ThreadExecutor(name: "telemetry spool")
         self.lockDescriptor = lock
         self.segments = segments
         self.readOffset = readOffset
