@@ -12,9 +12,15 @@ public struct Timestamp: Hashable, Comparable, Sendable, CustomStringConvertible
 
     /// The current wall-clock time.
     public static func now() -> Timestamp {
+        Timestamp(millisecondsSinceEpoch: microsecondsSinceEpochNow() / 1000)
+    }
+
+    /// The current wall-clock time in microseconds since the epoch, for figures finer than a
+    /// timestamp's milliseconds.
+    public static func microsecondsSinceEpochNow() -> Int64 {
         var spec = timespec()
         clock_gettime(CLOCK_REALTIME, &spec)
-        return Timestamp(millisecondsSinceEpoch: Int64(spec.tv_sec) * 1000 + Int64(spec.tv_nsec) / 1_000_000)
+        return Int64(spec.tv_sec) * 1_000_000 + Int64(spec.tv_nsec) / 1000
     }
 
     /// The range PostgreSQL's `timestamptz` and the worker accept: the years 1970 through 9999.

@@ -6,10 +6,6 @@ import Logging
 import ServiceLifecycle
 import Synchronization
 
-#if canImport(Glibc)
-import Glibc
-#endif
-
 /// One consumer of one stream: a reader task whose decisions are a ``ConsumerStateMachine``, and
 /// ``sinkLanes`` sink tasks that each decode a batch, insert it, write its dead letters and
 /// acknowledge it, with connections of their own. The reader hands a batch to a sink only when
@@ -322,7 +318,7 @@ struct StreamConsumer {
         }
 
         // End-to-end latency ends here, at the commit: what a query can see.
-        let committedAtMicroseconds = Self.wallClockMicroseconds()
+        let committedAtMicroseconds = Timestamp.microsecondsSinceEpochNow()
         let committedAt = Timestamp(millisecondsSinceEpoch: committedAtMicroseconds / 1000)
         let committedInstant = clock.now
         let insertDuration = insertStart.duration(to: committedInstant)
@@ -406,12 +402,6 @@ struct StreamConsumer {
         }
         status?.problem(problemKey, nil)
         return written
-    }
-
-    static func wallClockMicroseconds() -> Int64 {
-        var spec = timespec()
-        clock_gettime(CLOCK_REALTIME, &spec)
-        return Int64(spec.tv_sec) * 1_000_000 + Int64(spec.tv_nsec) / 1000
     }
 
     static func ping(_ redis: RedisConnection) async throws {
