@@ -91,7 +91,7 @@ public actor TelemetryProducer: Service {
         Counter(label: "adtelemetry_unknown_outcome_total", dimensions: [("resolution", resolution)]).increment(by: count)
     }
 
-    private static let dropReasons = ["buffer_full", "shut_down", "spool_full"]
+    private static let dropReasons = ["buffer_full", "shut_down", "spool_full", "spool_unwritable", "spool_damaged"]
     private nonisolated let spooledRecordsGauge = Gauge(label: "adtelemetry_spooled_records")
     private nonisolated let spooledBytesGauge = Gauge(label: "adtelemetry_spooled_bytes")
 
@@ -217,24 +217,30 @@ public actor TelemetryProducer: Service {
     public nonisolated func submit(_ records: [TelemetryRecord]) async throws(TelemetryProducerError) {
         let encoded = encode(records)
         guard let spool = try await enqueueOrSpill(encoded) else { return }
-        let refused = await spill(
+        let outcome = await spill(
             encoded.commands.indices.map {
                 SpooledRecord(stream: streams[encoded.routes[$0]], command: encoded.commands[$0], origin: encoded.origins[$0], lookFrom: nil)
             },
-            to: spool
+            to: spool, allOrNothing: true
         )
-        if refused > 0 {
-            throw TelemetryProducerError(.bufferFull, "the memory buffer and the spool (\(configuration.maximumSpoolBytes) bytes) are full")
+        switch outcome.refusal {
+        case nil: return
+        case .full: throw TelemetryProducerError(.bufferFull, "records not kept: the memory buffer is full and \(outcome.refusal!)")
+        case .unwritable: throw TelemetryProducerError(.spoolUnwritable, "records not kept: \(outcome.refusal!)")
         }
     }
 
-    /// Writes records to the spool (counted in ``spooledRecords`` already). - Returns: how many
-    /// it refused, past its byte bound (counted as dropped, `spool_full`).
-    private nonisolated func spill(_ records: [SpooledRecord], to spool: RecordSpool) async -> Int {
-        let refused = await spool.append(records)
-        await spilled(refused: refused, spool: spool)
-        if refused > 0 { dropped("spool_full", count: refused) }
-        return refused
+    /// Writes records to the spool (counted in ``spooledRecords`` already); those it refuses are
+    /// counted as dropped (`spool_full`, `spool_unwritable`).
+    private nonisolated func spill(_ records: [SpooledRecord], to spool: RecordSpool, allOrNothing: Bool = false) async -> RecordSpool.AppendOutcome {
+        let outcome = await spool.append(records, allOrNothing: allOrNothing)
+        await spilled(refused: outcome.refused, spool: spool)
+        switch outcome.refusal {
+        case nil: break
+        case .full: dropped("spool_full", count: outcome.refused)
+        case .unwritable: dropped("spool_unwritable", count: outcome.refused)
+        }
+        return outcome
     }
 
     private func reserveSpool(_ count: Int) { spooledRecords += count }
@@ -343,6 +349,8 @@ public actor TelemetryProducer: Service {
     private func attach(_ spool: RecordSpool) async {
         self.spool = spool
         spooledRecords = await spool.recordCount
+        // Damage found on opening: those records were never counted here.
+        dropped("spool_damaged", count: await spool.takeUnreadable())
         await reportSpool(spool)
         if spooledRecords > 0 {
             logger.notice("adtelemetry: records spooled by an earlier run are sent first", metadata: ["adtelemetry_spooled": "\(spooledRecords)"])
@@ -358,6 +366,12 @@ public actor TelemetryProducer: Service {
         let room = configuration.maximumBufferedRecords - bufferedRecords
         guard room > 0 else { return false }
         let records = await spool.takeBatch(maximum: min(room, configuration.maximumPipelineLength), nowMilliseconds: UInt64(Timestamp.now().millisecondsSinceEpoch))
+        let unreadable = await spool.takeUnreadable()
+        if unreadable > 0 {
+            spooledRecords -= unreadable
+            dropped("spool_damaged", count: unreadable)
+            await reportSpool(spool)
+        }
         guard !records.isEmpty else { return false }
         var routes: [Int] = []
         for record in records {
@@ -553,7 +567,7 @@ public actor TelemetryProducer: Service {
                         SpooledRecord(stream: streams[send.routes[$0]], command: send.commands[$0], origin: send.origins[$0], lookFrom: send.lookFrom[$0])
                     }
                     await reserveSpool(records.count)
-                    spooled = records.count - (await spill(records, to: spool))
+                    spooled = await spill(records, to: spool).appended
                 }
                 let successes = results.count { if case .success = $0 { true } else { false } }
                 sent.increment(by: successes)

@@ -7,6 +7,7 @@ public struct TelemetryProducerError: Error, Sendable, CustomStringConvertible {
             case redisUnavailable = "redis_unavailable"
             case rejected
             case invalidRequest = "invalid_request"
+            case spoolUnwritable = "spool_unwritable"
         }
 
         private let base: Base
@@ -22,6 +23,8 @@ public struct TelemetryProducerError: Error, Sendable, CustomStringConvertible {
         public static let rejected = Code(.rejected)
         /// The call was wrong, e.g. a request's training and inference records carry different request ids.
         public static let invalidRequest = Code(.invalidRequest)
+        /// The record was to wait in the spool, and the disk refused it (full, an I/O error): not kept.
+        public static let spoolUnwritable = Code(.spoolUnwritable)
 
         public var description: String { base.rawValue }
     }

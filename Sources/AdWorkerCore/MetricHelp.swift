@@ -28,7 +28,7 @@ public enum MetricHelp {
         "adtelemetry_sent_total": "Records the producer had confirmed by Redis.",
         "adtelemetry_failed_total": "Records the producer could not get confirmed by Redis.",
         "adtelemetry_buffered": "Records accepted by the producer and not yet confirmed.",
-        "adtelemetry_dropped_total": "Records the producer dropped, by reason (buffer full, shut down, spool full).",
+        "adtelemetry_dropped_total": "Records the producer dropped, by reason (buffer full, shut down, spool full, spool unwritable, spool damaged).",
         "adtelemetry_spooled_records": "Records waiting in the producer's spool on local disk.",
         "adtelemetry_spooled_bytes": "Bytes the producer's spool holds on local disk.",
         "adtelemetry_send_latency_seconds": "Time from accepting a record to Redis confirming it.",

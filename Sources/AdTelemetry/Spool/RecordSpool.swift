@@ -11,11 +11,15 @@ import Glibc
 /// unconfirmed when the producer stops. Read back in order once Redis answers, or on the next start.
 ///
 /// On disk: segment files `segment-<n>.spool` of checksummed ``SpoolFrame``s (a new one past
-/// 8 MiB), and `progress`, the read position in the oldest segment and the batch being sent from
-/// it. Records are written with `write(2)` as they come, so a crash of the process loses none of
-/// them; ``sync()`` (every second, and at close) fsyncs, so a crash of the machine loses at most
-/// the last second. A batch read back is marked in flight before it is sent; after a restart its
-/// records are looked up in Redis before they are sent again (they may have been stored).
+/// 8 MiB, at each start, and after damage was found in the one being written), and `progress`, the
+/// read position in the oldest segment and the batch being sent from it. Records are written with
+/// `write(2)` as they come, so a crash of the process loses none of them; ``sync()`` (every
+/// second, and at close) fsyncs, so a crash of the machine loses at most the last second. A write
+/// that fails part way (a full disk) is cut back to the last whole record. A batch read back is
+/// marked in flight before it is sent; after a restart its records are looked up in Redis before
+/// they are sent again (they may have been stored). Damaged bytes are read past (``SpoolScan``),
+/// and the records they held are counted, logged and reported once (``takeUnreadable()``). Once
+/// everything is sent, the segments are removed, so the disk space comes back.
 ///
 /// An actor on a thread of its own: file I/O never blocks Swift's cooperative pool.
 actor RecordSpool {
@@ -31,8 +35,16 @@ actor RecordSpool {
     private let lockDescriptor: Int32
     nonisolated var unownedExecutor: UnownedSerialExecutor { executor.asUnownedSerialExecutor() }
 
-    /// Segment numbers on disk, oldest first; the last is written to.
-    private var segments: [UInt64] = []
+    private struct Segment {
+        var number: UInt64
+        /// Whole records in it not yet sent (committed).
+        var records: Int
+    }
+
+    /// Segments on disk, oldest first. Records are appended to the last one while
+    /// ``writeDescriptor`` is open on it; segments of an earlier run are only read.
+    private var segments: [Segment] = []
+    private var nextSegment: UInt64
     private var writeDescriptor: Int32 = -1
     private var writeSize = 0
     /// Where reading continues in `segments[0]`.
@@ -41,9 +53,12 @@ actor RecordSpool {
     private var inFlight: (end: Int, sinceMilliseconds: UInt64)?
     /// After a restart: the part of the oldest segment that was in flight when the last run stopped.
     private var recoveredInFlight: (end: Int, sinceMilliseconds: UInt64)?
-    private(set) var recordCount = 0
+    /// Records that could not be read back (damage) and were not yet reported.
+    private var unreadable = 0
     private(set) var byteCount = 0
     private var dirty = false
+
+    var recordCount: Int { segments.reduce(0) { $0 + $1.records } }
 
     enum OpenError: Error, CustomStringConvertible {
         case unusable(String, errno: Int32)
@@ -52,6 +67,28 @@ actor RecordSpool {
             case .unusable(let what, let code): "spool: \(what): \(String(cString: strerror(code)))"
             }
         }
+    }
+
+    /// Why records were not written.
+    enum Refusal: Equatable, Sendable, CustomStringConvertible {
+        /// They would pass ``maximumBytes``.
+        case full(maximumBytes: Int)
+        /// The file system refused them (`ENOSPC`, `EIO`, a read-only remount).
+        case unwritable(errno: Int32)
+
+        var description: String {
+            switch self {
+            case .full(let maximumBytes): "the spool holds its maximum of \(maximumBytes) bytes"
+            case .unwritable(let code): "the spool cannot be written: \(String(cString: strerror(code)))"
+            }
+        }
+    }
+
+    struct AppendOutcome: Equatable, Sendable {
+        var appended: Int
+        var refused: Int
+        /// Why the last refused records were refused; nil when none were.
+        var refusal: Refusal?
     }
 
     /// Opens `directory` (made if missing) and counts what an earlier run left there.
@@ -70,8 +107,9 @@ actor RecordSpool {
             Glibc.close(lock)
             throw .unusable("\(directory) is in use by another producer process (give each its own spool directory)", errno: code)
         }
+        Self.restoreRenamedSegments(in: directory, logger: logger)
         let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
-        let segments = names.compactMap { name -> UInt64? in
+        let numbers = names.compactMap { name -> UInt64? in
             guard name.hasPrefix("segment-"), name.hasSuffix(".spool") else { return nil }
             return UInt64(name.dropFirst("segment-".count).dropLast(".spool".count))
         }.sorted()
@@ -79,28 +117,40 @@ actor RecordSpool {
         var recoveredInFlight: (end: Int, sinceMilliseconds: UInt64)?
         if let progress = try? String(contentsOfFile: directory + "/progress", encoding: .utf8) {
             let fields = progress.split(separator: " ").compactMap { UInt64($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
-            if fields.count == 4, fields[0] == segments.first {
+            if fields.count == 4, fields[0] == numbers.first {
                 readOffset = Int(fields[1])
                 if fields[2] > fields[1] { recoveredInFlight = (Int(fields[2]), fields[3]) }
             }
         }
-        var recordCount = 0
+        var segments: [Segment] = []
         var byteCount = 0
-        var writeSize = 0
-        for (index, segment) in segments.enumerated() {
-            let file = Self.path(of: segment, in: directory)
-            let (frames, goodBytes, size) = Self.scan(file)
-            if goodBytes < size {
+        var unreadable = 0
+        for number in numbers {
+            let file = Self.path(of: number, in: directory)
+            let bytes = FileManager.default.contents(atPath: file).map { [UInt8]($0) } ?? []
+            let start = segments.isEmpty ? min(readOffset, bytes.count) : 0
+            if segments.isEmpty { readOffset = start }
+            let scan = SpoolScan(bytes, from: start)
+            if let torn = scan.tornTail {
                 logger.warning(
                     "adtelemetry spool: a segment ends in a record cut short (a crash while writing it); that record is lost",
-                    metadata: ["adtelemetry_spool_segment": "\(file)", "adtelemetry_spool_bytes_lost": "\(size - goodBytes)"]
+                    metadata: ["adtelemetry_spool_segment": "\(file)", "adtelemetry_spool_bytes_lost": "\(bytes.count - torn)"]
                 )
-                truncate(file, off_t(goodBytes))
+                truncate(file, off_t(torn))
             }
-            let start = index == 0 ? min(readOffset, goodBytes) : 0
-            recordCount += frames.count { $0 >= start }
-            byteCount += goodBytes - start
-            if index == segments.count - 1 { writeSize = goodBytes }
+            if !scan.damaged.isEmpty {
+                logger.error(
+                    "adtelemetry spool: damaged bytes in a segment are read past; the records in them are lost",
+                    metadata: [
+                        "adtelemetry_spool_segment": "\(file)", "adtelemetry_spool_offset": "\(scan.damaged[0].lowerBound)",
+                        "adtelemetry_spool_bytes_lost": "\(scan.damaged.reduce(0) { $0 + $1.count })",
+                        "adtelemetry_records": "about \(scan.damagedRecordsEstimate)",
+                    ]
+                )
+                unreadable += scan.damagedRecordsEstimate
+            }
+            segments.append(Segment(number: number, records: scan.frames.count))
+            byteCount += (scan.tornTail ?? bytes.count) - start
         }
         self.directory = directory
         self.maximumBytes = maximumBytes
@@ -109,112 +159,148 @@ actor RecordSpool {
         self.executor = ThreadExecutor(name: "telemetry spool")
         self.lockDescriptor = lock
         self.segments = segments
+        self.nextSegment = (numbers.last ?? 0) + 1
         self.readOffset = readOffset
         self.recoveredInFlight = recoveredInFlight
-        self.recordCount = recordCount
         self.byteCount = byteCount
-        self.writeSize = writeSize
+        self.unreadable = unreadable
+    }
+
+    /// Earlier versions renamed a segment with a damaged record to `.damaged` and stopped
+    /// reading it, while still writing to it: read it again, past its damage.
+    private static func restoreRenamedSegments(in directory: String, logger: Logger) {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        for name in names where name.hasPrefix("segment-") && name.hasSuffix(".spool.damaged") {
+            let restored = String(name.dropLast(".damaged".count))
+            guard rename(directory + "/" + name, directory + "/" + restored) == 0 else { continue }
+            logger.notice("adtelemetry spool: a segment set aside as damaged is read again, past its damage", metadata: ["adtelemetry_spool_segment": "\(restored)"])
+        }
     }
 
     private static func path(of segment: UInt64, in directory: String) -> String {
         directory + "/segment-" + String(segment).leftPadded(to: 16) + ".spool"
     }
 
-    /// Frame start offsets of a segment, the bytes up to the end of its last whole frame, and its size.
-    private static func scan(_ path: String) -> (frames: [Int], goodBytes: Int, size: Int) {
-        guard let data = FileManager.default.contents(atPath: path) else { return ([], 0, 0) }
-        let bytes = [UInt8](data)
-        var frames: [Int] = []
-        var offset = 0
-        while offset < bytes.count, case .record(_, let size) = SpoolFrame.decode(bytes[offset...]) {
-            frames.append(offset)
-            offset += size
-        }
-        return (frames, offset, bytes.count)
-    }
-
     private nonisolated func path(_ name: String) -> String { directory + "/" + name }
     private nonisolated func path(_ segment: UInt64) -> String { Self.path(of: segment, in: directory) }
 
-    /// Appends records, in order, as far as ``maximumBytes`` allows. - Returns: how many were refused.
-    func append(_ records: [SpooledRecord]) -> Int {
-        var refused = 0
+    /// Appends records, in order, as far as ``maximumBytes`` and the disk allow.
+    /// - Parameter allOrNothing: Refuse all if any one cannot be written (the records of one API
+    ///   request, whose caller is told one outcome); otherwise keep as many as fit.
+    func append(_ records: [SpooledRecord], allOrNothing: Bool = false) -> AppendOutcome {
         var buffer: [UInt8] = []
-        var appended = 0
+        // Where each frame kept in `buffer` ends.
+        var ends: [Int] = []
+        var refused = 0
         for record in records {
             let before = buffer.count
             SpoolFrame.append(record, to: &buffer)
-            if byteCount + buffer.count > maximumBytes {
+            guard byteCount + buffer.count <= maximumBytes else {
                 buffer.removeLast(buffer.count - before)
+                if allOrNothing { return AppendOutcome(appended: 0, refused: records.count, refusal: .full(maximumBytes: maximumBytes)) }
                 refused += 1
                 continue
             }
-            appended += 1
+            ends.append(buffer.count)
         }
-        guard !buffer.isEmpty else { return refused }
-        do {
-            try write(buffer)
-            recordCount += appended
-            byteCount += buffer.count
-        } catch {
-            logger.error("adtelemetry spool: cannot write", metadata: ["adtelemetry_error": "\(error)", "adtelemetry_records": "\(appended)"])
-            refused += appended
+        var refusal: Refusal? = refused > 0 ? .full(maximumBytes: maximumBytes) : nil
+        guard !buffer.isEmpty else { return AppendOutcome(appended: 0, refused: refused, refusal: refusal) }
+        var kept = ends.count
+        if let failure = write(buffer) {
+            kept = allOrNothing ? 0 : ends.count { $0 <= failure.written }
+            refused += ends.count - kept
+            refusal = .unwritable(errno: failure.errno)
+            logger.error(
+                "adtelemetry spool: cannot write", metadata: ["adtelemetry_error": "\(String(cString: strerror(failure.errno)))", "adtelemetry_records": "\(ends.count - kept)"]
+            )
+            cutBack(to: writeSize + (kept == 0 ? 0 : ends[kept - 1]))
         }
-        return refused
+        let keptBytes = kept == 0 ? 0 : ends[kept - 1]
+        if kept > 0 {
+            writeSize += keptBytes
+            byteCount += keptBytes
+            segments[segments.count - 1].records += kept
+            dirty = true
+        }
+        return AppendOutcome(appended: kept, refused: refused, refusal: refusal)
     }
 
-    private func write(_ bytes: [UInt8]) throws(OpenError) {
+    /// Writes `bytes` to the segment being written (a new one when there is none, or it is full).
+    /// - Returns: nil, or how much was written before the write failed, and why.
+    private func write(_ bytes: [UInt8]) -> (written: Int, errno: Int32)? {
         if writeDescriptor < 0 || writeSize >= segmentLimit {
-            if writeDescriptor >= 0 {
-                fsync(writeDescriptor)
-                Glibc.close(writeDescriptor)
-                writeDescriptor = -1
-            }
-            if segments.isEmpty || writeSize >= segmentLimit {
-                segments.append((segments.last ?? 0) + 1)
-                writeSize = 0
-            }
-            writeDescriptor = open(path(segments.last!), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
-            guard writeDescriptor >= 0 else { throw .unusable("cannot open \(path(segments.last!))", errno: errno) }
+            sealWriteSegment()
+            let number = nextSegment
+            let descriptor = open(path(number), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
+            guard descriptor >= 0 else { return (0, errno) }
+            nextSegment += 1
+            segments.append(Segment(number: number, records: 0))
+            writeDescriptor = descriptor
+            writeSize = 0
         }
         var written = 0
         while written < bytes.count {
             let result = bytes[written...].withUnsafeBytes { Glibc.write(writeDescriptor, $0.baseAddress, $0.count) }
             if result < 0 {
                 if errno == EINTR { continue }
-                // A partial frame at the end is cut off when the spool is next opened.
-                throw .unusable("cannot write to \(path(segments.last!))", errno: errno)
+                return (written, errno)
             }
             written += result
         }
-        writeSize += bytes.count
-        dirty = true
+        return nil
     }
 
-    /// The next records, up to `maximum`, marked in flight until ``commit()`` or ``release()``.
+    /// After a failed write: the segment ends at `size` again, so no frame is left half written.
+    private func cutBack(to size: Int) {
+        guard writeDescriptor >= 0, ftruncate(writeDescriptor, off_t(size)) != 0 else { return }
+        // The half frame stays: nothing more goes after it (readers read past it as damage).
+        logger.error("adtelemetry spool: cannot cut a failed write back", metadata: ["adtelemetry_error": "\(String(cString: strerror(errno)))"])
+        sealWriteSegment()
+    }
+
+    /// Records are appended to a new segment from now on.
+    private func sealWriteSegment() {
+        guard writeDescriptor >= 0 else { return }
+        fsync(writeDescriptor)
+        Glibc.close(writeDescriptor)
+        writeDescriptor = -1
+    }
+
+    private var isWritingOldest: Bool { writeDescriptor >= 0 && segments.count == 1 }
+
+    /// The next records, up to `maximum`, marked in flight until ``commit(records:)`` or ``release()``.
     /// Empty while a batch is in flight or nothing is spooled.
     func takeBatch(maximum: Int, nowMilliseconds: UInt64) -> [SpooledRecord] {
-        guard inFlight == nil, recordCount > 0 else { return [] }
-        while let first = segments.first {
-            let (records, end) = read(segment: first, from: readOffset, maximum: maximum)
+        guard inFlight == nil, byteCount > 0 else { return [] }
+        while !segments.isEmpty {
+            let (records, end) = read(maximum: maximum)
             if !records.isEmpty {
                 inFlight = (end, nowMilliseconds)
                 saveProgress()
                 return records
             }
-            // Nothing more in this segment: the next one, unless this is where records are written.
-            guard segments.count > 1 else { return [] }
+            // Damage read past to the end of what is written: nothing of it is sent.
+            if end > readOffset {
+                byteCount -= end - readOffset
+                readOffset = end
+                saveProgress()
+            }
+            if isWritingOldest {
+                guard segments[0].records == 0, readOffset >= writeSize else { return [] }
+                sealWriteSegment()
+            }
             removeOldestSegment()
         }
         return []
     }
 
-    private func read(segment: UInt64, from offset: Int, maximum: Int) -> ([SpooledRecord], Int) {
-        let descriptor = open(path(segment), O_RDONLY | O_CLOEXEC)
-        guard descriptor >= 0 else { return ([], offset) }
+    /// Reads `segments[0]` from ``readOffset``. - Returns: the records, and where reading stopped.
+    private func read(maximum: Int) -> (records: [SpooledRecord], end: Int) {
+        let descriptor = open(path(segments[0].number), O_RDONLY | O_CLOEXEC)
+        guard descriptor >= 0 else { return ([], readOffset) }
         defer { Glibc.close(descriptor) }
         var records: [SpooledRecord] = []
-        var position = offset
+        var position = readOffset
         var chunkSize = Self.readChunk
         while records.count < maximum {
             var chunk = [UInt8](repeating: 0, count: chunkSize)
@@ -222,6 +308,7 @@ actor RecordSpool {
             guard count > 0 else { break }
             chunk.removeLast(chunkSize - count)
             var consumed = 0
+            var damaged = false
             decoding: while records.count < maximum {
                 switch SpoolFrame.decode(chunk[consumed...]) {
                 case .record(var record, let size):
@@ -233,15 +320,18 @@ actor RecordSpool {
                     records.append(record)
                     consumed += size
                 case .incomplete:
+                    // A frame going on past this chunk; or, at the end of the file, bytes that
+                    // are no whole frame (only whole frames are ever left written): damage.
+                    damaged = count < chunkSize && consumed < count
                     break decoding
-                case .damaged(let reason):
-                    logger.error(
-                        "adtelemetry spool: a damaged record; the rest of this segment cannot be read and stays on disk",
-                        metadata: ["adtelemetry_spool_segment": "\(path(segment))", "adtelemetry_spool_offset": "\(position + consumed)", "adtelemetry_error": "\(reason)"]
-                    )
-                    rename(path(segment), path(segment) + ".damaged")
-                    return (records, position + consumed)
+                case .damaged:
+                    damaged = true
+                    break decoding
                 }
+            }
+            if damaged {
+                position = readPast(damageAt: position + consumed, in: descriptor, recordsBefore: records.count)
+                continue
             }
             if consumed == 0 {
                 // A frame larger than the chunk: read it whole.
@@ -254,16 +344,55 @@ actor RecordSpool {
         return (records, position)
     }
 
+    /// Finds the next whole frame after damage at `offset` in `segments[0]`, and counts the records
+    /// lost: those the segment held, less the ones read before the damage and the whole ones after it.
+    /// - Returns: Where reading goes on.
+    private func readPast(damageAt offset: Int, in descriptor: Int32, recordsBefore: Int) -> Int {
+        var rest: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: Self.readChunk)
+        while true {
+            let count = chunk.withUnsafeMutableBytes { pread(descriptor, $0.baseAddress, Self.readChunk, off_t(offset + rest.count)) }
+            guard count > 0 else { break }
+            rest.append(contentsOf: chunk.prefix(count))
+        }
+        let scan = SpoolScan(rest)
+        let next = offset + (scan.damaged.first?.upperBound ?? rest.count)
+        let lost = max(0, segments[0].records - recordsBefore - scan.frames.count)
+        segments[0].records -= lost
+        unreadable += lost
+        logger.error(
+            "adtelemetry spool: damaged bytes in a segment are read past; the records in them are lost",
+            metadata: [
+                "adtelemetry_spool_segment": "\(path(segments[0].number))", "adtelemetry_spool_offset": "\(offset)",
+                "adtelemetry_spool_bytes_lost": "\(next - offset)", "adtelemetry_records": "\(lost)",
+            ]
+        )
+        // Nothing more is written after damage: a damaged disk block may take more with it.
+        if isWritingOldest { sealWriteSegment() }
+        return next
+    }
+
+    /// Records found unreadable (damage) since the last call: each is reported once.
+    func takeUnreadable() -> Int {
+        defer { unreadable = 0 }
+        return unreadable
+    }
+
     /// The batch in flight was settled (stored, or given up for good): it is not read again.
     func commit(records: Int) {
         guard let batch = inFlight else { return }
         byteCount -= batch.end - readOffset
-        recordCount -= records
+        segments[0].records = max(0, segments[0].records - records)
         readOffset = batch.end
         inFlight = nil
         if let recovered = recoveredInFlight, readOffset >= recovered.end { recoveredInFlight = nil }
-        if segments.count > 1, readOffset >= fileSize(path(segments[0])) { removeOldestSegment() }
-        saveProgress()
+        if readOffset >= fileSize(path(segments[0].number)), segments.count > 1 || segments[0].records == 0 {
+            // Sent to its end: its space comes back (the one being written too, once it is all sent).
+            if isWritingOldest { sealWriteSegment() }
+            removeOldestSegment()
+        } else {
+            saveProgress()
+        }
     }
 
     /// The batch in flight was not settled (the producer is stopping): it is read again, and
@@ -275,7 +404,14 @@ actor RecordSpool {
 
     private func removeOldestSegment() {
         let oldest = segments.removeFirst()
-        unlink(path(oldest))
+        let size = fileSize(path(oldest.number))
+        byteCount -= max(0, size - readOffset)
+        if oldest.records > 0 {
+            // Counted and never read: the file went away or shrank under the spool.
+            unreadable += oldest.records
+            logger.error("adtelemetry spool: records of a segment could not be read", metadata: ["adtelemetry_spool_segment": "\(path(oldest.number))", "adtelemetry_records": "\(oldest.records)"])
+        }
+        unlink(path(oldest.number))
         readOffset = 0
         recoveredInFlight = nil
         saveProgress()
@@ -290,7 +426,7 @@ actor RecordSpool {
     private func saveProgress() {
         let end = inFlight?.end ?? recoveredInFlight?.end ?? readOffset
         let since = inFlight?.sinceMilliseconds ?? recoveredInFlight?.sinceMilliseconds ?? 0
-        let text = "\(segments.first ?? 0) \(readOffset) \(end) \(since)\n"
+        let text = "\(segments.first?.number ?? 0) \(readOffset) \(end) \(since)\n"
         let temporary = path("progress.tmp")
         guard FileManager.default.createFile(atPath: temporary, contents: Data(text.utf8)) else { return }
         rename(temporary, path("progress"))
@@ -314,10 +450,7 @@ actor RecordSpool {
     /// Syncs and stops the spool's thread.
     func finish() {
         sync()
-        if writeDescriptor >= 0 {
-            Glibc.close(writeDescriptor)
-            writeDescriptor = -1
-        }
+        sealWriteSegment()
         Glibc.close(lockDescriptor)
         executor.shutdown()
     }

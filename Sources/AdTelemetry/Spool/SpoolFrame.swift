@@ -13,7 +13,7 @@ struct SpooledRecord: Sendable {
 /// One record on disk: `length (u32 LE) · CRC-32C of the payload (u32 LE) · payload`, the payload
 /// `version 1 · flags · look-from ms, seq · origin instance, sequence (u64 LE each) · stream
 /// (u16 LE length + UTF-8) · argument count (u32 LE) · the XADD in RESP`. A frame whose length or
-/// checksum does not hold ends what is read of the file: a write torn by a crash, or damage.
+/// checksum does not hold is a write torn by a crash, or damage (``SpoolScan`` tells which).
 enum SpoolFrame {
     static let version: UInt8 = 1
     static let headerSize = 8
@@ -68,6 +68,14 @@ enum SpoolFrame {
         let argumentCount = Int(next(UInt32.self))
         let command = RedisCommand(argumentCount: argumentCount, resp: Array(payload[at...]))
         return .record(SpooledRecord(stream: stream, command: command, origin: origin, lookFrom: hasLookFrom ? lookFrom : nil), size: headerSize + length)
+    }
+
+    /// Where a frame starting at `bytes.startIndex` ends by its length field, whether or not the
+    /// rest holds: nil when the length cannot be read or is past any frame's.
+    static func declaredEnd(_ bytes: ArraySlice<UInt8>) -> Int? {
+        guard bytes.count >= 4 else { return nil }
+        let length = Int(readInteger(bytes, at: bytes.startIndex, as: UInt32.self))
+        return length <= maximumPayload ? bytes.startIndex + headerSize + length : nil
     }
 
     private static func appendInteger<Integer: FixedWidthInteger>(_ value: Integer, to output: inout [UInt8]) {
