@@ -46,20 +46,44 @@ struct RecordOrigin: Hashable, Sendable {
     }
 }
 
+/// Where to look for a record whose outcome is unknown: ids come from Redis's clock, so a start
+/// is either an id Redis gave, or a moment by this host's clock that is turned into Redis's clock
+/// (its `TIME`) just before looking. A host whose clock runs ahead of Redis's would otherwise
+/// look past records Redis stored, and send them again.
+enum LookupStart: Hashable, Sendable {
+    /// From this id on the record's stream.
+    case entry(StreamEntryID)
+    /// From when the record was sent, by this host's clock (milliseconds since the epoch).
+    case sentAt(hostMilliseconds: UInt64)
+}
+
 /// Where to look for records whose outcome is unknown, and which of them a page of the stream holds.
 enum UnknownOutcomeLookup {
     /// Entries XRANGE returns per page while looking.
     static let pageSize = 1000
+    /// How far before a host-clock start to look: covers the time between measuring the clocks'
+    /// difference and the send, and a clock stepped in between.
+    static let hostClockMargin: UInt64 = 5000
 
     /// Ids on one stream only grow, on whatever node holds it now, so a record sent after the last
     /// id confirmed on its stream has a larger one. The second of margin covers the one way that
     /// fails: a failover that lost the confirmed entry, to a primary whose clock is behind. With
-    /// nothing confirmed yet, the producer's clock when it sent, less 5 s for clocks that differ.
-    static func start(lastConfirmed: StreamEntryID?, sentAtMilliseconds: UInt64) -> StreamEntryID {
-        let milliseconds =
-            if let lastConfirmed { lastConfirmed.milliseconds - min(lastConfirmed.milliseconds, 1000) }
-            else { sentAtMilliseconds - min(sentAtMilliseconds, 5000) }
-        return StreamEntryID(milliseconds: milliseconds, sequence: 0)
+    /// nothing confirmed yet, when it was sent by this host's clock, to be turned into Redis's.
+    static func start(lastConfirmed: StreamEntryID?, sentAtMilliseconds: UInt64) -> LookupStart {
+        guard let lastConfirmed else { return .sentAt(hostMilliseconds: sentAtMilliseconds) }
+        return .entry(StreamEntryID(milliseconds: lastConfirmed.milliseconds - min(lastConfirmed.milliseconds, 1000), sequence: 0))
+    }
+
+    /// The id to read from. - Parameter redisAhead: Redis's clock less this host's, in milliseconds,
+    ///   measured just before (needed for ``LookupStart/sentAt(hostMilliseconds:)`` only).
+    static func entryID(for start: LookupStart, redisAhead: Int64) -> StreamEntryID {
+        switch start {
+        case .entry(let id):
+            return id
+        case .sentAt(let host):
+            let redis = Int64(clamping: host) &+ redisAhead &- Int64(hostClockMargin)
+            return StreamEntryID(milliseconds: UInt64(max(0, redis)), sequence: 0)
+        }
     }
 
     /// The ids under which `entries` hold the `wanted` records.

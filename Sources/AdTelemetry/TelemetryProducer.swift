@@ -45,7 +45,7 @@ public actor TelemetryProducer: Service {
         var results: [Result<StreamEntryID, TelemetryProducerError>?]
         /// Non-nil while a command's outcome is unknown (its pipeline was cut): look for it in its
         /// stream from this id before sending it again.
-        var lookFrom: [StreamEntryID?]
+        var lookFrom: [LookupStart?]
         /// Nil for ``submit(_:)``: nobody waits; the outcome goes to metrics and logs only.
         var continuation: CheckedContinuation<[Result<StreamEntryID, TelemetryProducerError>], Never>?
         var enqueuedAt: ContinuousClock.Instant
@@ -611,10 +611,12 @@ public actor TelemetryProducer: Service {
             }
         }
         for (route, places) in byRoute.sorted(by: { $0.key < $1.key }) {
-            let start = places.map { sends[$0.send].lookFrom[$0.command]! }.min()!
+            let starts = places.map { sends[$0.send].lookFrom[$0.command]! }
             let wanted = Set(places.map { sends[$0.send].origins[$0.command] })
             let connection = connections.count == 1 ? connections[0] : connections[route]
             do {
+                let redisAhead = try await starts.contains { if case .sentAt = $0 { true } else { false } } ? redisClockAhead(on: connection) : 0
+                let start = starts.map { UnknownOutcomeLookup.entryID(for: $0, redisAhead: redisAhead) }.min()!
                 let stored = try await lookUp(wanted, in: streams[route], from: start, on: connection)
                 for place in places {
                     sends[place.send].lookFrom[place.command] = nil
@@ -633,6 +635,15 @@ public actor TelemetryProducer: Service {
             }
         }
         return (found, lookupError)
+    }
+
+    /// Redis's clock less this host's, in milliseconds, from a `TIME` on `connection`: entry ids
+    /// come from Redis's clock, whatever this host's says.
+    private nonisolated func redisClockAhead(on connection: RedisConnection) async throws(RedisError) -> Int64 {
+        let before = Timestamp.now().millisecondsSinceEpoch
+        let redis = try await connection.serverTimeMilliseconds()
+        let after = Timestamp.now().millisecondsSinceEpoch
+        return redis - (before + after) / 2
     }
 
     /// Pages through `stream` from `start` to its end (or until every wanted record is found).

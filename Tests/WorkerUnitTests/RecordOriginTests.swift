@@ -17,10 +17,24 @@ struct RecordOriginTests {
 
     @Test func lookupStartsBeforeTheLastConfirmedIDOrTheSendTime() {
         let confirmed = StreamEntryID(milliseconds: 1_700_000_005_000, sequence: 7)
-        #expect(UnknownOutcomeLookup.start(lastConfirmed: confirmed, sentAtMilliseconds: 1_700_000_009_000) == StreamEntryID(milliseconds: 1_700_000_004_000, sequence: 0))
-        #expect(UnknownOutcomeLookup.start(lastConfirmed: nil, sentAtMilliseconds: 1_700_000_009_000) == StreamEntryID(milliseconds: 1_700_000_004_000, sequence: 0))
-        #expect(UnknownOutcomeLookup.start(lastConfirmed: StreamEntryID(milliseconds: 10, sequence: 0), sentAtMilliseconds: 3) == StreamEntryID(milliseconds: 0, sequence: 0))
-        #expect(UnknownOutcomeLookup.start(lastConfirmed: nil, sentAtMilliseconds: 3) == StreamEntryID(milliseconds: 0, sequence: 0))
+        #expect(UnknownOutcomeLookup.start(lastConfirmed: confirmed, sentAtMilliseconds: 1_700_000_009_000) == .entry(StreamEntryID(milliseconds: 1_700_000_004_000, sequence: 0)))
+        #expect(UnknownOutcomeLookup.start(lastConfirmed: StreamEntryID(milliseconds: 10, sequence: 0), sentAtMilliseconds: 3) == .entry(StreamEntryID(milliseconds: 0, sequence: 0)))
+        // With nothing confirmed, the send time by the host's clock: turned into Redis's before looking.
+        #expect(UnknownOutcomeLookup.start(lastConfirmed: nil, sentAtMilliseconds: 1_700_000_009_000) == .sentAt(hostMilliseconds: 1_700_000_009_000))
+        #expect(UnknownOutcomeLookup.entryID(for: .sentAt(hostMilliseconds: 1_700_000_009_000), redisAhead: 0) == StreamEntryID(milliseconds: 1_700_000_004_000, sequence: 0))
+        #expect(UnknownOutcomeLookup.entryID(for: .sentAt(hostMilliseconds: 3), redisAhead: 0) == StreamEntryID(milliseconds: 0, sequence: 0))
+        #expect(UnknownOutcomeLookup.entryID(for: .entry(confirmed), redisAhead: -60_000) == confirmed)
+    }
+
+    @Test func aHostClockAheadOfRedisStillLooksFromBeforeTheSend() {
+        // The host runs 10 s ahead: it sent at its 1_700_000_019_000, Redis stored the record at its
+        // 1_700_000_009_000. The old start (host time less 5 s) lay 5 s past the stored entry.
+        let stored = StreamEntryID(milliseconds: 1_700_000_009_000, sequence: 0)
+        let start = UnknownOutcomeLookup.start(lastConfirmed: nil, sentAtMilliseconds: 1_700_000_019_000)
+        #expect(UnknownOutcomeLookup.entryID(for: start, redisAhead: -10_000) <= stored)
+        // And 10 s behind: still no later than the entry, and no more than the margin before it.
+        let behind = UnknownOutcomeLookup.entryID(for: .sentAt(hostMilliseconds: 1_699_999_999_000), redisAhead: 10_000)
+        #expect(behind <= stored && stored.milliseconds - behind.milliseconds == UnknownOutcomeLookup.hostClockMargin)
     }
 
     @Test func onlyThisInstancesWantedRecordsAreFound() {

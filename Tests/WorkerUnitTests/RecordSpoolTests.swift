@@ -7,7 +7,7 @@ import Testing
 
 @Suite("The producer's spool: frames, order, restarts, bounds")
 struct RecordSpoolTests {
-    static func record(_ number: UInt64, stream: String = "s:inference", lookFrom: StreamEntryID? = nil) -> SpooledRecord {
+    static func record(_ number: UInt64, stream: String = "s:inference", lookFrom: LookupStart? = nil) -> SpooledRecord {
         var command = RedisCommand.streamAdd(to: stream)
         command.writeField("request_id", Array("r-\(number)".utf8))
         return SpooledRecord(stream: stream, command: command, origin: RecordOrigin(instance: 7, sequence: number), lookFrom: lookFrom)
@@ -27,14 +27,21 @@ struct RecordSpoolTests {
 
     @Test func framesRoundTripAndATornOrDamagedOneIsNotARecord() {
         var bytes: [UInt8] = []
-        SpoolFrame.append(Self.record(1, lookFrom: StreamEntryID(milliseconds: 5, sequence: 6)), to: &bytes)
+        SpoolFrame.append(Self.record(1, lookFrom: .entry(StreamEntryID(milliseconds: 5, sequence: 6))), to: &bytes)
         guard case .record(let decoded, let size) = SpoolFrame.decode(bytes[...]) else {
             Issue.record("not decoded")
             return
         }
         #expect(size == bytes.count)
         #expect(decoded.stream == "s:inference" && decoded.origin == RecordOrigin(instance: 7, sequence: 1))
-        #expect(decoded.lookFrom == StreamEntryID(milliseconds: 5, sequence: 6))
+        #expect(decoded.lookFrom == .entry(StreamEntryID(milliseconds: 5, sequence: 6)))
+        var hostClock: [UInt8] = []
+        SpoolFrame.append(Self.record(2, lookFrom: .sentAt(hostMilliseconds: 1_700_000_000_123)), to: &hostClock)
+        guard case .record(let decodedHostClock, _) = SpoolFrame.decode(hostClock[...]) else {
+            Issue.record("not decoded")
+            return
+        }
+        #expect(decodedHostClock.lookFrom == .sentAt(hostMilliseconds: 1_700_000_000_123))
         #expect(decoded.command.encoded.resp == Self.record(1).command.encoded.resp)
         #expect(decoded.command.encoded.argumentCount == 5)
         guard case .incomplete = SpoolFrame.decode(bytes.dropLast()) else {
@@ -69,7 +76,8 @@ struct RecordSpoolTests {
             #expect(await reopened.recordCount == 6)
             let again = await reopened.takeBatch(maximum: 10, nowMilliseconds: 3_000_000)
             #expect(again.map(\.origin.sequence) == [5, 6, 7, 8, 9, 10])
-            #expect(again.prefix(4).allSatisfy { $0.lookFrom == StreamEntryID(milliseconds: 2_000_000 - 5000, sequence: 0) })
+            // By the host's clock when it was handed out: the producer turns it into Redis's clock.
+            #expect(again.prefix(4).allSatisfy { $0.lookFrom == .sentAt(hostMilliseconds: 2_000_000) })
             #expect(again.suffix(2).allSatisfy { $0.lookFrom == nil })
             await reopened.commit(records: again.count)
             #expect(await reopened.recordCount == 0)

@@ -312,10 +312,10 @@ actor RecordSpool {
             decoding: while records.count < maximum {
                 switch SpoolFrame.decode(chunk[consumed...]) {
                 case .record(var record, let size):
-                    if let recovered = recoveredInFlight, position + consumed < recovered.end {
+                    if let recovered = recoveredInFlight, position + consumed < recovered.end, record.lookFrom == nil {
                         // The last run may have stored it before it stopped: look before sending.
-                        let start = UnknownOutcomeLookup.start(lastConfirmed: nil, sentAtMilliseconds: recovered.sinceMilliseconds)
-                        record.lookFrom = min(record.lookFrom ?? start, start)
+                        // (A start it already has is older: it came from an attempt before that one.)
+                        record.lookFrom = .sentAt(hostMilliseconds: recovered.sinceMilliseconds)
                     }
                     records.append(record)
                     consumed += size

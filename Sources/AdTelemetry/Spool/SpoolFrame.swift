@@ -7,11 +7,11 @@ struct SpooledRecord: Sendable {
     var command: RedisCommand
     var origin: RecordOrigin
     /// Set when an earlier attempt may have stored it: look for it from here before sending.
-    var lookFrom: StreamEntryID?
+    var lookFrom: LookupStart?
 }
 
 /// One record on disk: `length (u32 LE) · CRC-32C of the payload (u32 LE) · payload`, the payload
-/// `version 1 · flags · look-from ms, seq · origin instance, sequence (u64 LE each) · stream
+/// `version 1 · flags (1: look-from set, 2: it is a host-clock time) · look-from ms, seq · origin instance, sequence (u64 LE each) · stream
 /// (u16 LE length + UTF-8) · argument count (u32 LE) · the XADD in RESP`. A frame whose length or
 /// checksum does not hold is a write torn by a crash, or damage (``SpoolScan`` tells which).
 enum SpoolFrame {
@@ -21,11 +21,17 @@ enum SpoolFrame {
     static let maximumPayload = 64 << 20
 
     static func append(_ record: SpooledRecord, to output: inout [UInt8]) {
-        var payload: [UInt8] = [version, record.lookFrom == nil ? 0 : 1]
+        let (flags, lookFrom): (UInt8, StreamEntryID) =
+            switch record.lookFrom {
+            case nil: (0, StreamEntryID(milliseconds: 0, sequence: 0))
+            case .entry(let id): (1, id)
+            case .sentAt(let host): (3, StreamEntryID(milliseconds: host, sequence: 0))
+            }
+        var payload: [UInt8] = [version, flags]
         let (argumentCount, resp) = record.command.encoded
         payload.reserveCapacity(48 + record.stream.utf8.count + resp.count)
-        appendInteger(record.lookFrom?.milliseconds ?? 0, to: &payload)
-        appendInteger(record.lookFrom?.sequence ?? 0, to: &payload)
+        appendInteger(lookFrom.milliseconds, to: &payload)
+        appendInteger(lookFrom.sequence, to: &payload)
         appendInteger(record.origin.instance, to: &payload)
         appendInteger(record.origin.sequence, to: &payload)
         appendInteger(UInt16(record.stream.utf8.count), to: &payload)
@@ -58,8 +64,14 @@ enum SpoolFrame {
             defer { at += Integer.bitWidth / 8 }
             return readInteger(payload, at: at, as: Integer.self)
         }
-        let hasLookFrom = payload[payload.startIndex + 1] & 1 == 1
-        let lookFrom = StreamEntryID(milliseconds: next(UInt64.self), sequence: next(UInt64.self))
+        let flags = payload[payload.startIndex + 1]
+        let lookFromID = StreamEntryID(milliseconds: next(UInt64.self), sequence: next(UInt64.self))
+        let lookFrom: LookupStart? =
+            switch flags & 3 {
+            case 1: .entry(lookFromID)
+            case 3: .sentAt(hostMilliseconds: lookFromID.milliseconds)
+            default: nil
+            }
         let origin = RecordOrigin(instance: next(UInt64.self), sequence: next(UInt64.self))
         let streamLength = Int(next(UInt16.self))
         guard payload.endIndex - at >= streamLength + 4 else { return .damaged("stream name past the frame") }
@@ -67,7 +79,7 @@ enum SpoolFrame {
         at += streamLength
         let argumentCount = Int(next(UInt32.self))
         let command = RedisCommand(argumentCount: argumentCount, resp: Array(payload[at...]))
-        return .record(SpooledRecord(stream: stream, command: command, origin: origin, lookFrom: hasLookFrom ? lookFrom : nil), size: headerSize + length)
+        return .record(SpooledRecord(stream: stream, command: command, origin: origin, lookFrom: lookFrom), size: headerSize + length)
     }
 
     /// Where a frame starting at `bytes.startIndex` ends by its length field, whether or not the
