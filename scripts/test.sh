@@ -100,7 +100,7 @@ assert newest["training_data"] and newest["inference_results"], newest
 print("status without daemon:", newest)
 PY
 
-log "DATABASE_URL and DATABASE_URL_FILE connect over TCP as the URL says; flags override its parts; a malformed one is refused"
+log "DATABASE_URL and DATABASE_URL_FILE connect over TCP as the URL says; flags override its parts; a malformed one is refused without quoting it"
 url="postgresql://$DATABASE_USER:$DATABASE_PASSWORD@$DATABASE_HOST:$DATABASE_PORT/$smoke_database"
 url_file=$(mktemp)
 printf '%s\n' "$url" > "$url_file"
@@ -115,6 +115,19 @@ if DATABASE_URL='postgres://u@h/x?nosuchoption=1' "$adworker" migrate --env-file
     log "a malformed DATABASE_URL was accepted"; exit 1
 fi
 grep -q 'DATABASE_URL is not a valid' /tmp/adworker-smoke-url.txt || { log "malformed URL message: $(cat /tmp/adworker-smoke-url.txt)"; exit 1; }
+# libpq's own reason for a password with a bare '%' quotes the password whole: every command that
+# reads DATABASE_URL names the part at fault and quotes no piece of it.
+secret='Kq4%Zw8Rt'
+for command in migrate status run; do
+    if DATABASE_URL="postgresql://u:$secret@h/db" "$adworker" $command --env-file "$empty_env" > /tmp/adworker-smoke-url.txt 2>&1; then
+        log "$command took a DATABASE_URL whose password has a bare %"; exit 1
+    fi
+    grep -q "DATABASE_URL is not a valid PostgreSQL URL: the password has a '%'" /tmp/adworker-smoke-url.txt \
+        || { log "$command: malformed password message: $(cat /tmp/adworker-smoke-url.txt)"; exit 1; }
+    for ((start = 0; start + 4 <= ${#secret}; start++)); do
+        if grep -qF -- "${secret:start:4}" /tmp/adworker-smoke-url.txt; then log "$command printed part of the password"; exit 1; fi
+    done
+done
 rm -f "$url_file"
 # An empty password file (a systemd credential for a Redis without AUTH) is no password, not AUTH "".
 REDIS_PASSWORD_FILE=$empty_env "$adworker" produce --env-file "$empty_env" --stream inference --count 10 >/dev/null

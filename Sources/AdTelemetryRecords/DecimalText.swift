@@ -17,6 +17,16 @@ public enum DecimalText {
         return Double(String(decoding: bytes, as: UTF8.self))
     }
 
+    /// Whether the significand of `bytes`, a decimal number, has a digit other than 0: whether
+    /// the number it spells is not zero, whatever its exponent.
+    public static func hasNonzeroDigit(_ bytes: some Collection<UInt8>) -> Bool {
+        for byte in bytes {
+            if byte == UInt8(ascii: "e") || byte == UInt8(ascii: "E") { return false }
+            if byte >= UInt8(ascii: "1") && byte <= UInt8(ascii: "9") { return true }
+        }
+        return false
+    }
+
     /// `-?[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?`
     static func isDecimalNumber(_ bytes: some Collection<UInt8>) -> Bool {
         var index = bytes.startIndex

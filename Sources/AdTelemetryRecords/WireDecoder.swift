@@ -248,7 +248,11 @@ public struct WireDecoder: Sendable {
         guard bytes.count <= 64, let value = DecimalText.double(bytes) else {
             throw RecordError(.invalidNumber, field: field)
         }
-        guard value.isFinite else { throw RecordError(.outOfRange, field: field) }
+        // PostgreSQL's float8 input refuses both ends (22003): a decimal past the largest double,
+        // and a nonzero one so small it rounds to 0. A subnormal, which keeps some of it, is taken.
+        guard value.isFinite, value != 0 || !DecimalText.hasNonzeroDigit(bytes) else {
+            throw RecordError(.outOfRange, field: field)
+        }
         return value
     }
 

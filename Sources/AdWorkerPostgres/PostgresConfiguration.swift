@@ -52,35 +52,41 @@ public struct PostgresConfiguration: Sendable, CustomStringConvertible {
     }
 
     /// What a URL carries, checked by libpq's own parser (a malformed URL is refused before any
-    /// connection attempt, with libpq's reason).
+    /// connection attempt, with the part at fault named but not quoted: see ``ConnectionStringFault``).
     public struct URLContents: Sendable, Equatable {
         public var hasPassword: Bool
         public var hasHost: Bool
     }
 
     public static func inspect(url: String) throws(PostgresError) -> URLContents {
-        var errorMessage: UnsafeMutablePointer<CChar>?
-        guard let options = PQconninfoParse(url, &errorMessage) else {
-            let reason = errorMessage.map { String(cString: $0).trimmingCharacters(in: .whitespacesAndNewlines) } ?? "unreadable"
-            if let errorMessage { PQfreemem(errorMessage) }
-            // libpq's reason names the part at fault, never the password.
-            throw PostgresError(.invalidConfiguration, "DATABASE_URL is not a valid PostgreSQL URL or conninfo: \(reason)")
+        guard let options = libpqOptions(url) else {
+            throw PostgresError(.invalidConfiguration, ConnectionStringFault.refusal(of: url, keywords: keywords).description)
         }
+        var values: [String: String] = [:]
+        for case (let keyword, let value?) in options where !value.isEmpty { values[keyword] = value }
+        if let fault = ConnectionStringFault.mangledCredentials(in: url, host: values["host"], port: values["port"]) {
+            throw PostgresError(.invalidConfiguration, fault.description)
+        }
+        return URLContents(hasPassword: values["password"] != nil, hasHost: values["host"] != nil || values["hostaddr"] != nil)
+    }
+
+    /// libpq's reading of a URL or conninfo string: every keyword it knows, with the value given
+    /// for it; nil when libpq refuses the text. Its reason is not asked for: it can quote the password.
+    static func libpqOptions(_ text: String) -> [(keyword: String, value: String?)]? {
+        guard let options = PQconninfoParse(text, nil) else { return nil }
         defer { PQconninfoFree(options) }
-        var contents = URLContents(hasPassword: false, hasHost: false)
+        var result: [(keyword: String, value: String?)] = []
         var option = options
         while let keyword = option.pointee.keyword {
-            if let value = option.pointee.val, value.pointee != 0 {
-                switch String(cString: keyword) {
-                case "password": contents.hasPassword = true
-                case "host", "hostaddr": contents.hasHost = true
-                default: break
-                }
-            }
+            result.append((String(cString: keyword), option.pointee.val.map { String(cString: $0) }))
             option += 1
         }
-        return contents
+        return result
     }
+
+    /// libpq's connection option keywords: those of an empty conninfo string, which libpq parses
+    /// without reading the environment or any file.
+    static let keywords = Set(libpqOptions("")?.map(\.keyword) ?? [])
 
     /// Keyword/value pairs for `PQconnectdbParams` with `expand_dbname`: a URL goes first as
     /// `dbname` (libpq expands it), and later pairs override what it says. Contains the password:

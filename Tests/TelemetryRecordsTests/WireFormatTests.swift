@@ -123,4 +123,30 @@ struct WireFormatTests {
         pairs.append((name, value))
         #expect(throws: expected) { try decoder.decodeInference(StreamFields(pairs)) }
     }
+
+    /// PostgreSQL 15's float8 input (checked with psql) refuses a nonzero decimal that rounds to 0 as
+    /// it refuses one past the largest double (22003, "out of range for type double precision"), and
+    /// takes a subnormal and a zero however it is spelled: the decoder draws the same lines.
+    static let decimalsAtTheEdges: [(String, Double?)] = [
+        ("1e-400", nil), ("-1e-400", nil), ("2e-324", nil), ("2.4703282292062327e-324", nil), ("0.00001e-320", nil),
+        ("1e400", nil), ("-1e400", nil),
+        // Subnormal literals would draw a compiler warning.
+        ("1e-310", Double("1e-310")), ("5e-324", .leastNonzeroMagnitude), ("3e-324", .leastNonzeroMagnitude),
+        ("2.4703282292062328e-324", .leastNonzeroMagnitude),
+        ("0e-400", 0), ("0.000", 0), ("-0e-999", -0.0), ("0.0000000000e-500", 0), ("00000e5", 0),
+    ]
+
+    @Test(arguments: decimalsAtTheEdges)
+    func takesTheDecimalsPostgreSQLsFloat8TakesAndRefusesTheOthers(text: String, stored: Double?) throws {
+        for name in ["confidence", "anomaly_score"] {
+            let fields = StreamFields([("v", "1"), ("model", "m"), ("request_id", "r"), ("ts", "1"), ("prediction", "1"), (name, text)])
+            if let stored {
+                let record = try decoder.decodeInference(fields)
+                let value = name == "confidence" ? record.confidence : record.anomalyScore
+                #expect(value?.bitPattern == stored.bitPattern, "\(name)=\(text)")
+            } else {
+                #expect(throws: RecordError(.outOfRange, field: name), "\(name)=\(text)") { try decoder.decodeInference(fields) }
+            }
+        }
+    }
 }
