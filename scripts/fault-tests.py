@@ -317,8 +317,9 @@ def redis_client_kill():
 
 
 def api_spool_restart():
-    """The example API service with a spool and a 1,000-record memory buffer: Redis goes away for
-    longer than the buffer holds, the service is restarted before Redis is back; every request's
+    """The example API service with a spool and a 1,000-record memory buffer: Redis goes away, the
+    service is killed with -9 holding fewer records than its buffer would (all on disk), more
+    come than the buffer holds, it is restarted gracefully before Redis is back; every request's
     records end as rows, none twice."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -351,7 +352,17 @@ def api_spool_restart():
     service = start()
     statuses = requests(range(0, 300))
     subprocess.run(REDIS + ["SHUTDOWN"], capture_output=True)
-    statuses += requests(range(300, 2300))
+    # Fewer records than the memory buffer holds: while Redis is away they are written through to
+    # the spool all the same, so a kill -9 loses none of them (before, all 500 were only in memory).
+    statuses += requests(range(300, 550))
+    check(metric("adtelemetry_spooled_records") == 500, f"{metric('adtelemetry_spooled_records'):.0f} of 500 records on disk while Redis is away")
+    service.kill()
+    service.wait()
+    service = start()
+    wait_for(lambda: metric("adtelemetry_spooled_records") > 0, 10, "the service restarted after kill -9 to count its spool")
+    after_crash = metric("adtelemetry_spooled_records")
+    check(after_crash == 500, f"{after_crash:.0f} of 500 spooled records left after kill -9")
+    statuses += requests(range(550, 2300))
     spooled_while_down = metric("adtelemetry_spooled_records")
     check(spooled_while_down > 0, "nothing was spooled past the memory buffer")
     code, took = scenario.stop(service)
@@ -371,7 +382,8 @@ def api_spool_restart():
     check(training == len(statuses), f"{len(statuses)} requests but {training} training entries")
     redis("DEL", scenario.prefix + "training")
     shutil.rmtree(spool, ignore_errors=True)
-    scenario.notes.append(f"{len(statuses)} requests; Redis away, {spooled_while_down:.0f} records spooled past a 1,000-record buffer; "
+    scenario.notes.append(f"{len(statuses)} requests; Redis away: 500 records written through to the spool, all there after kill -9, "
+                          f"{spooled_while_down:.0f} spooled in all; "
                           f"service restarted ({took:.1f} s to stop) with {spooled_at_restart:.0f} on disk; after Redis came back the restarted "
                           f"service sent {sent:.0f}, failed {failed:.0f}, dropped {dropped:.0f}")
     scenario.worker("w")

@@ -269,11 +269,15 @@ public actor TelemetryProducer: Service {
     /// Records queued and not yet answered by Redis.
     public var bufferedCount: Int { bufferedRecords }
 
+    /// Records waiting in the spool on local disk (with a ``TelemetryProducerConfiguration/spoolDirectory``).
+    public var spooledCount: Int { spooledRecords }
+
     /// Queues records in memory, or returns the spool they go to instead: when memory is full, or
     /// the spool already holds records (which go first).
     private func enqueueOrSpill(_ encoded: EncodedRecords) throws(TelemetryProducerError) -> RecordSpool? {
         let count = encoded.commands.count
-        if let spool, !isClosed, spooledRecords > 0 || bufferedRecords + count > configuration.maximumBufferedRecords {
+        // While Redis is away, or records it has not taken wait on disk, new ones join them there.
+        if let spool, !isClosed, spooledRecords > 0 || unavailableSince != nil || bufferedRecords + count > configuration.maximumBufferedRecords {
             spooledRecords += count
             return spool
         }
@@ -459,6 +463,13 @@ public actor TelemetryProducer: Service {
         buffered.record(bufferedRecords)
     }
 
+    /// Takes the queued sends of ``submit(_:)`` out of memory (Redis is away: they go to the spool).
+    private func takeQueuedSubmissions() -> [PendingSend] {
+        let taken = pending.filter(Self.writesThrough)
+        pending.removeAll(where: Self.writesThrough)
+        return taken
+    }
+
     /// Puts sends with commands still to retry back at the front, in their order.
     private func requeue(_ sends: [PendingSend]) {
         pending.insert(contentsOf: sends, at: 0)
@@ -493,15 +504,29 @@ public actor TelemetryProducer: Service {
     /// Redis confirmed: where to look for records of a pipeline cut later.
     private nonisolated func flushPending(_ connections: [RedisConnection], lastConfirmed: inout [StreamEntryID?]) async {
         var backoff = RetryBackoff()
+        // A spool batch given up (shutting down, or cancelled) stays on disk: not read again now,
+        // or this loop would take it, give it up and take it again without end.
+        var spoolBatchReleased = false
         while true {
             var sends = await takePending()
             if sends.isEmpty {
                 // Memory is sent: the spool's next batch, if Redis answers.
-                guard await loadFromSpool() else { return }
+                guard !spoolBatchReleased, await loadFromSpool() else { return }
                 continue
             }
             let closedAt = await self.closedAt
-            let lookup = await settleUnknownOutcomes(&sends, on: connections, closedAt: closedAt)
+            let spool = await self.spool
+            if spool != nil, await unavailableSince != nil {
+                // Redis is away: what services submitted waits on disk, not in memory, where a
+                // crash of the process would lose it (README, "The spool").
+                for var queued in await takeQueuedSubmissions() {
+                    for index in queued.results.indices where queued.results[index] == nil {
+                        queued.results[index] = .failure(TelemetryProducerError(.redisUnavailable, "redis is not taking records"))
+                    }
+                    sends.append(queued)
+                }
+            }
+            let lookup = await settleUnknownOutcomes(&sends, on: connections, closedAt: closedAt, writesThrough: spool != nil)
             // Only what is not settled yet goes out: a retried send keeps its earlier successes.
             var outstanding: [(send: Int, command: Int)] = []
             for (sendIndex, send) in sends.enumerated() {
@@ -520,6 +545,7 @@ public actor TelemetryProducer: Service {
             // Records still to be looked for wait, like those held back: Redis is not answering.
             let stillUnknown = sends.reduce(0) { send, pending in send + pending.lookFrom.indices.count { pending.lookFrom[$0] != nil && pending.results[$0] == nil } }
             var heldBack = 0
+            var spilledNow = 0
             var lastError = lookup.error
             for (position, place) in outstanding.enumerated() {
                 switch results[position] {
@@ -534,7 +560,11 @@ public actor TelemetryProducer: Service {
                             lastConfirmed: lastConfirmed[routes[position]], sentAtMilliseconds: sentAt)
                     }
                     let deadline = retryDeadline(for: sends[place.send], closedAt: closedAt)
-                    if now < deadline, !Task.isCancelled, unknown || Self.isSafeToResend(error) {
+                    if spool != nil, Self.writesThrough(sends[place.send]), Self.failure(error).code == .redisUnavailable {
+                        // Given up at once, to the spool: there it survives a crash; here it would not.
+                        sends[place.send].results[place.command] = .failure(Self.failure(error))
+                        spilledNow += 1
+                    } else if now < deadline, !Task.isCancelled, unknown || Self.isSafeToResend(error) {
                         sends[place.send].firstRetryAt = sends[place.send].firstRetryAt ?? now
                         heldBack += 1
                     } else {
@@ -544,10 +574,9 @@ public actor TelemetryProducer: Service {
             }
             if heldBack > 0 { retried.increment(by: heldBack) }
             let confirmed = lookup.found > 0 || results.contains { if case .success = $0 { true } else { false } }
-            await noteAvailability(heldBack: heldBack + stillUnknown, confirmed: confirmed, error: lastError)
+            await noteAvailability(heldBack: heldBack + stillUnknown + spilledNow + lookup.spilled, confirmed: confirmed, error: lastError)
             var unsettled: [PendingSend] = []
             var settledRecords = 0
-            let spool = await self.spool
             for send in sends {
                 guard send.outstanding == 0 else {
                     unsettled.append(send)
@@ -559,7 +588,10 @@ public actor TelemetryProducer: Service {
                 if let batch = send.spoolBatch {
                     await settleSpoolBatch(records: batch, complete: givenUp.isEmpty)
                     settledRecords += results.count
-                    guard givenUp.isEmpty else { continue }
+                    guard givenUp.isEmpty else {
+                        spoolBatchReleased = true
+                        continue
+                    }
                 }
                 var spooled = 0
                 if let spool, send.continuation == nil, send.spoolBatch == nil, !givenUp.isEmpty {
@@ -591,6 +623,13 @@ public actor TelemetryProducer: Service {
         }
     }
 
+    /// Whether a send's records go to the spool (when there is one) as soon as Redis does not take
+    /// them: ``submit(_:)``'s, whose callers do not wait. `send` callers are told the outcome, and
+    /// a spool batch is on disk already.
+    private static func writesThrough(_ send: PendingSend) -> Bool {
+        send.continuation == nil && send.spoolBatch == nil
+    }
+
     private static func failure(_ error: RedisError) -> TelemetryProducerError {
         TelemetryProducerError(error.isTransient ? .redisUnavailable : .rejected, error.message, underlying: error)
     }
@@ -599,11 +638,14 @@ public actor TelemetryProducer: Service {
     /// settles those Redis holds with their ids; the rest are cleared to be sent again. A stream
     /// that cannot be read yet keeps its commands unknown, until the retry deadline fails them.
     /// - Returns: How many records Redis was found to hold, and the last lookup's error, if one failed.
+    /// - Parameter writesThrough: There is a spool: ``writesThrough(_:)`` records whose lookup
+    ///   failed for want of Redis go there at once, keeping where to look from.
     private nonisolated func settleUnknownOutcomes(
-        _ sends: inout [PendingSend], on connections: [RedisConnection], closedAt: ContinuousClock.Instant?
-    ) async -> (found: Int, error: RedisError?) {
+        _ sends: inout [PendingSend], on connections: [RedisConnection], closedAt: ContinuousClock.Instant?, writesThrough: Bool
+    ) async -> (found: Int, spilled: Int, error: RedisError?) {
         var lookupError: RedisError?
         var found = 0
+        var spilled = 0
         var byRoute: [Int: [(send: Int, command: Int)]] = [:]
         for (sendIndex, send) in sends.enumerated() {
             for (commandIndex, start) in send.lookFrom.enumerated() where start != nil && send.results[commandIndex] == nil {
@@ -629,12 +671,18 @@ public actor TelemetryProducer: Service {
                 lookupError = error
                 let now = ContinuousClock.now
                 // Given up, the record keeps its lookFrom: spooled, it is looked for again later.
-                for place in places where now >= retryDeadline(for: sends[place.send], closedAt: closedAt) || Task.isCancelled {
+                let toSpool = writesThrough && Self.failure(error).code == .redisUnavailable
+                for place in places {
+                    if toSpool && Self.writesThrough(sends[place.send]) {
+                        spilled += 1
+                    } else if now < retryDeadline(for: sends[place.send], closedAt: closedAt) && !Task.isCancelled {
+                        continue
+                    }
                     sends[place.send].results[place.command] = .failure(Self.failure(error))
                 }
             }
         }
-        return (found, lookupError)
+        return (found, spilled, lookupError)
     }
 
     /// Redis's clock less this host's, in milliseconds, from a `TIME` on `connection`: entry ids
