@@ -8,6 +8,10 @@ import AdTelemetryRecords
 /// arrive within one read and one commit; while every sink is busy, entries keep accumulating up
 /// to ``Configuration/maximumEntries`` and ``Configuration/maximumBytes``, so under backlog the
 /// COPYs grow toward one large COPY. Memory is bounded by those limits (plus one read) per buffer.
+///
+/// Every read, claim and re-read asks for as many entries as fit ``Configuration/maximumBytes``
+/// at what entries weigh: ``Configuration/initialEntryBytes`` until some have been read, then what
+/// they weighed, so large entries never come back by the thousand in one reply.
 struct ConsumerStateMachine<Instant: InstantProtocol> where Instant.Duration == Duration {
     struct Configuration {
         /// Most entries in one COPY.
@@ -27,6 +31,9 @@ struct ConsumerStateMachine<Instant: InstantProtocol> where Instant.Duration == 
         var drain: Bool
         /// Draining, how long a read waits for new entries before the stream counts as drained.
         var drainReadBlock: Duration
+        /// What an entry is taken to weigh until one has been read: the most one may weigh and
+        /// still decode, so the first read, claim or re-read stays within ``maximumBytes``.
+        var initialEntryBytes: Int
     }
 
     /// Entries to hand to a sink as one batch.
@@ -46,7 +53,8 @@ struct ConsumerStateMachine<Instant: InstantProtocol> where Instant.Duration == 
     }
 
     enum Action: Equatable {
-        /// This consumer's own pending entries after an id (a previous run's), up to a count.
+        /// This consumer's own pending entries after an id (a previous run's, or a read's whose
+        /// reply was lost), up to a count.
         case readOwnPending(after: StreamEntryID, count: Int)
         /// New entries (`>`), up to a count; block for up to the duration, or not at all (nil).
         case readNew(count: Int, block: Duration?)
@@ -63,14 +71,16 @@ struct ConsumerStateMachine<Instant: InstantProtocol> where Instant.Duration == 
     }
 
     private enum Phase: Equatable {
-        case ownPending(after: StreamEntryID)
         case running
         case shuttingDown
         case finished
     }
 
     let configuration: Configuration
-    private var phase: Phase = .ownPending(after: StreamEntryID(milliseconds: 0, sequence: 0))
+    private var phase: Phase = .running
+    /// Where the scan of this consumer's own pending entries goes on; nil when none is under way.
+    /// It runs first at start (a previous run's entries) and again after a lost reply.
+    private var pendingScan: StreamEntryID? = StreamEntryID(milliseconds: 0, sequence: 0)
     private var buffer: [StreamEntry] = []
     private var bufferBytes = 0
     private var oldestArrival: Instant?
@@ -85,11 +95,13 @@ struct ConsumerStateMachine<Instant: InstantProtocol> where Instant.Duration == 
     private var lastReadWasEmpty = false
     /// Draining: Redis said others still hold pending entries; wait before asking again.
     private var othersHoldPending = false
-    /// Running average of entry sizes, to size reads by bytes.
-    private var averageEntryBytes = 256
+    /// What entries weigh, from those read so far (nil before any): reads are sized by it.
+    private var entryBytes: Int?
 
     init(configuration: Configuration, now: Instant) {
-        precondition(configuration.maximumEntries > 0 && configuration.maximumBytes > 0 && configuration.lanes > 0)
+        precondition(
+            configuration.maximumEntries > 0 && configuration.maximumBytes > 0 && configuration.lanes > 0 && configuration.initialEntryBytes > 0
+        )
         self.configuration = configuration
         self.freeLanes = configuration.lanes
         self.nextClaim = now
@@ -100,14 +112,26 @@ struct ConsumerStateMachine<Instant: InstantProtocol> where Instant.Duration == 
 
     // MARK: Events
 
-    mutating func ownPendingReturned(_ batch: Batch) {
-        guard case .ownPending = phase else { return }
-        guard let last = batch.entries.last else {
-            phase = .running
-            return
-        }
-        redelivered.append(batch)
-        phase = .ownPending(after: last.id)
+    /// A read of this consumer's own pending entries returned: `last` is the last id Redis
+    /// returned (nil: none, the scan is done); `batch` holds those of them not already in a sink
+    /// (the reader drops those). Entries still in the buffer are dropped here, or they would be
+    /// stored twice.
+    mutating func ownPendingReturned(_ batch: Batch, through last: StreamEntryID?) {
+        guard phase == .running, pendingScan != nil else { return }
+        pendingScan = last
+        weigh(batch.entries)
+        var batch = batch
+        dropBuffered(from: &batch)
+        if !batch.entries.isEmpty { redelivered.append(batch) }
+    }
+
+    /// A read of new entries, or a claim, failed after Redis may have run it (the connection
+    /// broke, or the reply did not come in time): entries may have been delivered to this
+    /// consumer and never seen. They are in its pending list: re-read it at once, instead of
+    /// leaving them to a claim after the claim idle time.
+    mutating func replyLost() {
+        guard phase == .running else { return }
+        pendingScan = StreamEntryID(milliseconds: 0, sequence: 0)
     }
 
     mutating func readReturned(_ entries: [StreamEntry], at now: Instant) {
@@ -117,7 +141,7 @@ struct ConsumerStateMachine<Instant: InstantProtocol> where Instant.Duration == 
         if buffer.isEmpty { oldestArrival = now }
         buffer.append(contentsOf: entries)
         bufferBytes += bytes
-        averageEntryBytes = max(1, (averageEntryBytes * 7 + bytes / entries.count) / 8)
+        weigh(bytes: bytes, entries: entries.count)
     }
 
     /// One XAUTOCLAIM step's outcome: `batch` is nil when it claimed nothing new. Entries still
@@ -125,17 +149,14 @@ struct ConsumerStateMachine<Instant: InstantProtocol> where Instant.Duration == 
     /// a claim too; they are dropped here, or they would be stored twice.
     mutating func claimReturned(_ batch: Batch?, next cursor: StreamEntryID, at now: Instant) {
         claimCursor = cursor
-        var batch = batch
-        if let first = buffer.first?.id, let last = buffer.last?.id {
-            batch?.entries.removeAll { $0.id >= first && $0.id <= last && isBuffered($0.id) }
+        if var batch {
+            weigh(batch.entries)
+            dropBuffered(from: &batch)
+            if !batch.entries.isEmpty { redelivered.append(batch) }
         }
-        if let batch, !batch.entries.isEmpty {
-            redelivered.append(batch)
-            // More may be waiting behind the cursor: continue the scan at once.
-            nextClaim = now
-        } else {
-            nextClaim = now.advanced(by: configuration.claimInterval)
-        }
+        // A scan not yet through the pending list goes on at once: a step examines only about
+        // ten times its count, and counts are small when entries are large.
+        nextClaim = cursor == StreamEntryID(milliseconds: 0, sequence: 0) ? now.advanced(by: configuration.claimInterval) : now
     }
 
     mutating func sinksFreed(_ count: Int) {
@@ -181,9 +202,6 @@ struct ConsumerStateMachine<Instant: InstantProtocol> where Instant.Duration == 
                 return freeLanes > 0 ? handOff(at: now) : .waitForSink
             }
             return .finish
-        case .ownPending(let after):
-            if !redelivered.isEmpty { return freeLanes > 0 ? handOff(at: now) : .waitForSink }
-            return .readOwnPending(after: after, count: configuration.maximumEntries)
         case .running:
             return running(at: now)
         }
@@ -196,8 +214,11 @@ struct ConsumerStateMachine<Instant: InstantProtocol> where Instant.Duration == 
         if freeLanes > 0, !buffer.isEmpty, isFull || lingerEnds(at: now) <= now {
             return handOff(at: now)
         }
+        if let after = pendingScan {
+            return .readOwnPending(after: after, count: redeliveryCount)
+        }
         if now >= nextClaim && !circuitOpen {
-            return .claim(cursor: claimCursor, count: configuration.maximumEntries)
+            return .claim(cursor: claimCursor, count: redeliveryCount)
         }
         if isFull { return .waitForSink }
         if !buffer.isEmpty {
@@ -218,6 +239,30 @@ struct ConsumerStateMachine<Instant: InstantProtocol> where Instant.Duration == 
         return .readNew(count: readCount, block: max(.milliseconds(1), min(block, untilClaim)))
     }
 
+    /// Claims and re-reads return entries still in the buffer (read, waiting for a sink): those
+    /// are dropped from their batch.
+    private func dropBuffered(from batch: inout Batch) {
+        guard let first = buffer.first?.id, let last = buffer.last?.id else { return }
+        batch.entries.removeAll { $0.id >= first && $0.id <= last && isBuffered($0.id) }
+    }
+
+    private mutating func weigh(_ entries: [StreamEntry]) {
+        weigh(bytes: entries.reduce(0) { $0 + $1.fields.byteCount }, entries: entries.count)
+    }
+
+    /// Takes in what a read's entries weighed: up to their average at once (the next read must
+    /// not ask for thousands of large entries because earlier ones were small), down halfway to
+    /// it (a run of small entries after large ones lets reads grow back within a few reads).
+    private mutating func weigh(bytes: Int, entries: Int) {
+        guard entries > 0 else { return }
+        let average = max(1, bytes / entries)
+        if let current = entryBytes, average < current {
+            entryBytes = (current + average) / 2
+        } else {
+            entryBytes = average
+        }
+    }
+
     /// The buffer holds fresh entries in id order (reads return them so): a binary search.
     private func isBuffered(_ id: StreamEntryID) -> Bool {
         var low = 0
@@ -235,11 +280,18 @@ struct ConsumerStateMachine<Instant: InstantProtocol> where Instant.Duration == 
         (oldestArrival ?? now).advanced(by: configuration.linger)
     }
 
-    /// As many entries as still fit, by count and (at the average entry size) by bytes.
+    private var entryWeight: Int { entryBytes ?? configuration.initialEntryBytes }
+
+    /// New entries: as many as still fit the buffer, by count and (at what entries weigh) by bytes.
     private var readCount: Int {
         let byCount = configuration.maximumEntries - buffer.count
-        let byBytes = max(1, (configuration.maximumBytes - bufferBytes) / averageEntryBytes)
+        let byBytes = (configuration.maximumBytes - bufferBytes) / entryWeight
         return max(1, min(byCount, byBytes))
+    }
+
+    /// Claimed and own pending entries: a batch of their own, so as many as fit one batch.
+    private var redeliveryCount: Int {
+        max(1, min(configuration.maximumEntries, configuration.maximumBytes / entryWeight))
     }
 
     /// Below this many entries a batch is not split between free sinks: a COPY's fixed costs

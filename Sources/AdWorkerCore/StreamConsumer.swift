@@ -65,7 +65,8 @@ struct StreamConsumer {
     let readerRedis: CircuitBreaker
     let sinkBreakers: [SinkBreakers]
     /// Entries between reading and acknowledgement in this consumer's own pipeline: a claim that
-    /// returns one of them (it has been in flight longer than `claimIdle`) must not queue it twice.
+    /// returns one of them (it has been in flight longer than `claimIdle`), or a re-read of own
+    /// pending entries (all of them are), must not queue it twice.
     let inFlight = InFlightEntries()
     /// Sinks tell the reader here when they are done with a batch.
     let freedLanes = LaneSignal()
@@ -127,7 +128,7 @@ struct StreamConsumer {
             maximumEntries: configuration.batchSize, maximumBytes: configuration.maximumBatchBytes, linger: configuration.maximumWait,
             lanes: Self.sinkLanes, claimInterval: min(max(configuration.claimIdle / 2, .milliseconds(100)), .seconds(30)),
             maximumReadBlock: WorkerConfiguration.maximumReadBlock, drain: configuration.drain,
-            drainReadBlock: WorkerConfiguration.drainReadBlock
+            drainReadBlock: WorkerConfiguration.drainReadBlock, initialEntryBytes: configuration.maximumEntryBytes
         )
     }
 
@@ -146,20 +147,19 @@ struct StreamConsumer {
                     machine.sinkCircuit(isOpen: sinkBreakers.contains { $0.postgres.isOpen || $0.redis.isOpen })
                     switch machine.nextAction(at: clock.now) {
                     case .readOwnPending(let after, let count):
-                        let entries = try await readWithRetry(redis, position: .pending(after: after), count: count, block: nil)
-                        if !entries.isEmpty {
-                            logger.info("re-reading own pending entries", metadata: [LogKey.batchSize: "\(entries.count)"])
-                        }
-                        machine.ownPendingReturned(try await redelivered(entries, redis))
+                        let (batch, last) = try await ownPending(redis, after: after, count: count)
+                        machine.ownPendingReturned(batch, through: last)
                     case .readNew(let count, let block):
-                        let entries = try await readWithRetry(redis, position: .new, count: count, block: block)
+                        let (entries, replyLost) = try await readWithRetry(redis, position: .new, count: count, block: block)
                         // Nothing new and nothing in this consumer's sinks: keeping up. A batch
                         // still in a sink is not progress (that sink may be stuck).
                         if entries.isEmpty && inFlight.isEmpty { status?.caughtUp(stream: stream) }
                         machine.readReturned(entries, at: clock.now)
+                        if replyLost { lostReply(of: "reading", &machine) }
                     case .claim(let cursor, let count):
-                        let (claimed, next) = try await reclaim(redis, cursor: cursor, count: count)
+                        let (claimed, next, replyLost) = try await reclaim(redis, cursor: cursor, count: count)
                         machine.claimReturned(claimed, next: next, at: clock.now)
+                        if replyLost { lostReply(of: "claiming", &machine) }
                     case .handOff(let batch):
                         inFlight.insert(batch.entries)
                         await batches.send((batch, clock.now))
@@ -179,27 +179,59 @@ struct StreamConsumer {
         }
     }
 
+    private func lostReply(of activity: String, _ machine: inout Machine) {
+        logger.notice("a reply was lost while \(activity): re-reading this consumer's pending entries")
+        machine.replyLost()
+    }
+
     /// A batch of entries delivered before, with their delivery counts.
-    private func redelivered(_ entries: [StreamEntry], _ redis: RedisConnection) async throws -> Machine.Batch {
+    /// - Parameter read: How many entries the read that returned them held, those dropped from
+    ///   `entries` (in flight already) included: that many may be pending between the first and the last.
+    private func redelivered(_ entries: [StreamEntry], read: Int, _ redis: RedisConnection) async throws -> Machine.Batch {
         var batch = Machine.Batch(entries: entries, redelivered: true)
         guard let first = entries.first?.id, let last = entries.last?.id else { return batch }
         let pending = try await readerRedis.retrying(doing: "reading delivery counts", logger: logger) {
-            try await redis.pendingEntries(stream, group: configuration.group, in: first...last, count: entries.count, consumer: consumer)
+            try await redis.pendingEntries(stream, group: configuration.group, in: first...last, count: read, consumer: consumer)
         }
         for entry in pending { batch.deliveries[entry.id] = entry.deliveries }
         return batch
     }
 
+    /// This consumer's own pending entries after `after`, up to `count`: those a previous run
+    /// left, or those of a read whose reply was lost. Returns those not in this consumer's
+    /// pipeline already, and the last id read (nil when none was: the scan is done).
+    private func ownPending(_ redis: RedisConnection, after: StreamEntryID, count: Int) async throws -> (Machine.Batch, StreamEntryID?) {
+        inFlight.beginPendingRead()
+        defer { inFlight.endPendingRead() }
+        var entries = try await readWithRetry(redis, position: .pending(after: after), count: count, block: nil).entries
+        let read = entries.count
+        let last = entries.last?.id
+        entries.removeAll { inFlight.contains($0.id) }
+        if !entries.isEmpty {
+            logger.info("re-reading own pending entries", metadata: [LogKey.batchSize: "\(entries.count)"])
+        }
+        return (try await redelivered(entries, read: read, redis), last)
+    }
+
     /// One step of XAUTOCLAIM from `cursor`: takes over entries that another consumer (or an
     /// earlier incarnation of any) has held for longer than `claimIdle`. Returns them (nil if
-    /// none that are not in this consumer's own pipeline already) and where the next step starts.
-    private func reclaim(_ redis: RedisConnection, cursor: StreamEntryID, count: Int) async throws -> (Machine.Batch?, StreamEntryID) {
-        inFlight.beginClaim()
-        defer { inFlight.endClaim() }
+    /// none that are not in this consumer's own pipeline already), where the next step starts, and
+    /// whether a reply was lost on the way (Redis may have given this consumer entries it did not see).
+    private func reclaim(
+        _ redis: RedisConnection, cursor: StreamEntryID, count: Int
+    ) async throws -> (Machine.Batch?, StreamEntryID, replyLost: Bool) {
+        inFlight.beginPendingRead()
+        defer { inFlight.endPendingRead() }
+        var replyLost = false
         let claim = try await readerRedis.retrying(doing: "claiming idle entries", logger: logger) {
-            try await redis.autoClaim(
-                stream, group: configuration.group, consumer: consumer, minimumIdle: configuration.claimIdle, start: cursor, count: count
-            )
+            do {
+                return try await redis.autoClaim(
+                    stream, group: configuration.group, consumer: consumer, minimumIdle: configuration.claimIdle, start: cursor, count: count
+                )
+            } catch let error as RedisError where error.outcomeIsUnknown {
+                replyLost = true
+                throw error
+            }
         }
         var entries = claim.entries
         if !claim.deleted.isEmpty {
@@ -213,16 +245,21 @@ struct StreamConsumer {
             entries += claim.deleted.map { StreamEntry(id: $0, fields: StreamFields()) }
             entries.sort { $0.id < $1.id }
         }
+        let claimed = entries.count
         entries.removeAll { inFlight.contains($0.id) }
-        guard !entries.isEmpty else { return (nil, claim.next) }
+        guard !entries.isEmpty else { return (nil, claim.next, replyLost) }
         logger.notice("claimed idle entries from other consumers", metadata: [LogKey.batchSize: "\(entries.count)"])
-        return (try await redelivered(entries, redis), claim.next)
+        return (try await redelivered(entries, read: claimed, redis), claim.next, replyLost)
     }
 
+    /// Reads until a read succeeds. - Returns: its entries, and whether an attempt before it to
+    /// read new entries failed after Redis may have run it (its reply was lost): it may have
+    /// delivered entries this consumer never saw.
     private func readWithRetry(
         _ redis: RedisConnection, position: ReadPosition, count: Int, block: Duration?
-    ) async throws -> [StreamEntry] {
-        try await readerRedis.retrying(doing: "reading", logger: logger, probe: { try await Self.ping(redis) }) {
+    ) async throws -> (entries: [StreamEntry], replyLost: Bool) {
+        var replyLost = false
+        let entries = try await readerRedis.retrying(doing: "reading", logger: logger, probe: { try await Self.ping(redis) }) {
             do {
                 return try await redis.readGroup(
                     configuration.group, consumer: consumer, from: stream, position: position, count: count, block: block
@@ -232,8 +269,12 @@ struct StreamConsumer {
                 logger.warning("consumer group missing, creating it", metadata: [LogKey.error: "\(error)"])
                 try await redis.createGroupIfMissing(configuration.group, on: stream)
                 return []
+            } catch let error as RedisError where error.outcomeIsUnknown && position == .new {
+                replyLost = true
+                throw error
             }
         }
+        return (entries, replyLost)
     }
 
     /// Whether entries are pending on the group at all (in drain mode, another consumer's batch
@@ -415,15 +456,16 @@ struct StreamConsumer {
 /// batches, each kept as its sorted ids, so the per-entry cost is one array per batch rather than
 /// a hash per entry.
 ///
-/// A claim's reply shows the pending list as it was when Redis ran the claim: an entry a sink
-/// acknowledged after that and before the reply arrived is no longer in flight, yet must not be
-/// stored again. So while a claim is outstanding (``beginClaim()`` to ``endClaim()``), batches
-/// removed stay visible to ``contains(_:)``; only for that round trip, so memory stays bounded.
+/// A claim's reply (or a re-read's of own pending entries) shows the pending list as it was when
+/// Redis ran it: an entry a sink acknowledged after that and before the reply arrived is no longer
+/// in flight, yet must not be stored again. So while such a read is outstanding
+/// (``beginPendingRead()`` to ``endPendingRead()``), batches removed stay visible to
+/// ``contains(_:)``; only for that round trip, so memory stays bounded.
 final class InFlightEntries: Sendable {
     private struct State {
         var batches: [[StreamEntryID]] = []
-        var claiming = false
-        var removedDuringClaim: [[StreamEntryID]] = []
+        var readingPending = false
+        var removedDuringRead: [[StreamEntryID]] = []
     }
 
     private let state = Mutex(State())
@@ -439,30 +481,30 @@ final class InFlightEntries: Sendable {
         state.withLock { state in
             guard let index = state.batches.firstIndex(where: { $0.first == first }) else { return }
             let batch = state.batches.remove(at: index)
-            if state.claiming { state.removedDuringClaim.append(batch) }
+            if state.readingPending { state.removedDuringRead.append(batch) }
         }
     }
 
-    func beginClaim() {
+    func beginPendingRead() {
         state.withLock { state in
-            state.claiming = true
-            state.removedDuringClaim = []
+            state.readingPending = true
+            state.removedDuringRead = []
         }
     }
 
-    func endClaim() {
+    func endPendingRead() {
         state.withLock { state in
-            state.claiming = false
-            state.removedDuringClaim = []
+            state.readingPending = false
+            state.removedDuringRead = []
         }
     }
 
     var isEmpty: Bool { state.withLock { $0.batches.isEmpty } }
 
-    /// In flight, or acknowledged since the outstanding claim began.
+    /// In flight, or acknowledged since the outstanding claim or re-read began.
     func contains(_ id: StreamEntryID) -> Bool {
         state.withLock { state in
-            state.batches.contains { Self.sorted($0, contain: id) } || state.removedDuringClaim.contains { Self.sorted($0, contain: id) }
+            state.batches.contains { Self.sorted($0, contain: id) } || state.removedDuringRead.contains { Self.sorted($0, contain: id) }
         }
     }
 

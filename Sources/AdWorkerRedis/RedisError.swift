@@ -57,6 +57,15 @@ public struct RedisError: Error, Sendable, CustomStringConvertible {
         }
     }
 
+    /// Whether Redis may have run the command that failed: the connection broke after it was
+    /// sent, or its reply did not come in time.
+    public var outcomeIsUnknown: Bool {
+        switch code {
+        case .connectionLost, .timeout: true
+        default: false
+        }
+    }
+
     public var description: String { "RedisError(\(code)): \(message)" }
 
     /// Classifies an error reply by its leading word, as Redis documents it.

@@ -8,12 +8,26 @@ struct ConsumerStateMachineTests {
     let start = ContinuousClock.Instant.now
 
     static func configuration(
-        entries: Int = 100, bytes: Int = 1 << 20, linger: Duration = .zero, drain: Bool = false
+        entries: Int = 100, bytes: Int = 1 << 20, linger: Duration = .zero, drain: Bool = false, initialEntryBytes: Int = 1 << 10
     ) -> Machine.Configuration {
         Machine.Configuration(
             maximumEntries: entries, maximumBytes: bytes, linger: linger, lanes: 2, claimInterval: .seconds(30),
-            maximumReadBlock: .seconds(1), drain: drain, drainReadBlock: .milliseconds(10)
+            maximumReadBlock: .seconds(1), drain: drain, drainReadBlock: .milliseconds(10), initialEntryBytes: initialEntryBytes
         )
+    }
+
+    /// The worker's defaults: 5000 entries or 4 MiB a batch, entries of at most 1 MiB.
+    static let defaults = configuration(entries: 5000, bytes: 4 << 20, initialEntryBytes: 1 << 20)
+    /// An entry of 0.9 MiB: four fit 4 MiB.
+    static let largeEntry = 900 << 10
+    static let zero = StreamEntryID(milliseconds: 0, sequence: 0)
+
+    static func id(_ sequence: UInt64) -> StreamEntryID {
+        StreamEntryID(milliseconds: 1, sequence: sequence)
+    }
+
+    static func sequences(_ batch: Machine.Batch?) -> [UInt64]? {
+        batch?.entries.map(\.id.sequence)
     }
 
     static func entries(_ range: Range<UInt64>, bytes: Int = 10) -> [StreamEntry] {
@@ -32,10 +46,16 @@ struct ConsumerStateMachineTests {
     /// Past the own pending entries (none) and the first claim (nothing idle).
     func running(_ configuration: Machine.Configuration = Self.configuration()) -> Machine {
         var machine = Machine(configuration: configuration, now: start)
-        #expect(machine.nextAction(at: start) == .readOwnPending(after: StreamEntryID(milliseconds: 0, sequence: 0), count: configuration.maximumEntries))
-        machine.ownPendingReturned(.init(entries: [], redelivered: true))
-        #expect(machine.nextAction(at: start) == .claim(cursor: StreamEntryID(milliseconds: 0, sequence: 0), count: configuration.maximumEntries))
-        machine.claimReturned(nil, next: StreamEntryID(milliseconds: 0, sequence: 0), at: start)
+        guard case .readOwnPending(after: Self.zero, count: _) = machine.nextAction(at: start) else {
+            Issue.record("expected the own pending entries to be read first")
+            return machine
+        }
+        machine.ownPendingReturned(.init(entries: [], redelivered: true), through: nil)
+        guard case .claim(cursor: Self.zero, count: _) = machine.nextAction(at: start) else {
+            Issue.record("expected a claim")
+            return machine
+        }
+        machine.claimReturned(nil, next: Self.zero, at: start)
         return machine
     }
 
@@ -54,7 +74,7 @@ struct ConsumerStateMachineTests {
         var machine = Machine(configuration: Self.configuration(), now: start)
         #expect(machine.nextAction(at: start) == .readOwnPending(after: StreamEntryID(milliseconds: 0, sequence: 0), count: 100))
         let pending = Machine.Batch(entries: Self.entries(0..<3), redelivered: true, deliveries: [StreamEntryID(milliseconds: 1, sequence: 0): 2])
-        machine.ownPendingReturned(pending)
+        machine.ownPendingReturned(pending, through: Self.id(2))
         #expect(machine.nextAction(at: start) == .handOff(pending))
         #expect(machine.nextAction(at: start) == .readOwnPending(after: StreamEntryID(milliseconds: 1, sequence: 2), count: 100))
     }
@@ -139,6 +159,140 @@ struct ConsumerStateMachineTests {
             return
         }
         #expect(count < 20)
+    }
+
+    /// Before any entry has been read, nothing says how much one weighs: the first read of each
+    /// kind asks only for what fits the byte bound at the most an entry may weigh.
+    @Test func theFirstReadOfEachKindAsksOnlyForWhatFitsTheByteBoundAtTheLargestEntryWeight() {
+        var machine = Machine(configuration: Self.defaults, now: start)
+        #expect(machine.nextAction(at: start) == .readOwnPending(after: Self.zero, count: 4))
+        machine.ownPendingReturned(.init(entries: [], redelivered: true), through: nil)
+        #expect(machine.nextAction(at: start) == .claim(cursor: Self.zero, count: 4))
+        machine.claimReturned(nil, next: Self.zero, at: start)
+        #expect(machine.nextAction(at: start) == .readNew(count: 4, block: .seconds(1)))
+    }
+
+    @Test func readsGrowFromWhatTheEntriesWeigh() {
+        var machine = running(Self.defaults)
+        machine.readReturned(Self.entries(0..<4, bytes: 100), at: start)
+        #expect(Self.handedOff(machine.nextAction(at: start))?.entries.count == 4)
+        #expect(machine.nextAction(at: start) == .readNew(count: 5000, block: .seconds(1)))
+    }
+
+    /// 300 large entries left by a dead consumer: each claim takes what fits one batch, not
+    /// `maximumEntries` of them.
+    @Test func claimsOfLargeEntriesAskForWhatFitsOneBatch() {
+        var machine = running(Self.defaults)
+        let later = start + .seconds(30)
+        #expect(machine.nextAction(at: later) == .claim(cursor: Self.zero, count: 4))
+        let claimed = Machine.Batch(entries: Self.entries(0..<4, bytes: Self.largeEntry), redelivered: true)
+        machine.claimReturned(claimed, next: Self.id(4), at: later)
+        #expect(machine.nextAction(at: later) == .handOff(claimed))
+        #expect(machine.nextAction(at: later) == .claim(cursor: Self.id(4), count: 4))
+        // Entries heavier than any that decode (dead letters to be): one a claim.
+        let heavy = Machine.Batch(entries: Self.entries(4..<8, bytes: 3 << 20), redelivered: true)
+        machine.claimReturned(heavy, next: Self.id(8), at: later)
+        #expect(machine.nextAction(at: later) == .handOff(heavy))
+        #expect(machine.nextAction(at: later) == .claim(cursor: Self.id(8), count: 1))
+    }
+
+    @Test func reReadsOfLargeOwnPendingEntriesAskForWhatFitsOneBatch() {
+        var machine = Machine(configuration: Self.defaults, now: start)
+        #expect(machine.nextAction(at: start) == .readOwnPending(after: Self.zero, count: 4))
+        let pending = Machine.Batch(entries: Self.entries(0..<4, bytes: Self.largeEntry), redelivered: true)
+        machine.ownPendingReturned(pending, through: Self.id(3))
+        #expect(machine.nextAction(at: start) == .handOff(pending))
+        #expect(machine.nextAction(at: start) == .readOwnPending(after: Self.id(3), count: 4))
+    }
+
+    /// After thousands of small entries, large ones: the next read asks for what still fits at
+    /// their weight, not at the small ones'.
+    @Test func aReadOfLargeEntriesShrinksTheNextReadAtOnce() {
+        var machine = withBothSinksBusy(Self.defaults, bytes: 100)
+        #expect(machine.nextAction(at: start) == .readNew(count: 5000, block: .seconds(1)))
+        machine.readReturned(Self.entries(2..<4, bytes: Self.largeEntry), at: start)
+        // 1.8 of 4 MiB buffered: two more fit.
+        #expect(machine.nextAction(at: start) == .readNew(count: 2, block: nil))
+    }
+
+    @Test func afterLargeEntriesReadsGrowBackWithinAFewReadsOfSmallOnes() {
+        var machine = running(Self.defaults)
+        machine.readReturned(Self.entries(0..<1, bytes: 1 << 20), at: start)
+        #expect(Self.handedOff(machine.nextAction(at: start)) != nil)
+        machine.sinksFreed(1)
+        var reads = 0
+        var sequence: UInt64 = 1
+        while case .readNew(let count, _) = machine.nextAction(at: start), count < 5000, reads < 100 {
+            machine.readReturned(Self.entries(sequence..<sequence + 1, bytes: 100), at: start)
+            sequence += 1
+            reads += 1
+            #expect(Self.handedOff(machine.nextAction(at: start)) != nil)
+            machine.sinksFreed(1)
+        }
+        #expect(reads <= 16)
+    }
+
+    /// The connection broke after Redis ran an XREADGROUP: the entries it delivered are pending
+    /// on this consumer, and only a re-read of its pending entries finds them before a claim would.
+    @Test func aReadWhoseReplyWasLostIsFollowedAtOnceByAReReadOfOwnPendingEntries() {
+        var machine = running()
+        #expect(machine.nextAction(at: start) == .readNew(count: 100, block: .seconds(1)))
+        // Redis delivered 0..<5 and the reply was lost; the read retried returned 5..<8.
+        machine.readReturned(Self.entries(5..<8), at: start)
+        machine.replyLost()
+        #expect(Self.sequences(Self.handedOff(machine.nextAction(at: start))) == [5, 6, 7])
+        #expect(machine.nextAction(at: start) == .readOwnPending(after: Self.zero, count: 100))
+        // The reader dropped 5...7 (in a sink) from what Redis returned.
+        machine.ownPendingReturned(.init(entries: Self.entries(0..<5), redelivered: true), through: Self.id(7))
+        let lost = Self.handedOff(machine.nextAction(at: start))
+        #expect(Self.sequences(lost) == Array(0..<5))
+        #expect(lost?.redelivered == true)
+        #expect(machine.nextAction(at: start) == .readOwnPending(after: Self.id(7), count: 100))
+        machine.ownPendingReturned(.init(entries: [], redelivered: true), through: nil)
+        #expect(machine.nextAction(at: start) == .readNew(count: 100, block: .seconds(1)))
+    }
+
+    @Test func aReReadAfterALostReplyDropsEntriesStillInTheBuffer() {
+        var machine = withBothSinksBusy()
+        machine.readReturned(Self.entries(5..<8), at: start)
+        machine.replyLost()
+        #expect(machine.nextAction(at: start) == .readOwnPending(after: Self.zero, count: 100))
+        // 0 and 1 are in the sinks (the reader dropped them); 5...7 wait in the buffer.
+        machine.ownPendingReturned(.init(entries: Self.entries(2..<8), redelivered: true), through: Self.id(7))
+        machine.sinksFreed(1)
+        #expect(Self.sequences(Self.handedOff(machine.nextAction(at: start))) == [2, 3, 4])
+        #expect(machine.nextAction(at: start) == .readOwnPending(after: Self.id(7), count: 100))
+        machine.ownPendingReturned(.init(entries: [], redelivered: true), through: nil)
+        machine.sinksFreed(1)
+        #expect(Self.sequences(Self.handedOff(machine.nextAction(at: start))) == [5, 6, 7])
+    }
+
+    /// XAUTOCLAIM gives the entries to this consumer before its reply: lost, they would wait for
+    /// another claim idle time.
+    @Test func aClaimWhoseReplyWasLostIsFollowedByAReReadOfOwnPendingEntries() {
+        var machine = running()
+        let later = start + .seconds(30)
+        #expect(machine.nextAction(at: later) == .claim(cursor: Self.zero, count: 100))
+        machine.claimReturned(nil, next: Self.zero, at: later)
+        machine.replyLost()
+        #expect(machine.nextAction(at: later) == .readOwnPending(after: Self.zero, count: 100))
+    }
+
+    @Test func noReReadAfterALostReplyOnceShuttingDown() {
+        var machine = running()
+        machine.shutDown()
+        machine.replyLost()
+        #expect(machine.nextAction(at: start) == .finish)
+    }
+
+    /// A step examines about ten times its count of pending entries: with small counts (large
+    /// entries) a step may claim nothing with more of the list still to scan.
+    @Test func aClaimScanNotThroughThePendingListGoesOnAtOnce() {
+        var machine = running(Self.defaults)
+        let later = start + .seconds(30)
+        #expect(machine.nextAction(at: later) == .claim(cursor: Self.zero, count: 4))
+        machine.claimReturned(nil, next: Self.id(40), at: later)
+        #expect(machine.nextAction(at: later) == .claim(cursor: Self.id(40), count: 4))
     }
 
     @Test func aLingerWaitsForMoreWhileASinkIsFree() {

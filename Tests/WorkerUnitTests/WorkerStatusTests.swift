@@ -134,11 +134,11 @@ import Testing
         #expect(!inFlight.contains(batch[1].id), "acknowledged outside a claim: gone")
 
         inFlight.insert(batch)
-        inFlight.beginClaim()
+        inFlight.beginPendingRead()
         inFlight.remove(batch.map(\.id))
         #expect(inFlight.contains(batch[1].id))
         #expect(inFlight.isEmpty, "nothing is in a sink any more")
-        inFlight.endClaim()
+        inFlight.endPendingRead()
         #expect(!inFlight.contains(batch[1].id))
     }
 }
