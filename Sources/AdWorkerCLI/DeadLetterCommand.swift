@@ -155,15 +155,8 @@ struct DeadLetterCommand: AsyncParsableCommand {
             try await withConfirmedLetters(connection: connection, selection: selection, yes: yes) { deadStream in
                 "Replay {} from \(deadStream) into \(deadStream.dropLast(":dead".count))?"
             } change: { redis, deadStream, letters in
-                let originalStream = String(deadStream.dropLast(":dead".count))
-                for letter in letters {
-                    let target = letter.fields.value(of: DeadLetter.Field.stream).map { String(decoding: $0, as: UTF8.self) } ?? originalStream
-                    _ = try await redis.transaction([
-                        .streamAdd(to: target, fields: DeadLetter.originalFields(of: letter.fields)),
-                        RedisCommand("XDEL", deadStream, letter.id.description),
-                    ])
-                }
-                return "replayed {} into \(originalStream)"
+                _ = try await DeadLetter.replay(letters, from: deadStream, on: redis)
+                return "replayed {} into \(deadStream.dropLast(":dead".count))"
             }
         }
     }
