@@ -1,12 +1,110 @@
 import AdTelemetryRecords
 import AdWorkerCore
+import AdWorkerPostgres
 import AdWorkerRedis
+import ServiceLifecycle
 import Testing
 
 /// Dead letters are written once per entry and replayed once per letter, whatever else runs at
 /// the same time or whatever happened to the consumer group.
 @Suite("Dead letters, exactly once, on real servers", .timeLimit(.minutes(3)))
 struct DeadLetterTests {
+    /// Adds inference entries, every `poisonEvery`-th one poison (a prediction that is not JSON);
+    /// returns the poison entries' ids.
+    static func addEntries(_ count: Int, to stream: String, poisonEvery: Int, seed: UInt64) async throws -> [StreamEntryID] {
+        var telemetry = SyntheticTelemetry(seed: seed)
+        let commands = (0..<count).map { number -> RedisCommand in
+            if number % poisonEvery == 0 {
+                return RedisCommand("XADD", stream, "*", "v", "1", "model", "m", "request_id", "poison-\(seed)-\(number)", "ts", "1", "prediction", "{")
+            }
+            var command = RedisCommand.streamAdd(to: stream)
+            WireFormat.encode(telemetry.inference(model: "m", requestID: "r-\(seed)-\(number)"), into: &command)
+            return command
+        }
+        let ids = try await RedisConnection.withConnection(TestServers.redis, logger: TestServers.logger) { redis in
+            try await redis.add(commands).map { try $0.get() }
+        }
+        return ids.enumerated().filter { $0.offset % poisonEvery == 0 }.map(\.element)
+    }
+
+    /// Every letter in `stream`'s dead-letter stream, by the entry it came from.
+    static func letters(of stream: String) async throws -> [StreamEntryID] {
+        try await RedisConnection.withConnection(TestServers.redis, logger: TestServers.logger) { redis in
+            try await redis.range(DeadLetter.stream(for: stream), count: 100_000).compactMap {
+                $0.fields.value(of: DeadLetter.Field.entryID).flatMap { StreamEntryID(utf8: $0) }
+            }
+        }
+    }
+
+    /// The group is destroyed (or lost with Redis's state) after its poison entries were dead
+    /// lettered: the worker recreates it at 0 and reads every entry again. Rows are idempotent;
+    /// letters must be too.
+    @Test func aRecreatedConsumerGroupWritesNoSecondLetterForAnEntry() async throws {
+        try await TestServers.withTestSchema { postgres in
+            try await TestServers.withTestStreams { prefix in
+                let configuration = RecoveryTests.configuration(prefix: prefix, postgres: postgres)
+                let stream = configuration.streams(for: .inference)[0]
+                let firstPoison = try await Self.addEntries(400, to: stream, poisonEvery: 4, seed: 1)
+                try await WorkerService(configuration: configuration, logger: TestServers.logger).run()
+                #expect(try await Self.letters(of: stream).count == 100)
+
+                try await RedisConnection.withConnection(TestServers.redis, logger: TestServers.logger) { redis in
+                    _ = try await redis.send(RedisCommand("XGROUP", "DESTROY", stream, configuration.group))
+                }
+                // New entries, poison among them, arrive after the group was lost.
+                let laterPoison = try await Self.addEntries(200, to: stream, poisonEvery: 4, seed: 2)
+                try await WorkerService(configuration: configuration, logger: TestServers.logger).run()
+
+                let letters = try await Self.letters(of: stream)
+                #expect(letters.count == 150)
+                #expect(Set(letters) == Set(firstPoison + laterPoison))
+                #expect(try await TestServers.count(postgres, "inference_results") == 450)
+                #expect(try await EndToEndTests.pending(stream) == 0)
+            }
+        }
+    }
+
+    /// The same, with the group destroyed under a running worker: its reader meets NOGROUP,
+    /// recreates the group at 0 and reads everything again.
+    @Test func aConsumerGroupDestroyedUnderARunningWorkerWritesNoSecondLetter() async throws {
+        try await TestServers.withTestSchema { postgres in
+            try await TestServers.withTestStreams { prefix in
+                var configuration = RecoveryTests.configuration(prefix: prefix, postgres: postgres)
+                configuration.drain = false
+                let stream = configuration.streams(for: .inference)[0]
+                let firstPoison = try await Self.addEntries(400, to: stream, poisonEvery: 4, seed: 3)
+                let worker = ServiceGroup(services: [WorkerService(configuration: configuration, logger: TestServers.logger)], logger: TestServers.logger)
+                try await withThrowingTaskGroup(of: Void.self) { tasks in
+                    tasks.addTask { try await worker.run() }
+                    try await EndToEndTests.waitUntil {
+                        let (letters, rows) = (try await Self.letters(of: stream).count, try await TestServers.count(postgres, "inference_results"))
+                        return letters == 100 && rows == 300
+                    }
+                    try await RedisConnection.withConnection(TestServers.redis, logger: TestServers.logger) { redis in
+                        _ = try await redis.send(RedisCommand("XGROUP", "DESTROY", stream, configuration.group))
+                    }
+                    let laterPoison = try await Self.addEntries(200, to: stream, poisonEvery: 4, seed: 4)
+                    // Done when the recreated group has delivered the last entry and nothing is pending.
+                    let last = try await RedisConnection.withConnection(TestServers.redis, logger: TestServers.logger) { redis in
+                        try await redis.range(stream, from: laterPoison[laterPoison.count - 1], count: 1000).last?.id
+                    }
+                    try await EndToEndTests.waitUntil {
+                        let group = try await RedisConnection.withConnection(TestServers.redis, logger: TestServers.logger) { redis in
+                            try await redis.groups(of: stream).first { $0.name == configuration.group }
+                        }
+                        return group?.lastDeliveredID == last && group?.pending == 0
+                    }
+                    await worker.triggerGracefulShutdown()
+                    try await tasks.waitForAll()
+                    let letters = try await Self.letters(of: stream)
+                    #expect(letters.count == 150)
+                    #expect(Set(letters) == Set(firstPoison + laterPoison))
+                    #expect(try await TestServers.count(postgres, "inference_results") == 450)
+                }
+            }
+        }
+    }
+
     /// Two `dlq replay` at once, both having selected every letter before either changed
     /// anything: each letter goes back to its stream once, and the two counts add up to the letters.
     @Test func twoReplaysAtOnceReAddEachLetterOnce() async throws {
