@@ -142,7 +142,10 @@ struct DeadLetterCommand: AsyncParsableCommand {
     struct Replay: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Sends dead letters' original fields back to their stream (after a fix) and removes them from the dead-letter stream.",
-            discussion: "Each dead letter is re-added and removed in one MULTI/EXEC, so an interrupted replay neither loses nor doubles one."
+            discussion: """
+                Each dead letter is re-added only if this replay removed it, in one Lua script (EVAL), so an interrupted replay \
+                neither loses nor doubles one, and two replays at once re-add each letter once: each prints how many it replayed.
+                """
         )
 
         @OptionGroup var connection: ConnectionOptions
@@ -155,15 +158,10 @@ struct DeadLetterCommand: AsyncParsableCommand {
             try await withConfirmedLetters(connection: connection, selection: selection, yes: yes) { deadStream in
                 "Replay {} from \(deadStream) into \(deadStream.dropLast(":dead".count))?"
             } change: { redis, deadStream, letters in
-                let originalStream = String(deadStream.dropLast(":dead".count))
-                for letter in letters {
-                    let target = letter.fields.value(of: DeadLetter.Field.stream).map { String(decoding: $0, as: UTF8.self) } ?? originalStream
-                    _ = try await redis.transaction([
-                        .streamAdd(to: target, fields: DeadLetter.originalFields(of: letter.fields)),
-                        RedisCommand("XDEL", deadStream, letter.id.description),
-                    ])
-                }
-                return "replayed {} into \(originalStream)"
+                let replayed = try await DeadLetter.replay(letters, from: deadStream, on: redis)
+                let gone = letters.count - replayed
+                return "replayed \(replayed) of {} into \(deadStream.dropLast(":dead".count))"
+                    + (gone == 0 ? "" : " (\(gone) were gone already: another replay or a purge took them)")
             }
         }
     }

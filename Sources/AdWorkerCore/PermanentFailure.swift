@@ -25,6 +25,8 @@ struct PermanentFailure: Equatable, Sendable {
                 self.fix = "Redis's ACL denies a command (\(error.message)): give the worker's user the commands and keys in deploy/redis/users.acl"
             case .outOfMemory:
                 self.fix = "Redis is out of memory (maxmemory with noeviction): free memory (trim or delete old streams and dead letters) or raise maxmemory"
+            case .wrongType:
+                self.fix = "\(error.message): rename or delete that key (redis-cli TYPE, RENAME, DEL), or set ADWORKER_STREAM_PREFIX to a prefix of your own; its consumers start once it is a stream or gone"
             default:
                 return nil
             }

@@ -327,15 +327,16 @@ struct StreamConsumer {
         try await RedisConnection.withConnection(configuration.redis.routed(by: stream), logger: logger, connectImmediately: false) { redis in
             // On the thread of the connection that acknowledges: only the insert hops.
             try await withTaskExecutorPreference(redis.taskExecutor) {
+                let ledger = DeadLetterLedger(stream: stream)
                 for await batch in batches {
-                    try await process(prepare(batch, takenAt: ContinuousClock.now), redis: redis, breakers: breakers)
+                    try await process(prepare(batch, takenAt: ContinuousClock.now), redis: redis, breakers: breakers, ledger: ledger)
                     freedLanes.release()
                 }
             }
         }
     }
 
-    private func process(_ batch: Batch, redis: RedisConnection, breakers: SinkBreakers) async throws {
+    private func process(_ batch: Batch, redis: RedisConnection, breakers: SinkBreakers, ledger: DeadLetterLedger) async throws {
         let rows = batch.rows
         var deadLetters = batch.deadLetters
         let path: InsertPath = batch.redelivered ? .idempotent : .fast
@@ -375,7 +376,7 @@ struct StreamConsumer {
         try await breakers.redis.retrying(doing: "acknowledging", logger: logger, probe: { try await Self.ping(redis) }) {
             try await redis.acknowledge(stored, in: stream, group: configuration.group)
         }
-        let written = try await writeDeadLetters(deadLetters, redis: redis, breakers: breakers)
+        let written = try await writeDeadLetters(deadLetters, redis: redis, breakers: breakers, ledger: ledger)
         stages.acknowledged = committedInstant.duration(to: clock.now)
         inFlight.remove(ids)
         logger.debug(
@@ -396,15 +397,29 @@ struct StreamConsumer {
         onBatch(report)
     }
 
-    /// Writes each dead letter and acknowledges its entry in one MULTI/EXEC. Returns the letters written.
+    /// Writes each dead letter and acknowledges its entry in one MULTI/EXEC. Returns the letters
+    /// written, and those whose entries had one already (acknowledged without a second).
     ///
-    /// - Important: Written at most once. After a failure whose outcome is unknown (the reply was
+    /// - Important: Written at most once. An entry read again after its group was recreated may
+    ///   have its letter already: ``DeadLetterLedger`` says which, and it is only acknowledged.
+    ///   After a failure whose outcome is unknown (the reply was
     ///   lost: the MULTI may have run), only letters whose entries are still pending on this
     ///   consumer are written again; MULTI/EXEC is all or nothing, so "acknowledged" means "written".
     ///   When Redis refuses to add data (OOM at maxmemory), the letters are not written and their
     ///   entries stay pending, visibly, to be claimed again later; the pipeline goes on.
-    private func writeDeadLetters(_ deadLetters: [DeadLetter], redis: RedisConnection, breakers: SinkBreakers) async throws -> [DeadLetter] {
+    private func writeDeadLetters(
+        _ deadLetters: [DeadLetter], redis: RedisConnection, breakers: SinkBreakers, ledger: DeadLetterLedger
+    ) async throws -> [DeadLetter] {
         guard !deadLetters.isEmpty else { return [] }
+        let lettered = try await breakers.redis.retrying(doing: "looking up dead letters", logger: logger, probe: { try await Self.ping(redis) }) {
+            try await ledger.alreadyLettered(deadLetters, redis)
+        }
+        if !lettered.isEmpty {
+            logger.warning(
+                "entries read again already have a dead letter (their consumer group was recreated): acknowledged without a second",
+                metadata: ["count": "\(lettered.count)"]
+            )
+        }
         var letters = deadLetters
         var outcomeUnknown = false
         let problemKey = "dead letters \(stream)"
@@ -424,7 +439,8 @@ struct StreamConsumer {
             let now = Timestamp.now()
             do {
                 try await redis.acknowledge(
-                    letters.map(\.entry.id), in: stream, group: configuration.group, addingAtomically: letters.map { $0.command(from: stream, at: now) }
+                    letters.map(\.entry.id), in: stream, group: configuration.group,
+                    addingAtomically: letters.filter { !lettered.contains($0.entry.id) }.map { $0.command(from: stream, at: now) }
                 )
                 return letters
             } catch let error as RedisError where error.code == .outOfMemory {

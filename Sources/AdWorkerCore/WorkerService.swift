@@ -31,10 +31,6 @@ public struct WorkerService: Service {
 
     public func run() async throws {
         try await refuseUnworkableConfiguration()
-        guard try await createGroups() else {
-            logger.info("worker stopped before it started: shutdown while creating consumer groups")
-            return
-        }
         let lease = ConsumerLease(
             streamPrefix: configuration.streamPrefix, consumerName: configuration.consumerPrefix, duration: configuration.consumerLease
         )
@@ -113,21 +109,28 @@ public struct WorkerService: Service {
     }
 
     /// `concurrency` consumers on every shard of `kind`, whose sinks share the kind's PostgreSQL
-    /// connections.
+    /// connections. Each shard's consumers start once its group exists: a shard whose group cannot
+    /// be created (its key holds another type) holds up no other.
     private func consume(_ kind: RecordKind) async throws {
         let size = StreamConsumer.sinkLanes * configuration.concurrency
         try await PostgresPool.withPool(size: size, configuration: configuration.postgres, logger: logger) { pool in
-            try await withThrowingTaskGroup(of: Void.self) { consumers in
+            try await withThrowingTaskGroup(of: Void.self) { shards in
                 for (shard, stream) in configuration.streams(for: kind).enumerated() {
-                    for slot in 0..<configuration.concurrency {
-                        let consumer = StreamConsumer(
-                            kind: kind, shard: shard, stream: stream, slot: slot, postgres: pool, configuration: configuration, logger: logger,
-                            status: status, onBatch: onBatch
-                        )
-                        consumers.addTask { try await consumer.run() }
+                    shards.addTask {
+                        guard try await createGroup(on: stream) else { return }
+                        try await withThrowingTaskGroup(of: Void.self) { consumers in
+                            for slot in 0..<configuration.concurrency {
+                                let consumer = StreamConsumer(
+                                    kind: kind, shard: shard, stream: stream, slot: slot, postgres: pool, configuration: configuration,
+                                    logger: logger, status: status, onBatch: onBatch
+                                )
+                                consumers.addTask { try await consumer.run() }
+                            }
+                            try await consumers.waitForAll()
+                        }
                     }
                 }
-                try await consumers.waitForAll()
+                try await shards.waitForAll()
             }
         }
     }
@@ -138,12 +141,15 @@ public struct WorkerService: Service {
         try await withStreamConnections { connections in
             while !Task.isShuttingDownGracefully {
                 for (stream, redis) in connections {
-                    let (length, group, deadLetters) = try await breaker.retrying(doing: "sampling queues", logger: logger) {
-                        (
-                            try await redis.streamLength(stream), try await redis.groups(of: stream).first { $0.name == configuration.group },
-                            try await redis.streamLength(DeadLetter.stream(for: stream))
-                        )
+                    let sample = try await breaker.retrying(doing: "sampling queues", logger: logger) {
+                        try await Self.skippingWrongType {
+                            (
+                                try await redis.streamLength(stream), try await redis.groups(of: stream).first { $0.name == configuration.group },
+                                try await redis.streamLength(DeadLetter.stream(for: stream))
+                            )
+                        }
                     }
+                    guard let (length, group, deadLetters) = sample else { continue }
                     status.recordQueue(stream: stream, length: length, lag: group?.lag, pending: group?.pending ?? 0, deadLetters: deadLetters)
                 }
                 status.recordHistory()
@@ -163,7 +169,9 @@ public struct WorkerService: Service {
                         stream: stream, group: configuration.group, consumerExpiry: configuration.consumerExpiry,
                         deadLetterLimit: configuration.deadLetterLimit
                     )
-                    _ = try await breaker.retrying(doing: "trimming", logger: logger) { try await maintenance.run(redis, logger: logger) }
+                    _ = try await breaker.retrying(doing: "trimming", logger: logger) {
+                        try await Self.skippingWrongType { try await maintenance.run(redis, logger: logger) }
+                    }
                 }
                 try await Task.sleep(for: interval)
             }
@@ -239,29 +247,62 @@ public struct WorkerService: Service {
         }
     }
 
-    /// Creates each stream's consumer group if missing, retrying while Redis is unreachable or
-    /// refuses; meanwhile `/readyz` says why. Returns false if a graceful shutdown came first.
-    private func createGroups() async throws -> Bool {
-        try await withStreamConnections { connections in
-            for (stream, redis) in connections {
-                var backoff = Backoff()
-                while true {
-                    do {
-                        try await redis.createGroupIfMissing(configuration.group, on: stream)
-                        status?.problem("group \(stream)", nil)
-                        break
-                    } catch {
-                        let delay = backoff.nextDelay()
-                        logger.warning("cannot create consumer group, retrying", metadata: [LogKey.error: "\(error)", LogKey.delay: "\(delay)"])
-                        status?.problem("group \(stream)", "cannot create consumer group \(configuration.group) on \(stream): \(error)")
-                        // A shutdown during the wait ends it at once, and the worker exits 0.
-                        try? await cancelWhenGracefulShutdown { try await Task.sleep(for: delay) }
-                        if Task.isShuttingDownGracefully { return false }
-                        try Task.checkCancellation()
+    /// Creates `stream`'s consumer group if missing, retrying with backoff while Redis is
+    /// unreachable or refuses; meanwhile `/readyz` says why. A refusal that retrying cannot fix
+    /// (the key holds another type, Redis is out of memory) is also logged at error level, at most
+    /// every ``CircuitBreaker/permanentLogInterval``, and counted in `adworker_permanent_errors`;
+    /// it is still retried, so the fix takes effect without a restart. Returns false if a graceful
+    /// shutdown came first.
+    private func createGroup(on stream: String) async throws -> Bool {
+        try await RedisConnection.withConnection(configuration.redis.routed(by: stream), logger: logger, connectImmediately: false) { redis in
+            let problem = "group \(stream)"
+            var backoff = Backoff()
+            var permanentLoggedAt: ContinuousClock.Instant?
+            while true {
+                do {
+                    try await redis.createGroupIfMissing(configuration.group, on: stream)
+                    status?.permanentFailure(problem, target: "redis", nil)
+                    status?.problem(problem, nil)
+                    if permanentLoggedAt != nil {
+                        logger.notice("consumer group created; the stream's consumers start", metadata: [LogKey.stream: "\(stream)"])
                     }
+                    return true
+                } catch {
+                    let delay = backoff.nextDelay()
+                    let reason = "cannot create consumer group \(configuration.group) on \(stream): "
+                    if var failure = PermanentFailure(error) {
+                        failure.fix = reason + failure.fix
+                        status?.permanentFailure(problem, target: "redis", failure)
+                        if permanentLoggedAt.map({ $0.duration(to: .now) >= CircuitBreaker.permanentLogInterval }) ?? true {
+                            permanentLoggedAt = .now
+                            logger.error(
+                                "\(failure.fix); retrying, the other streams' consumers run meanwhile",
+                                metadata: [LogKey.stream: "\(stream)", LogKey.error: "\(error)", LogKey.delay: "\(delay)"]
+                            )
+                        }
+                    } else {
+                        logger.warning(
+                            "cannot create consumer group, retrying",
+                            metadata: [LogKey.stream: "\(stream)", LogKey.error: "\(error)", LogKey.delay: "\(delay)"]
+                        )
+                        status?.problem(problem, reason + "\(error)")
+                    }
+                    // A shutdown during the wait ends it at once, and the worker exits 0.
+                    try? await cancelWhenGracefulShutdown { try await Task.sleep(for: delay) }
+                    if Task.isShuttingDownGracefully { return false }
+                    try Task.checkCancellation()
                 }
             }
-            return true
+        }
+    }
+
+    /// Runs `body`; nil when a key it touches holds another type than a stream. Queue sampling and
+    /// trimming skip such a stream (its group's creation reports it) instead of stalling on it.
+    private static func skippingWrongType<Result>(_ body: () async throws -> Result) async throws -> Result? {
+        do {
+            return try await body()
+        } catch let error as RedisError where error.code == .wrongType {
+            return nil
         }
     }
 

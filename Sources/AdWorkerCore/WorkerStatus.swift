@@ -312,7 +312,8 @@ public final class WorkerStatus: Sendable {
         }
     }
 
-    /// The consumers are running: start-up (groups, lease) is done.
+    /// The lease is taken and every stream's consumers are launched (each stream's start reading
+    /// once its group exists; one that cannot have one is a problem of its own).
     func markStarted() {
         state.withLock { $0.started = true }
     }

@@ -26,7 +26,8 @@ extension RedisConnection {
     /// - Returns: `false` if the group already existed.
     ///
     /// A refusal (`OOM` at maxmemory: XGROUP CREATE … MKSTREAM may add a key) is not an error
-    /// when the group exists already: that is checked before the refusal is thrown.
+    /// when the group exists already: that is checked before the refusal is thrown. A key that
+    /// is not a stream throws ``RedisError/Code/wrongType`` with the key's name in the message.
     @discardableResult
     public func createGroupIfMissing(_ group: String, on stream: String) throws(RedisError) -> Bool {
         switch try send(RedisCommand("XGROUP", "CREATE", stream, group, "0", "MKSTREAM")) {
@@ -34,6 +35,7 @@ extension RedisConnection {
         case .error(let message):
             let error = RedisError.fromReply(message)
             if error.code == .groupExists { return false }
+            if error.code == .wrongType { throw RedisError(.wrongType, "key \(stream) is not a stream (WRONGTYPE)") }
             if try groups(of: stream).contains(where: { $0.name == group }) { return false }
             throw error
         default: throw RedisError(.unexpectedReply, "XGROUP CREATE")

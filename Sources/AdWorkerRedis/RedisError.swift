@@ -21,6 +21,9 @@ public struct RedisError: Error, Sendable, CustomStringConvertible {
         /// Redis is at `maxmemory` with `noeviction` (`OOM`): commands that add data are refused,
         /// reading and acknowledging still work.
         case outOfMemory
+        /// The key holds another type than the command works on (`WRONGTYPE`: a string where a
+        /// stream should be): nothing changes until someone renames or deletes the key.
+        case wrongType
         /// A cluster slot kept moving: still redirected (MOVED/ASK) after the most redirects followed.
         case redirected
         /// The cluster cannot serve the slot now (`CLUSTERDOWN`: a primary failed and its replica
@@ -79,6 +82,7 @@ public struct RedisError: Error, Sendable, CustomStringConvertible {
             case "WRONGPASS", "NOAUTH": .authenticationFailed
             case "NOPERM": .noPermission
             case "OOM": .outOfMemory
+            case "WRONGTYPE": .wrongType
             case "MOVED", "ASK": .redirected
             case "CLUSTERDOWN": .clusterDown
             default: .serverError

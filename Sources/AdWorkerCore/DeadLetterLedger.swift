@@ -1,0 +1,102 @@
+import AdTelemetryRecords
+import AdWorkerRedis
+
+/// Which entries of one stream have a dead letter already, so that an entry read again never
+/// gets a second one. One per sink task, used by that task alone.
+///
+/// Why entries are read again: a consumer group destroyed (`XGROUP DESTROY`) or lost with Redis's
+/// state is recreated at `0`, because what it had acknowledged and what was pending went with it:
+/// starting anywhere later could skip entries never stored. Rows are idempotent (the sink's
+/// idempotent path), so only dead letters could double. No process knows that the group was
+/// recreated (another replica may have done it), so every batch with letters asks the dead-letter
+/// stream, cheaply:
+/// - a letter is written after its entry was added, and both ids come from the same Redis's clock,
+///   so only letters from the oldest entry's millisecond on (less ``clockMargin``, for a failover
+///   to a node whose clock is behind) can be for the batch's entries;
+/// - a script reads only each letter's `dead.entry_id`, not the letters themselves;
+/// - what was read is remembered, so the next batch reads only letters written since.
+/// In steady state a lookup reads the letters of the last minute or so; after a group was
+/// recreated at 0, each letter about once.
+final class DeadLetterLedger {
+    /// What has been read, as a value: the decisions, apart from the reads.
+    struct State: Equatable {
+        /// How much earlier than its entry a letter's id may be (clocks of two nodes, a clock step).
+        static let clockMargin: UInt64 = 60_000
+        /// Entry ids remembered at most; past it, those too old to be asked about again are
+        /// forgotten, and if that is not enough, everything (the next lookup reads again).
+        static let maximumRemembered = 50_000
+
+        /// Every letter with an id from `coveredFrom` through `readThrough` has been read; nil: none.
+        private(set) var coveredFrom: StreamEntryID?
+        private(set) var readThrough: StreamEntryID?
+        /// The entries those letters are for (once pruned, only those a later lookup may still ask about).
+        private(set) var lettered: Set<StreamEntryID> = []
+
+        /// The oldest letter id that can belong to entry `id` or a later one.
+        static func earliestLetter(for id: StreamEntryID) -> StreamEntryID {
+            StreamEntryID(milliseconds: id.milliseconds > clockMargin ? id.milliseconds - clockMargin : 0, sequence: 0)
+        }
+
+        /// Where the next read starts, for entries whose oldest is `oldest`: after what was read if
+        /// that covers them, otherwise (nothing read yet, or older entries: a claim) from their
+        /// earliest letter, all again.
+        mutating func readStart(forOldest oldest: StreamEntryID) -> StreamEntryID {
+            let earliest = Self.earliestLetter(for: oldest)
+            if let coveredFrom, coveredFrom <= earliest {
+                guard let readThrough else { return coveredFrom }
+                return readThrough.successor ?? readThrough
+            }
+            self = State()
+            coveredFrom = earliest
+            return earliest
+        }
+
+        /// Letters read, in id order, each with the entry it is for (nil: a letter without `dead.entry_id`).
+        mutating func read(_ letters: [(id: StreamEntryID, entry: StreamEntryID?)]) {
+            for letter in letters {
+                if let entry = letter.entry { lettered.insert(entry) }
+                readThrough = letter.id
+            }
+        }
+
+        /// Which of `ids` have a letter among those read. Then keeps memory bounded: `oldest` is
+        /// the oldest of `ids`.
+        mutating func alreadyLettered(_ ids: [StreamEntryID], oldest: StreamEntryID) -> Set<StreamEntryID> {
+            let found = Set(ids.filter { lettered.contains($0) })
+            if lettered.count > Self.maximumRemembered {
+                // A later lookup for entries this old or newer reads on from here and asks only
+                // about ids at or after its own oldest; an older one reads again (readStart).
+                let earliest = Self.earliestLetter(for: oldest)
+                lettered = lettered.filter { $0 >= earliest }
+                coveredFrom = max(coveredFrom ?? earliest, earliest)
+                if lettered.count > Self.maximumRemembered { self = State() }
+            }
+            return found
+        }
+    }
+
+    /// Letters read per script call.
+    static let pageSize = 200
+
+    let deadLetterStream: String
+    private(set) var state = State()
+
+    init(stream: String) {
+        self.deadLetterStream = DeadLetter.stream(for: stream)
+    }
+
+    /// The entries among `letters`' that have a dead letter already. A failed read keeps what was
+    /// read before it, so a retry goes on from there.
+    func alreadyLettered(_ letters: [DeadLetter], _ redis: RedisConnection) async throws -> Set<StreamEntryID> {
+        let ids = letters.map(\.entry.id)
+        guard let oldest = ids.min() else { return [] }
+        var start = state.readStart(forOldest: oldest)
+        while true {
+            let page = try await redis.field(DeadLetter.Field.entryID, ofEntriesIn: deadLetterStream, from: start, count: Self.pageSize)
+            state.read(page.map { ($0.id, $0.value.flatMap { StreamEntryID(utf8: $0) }) })
+            guard page.count == Self.pageSize, let next = page.last?.id.successor else { break }
+            start = next
+        }
+        return state.alreadyLettered(ids, oldest: oldest)
+    }
+}

@@ -1,0 +1,147 @@
+import AdTelemetryRecords
+import AdWorkerCore
+import AdWorkerPostgres
+import AdWorkerRedis
+import ServiceLifecycle
+import Testing
+
+/// Dead letters are written once per entry and replayed once per letter, whatever else runs at
+/// the same time or whatever happened to the consumer group.
+@Suite("Dead letters, exactly once, on real servers", .timeLimit(.minutes(3)))
+struct DeadLetterTests {
+    /// Adds inference entries, every `poisonEvery`-th one poison (a prediction that is not JSON);
+    /// returns the poison entries' ids.
+    static func addEntries(_ count: Int, to stream: String, poisonEvery: Int, seed: UInt64) async throws -> [StreamEntryID] {
+        var telemetry = SyntheticTelemetry(seed: seed)
+        let commands = (0..<count).map { number -> RedisCommand in
+            if number % poisonEvery == 0 {
+                return RedisCommand("XADD", stream, "*", "v", "1", "model", "m", "request_id", "poison-\(seed)-\(number)", "ts", "1", "prediction", "{")
+            }
+            var command = RedisCommand.streamAdd(to: stream)
+            WireFormat.encode(telemetry.inference(model: "m", requestID: "r-\(seed)-\(number)"), into: &command)
+            return command
+        }
+        let ids = try await RedisConnection.withConnection(TestServers.redis, logger: TestServers.logger) { redis in
+            try await redis.add(commands).map { try $0.get() }
+        }
+        return ids.enumerated().filter { $0.offset % poisonEvery == 0 }.map(\.element)
+    }
+
+    /// Every letter in `stream`'s dead-letter stream, by the entry it came from.
+    static func letters(of stream: String) async throws -> [StreamEntryID] {
+        try await RedisConnection.withConnection(TestServers.redis, logger: TestServers.logger) { redis in
+            try await redis.range(DeadLetter.stream(for: stream), count: 100_000).compactMap {
+                $0.fields.value(of: DeadLetter.Field.entryID).flatMap { StreamEntryID(utf8: $0) }
+            }
+        }
+    }
+
+    /// The group is destroyed (or lost with Redis's state) after its poison entries were dead
+    /// lettered: the worker recreates it at 0 and reads every entry again. Rows are idempotent;
+    /// letters must be too.
+    @Test func aRecreatedConsumerGroupWritesNoSecondLetterForAnEntry() async throws {
+        try await TestServers.withTestSchema { postgres in
+            try await TestServers.withTestStreams { prefix in
+                let configuration = RecoveryTests.configuration(prefix: prefix, postgres: postgres)
+                let stream = configuration.streams(for: .inference)[0]
+                let firstPoison = try await Self.addEntries(400, to: stream, poisonEvery: 4, seed: 1)
+                try await WorkerService(configuration: configuration, logger: TestServers.logger).run()
+                #expect(try await Self.letters(of: stream).count == 100)
+
+                try await RedisConnection.withConnection(TestServers.redis, logger: TestServers.logger) { redis in
+                    _ = try await redis.send(RedisCommand("XGROUP", "DESTROY", stream, configuration.group))
+                }
+                // New entries, poison among them, arrive after the group was lost.
+                let laterPoison = try await Self.addEntries(200, to: stream, poisonEvery: 4, seed: 2)
+                try await WorkerService(configuration: configuration, logger: TestServers.logger).run()
+
+                let letters = try await Self.letters(of: stream)
+                #expect(letters.count == 150)
+                #expect(Set(letters) == Set(firstPoison + laterPoison))
+                #expect(try await TestServers.count(postgres, "inference_results") == 450)
+                #expect(try await EndToEndTests.pending(stream) == 0)
+            }
+        }
+    }
+
+    /// The same, with the group destroyed under a running worker: its reader meets NOGROUP,
+    /// recreates the group at 0 and reads everything again.
+    @Test func aConsumerGroupDestroyedUnderARunningWorkerWritesNoSecondLetter() async throws {
+        try await TestServers.withTestSchema { postgres in
+            try await TestServers.withTestStreams { prefix in
+                var configuration = RecoveryTests.configuration(prefix: prefix, postgres: postgres)
+                configuration.drain = false
+                let stream = configuration.streams(for: .inference)[0]
+                let firstPoison = try await Self.addEntries(400, to: stream, poisonEvery: 4, seed: 3)
+                let worker = ServiceGroup(services: [WorkerService(configuration: configuration, logger: TestServers.logger)], logger: TestServers.logger)
+                try await withThrowingTaskGroup(of: Void.self) { tasks in
+                    tasks.addTask { try await worker.run() }
+                    try await EndToEndTests.waitUntil {
+                        let (letters, rows) = (try await Self.letters(of: stream).count, try await TestServers.count(postgres, "inference_results"))
+                        return letters == 100 && rows == 300
+                    }
+                    try await RedisConnection.withConnection(TestServers.redis, logger: TestServers.logger) { redis in
+                        _ = try await redis.send(RedisCommand("XGROUP", "DESTROY", stream, configuration.group))
+                    }
+                    let laterPoison = try await Self.addEntries(200, to: stream, poisonEvery: 4, seed: 4)
+                    // Done when the recreated group has delivered the last entry and nothing is pending.
+                    let last = try await RedisConnection.withConnection(TestServers.redis, logger: TestServers.logger) { redis in
+                        try await redis.range(stream, from: laterPoison[laterPoison.count - 1], count: 1000).last?.id
+                    }
+                    try await EndToEndTests.waitUntil {
+                        let group = try await RedisConnection.withConnection(TestServers.redis, logger: TestServers.logger) { redis in
+                            try await redis.groups(of: stream).first { $0.name == configuration.group }
+                        }
+                        return group?.lastDeliveredID == last && group?.pending == 0
+                    }
+                    await worker.triggerGracefulShutdown()
+                    try await tasks.waitForAll()
+                    let letters = try await Self.letters(of: stream)
+                    #expect(letters.count == 150)
+                    #expect(Set(letters) == Set(firstPoison + laterPoison))
+                    #expect(try await TestServers.count(postgres, "inference_results") == 450)
+                }
+            }
+        }
+    }
+
+    /// Two `dlq replay` at once, both having selected every letter before either changed
+    /// anything: each letter goes back to its stream once, and the two counts add up to the letters.
+    @Test func twoReplaysAtOnceReAddEachLetterOnce() async throws {
+        try await TestServers.withTestStreams { prefix in
+            let stream = prefix + "inference"
+            let deadStream = DeadLetter.stream(for: stream)
+            let letters = try await RedisConnection.withConnection(TestServers.redis, logger: TestServers.logger) { redis in
+                let commands = (0..<600).map { number -> RedisCommand in
+                    var fields = StreamFields()
+                    for (name, value) in [("v", "1"), ("model", "m"), ("request_id", "poison-\(number)"), ("ts", "1"), ("prediction", "{")] {
+                        fields.append(name: name.utf8, value: value.utf8)
+                    }
+                    let entry = StreamEntry(id: StreamEntryID(milliseconds: 1, sequence: UInt64(number)), fields: fields)
+                    let letter = DeadLetter(entry: entry, reason: "invalid_json: prediction", code: "invalid_json")
+                    return RedisCommand.streamAdd(to: deadStream, fields: letter.fields(from: stream, at: .now()))
+                }
+                _ = try await redis.add(commands).map { try $0.get() }
+                return try await redis.range(deadStream, count: 1000)
+            }
+            #expect(letters.count == 600)
+
+            async let first = RedisConnection.withConnection(TestServers.redis, logger: TestServers.logger) { redis in
+                try await DeadLetter.replay(letters, from: deadStream, on: redis)
+            }
+            async let second = RedisConnection.withConnection(TestServers.redis, logger: TestServers.logger) { redis in
+                try await DeadLetter.replay(letters, from: deadStream, on: redis)
+            }
+            let replayed = try await (first, second)
+            #expect(replayed.0 + replayed.1 == 600)
+
+            let (readded, remaining) = try await RedisConnection.withConnection(TestServers.redis, logger: TestServers.logger) { redis in
+                (try await redis.range(stream, count: 2000), try await redis.streamLength(deadStream))
+            }
+            #expect(remaining == 0)
+            #expect(readded.count == 600)
+            let requestIDs = Set(readded.compactMap { $0.fields.value(of: "request_id").map { Array($0) } })
+            #expect(requestIDs.count == 600)
+        }
+    }
+}
