@@ -16,10 +16,11 @@ public struct TelemetryProducerConfiguration: Sendable {
     /// After a graceful shutdown began, how long held records are still retried.
     public var shutdownRetryDuration: Duration = .seconds(10)
     /// A directory on local disk for records Redis cannot take: ``TelemetryProducer/submit(_:)``
-    /// records past ``maximumBufferedRecords``, and those given up after ``maximumRetryDuration`` or
-    /// at shutdown while Redis is away. They are sent, first and in order, once Redis answers
-    /// (or on the next start). Written as they come, fsynced every second. Nil: no spool; such
-    /// records are refused (`bufferFull`) or fail. One producer process per directory.
+    /// records past ``maximumBufferedRecords``, those whose XADD failed for want of Redis (at once),
+    /// and every new one while Redis is away or the spool holds records, so a crash of the process
+    /// loses none of them. They are sent, first and in order, once Redis answers (or on the next
+    /// start). Written before `submit` returns, fsynced every second. Nil: no spool; such records
+    /// wait in memory, are refused (`bufferFull`) or fail. One producer process per directory.
     public var spoolDirectory: String?
     /// The spool's bound; records past it are refused and counted (`adtelemetry_dropped_total{reason="spool_full"}`).
     public var maximumSpoolBytes: Int = 1 << 30
