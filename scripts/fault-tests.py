@@ -1269,6 +1269,119 @@ def stuck_worker():
     return scenario.finish(recovery)
 
 
+def consecutive_free_ports(count, start):
+    """The first of `count` consecutive loopback ports from `start` on that nothing is bound to."""
+    port = start
+    while True:
+        sockets = []
+        try:
+            for offset in range(count):
+                sockets.append(socket.socket())
+                sockets[-1].bind(("127.0.0.1", port + offset))
+            return port
+        except OSError:
+            port += count
+        finally:
+            for bound in sockets:
+                bound.close()
+
+
+def pending_by_consumer(stream):
+    """{consumer: entries pending} in the worker's group (XPENDING's summary)."""
+    lines = redis("XPENDING", stream, "adworker").splitlines()
+    return {lines[i]: int(lines[i + 1]) for i in range(3, len(lines) - 1, 2)}
+
+
+def pool_frozen_child():
+    """A pool of three worker processes, one frozen (SIGSTOP) under load: the pool's /healthz answers
+    503 naming it, every answer well within a 1 s probe timeout, and the watchdog goes unfed; on
+    SIGTERM the others commit their batches, the frozen one is killed (SIGKILL) past the shutdown
+    grace with a warning, exit 0; what it held stays pending and the next run stores it."""
+    scenario = Scenario("pool-frozen-child")
+    path = os.path.join(LOG_DIR, "frozen-notify.sock")
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(path)
+    notify.settimeout(0.1)
+    messages = []
+
+    def receive(seconds):
+        end = time.monotonic() + seconds
+        received = []
+        while time.monotonic() < end:
+            try:
+                received.append(notify.recv(4096).decode())
+            except socket.timeout:
+                pass
+        messages.extend(received)
+        return received
+
+    scenario.extra_env.update(NOTIFY_SOCKET=path, WATCHDOG_USEC="2000000")
+    port = consecutive_free_ports(4, 7200)
+    base = f"http://127.0.0.1:{port}"
+    name = f"frozen{os.getpid()}"
+    shutdown_timeout, produced = 5, 20000
+    supervisor = scenario.spawn("supervisor", [
+        "run", "--env-file", EMPTY_ENV, "--streams", "inference", "--processes", "3", "--http", f"127.0.0.1:{port}",
+        "--consumer-name", name, "--shutdown-timeout", str(shutdown_timeout), "--trim-interval", "0", "--max-wait-ms", "50"])
+    wait_for(lambda: http_get(base + "/readyz")[0] == 200, 30, "the pool to be ready")
+    wait_for(lambda: "READY=1" in messages + receive(0.5), 10, "READY=1 on the notify socket")
+    healthy = receive(2)
+    check("WATCHDOG=1" in healthy, f"no watchdog ping while healthy: {healthy}")
+    producer = scenario.produce(produced, 5000, 61)
+    time.sleep(1.5)
+    child = subprocess.run(["pgrep", "-f", f"consumer-name {name}-p0"], capture_output=True, text=True).stdout.split()
+    check(len(child) == 1, f"expected one process for child 0, found {child}")
+    os.kill(int(child[0]), signal.SIGSTOP)
+    frozen = time.monotonic()
+    answers = []
+
+    def reported():
+        asked = time.monotonic()
+        status, body = http_get(base + "/healthz")
+        answers.append(time.monotonic() - asked)
+        return status == 503 and body
+
+    wait_for(reported, 10, "/healthz to report the frozen process")
+    detected = time.monotonic() - frozen
+    status, body = http_get(base + "/healthz")
+    check(status == 503 and f"worker process 0 (pid {child[0]}) is not answering" in body, f"/healthz does not name it: {status} {body}")
+    check(max(answers) < 1.0, f"/healthz took {max(answers):.2f} s with a process frozen")
+    asked = time.monotonic()
+    status, body = http_get(base + "/readyz")
+    readyz = time.monotonic() - asked
+    check(status == 503 and "worker process 0: no answer" in body and readyz < 1.0, f"/readyz: {status} {body} in {readyz:.2f} s")
+    receive(0.3)
+    while_frozen = receive(2.5)
+    check("WATCHDOG=1" not in while_frozen, f"watchdog fed while a process is frozen: {while_frozen}")
+    check(any(message.startswith("STATUS=stuck: worker process 0") for message in messages), "no STATUS=stuck line naming it")
+    wait_producer(producer)
+
+    # The other two store everything but what the frozen process holds.
+    def only_frozen_pending():
+        counts = scenario.counts()
+        pending = pending_by_consumer(scenario.stream)
+        held = sum(count for consumer, count in pending.items() if consumer.startswith(f"{name}-p0-"))
+        return counts["entries"] == produced and counts["pending"] == held and counts["rows"] + counts["dead"] + held == counts["entries"]
+    wait_for(only_frozen_pending, 60, "the other processes to store the rest")
+    held = scenario.counts()["pending"]
+
+    code, took = scenario.stop(supervisor, timeout=shutdown_timeout + 20)
+    check(code == 0, f"supervisor exited {code} on SIGTERM with a frozen process")
+    check(took < shutdown_timeout + 2 + 3, f"supervisor took {took:.1f} s to stop with a {shutdown_timeout} s shutdown timeout")
+    log = scenario.log("supervisor")
+    check(re.search(r"worker process 0 did not stop within .* killed with SIGKILL", log), "no warning naming the killed process")
+    check(not subprocess.run(["pgrep", "-f", f"consumer-name {name}-p"], capture_output=True).stdout, "children outlived the supervisor")
+    counts = scenario.counts()
+    check(counts["pending"] == held and counts["rows"] + counts["dead"] + held == counts["entries"],
+          f"after the stop: {counts}, the frozen process held {held}")
+    notify.close()
+    scenario.notes.append(f"child 0 frozen: /healthz 503 naming it after {detected:.1f} s, slowest answer {max(answers) * 1000:.0f} ms, /readyz {readyz * 1000:.0f} ms, "
+                          f"watchdog unfed; SIGTERM: exit 0 in {took:.1f} s, it was killed holding {held} entries, stored by the next run")
+    restarted = time.monotonic()
+    scenario.worker("w")
+    return scenario.finish(scenario.wait_caught_up(restarted), accepted=produced)
+
+
 # Redis Cluster scenarios ---------------------------------------------------------------------
 # Against the cluster scripts/redis-cluster.sh starts (three primaries, three replicas).
 
@@ -1548,6 +1661,7 @@ SCENARIOS = {
     "cluster-reshard-live": cluster_reshard_live, "cluster-node-down-at-start": cluster_node_down_at_start,
     "cluster-one-shard": cluster_one_shard, "redis-kill9-always": redis_kill9_always, "redis-client-kill": redis_client_kill,
     "api-spool-restart": api_spool_restart,
+    "pool-frozen-child": pool_frozen_child,
 }
 
 
