@@ -1382,6 +1382,40 @@ def pool_frozen_child():
     return scenario.finish(scenario.wait_caught_up(restarted), accepted=produced)
 
 
+def stray_signals():
+    """SIGHUP, SIGUSR1 and SIGUSR2 to a worker under load, and to a pool's supervisor and one of its
+    processes: each is logged and ignored; nothing is lost, and SIGTERM still stops them with exit 0."""
+    scenario = Scenario("stray-signals")
+    worker = scenario.worker("w")
+    port = consecutive_free_ports(3, 7200)
+    name = f"strays{os.getpid()}"
+    supervisor = scenario.pool("supervisor", port, name, "--trim-interval", "0", "--claim-idle", "2", "--max-wait-ms", "50")
+    wait_for(lambda: http_get(f"http://127.0.0.1:{port}/readyz")[0] == 200, 30, "the pool to be ready")
+    child = subprocess.run(["pgrep", "-f", f"consumer-name {name}-p0"], capture_output=True, text=True).stdout.split()
+    check(len(child) == 1, f"expected one process for child 0, found {child}")
+    started = time.monotonic()
+    producer = scenario.produce(20000, 5000, 62)
+    time.sleep(1)
+    for number in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
+        for pid in (worker.pid, supervisor.pid, int(child[0])):
+            os.kill(pid, number)
+        time.sleep(0.5)
+    check(worker.poll() is None and supervisor.poll() is None, f"exit {worker.poll()} (worker), {supervisor.poll()} (supervisor)")
+    now = subprocess.run(["pgrep", "-f", f"consumer-name {name}-p0"], capture_output=True, text=True).stdout.split()
+    check(now == child, f"child 0 was {child}, now {now}")
+    for number in ("SIGHUP", "SIGUSR1", "SIGUSR2"):
+        check(scenario.log("worker-w").count(f"{number} ignored") == 1, f"the worker did not log {number} once")
+        # The supervisor and its process 0 share the log.
+        check(scenario.log("supervisor").count(f"{number} ignored") == 2, f"the pool did not log {number} twice")
+    wait_producer(producer)
+    recovery = scenario.wait_caught_up(started)
+    for process in (worker, supervisor):
+        code, _ = scenario.stop(process)
+        check(code == 0, f"{process.args[1:3]} exited {code} on SIGTERM after the stray signals")
+    scenario.notes.append("SIGHUP, SIGUSR1, SIGUSR2 to a worker, a supervisor and a pool process under load: logged, ignored, SIGTERM exit 0")
+    return scenario.finish(recovery)
+
+
 # Redis Cluster scenarios ---------------------------------------------------------------------
 # Against the cluster scripts/redis-cluster.sh starts (three primaries, three replicas).
 
@@ -1661,7 +1695,7 @@ SCENARIOS = {
     "cluster-reshard-live": cluster_reshard_live, "cluster-node-down-at-start": cluster_node_down_at_start,
     "cluster-one-shard": cluster_one_shard, "redis-kill9-always": redis_kill9_always, "redis-client-kill": redis_client_kill,
     "api-spool-restart": api_spool_restart,
-    "pool-frozen-child": pool_frozen_child,
+    "pool-frozen-child": pool_frozen_child, "stray-signals": stray_signals,
 }
 
 

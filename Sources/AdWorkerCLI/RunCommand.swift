@@ -17,7 +17,8 @@ struct RunCommand: AsyncParsableCommand {
         discussion: """
             Entries are acknowledged only after their rows are committed. Entries that cannot \
             become rows go to <stream>:dead with a reason. SIGTERM or SIGINT: stop reading, \
-            commit and acknowledge the batch in hand, exit 0. Exit 3: another live process uses \
+            commit and acknowledge the batch in hand, exit 0. SIGHUP, SIGUSR1 and SIGUSR2 are logged and \
+            ignored: adworker reloads nothing. Exit 3: another live process uses \
             this consumer name (give each process its own --consumer-name). Exit 4: refused at start-up, \
             the configuration cannot work (Redis or PostgreSQL refuses the credentials, the database \
             or a table is missing, the role may not insert); the log line says what to change.
@@ -45,6 +46,7 @@ struct RunCommand: AsyncParsableCommand {
     func run() async throws {
         let settings = try connection.settings()
         let logger = try connection.bootstrap(settings, label: "adworker")
+        let strays = await StraySignals.trapping(logger: logger)
         let configuration = try worker.workerConfiguration(settings, connection: connection, drain: drain)
         let timeout = try shutdownTimeout ?? settings.integer("ADWORKER_SHUTDOWN_TIMEOUT") ?? 30
         let address = try HTTPAddress(http ?? settings.string("ADWORKER_HTTP") ?? "127.0.0.1:9464")
@@ -53,7 +55,7 @@ struct RunCommand: AsyncParsableCommand {
         let stallSeconds = try stallTimeout ?? settings.integer("ADWORKER_STALL_TIMEOUT") ?? 120
         guard stallSeconds >= 0 else { throw ValidationError("--stall-timeout must not be negative, not \(stallSeconds)") }
         if processCount > 1 {
-            try await runPool(processCount, configuration: configuration, address: address, timeout: timeout, logger: logger)
+            try await runPool(processCount, configuration: configuration, address: address, timeout: timeout, strays: strays, logger: logger)
             return
         }
         Supervisor.terminateWithSupervisor(logger: logger)
@@ -70,12 +72,14 @@ struct RunCommand: AsyncParsableCommand {
         MetricsSystem.bootstrap(factory)
         let status = WorkerStatus(version: AdWorker.version, shards: configuration.shardNumbers)
         let stuckReasons: @Sendable () -> [String] = { stallSeconds == 0 ? [] : status.stalledStreams(after: .seconds(stallSeconds)) }
-        var services = [
-            ServiceGroupConfiguration.ServiceConfiguration(
+        // First, so shut down last: a stray signal during the final commit is ignored with a log line too.
+        var services = [ServiceGroupConfiguration.ServiceConfiguration(service: strays)]
+        services.append(
+            .init(
                 service: WorkerService(configuration: configuration, logger: logger, status: status),
                 successTerminationBehavior: .gracefullyShutdownGroup
             )
-        ]
+        )
         if let notifier = SystemdNotifier(
             environment: ProcessInfo.processInfo.environment, logger: logger, isReady: { status.hasStarted }, unhealthyReasons: stuckReasons
         ) {
@@ -117,7 +121,7 @@ struct RunCommand: AsyncParsableCommand {
 extension RunCommand {
     /// The supervisor and the pool's endpoint; the children are this binary with `--processes 1`.
     private func runPool(
-        _ count: Int, configuration: WorkerConfiguration, address: HTTPAddress?, timeout: Int, logger: Logger
+        _ count: Int, configuration: WorkerConfiguration, address: HTTPAddress?, timeout: Int, strays: StraySignals, logger: Logger
     ) async throws {
         let arguments = CommandLine.arguments
         let afterRun = arguments.firstIndex(of: "run").map { arguments.index(after: $0) } ?? arguments.endIndex
@@ -132,7 +136,8 @@ extension RunCommand {
             supervisor.snapshot.map { PoolEndpoint.Process(index: $0.index, state: $0.state, port: $0.port) }
         }
         var services = [
-            ServiceGroupConfiguration.ServiceConfiguration(service: supervisor, successTerminationBehavior: .gracefullyShutdownGroup),
+            ServiceGroupConfiguration.ServiceConfiguration(service: strays),
+            .init(service: supervisor, successTerminationBehavior: .gracefullyShutdownGroup),
         ]
         if let address {
             let endpoint = PoolEndpoint.application(
