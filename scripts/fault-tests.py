@@ -1211,7 +1211,13 @@ def startup_refused():
     log = scenario.log("worker-w")
     check(code == 4, f"exit {code} with a wrong password, expected 4")
     check("28P01" in log and "DATABASE_PASSWORD" in log, f"the log does not name the fix: {log[-400:]}")
-    scenario.notes.append(f"exit 4 after {time.monotonic() - started:.1f} s")
+    # With the endpoint serving, the refusal stops it gracefully: the one clear line, no errors of Hummingbird's.
+    port = consecutive_free_ports(1, 7200)
+    code = scenario.worker("http", "--http", f"127.0.0.1:{port}").wait(30)
+    log = scenario.log("worker-http")
+    check(code == 4, f"exit {code} with a wrong password and the endpoint on, expected 4")
+    check("Waiting on child channel" not in log and "Server shutdown error" not in log, f"Hummingbird errors beside the refusal: {log[-600:]}")
+    scenario.notes.append(f"exit 4 after {time.monotonic() - started:.1f} s (and with --http, no Hummingbird error lines)")
     return scenario.finish(0)
 
 

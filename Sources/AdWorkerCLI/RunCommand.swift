@@ -77,7 +77,9 @@ struct RunCommand: AsyncParsableCommand {
         services.append(
             .init(
                 service: WorkerService(configuration: configuration, logger: logger, status: status),
-                successTerminationBehavior: .gracefullyShutdownGroup
+                successTerminationBehavior: .gracefullyShutdownGroup,
+                // A start-up refusal stops the endpoint gracefully: cancelled, Hummingbird logs two errors beside the one clear line.
+                failureTerminationBehavior: .gracefullyShutdownGroup
             )
         )
         if let notifier = SystemdNotifier(
@@ -137,7 +139,7 @@ extension RunCommand {
         }
         var services = [
             ServiceGroupConfiguration.ServiceConfiguration(service: strays),
-            .init(service: supervisor, successTerminationBehavior: .gracefullyShutdownGroup),
+            .init(service: supervisor, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup),
         ]
         if let address {
             let endpoint = PoolEndpoint.application(
