@@ -1422,6 +1422,34 @@ def stray_signals():
     return scenario.finish(recovery)
 
 
+def example_refusals():
+    """The example API service with its port taken, then with its spool refused (a file where its
+    directory should be): one clear line and exit 1 each time; no crash, no backtrace, no second error."""
+    scenario = Scenario("example-refusals")
+    example = os.path.join(os.path.dirname(ADWORKER), "AdServingExample")
+    port = consecutive_free_ports(2, 7200)
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", port))
+    blocker.listen()
+    not_a_directory = os.path.join(LOG_DIR, "not-a-directory")
+    open(not_a_directory, "w").close()
+    cases = {"port taken": ({"EXAMPLE_HTTP": f"127.0.0.1:{port}"}, "Address already in use"),
+             "spool refused": ({"EXAMPLE_HTTP": f"127.0.0.1:{port + 1}", "EXAMPLE_SPOOL_DIR": not_a_directory + "/spool"}, "spool")}
+    try:
+        for case, (settings, cause) in cases.items():
+            result = subprocess.run([example], env=dict(scenario.environment(), **settings), capture_output=True, text=True, timeout=30)
+            output = result.stdout + result.stderr
+            errors = [line for line in output.splitlines() if re.search(r" (error|critical) ", line)]
+            check(result.returncode == 1, f"{case}: exit {result.returncode}, expected 1: {output[-600:]}")
+            check("Fatal error" not in output and "Backtrace" not in output and "Current stack trace" not in output,
+                  f"{case}: a crash: {output[-600:]}")
+            check(len(errors) == 1 and cause in errors[0], f"{case}: expected one error line naming '{cause}': {errors}")
+            scenario.notes.append(f"{case}: exit 1, '{errors[0].split(': ', 1)[-1][:70]}'")
+    finally:
+        blocker.close()
+    return scenario.finish(0)
+
+
 # Redis Cluster scenarios ---------------------------------------------------------------------
 # Against the cluster scripts/redis-cluster.sh starts (three primaries, three replicas).
 
@@ -1701,7 +1729,7 @@ SCENARIOS = {
     "cluster-reshard-live": cluster_reshard_live, "cluster-node-down-at-start": cluster_node_down_at_start,
     "cluster-one-shard": cluster_one_shard, "redis-kill9-always": redis_kill9_always, "redis-client-kill": redis_client_kill,
     "api-spool-restart": api_spool_restart,
-    "pool-frozen-child": pool_frozen_child, "stray-signals": stray_signals,
+    "pool-frozen-child": pool_frozen_child, "stray-signals": stray_signals, "example-refusals": example_refusals,
 }
 
 
