@@ -9,8 +9,8 @@ import Synchronization
 
 /// `adworker run --processes N`: N worker processes of this same binary, each with its own
 /// consumer names (`<name>-p<i>-<slot>`) and connections. A child that exits with an error or is
-/// killed is restarted with exponential backoff; five crashes of one child within a minute end
-/// the pool with an error. SIGTERM/SIGINT reach every child, and the supervisor returns when all
+/// killed is restarted with exponential backoff; five crashes of one child within a minute stop
+/// the others and end the pool with an error. SIGTERM/SIGINT reach every child, and the supervisor returns when all
 /// have finished their batches; a child still running past the shutdown grace (a frozen one) is
 /// killed with SIGKILL and named in a warning. Each child serves its endpoint on 127.0.0.1:<port+1+i>;
 /// the supervisor serves the aggregate (see ``PoolEndpoint``), its health from ``PoolMonitor``.
@@ -35,10 +35,13 @@ final class Supervisor: Service, Sendable {
     let consumerName: String
     let basePort: Int?
     let logger: Logger
-    /// The children as `/status` shows them, and the decisions about them, changed under one lock.
-    private let pool: Mutex<(children: [Child], monitor: PoolMonitor<ContinuousClock.Instant>)>
+    /// The children as `/status` shows them, the decisions about them, and why the pool gave up,
+    /// changed under one lock.
+    private let pool: Mutex<(children: [Child], monitor: PoolMonitor<ContinuousClock.Instant>, failure: Failure?)>
     private let spawner = Spawner()
     private let running = Mutex<[Int: Process]>([:])
+    /// One element when the pool begins to stop (SIGTERM, or a child crash-looping).
+    private let (stops, stop) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
 
     /// - Parameters:
     ///   - arguments: The `run` arguments for each child, without `--processes`, `--http` and `--consumer-name`.
@@ -53,7 +56,7 @@ final class Supervisor: Service, Sendable {
         let children = (0..<count).map { index in
             Child(index: index, pid: nil, state: "starting", restarts: 0, port: basePort.map { $0 + 1 + index })
         }
-        self.pool = Mutex((children, PoolMonitor(count: count, configuration: monitor)))
+        self.pool = Mutex((children, PoolMonitor(count: count, configuration: monitor), nil))
     }
 
     var snapshot: [Child] { pool.withLock { $0.children } }
@@ -86,18 +89,27 @@ final class Supervisor: Service, Sendable {
                 group.cancelAll()
             }
         } onGracefulShutdown: {
-            self.pool.withLock { $0.monitor.shutdownBegan(at: ContinuousClock.now) }
-            self.signalAll(SIGTERM)
+            self.beginStopping()
         }
+        if let failure = pool.withLock({ $0.failure }) { throw failure }
         logger.info("all worker processes finished")
     }
+
+    /// SIGTERM to every child, and no more restarts.
+    private func beginStopping() {
+        pool.withLock { $0.monitor.shutdownBegan(at: ContinuousClock.now) }
+        signalAll(SIGTERM)
+        stop.yield()
+    }
+
+    private var isStopping: Bool { pool.withLock { $0.monitor.isShuttingDown } }
 
     /// After SIGTERM, SIGKILL for every child still running past the shutdown grace: a frozen
     /// child never handles SIGTERM, and the pool must still stop (its batch stays pending for the next run).
     private func killOverdueChildren() async throws {
-        try await gracefulShutdown()
-        // Idempotent: whichever of this and the shutdown handler comes first sets the start.
-        let deadline = pool.withLock { $0.monitor.shutdownBegan(at: ContinuousClock.now); return $0.monitor.killDeadline! }
+        for await _ in stops { break }
+        try Task.checkCancellation()
+        guard let deadline = pool.withLock({ $0.monitor.killDeadline }) else { return }
         try await Task.sleep(until: deadline)
         for (index, pid) in pool.withLock({ $0.monitor.overdue(at: ContinuousClock.now) }) {
             // Only a child not yet reaped: its pid cannot have been reused.
@@ -120,7 +132,7 @@ final class Supervisor: Service, Sendable {
                 update(index) { $0.state = "finished"; $0.pid = nil }
                 return
             }
-            if Task.isShuttingDownGracefully || Task.isCancelled {
+            if isStopping || Task.isCancelled {
                 update(index) { $0.state = "stopped"; $0.pid = nil }
                 return
             }
@@ -130,13 +142,20 @@ final class Supervisor: Service, Sendable {
             if crashes.count >= Self.crashLoopLimit {
                 update(index) { $0.state = "dead"; $0.pid = nil }
                 logger.critical("worker process \(index) \(how); \(crashes.count) crashes within \(Self.crashLoopWindow): giving up")
-                signalAll(SIGTERM)
-                throw Failure(description: "worker process \(index) is crash-looping (\(crashes.count) crashes in \(Self.crashLoopWindow))")
+                let failure = Failure(description: "worker process \(index) is crash-looping (\(crashes.count) crashes in \(Self.crashLoopWindow))")
+                pool.withLock { $0.failure = $0.failure ?? failure }
+                // The others finish their batches (or are killed past the grace) before the pool ends.
+                beginStopping()
+                return
             }
             let delay = backoff.nextDelay()
             update(index) { $0.state = "restarting"; $0.pid = nil; $0.restarts += 1 }
             logger.error("worker process \(index) \(how); restarting", metadata: ["delay": "\(delay)", "crashes_last_minute": "\(crashes.count)"])
             try await Task.sleep(for: delay)
+            if isStopping {
+                update(index) { $0.state = "stopped" }
+                return
+            }
         }
     }
 
@@ -169,7 +188,7 @@ final class Supervisor: Service, Sendable {
         }
         logger.info("worker process \(index) started", metadata: ["pid": "\(pid)"])
         // A shutdown that began while this child was starting must reach it too.
-        if Task.isShuttingDownGracefully { kill(pid, SIGTERM) }
+        if isStopping { kill(pid, SIGTERM) }
         for await status in terminations { return status }
         throw Failure(description: "worker process \(index) ended without a termination status")
     }

@@ -108,6 +108,8 @@ public struct PoolMonitor<Instant: InstantProtocol>: Sendable where Instant.Dura
         if shutdownStarted == nil { shutdownStarted = instant }
     }
 
+    public var isShuttingDown: Bool { shutdownStarted != nil }
+
     /// When processes still running are to be killed; nil before shutdown.
     public var killDeadline: Instant? {
         shutdownStarted.map { $0.advanced(by: configuration.shutdownGrace) }
