@@ -1223,7 +1223,13 @@ def startup_refused():
     log = scenario.log("worker-w")
     check(code == 4, f"exit {code} with a wrong password, expected 4")
     check("28P01" in log and "DATABASE_PASSWORD" in log, f"the log does not name the fix: {log[-400:]}")
-    scenario.notes.append(f"exit 4 after {time.monotonic() - started:.1f} s")
+    # With the endpoint serving, the refusal stops it gracefully: the one clear line, no errors of Hummingbird's.
+    port = consecutive_free_ports(1, 7200)
+    code = scenario.worker("http", "--http", f"127.0.0.1:{port}").wait(30)
+    log = scenario.log("worker-http")
+    check(code == 4, f"exit {code} with a wrong password and the endpoint on, expected 4")
+    check("Waiting on child channel" not in log and "Server shutdown error" not in log, f"Hummingbird errors beside the refusal: {log[-600:]}")
+    scenario.notes.append(f"exit 4 after {time.monotonic() - started:.1f} s (and with --http, no Hummingbird error lines)")
     return scenario.finish(0)
 
 
@@ -1279,6 +1285,181 @@ def stuck_worker():
     check("STOPPING=1" in receive(0.5) + messages, "no STOPPING=1 at shutdown")
     notify.close()
     return scenario.finish(recovery)
+
+
+def consecutive_free_ports(count, start):
+    """The first of `count` consecutive loopback ports from `start` on that nothing is bound to."""
+    port = start
+    while True:
+        sockets = []
+        try:
+            for offset in range(count):
+                sockets.append(socket.socket())
+                sockets[-1].bind(("127.0.0.1", port + offset))
+            return port
+        except OSError:
+            port += count
+        finally:
+            for bound in sockets:
+                bound.close()
+
+
+def pending_by_consumer(stream):
+    """{consumer: entries pending} in the worker's group (XPENDING's summary)."""
+    lines = redis("XPENDING", stream, "adworker").splitlines()
+    return {lines[i]: int(lines[i + 1]) for i in range(3, len(lines) - 1, 2)}
+
+
+def pool_frozen_child():
+    """A pool of three worker processes, one frozen (SIGSTOP) under load: the pool's /healthz answers
+    503 naming it, every answer well within a 1 s probe timeout, and the watchdog goes unfed; on
+    SIGTERM the others commit their batches, the frozen one is killed (SIGKILL) past the shutdown
+    grace with a warning, exit 0; what it held stays pending and the next run stores it."""
+    scenario = Scenario("pool-frozen-child")
+    path = os.path.join(LOG_DIR, "frozen-notify.sock")
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(path)
+    notify.settimeout(0.1)
+    messages = []
+
+    def receive(seconds):
+        end = time.monotonic() + seconds
+        received = []
+        while time.monotonic() < end:
+            try:
+                received.append(notify.recv(4096).decode())
+            except socket.timeout:
+                pass
+        messages.extend(received)
+        return received
+
+    scenario.extra_env.update(NOTIFY_SOCKET=path, WATCHDOG_USEC="2000000")
+    port = consecutive_free_ports(4, 7200)
+    base = f"http://127.0.0.1:{port}"
+    name = f"frozen{os.getpid()}"
+    shutdown_timeout, produced = 5, 20000
+    supervisor = scenario.spawn("supervisor", [
+        "run", "--env-file", EMPTY_ENV, "--streams", "inference", "--processes", "3", "--http", f"127.0.0.1:{port}",
+        "--consumer-name", name, "--shutdown-timeout", str(shutdown_timeout), "--trim-interval", "0", "--max-wait-ms", "50"])
+    wait_for(lambda: http_get(base + "/readyz")[0] == 200, 30, "the pool to be ready")
+    wait_for(lambda: "READY=1" in messages + receive(0.5), 10, "READY=1 on the notify socket")
+    healthy = receive(2)
+    check("WATCHDOG=1" in healthy, f"no watchdog ping while healthy: {healthy}")
+    producer = scenario.produce(produced, 5000, 61)
+    time.sleep(1.5)
+    child = subprocess.run(["pgrep", "-f", f"consumer-name {name}-p0"], capture_output=True, text=True).stdout.split()
+    check(len(child) == 1, f"expected one process for child 0, found {child}")
+    os.kill(int(child[0]), signal.SIGSTOP)
+    frozen = time.monotonic()
+    answers = []
+
+    def reported():
+        asked = time.monotonic()
+        status, body = http_get(base + "/healthz")
+        answers.append(time.monotonic() - asked)
+        return status == 503 and body
+
+    wait_for(reported, 10, "/healthz to report the frozen process")
+    detected = time.monotonic() - frozen
+    status, body = http_get(base + "/healthz")
+    check(status == 503 and f"worker process 0 (pid {child[0]}) is not answering" in body, f"/healthz does not name it: {status} {body}")
+    check(max(answers) < 1.0, f"/healthz took {max(answers):.2f} s with a process frozen")
+    asked = time.monotonic()
+    status, body = http_get(base + "/readyz")
+    readyz = time.monotonic() - asked
+    check(status == 503 and "worker process 0: no answer" in body and readyz < 1.0, f"/readyz: {status} {body} in {readyz:.2f} s")
+    receive(0.3)
+    while_frozen = receive(2.5)
+    check("WATCHDOG=1" not in while_frozen, f"watchdog fed while a process is frozen: {while_frozen}")
+    check(any(message.startswith("STATUS=stuck: worker process 0") for message in messages), "no STATUS=stuck line naming it")
+    wait_producer(producer)
+
+    # The other two store everything but what the frozen process holds.
+    def only_frozen_pending():
+        counts = scenario.counts()
+        pending = pending_by_consumer(scenario.stream)
+        held = sum(count for consumer, count in pending.items() if consumer.startswith(f"{name}-p0-"))
+        return counts["entries"] == produced and counts["pending"] == held and counts["rows"] + counts["dead"] + held == counts["entries"]
+    wait_for(only_frozen_pending, 60, "the other processes to store the rest")
+    held = scenario.counts()["pending"]
+
+    code, took = scenario.stop(supervisor, timeout=shutdown_timeout + 20)
+    check(code == 0, f"supervisor exited {code} on SIGTERM with a frozen process")
+    check(took < shutdown_timeout + 2 + 3, f"supervisor took {took:.1f} s to stop with a {shutdown_timeout} s shutdown timeout")
+    log = scenario.log("supervisor")
+    check(re.search(r"worker process 0 did not stop within .* killed with SIGKILL", log), "no warning naming the killed process")
+    check(not subprocess.run(["pgrep", "-f", f"consumer-name {name}-p"], capture_output=True).stdout, "children outlived the supervisor")
+    counts = scenario.counts()
+    check(counts["pending"] == held and counts["rows"] + counts["dead"] + held == counts["entries"],
+          f"after the stop: {counts}, the frozen process held {held}")
+    notify.close()
+    scenario.notes.append(f"child 0 frozen: /healthz 503 naming it after {detected:.1f} s, slowest answer {max(answers) * 1000:.0f} ms, /readyz {readyz * 1000:.0f} ms, "
+                          f"watchdog unfed; SIGTERM: exit 0 in {took:.1f} s, it was killed holding {held} entries, stored by the next run")
+    restarted = time.monotonic()
+    scenario.worker("w")
+    return scenario.finish(scenario.wait_caught_up(restarted), accepted=produced)
+
+
+def stray_signals():
+    """SIGHUP, SIGUSR1 and SIGUSR2 to a worker under load, and to a pool's supervisor and one of its
+    processes: each is logged and ignored; nothing is lost, and SIGTERM still stops them with exit 0."""
+    scenario = Scenario("stray-signals")
+    worker = scenario.worker("w")
+    port = consecutive_free_ports(3, 7200)
+    name = f"strays{os.getpid()}"
+    supervisor = scenario.pool("supervisor", port, name, "--trim-interval", "0", "--claim-idle", "2", "--max-wait-ms", "50")
+    wait_for(lambda: http_get(f"http://127.0.0.1:{port}/readyz")[0] == 200, 30, "the pool to be ready")
+    child = subprocess.run(["pgrep", "-f", f"consumer-name {name}-p0"], capture_output=True, text=True).stdout.split()
+    check(len(child) == 1, f"expected one process for child 0, found {child}")
+    started = time.monotonic()
+    producer = scenario.produce(20000, 5000, 62)
+    time.sleep(1)
+    for number in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
+        for pid in (worker.pid, supervisor.pid, int(child[0])):
+            os.kill(pid, number)
+        time.sleep(0.5)
+    check(worker.poll() is None and supervisor.poll() is None, f"exit {worker.poll()} (worker), {supervisor.poll()} (supervisor)")
+    now = subprocess.run(["pgrep", "-f", f"consumer-name {name}-p0"], capture_output=True, text=True).stdout.split()
+    check(now == child, f"child 0 was {child}, now {now}")
+    for number in ("SIGHUP", "SIGUSR1", "SIGUSR2"):
+        check(scenario.log("worker-w").count(f"{number} ignored") == 1, f"the worker did not log {number} once")
+        # The supervisor and its process 0 share the log.
+        check(scenario.log("supervisor").count(f"{number} ignored") == 2, f"the pool did not log {number} twice")
+    wait_producer(producer)
+    recovery = scenario.wait_caught_up(started)
+    for process in (worker, supervisor):
+        code, _ = scenario.stop(process)
+        check(code == 0, f"{process.args[1:3]} exited {code} on SIGTERM after the stray signals")
+    scenario.notes.append("SIGHUP, SIGUSR1, SIGUSR2 to a worker, a supervisor and a pool process under load: logged, ignored, SIGTERM exit 0")
+    return scenario.finish(recovery)
+
+
+def example_refusals():
+    """The example API service with its port taken, then with its spool refused (a file where its
+    directory should be): one clear line and exit 1 each time; no crash, no backtrace, no second error."""
+    scenario = Scenario("example-refusals")
+    example = os.path.join(os.path.dirname(ADWORKER), "AdServingExample")
+    port = consecutive_free_ports(2, 7200)
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", port))
+    blocker.listen()
+    not_a_directory = os.path.join(LOG_DIR, "not-a-directory")
+    open(not_a_directory, "w").close()
+    cases = {"port taken": ({"EXAMPLE_HTTP": f"127.0.0.1:{port}"}, "Address already in use"),
+             "spool refused": ({"EXAMPLE_HTTP": f"127.0.0.1:{port + 1}", "EXAMPLE_SPOOL_DIR": not_a_directory + "/spool"}, "spool")}
+    try:
+        for case, (settings, cause) in cases.items():
+            result = subprocess.run([example], env=dict(scenario.environment(), **settings), capture_output=True, text=True, timeout=30)
+            output = result.stdout + result.stderr
+            errors = [line for line in output.splitlines() if re.search(r" (error|critical) ", line)]
+            check(result.returncode == 1, f"{case}: exit {result.returncode}, expected 1: {output[-600:]}")
+            check("Fatal error" not in output and "Backtrace" not in output and "Current stack trace" not in output,
+                  f"{case}: a crash: {output[-600:]}")
+            check(len(errors) == 1 and cause in errors[0], f"{case}: expected one error line naming '{cause}': {errors}")
+            scenario.notes.append(f"{case}: exit 1, '{errors[0].split(': ', 1)[-1][:70]}'")
+    finally:
+        blocker.close()
+    return scenario.finish(0)
 
 
 # Redis Cluster scenarios ---------------------------------------------------------------------
@@ -1560,6 +1741,7 @@ SCENARIOS = {
     "cluster-reshard-live": cluster_reshard_live, "cluster-node-down-at-start": cluster_node_down_at_start,
     "cluster-one-shard": cluster_one_shard, "redis-kill9-always": redis_kill9_always, "redis-client-kill": redis_client_kill,
     "api-spool-restart": api_spool_restart,
+    "pool-frozen-child": pool_frozen_child, "stray-signals": stray_signals, "example-refusals": example_refusals,
 }
 
 

@@ -79,13 +79,26 @@ router.get("/metrics") { _, _ in
 }
 
 let address = environment["EXAMPLE_HTTP"] ?? "127.0.0.1:8080"
-let colon = address.lastIndex(of: ":")!
-let app = Application(
-    router: router,
-    configuration: .init(address: .hostname(String(address[..<colon]), port: Int(address[address.index(after: colon)...])!)),
-    logger: logger
-)
+guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]) else {
+    logger.critical("EXAMPLE_HTTP must be HOST:PORT, not '\(address)'")
+    exit(1)
+}
+let app = Application(router: router, configuration: .init(address: .hostname(String(address[..<colon]), port: port)), logger: logger)
+// Either service failing (the spool refused, the port taken) stops the other gracefully:
+// cancelled, Hummingbird would log errors of its own beside the one that matters.
 let services = ServiceGroup(
-    configuration: .init(services: [producer, app], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+    configuration: .init(
+        services: [
+            .init(service: producer, failureTerminationBehavior: .gracefullyShutdownGroup),
+            .init(service: app, failureTerminationBehavior: .gracefullyShutdownGroup),
+        ],
+        gracefulShutdownSignals: [.sigterm, .sigint], logger: logger
+    )
 )
-try await services.run()
+do {
+    try await services.run()
+} catch {
+    // One clear line and a non-zero exit: an error thrown from top-level code would crash with a backtrace.
+    logger.critical("cannot run: \(error)")
+    exit(1)
+}

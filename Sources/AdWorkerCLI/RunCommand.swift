@@ -17,7 +17,8 @@ struct RunCommand: AsyncParsableCommand {
         discussion: """
             Entries are acknowledged only after their rows are committed. Entries that cannot \
             become rows go to <stream>:dead with a reason. SIGTERM or SIGINT: stop reading, \
-            commit and acknowledge the batch in hand, exit 0. Exit 3: another live process uses \
+            commit and acknowledge the batch in hand, exit 0. SIGHUP, SIGUSR1 and SIGUSR2 are logged and \
+            ignored: adworker reloads nothing. Exit 3: another live process uses \
             this consumer name (give each process its own --consumer-name). Exit 4: refused at start-up, \
             the configuration cannot work (Redis or PostgreSQL refuses the credentials, the database \
             or a table is missing, the role may not insert); the log line says what to change.
@@ -39,12 +40,13 @@ struct RunCommand: AsyncParsableCommand {
     @Option(help: "Seconds without a committed batch, while entries wait and no circuit is open, after which /healthz answers 503 and the systemd watchdog stops being fed; 0: never (env ADWORKER_STALL_TIMEOUT; default 120).")
     var stallTimeout: Int?
 
-    @Option(help: "Worker processes; more than 1 runs a supervisor that restarts crashed ones and serves their aggregate on --http, each process on 127.0.0.1:<port+1+i> (env ASYNC_PROCESSING_NUM_WORKERS; default 1).")
+    @Option(help: "Worker processes; more than 1 runs a supervisor that restarts crashed ones and serves their aggregate on --http, each process on 127.0.0.1:<port+1+i>; a process that leaves its /healthz unanswered (500 ms per probe) for 1 s makes the pool's /healthz 503, and one still running 2 s past --shutdown-timeout after SIGTERM is killed (env ASYNC_PROCESSING_NUM_WORKERS; default 1).")
     var processes: Int?
 
     func run() async throws {
         let settings = try connection.settings()
         let logger = try connection.bootstrap(settings, label: "adworker")
+        let strays = await StraySignals.trapping(logger: logger)
         let configuration = try worker.workerConfiguration(settings, connection: connection, drain: drain)
         let timeout = try shutdownTimeout ?? settings.integer("ADWORKER_SHUTDOWN_TIMEOUT") ?? 30
         let address = try HTTPAddress(http ?? settings.string("ADWORKER_HTTP") ?? "127.0.0.1:9464")
@@ -53,7 +55,7 @@ struct RunCommand: AsyncParsableCommand {
         let stallSeconds = try stallTimeout ?? settings.integer("ADWORKER_STALL_TIMEOUT") ?? 120
         guard stallSeconds >= 0 else { throw ValidationError("--stall-timeout must not be negative, not \(stallSeconds)") }
         if processCount > 1 {
-            try await runPool(processCount, configuration: configuration, address: address, timeout: timeout, logger: logger)
+            try await runPool(processCount, configuration: configuration, address: address, timeout: timeout, strays: strays, logger: logger)
             return
         }
         Supervisor.terminateWithSupervisor(logger: logger)
@@ -70,12 +72,16 @@ struct RunCommand: AsyncParsableCommand {
         MetricsSystem.bootstrap(factory)
         let status = WorkerStatus(version: AdWorker.version, shards: configuration.shardNumbers)
         let stuckReasons: @Sendable () -> [String] = { stallSeconds == 0 ? [] : status.stalledStreams(after: .seconds(stallSeconds)) }
-        var services = [
-            ServiceGroupConfiguration.ServiceConfiguration(
+        // First, so shut down last: a stray signal during the final commit is ignored with a log line too.
+        var services = [ServiceGroupConfiguration.ServiceConfiguration(service: strays)]
+        services.append(
+            .init(
                 service: WorkerService(configuration: configuration, logger: logger, status: status),
-                successTerminationBehavior: .gracefullyShutdownGroup
+                successTerminationBehavior: .gracefullyShutdownGroup,
+                // A start-up refusal stops the endpoint gracefully: cancelled, Hummingbird logs two errors beside the one clear line.
+                failureTerminationBehavior: .gracefullyShutdownGroup
             )
-        ]
+        )
         if let notifier = SystemdNotifier(
             environment: ProcessInfo.processInfo.environment, logger: logger, isReady: { status.hasStarted }, unhealthyReasons: stuckReasons
         ) {
@@ -116,37 +122,47 @@ struct RunCommand: AsyncParsableCommand {
 
 extension RunCommand {
     /// The supervisor and the pool's endpoint; the children are this binary with `--processes 1`.
-    private func runPool(_ count: Int, configuration: WorkerConfiguration, address: HTTPAddress?, timeout: Int, logger: Logger) async throws {
+    private func runPool(
+        _ count: Int, configuration: WorkerConfiguration, address: HTTPAddress?, timeout: Int, strays: StraySignals, logger: Logger
+    ) async throws {
         let arguments = CommandLine.arguments
         let afterRun = arguments.firstIndex(of: "run").map { arguments.index(after: $0) } ?? arguments.endIndex
+        // Each child has the shutdown timeout for its batch; a child still running a little
+        // after that does not handle SIGTERM (frozen) and is killed.
+        let monitor = PoolMonitor<ContinuousClock.Instant>.Configuration(shutdownGrace: .seconds(timeout + 2))
         let supervisor = Supervisor(
             count: count, arguments: Supervisor.childArguments(from: Array(arguments[afterRun...])),
-            consumerName: configuration.consumerPrefix, basePort: address?.port, logger: logger
+            consumerName: configuration.consumerPrefix, basePort: address?.port, monitor: monitor, logger: logger
         )
         let processes: @Sendable () -> [PoolEndpoint.Process] = {
             supervisor.snapshot.map { PoolEndpoint.Process(index: $0.index, state: $0.state, port: $0.port) }
         }
-        var services = [ServiceGroupConfiguration.ServiceConfiguration(service: supervisor, successTerminationBehavior: .gracefullyShutdownGroup)]
+        var services = [
+            ServiceGroupConfiguration.ServiceConfiguration(service: strays),
+            .init(service: supervisor, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup),
+        ]
         if let address {
             let endpoint = PoolEndpoint.application(
                 host: address.host, port: address.port, version: AdWorker.version,
-                processes: processes,
+                processes: processes, health: { supervisor.unhealthyReasons }, probeTimeout: monitor.probeTimeout,
                 logger: logger
             )
             services.append(.init(service: endpoint))
+            // The pool's health is its children's /healthz (without --http they serve none).
+            services.append(.init(service: PoolProbe(processes: processes, timeout: monitor.probeTimeout, report: supervisor.probed)))
         }
         if let notifier = SystemdNotifier(
             environment: ProcessInfo.processInfo.environment, logger: logger,
             isReady: { processes().allSatisfy { $0.state == "running" } },
-            // The pool's health is its children's /healthz (without --http they serve none).
-            unhealthyReasons: { await PoolEndpoint.stuckReasons(processes()) }
+            unhealthyReasons: { supervisor.unhealthyReasons }
         ) {
             services.append(.init(service: notifier))
         }
         logger.info("starting \(count) worker processes", metadata: ["http": "\(address.map { "\($0.host):\($0.port)" } ?? "off")"])
         let group = ServiceGroup(
             configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
-                // The children have the shutdown timeout each; the supervisor waits a little longer.
+                // The children have the shutdown timeout each; the supervisor kills any left at
+                // timeout + 2 s and waits a little longer for them to be reaped.
                 .withMaximumGracefulShutdownDuration(.seconds(timeout + 5))
         )
         try await group.run()

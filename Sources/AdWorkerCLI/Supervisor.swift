@@ -1,5 +1,6 @@
 import AdWorkerConnectionThread
 import AdWorkerCore
+import AdWorkerHTTP
 import CAdWorkerProcessControl
 import Foundation
 import Logging
@@ -8,10 +9,11 @@ import Synchronization
 
 /// `adworker run --processes N`: N worker processes of this same binary, each with its own
 /// consumer names (`<name>-p<i>-<slot>`) and connections. A child that exits with an error or is
-/// killed is restarted with exponential backoff; five crashes of one child within a minute end
-/// the pool with an error. SIGTERM/SIGINT reach every child, and the supervisor returns when all
-/// have finished their batches. Each child serves its endpoint on 127.0.0.1:<port+1+i>; the
-/// supervisor serves the aggregate (see ``PoolEndpoint``).
+/// killed is restarted with exponential backoff; five crashes of one child within a minute stop
+/// the others and end the pool with an error. SIGTERM/SIGINT reach every child, and the supervisor returns when all
+/// have finished their batches; a child still running past the shutdown grace (a frozen one) is
+/// killed with SIGKILL and named in a warning. Each child serves its endpoint on 127.0.0.1:<port+1+i>;
+/// the supervisor serves the aggregate (see ``PoolEndpoint``), its health from ``PoolMonitor``.
 final class Supervisor: Service, Sendable {
     struct Child: Sendable {
         var index: Int
@@ -33,38 +35,91 @@ final class Supervisor: Service, Sendable {
     let consumerName: String
     let basePort: Int?
     let logger: Logger
-    private let children: Mutex<[Child]>
+    /// The children as `/status` shows them, the decisions about them, and why the pool gave up,
+    /// changed under one lock.
+    private let pool: Mutex<(children: [Child], monitor: PoolMonitor<ContinuousClock.Instant>, failure: Failure?)>
     private let spawner = Spawner()
     private let running = Mutex<[Int: Process]>([:])
+    /// One element when the pool begins to stop (SIGTERM, or a child crash-looping).
+    private let (stops, stop) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
 
     /// - Parameters:
     ///   - arguments: The `run` arguments for each child, without `--processes`, `--http` and `--consumer-name`.
     ///   - basePort: The supervisor's own port; child i listens on basePort + 1 + i. Nil: no endpoints.
-    init(count: Int, arguments: [String], consumerName: String, basePort: Int?, logger: Logger) {
+    ///   - monitor: When a child counts as not answering, and how long after SIGTERM it is killed.
+    init(count: Int, arguments: [String], consumerName: String, basePort: Int?, monitor: PoolMonitor<ContinuousClock.Instant>.Configuration, logger: Logger) {
         self.count = count
         self.arguments = arguments
         self.consumerName = consumerName
         self.basePort = basePort
         self.logger = logger
-        self.children = Mutex((0..<count).map { index in
+        let children = (0..<count).map { index in
             Child(index: index, pid: nil, state: "starting", restarts: 0, port: basePort.map { $0 + 1 + index })
-        })
+        }
+        self.pool = Mutex((children, PoolMonitor(count: count, configuration: monitor), nil))
     }
 
-    var snapshot: [Child] { children.withLock { $0 } }
+    var snapshot: [Child] { pool.withLock { $0.children } }
+
+    /// Why the pool is not healthy (a child not answering, or stuck by its own account); empty when it is.
+    var unhealthyReasons: [String] { pool.withLock { $0.monitor.unhealthyReasons() } }
+
+    /// What ``PoolProbe`` found when it asked child `index`.
+    func probed(_ index: Int, _ outcome: PoolProbe.Outcome) {
+        pool.withLock {
+            switch outcome {
+            case .answered(let reasons): $0.monitor.answered(index, stuckReasons: reasons)
+            case .unanswered(let asked, let givenUp): $0.monitor.unanswered(index, asked: asked, givenUp: givenUp)
+            }
+        }
+    }
 
     func run() async throws {
         try await withGracefulShutdownHandler {
-            try await withThrowingTaskGroup(of: Void.self) { group in
+            try await withThrowingTaskGroup(of: Bool.self) { group in
                 for index in 0..<count {
-                    group.addTask { try await self.supervise(index) }
+                    group.addTask { try await self.supervise(index); return true }
                 }
-                try await group.waitForAll()
+                group.addTask { try await self.killOverdueChildren(); return false }
+                // The killer waits for a shutdown that may never come (--drain): it ends with the children.
+                var supervising = count
+                while supervising > 0, let isChild = try await group.next() {
+                    if isChild { supervising -= 1 }
+                }
+                group.cancelAll()
             }
         } onGracefulShutdown: {
-            self.signalAll(SIGTERM)
+            self.beginStopping()
         }
+        if let failure = pool.withLock({ $0.failure }) { throw failure }
         logger.info("all worker processes finished")
+    }
+
+    /// SIGTERM to every child, and no more restarts.
+    private func beginStopping() {
+        pool.withLock { $0.monitor.shutdownBegan(at: ContinuousClock.now) }
+        signalAll(SIGTERM)
+        stop.yield()
+    }
+
+    private var isStopping: Bool { pool.withLock { $0.monitor.isShuttingDown } }
+
+    /// After SIGTERM, SIGKILL for every child still running past the shutdown grace: a frozen
+    /// child never handles SIGTERM, and the pool must still stop (its batch stays pending for the next run).
+    private func killOverdueChildren() async throws {
+        for await _ in stops { break }
+        try Task.checkCancellation()
+        guard let deadline = pool.withLock({ $0.monitor.killDeadline }) else { return }
+        try await Task.sleep(until: deadline)
+        for (index, pid) in pool.withLock({ $0.monitor.overdue(at: ContinuousClock.now) }) {
+            // Only a child not yet reaped: its pid cannot have been reused.
+            guard let process = running.withLock({ $0[index] }), process.isRunning, process.processIdentifier == pid else { continue }
+            kill(pid, SIGKILL)
+            logger.warning(
+                "worker process \(index) did not stop within \(pool.withLock { $0.monitor.configuration.shutdownGrace }) of SIGTERM: killed with SIGKILL; its batch in hand stays pending for the next run",
+                metadata: ["pid": "\(pid)"]
+            )
+        }
     }
 
     /// Runs child `index` until it exits cleanly or shutdown begins; restarts it after crashes.
@@ -77,7 +132,7 @@ final class Supervisor: Service, Sendable {
                 update(index) { $0.state = "finished"; $0.pid = nil }
                 return
             }
-            if Task.isShuttingDownGracefully || Task.isCancelled {
+            if isStopping || Task.isCancelled {
                 update(index) { $0.state = "stopped"; $0.pid = nil }
                 return
             }
@@ -87,13 +142,20 @@ final class Supervisor: Service, Sendable {
             if crashes.count >= Self.crashLoopLimit {
                 update(index) { $0.state = "dead"; $0.pid = nil }
                 logger.critical("worker process \(index) \(how); \(crashes.count) crashes within \(Self.crashLoopWindow): giving up")
-                signalAll(SIGTERM)
-                throw Failure(description: "worker process \(index) is crash-looping (\(crashes.count) crashes in \(Self.crashLoopWindow))")
+                let failure = Failure(description: "worker process \(index) is crash-looping (\(crashes.count) crashes in \(Self.crashLoopWindow))")
+                pool.withLock { $0.failure = $0.failure ?? failure }
+                // The others finish their batches (or are killed past the grace) before the pool ends.
+                beginStopping()
+                return
             }
             let delay = backoff.nextDelay()
             update(index) { $0.state = "restarting"; $0.pid = nil; $0.restarts += 1 }
             logger.error("worker process \(index) \(how); restarting", metadata: ["delay": "\(delay)", "crashes_last_minute": "\(crashes.count)"])
             try await Task.sleep(for: delay)
+            if isStopping {
+                update(index) { $0.state = "stopped" }
+                return
+            }
         }
     }
 
@@ -111,15 +173,22 @@ final class Supervisor: Service, Sendable {
         let (terminations, termination) = AsyncStream.makeStream(of: (Process.TerminationReason, Int32).self)
         process.terminationHandler = { finished in
             self.running.withLock { _ = $0.removeValue(forKey: index) }
+            self.pool.withLock { $0.monitor.exited(index) }
             termination.yield((finished.terminationReason, finished.terminationStatus))
             termination.finish()
         }
         let pid = try await spawner.launch(process)
         running.withLock { $0[index] = process }
-        update(index) { $0.state = "running"; $0.pid = pid }
+        pool.withLock {
+            $0.children[index].state = "running"
+            $0.children[index].pid = pid
+            // Foundation clears isRunning before it calls the termination handler (which takes this
+            // lock): a child that has already exited is not recorded as started after its exit.
+            if process.isRunning { $0.monitor.started(index, pid: pid, at: ContinuousClock.now) }
+        }
         logger.info("worker process \(index) started", metadata: ["pid": "\(pid)"])
         // A shutdown that began while this child was starting must reach it too.
-        if Task.isShuttingDownGracefully { kill(pid, SIGTERM) }
+        if isStopping { kill(pid, SIGTERM) }
         for await status in terminations { return status }
         throw Failure(description: "worker process \(index) ended without a termination status")
     }
@@ -131,7 +200,7 @@ final class Supervisor: Service, Sendable {
     }
 
     private func update(_ index: Int, _ change: (inout Child) -> Void) {
-        children.withLock { change(&$0[index]) }
+        pool.withLock { change(&$0.children[index]) }
     }
 
     /// Set in each child's environment to the supervisor's pid: the child asks to be terminated

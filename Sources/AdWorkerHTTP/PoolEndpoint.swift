@@ -9,7 +9,9 @@ public import Logging
 
 /// The endpoint of `adworker run --processes N`: the same paths as one worker's, aggregated over
 /// the worker processes, which each serve theirs on loopback. A process that is down makes
-/// `/readyz` answer 503 and shows in `/status` and as `adworker_process_up{process} 0`.
+/// `/readyz` answer 503 and shows in `/status` and as `adworker_process_up{process} 0`. `/healthz`
+/// answers from memory what ``PoolProbe`` last found (a process not answering, or stuck by its own
+/// account), so a frozen process never makes the pool's answer slow.
 public enum PoolEndpoint {
     public struct Process: Sendable {
         public var index: Int
@@ -23,30 +25,40 @@ public enum PoolEndpoint {
         }
     }
 
+    /// - Parameters:
+    ///   - health: Why the pool is not healthy (``PoolMonitor/unhealthyReasons()``); empty when it is.
+    ///   - probeTimeout: The longest `/readyz` waits for any process's own `/readyz`.
     public static func application(
-        host: String, port: Int, version: String, processes: @escaping @Sendable () -> [Process], logger: Logger
+        host: String, port: Int, version: String, processes: @escaping @Sendable () -> [Process], health: @escaping @Sendable () -> [String],
+        probeTimeout: Duration, logger: Logger
     ) -> some ApplicationProtocol {
         let started = ContinuousClock.now
         let router = Router()
         router.get("/healthz") { _, _ in
-            let reasons = await stuckReasons(processes())
+            let reasons = health()
             let object: [String: Any] = reasons.isEmpty ? ["status": "alive"] : ["status": "stuck", "reasons": reasons]
             let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data()
             return text(reasons.isEmpty ? .ok : .serviceUnavailable, String(decoding: data, as: UTF8.self), type: "application/json")
         }
         router.get("/readyz") { _, _ in
-            var reasons: [String] = []
-            for process in processes() {
-                guard process.state == "running", let port = process.port else {
-                    reasons.append("worker process \(process.index) is \(process.state)")
-                    continue
+            // All at once, each bounded: a frozen process costs one probe timeout, well within a probe's own.
+            let answers = await withTaskGroup(of: (Int, [String]).self) { group in
+                for process in processes() {
+                    group.addTask {
+                        guard process.state == "running", let port = process.port else {
+                            return (process.index, ["worker process \(process.index) is \(process.state)"])
+                        }
+                        let (status, body) = await fetch(port: port, path: "/readyz", timeout: probeTimeout)
+                        guard status != 200 else { return (process.index, []) }
+                        let childReasons = (try? JSONSerialization.jsonObject(with: body) as? [String: Any])?["reasons"] as? [String]
+                        return (process.index, (childReasons ?? ["no answer"]).map { "worker process \(process.index): \($0)" })
+                    }
                 }
-                let (status, body) = await fetch(port: port, path: "/readyz")
-                if status != 200 {
-                    let childReasons = (try? JSONSerialization.jsonObject(with: body) as? [String: Any])?["reasons"] as? [String]
-                    reasons += (childReasons ?? ["no answer"]).map { "worker process \(process.index): \($0)" }
-                }
+                var answers: [Int: [String]] = [:]
+                for await (index, reasons) in group { answers[index] = reasons }
+                return answers
             }
+            let reasons = answers.keys.sorted().flatMap { answers[$0]! }
             let object: [String: Any] = reasons.isEmpty ? ["status": "ready"] : ["status": "not ready", "reasons": reasons]
             let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data()
             return text(reasons.isEmpty ? .ok : .serviceUnavailable, String(decoding: data, as: UTF8.self), type: "application/json")
@@ -97,29 +109,31 @@ public enum PoolEndpoint {
         )
     }
 
-    /// Why running worker processes say they are stuck (their `/healthz`). A process that is down
-    /// is the supervisor's to restart, not a reason to restart the pool.
-    public static func stuckReasons(_ processes: [Process]) async -> [String] {
-        var reasons: [String] = []
-        for process in processes where process.state == "running" {
-            guard let port = process.port else { continue }
-            let (status, body) = await fetch(port: port, path: "/healthz")
-            guard status == 503 else { continue }
-            let childReasons = (try? JSONSerialization.jsonObject(with: body) as? [String: Any])?["reasons"] as? [String]
-            reasons += (childReasons ?? ["stuck"]).map { "worker process \(process.index): \($0)" }
-        }
-        return reasons
-    }
-
     private static func text(_ status: HTTPResponse.Status, _ body: String, type: String) -> Response {
         Response(status: status, headers: [.contentType: type], body: ResponseBody(byteBuffer: ByteBuffer(string: body)))
     }
 
-    /// GET from a worker process's loopback endpoint; status 0 when it does not answer.
-    static func fetch(port: Int, path: String) async -> (Int, Data) {
+    /// GET from a worker process's loopback endpoint; status 0 when it does not answer within `timeout`.
+    static func fetch(port: Int, path: String, timeout: Duration = .seconds(3)) async -> (Int, Data) {
         var request = URLRequest(url: URL(string: "http://127.0.0.1:\(port)\(path)")!)
-        request.timeoutInterval = 3
-        guard let (data, response) = try? await URLSession.shared.data(for: request) else { return (0, Data()) }
-        return ((response as? HTTPURLResponse)?.statusCode ?? 0, data)
+        // FoundationNetworking on Linux fails a request whose interval is under a second at once
+        // (seen with 0.5: every probe failed in milliseconds), so its own timeout is whole seconds
+        // and the race below keeps the bound.
+        request.timeoutInterval = max(1, timeout.inSeconds.rounded(.up))
+        let bounded = request
+        return await withTaskGroup(of: (Int, Data)?.self) { group in
+            group.addTask {
+                guard let (data, response) = try? await URLSession.shared.data(for: bounded) else { return (0, Data()) }
+                return ((response as? HTTPURLResponse)?.statusCode ?? 0, data)
+            }
+            group.addTask {
+                try? await Task.sleep(for: timeout)
+                return nil
+            }
+            let first = await group.next() ?? nil
+            // Cancels the request (or the timer) that lost.
+            group.cancelAll()
+            return first ?? (0, Data())
+        }
     }
 }
