@@ -120,6 +120,12 @@ public actor TelemetryProducer: Service {
     private var spooledRecords = 0
     /// The spool holds records for a stream this configuration does not write: it is not read.
     private var spoolBlocked = false
+    /// Records of the batch read back from the spool and being sent (counted in ``spooledRecords``).
+    private var spoolBatchInFlight = 0
+    /// When the spool's disk last refused records.
+    private var spoolRefusedAt: ContinuousClock.Instant?
+    /// ``submit(_:)`` calls between choosing the spool and its answer.
+    private var submitSpills = 0
     /// This producer's ``RecordOrigin/instance``, random per start.
     private nonisolated let instance = UInt64.random(in: .min ... .max)
     private nonisolated let lastSequence = Atomic<UInt64>(0)
@@ -209,11 +215,12 @@ public actor TelemetryProducer: Service {
     }
 
     /// Queues records and returns at once, without waiting for Redis: for request handlers that
-    /// must not be slowed by telemetry. Past the memory buffer, or while the spool holds records,
-    /// they go to the spool (if configured). Sent and failed records show in the producer's
-    /// metrics (`adtelemetry_sent_total`, `adtelemetry_failed_total`) and failures in its log.
-    /// - Throws: `bufferFull` or `shutDown` when the records were not queued (also counted in
-    ///   `adtelemetry_dropped_total`).
+    /// must not be slowed by telemetry. Past the memory buffer, while Redis is away, or while the
+    /// spool holds records, they go to the spool (if configured), written before this returns.
+    /// Sent and failed records show in the producer's metrics (`adtelemetry_sent_total`,
+    /// `adtelemetry_failed_total`) and failures in its log.
+    /// - Throws: `bufferFull`, `spoolUnwritable` or `shutDown` when the records were not kept (also
+    ///   counted in `adtelemetry_dropped_total`); all records of one call are kept or none.
     public nonisolated func submit(_ records: [TelemetryRecord]) async throws(TelemetryProducerError) {
         let encoded = encode(records)
         guard let spool = try await enqueueOrSpill(encoded) else { return }
@@ -223,6 +230,7 @@ public actor TelemetryProducer: Service {
             },
             to: spool, allOrNothing: true
         )
+        await submitSpilled()
         switch outcome.refusal {
         case nil: return
         case .full: throw TelemetryProducerError(.bufferFull, "records not kept: the memory buffer is full and \(outcome.refusal!)")
@@ -234,7 +242,7 @@ public actor TelemetryProducer: Service {
     /// counted as dropped (`spool_full`, `spool_unwritable`).
     private nonisolated func spill(_ records: [SpooledRecord], to spool: RecordSpool, allOrNothing: Bool = false) async -> RecordSpool.AppendOutcome {
         let outcome = await spool.append(records, allOrNothing: allOrNothing)
-        await spilled(refused: outcome.refused, spool: spool)
+        await spilled(refused: outcome.refused, refusal: outcome.refusal, spool: spool)
         switch outcome.refusal {
         case nil: break
         case .full: dropped("spool_full", count: outcome.refused)
@@ -245,8 +253,9 @@ public actor TelemetryProducer: Service {
 
     private func reserveSpool(_ count: Int) { spooledRecords += count }
 
-    private func spilled(refused: Int, spool: RecordSpool) async {
+    private func spilled(refused: Int, refusal: RecordSpool.Refusal?, spool: RecordSpool) async {
         spooledRecords -= refused
+        if case .unwritable = refusal { spoolRefusedAt = .now }
         await reportSpool(spool)
         wakeupContinuation.yield()
     }
@@ -272,19 +281,36 @@ public actor TelemetryProducer: Service {
     /// Records waiting in the spool on local disk (with a ``TelemetryProducerConfiguration/spoolDirectory``).
     public var spooledCount: Int { spooledRecords }
 
-    /// Queues records in memory, or returns the spool they go to instead: when memory is full, or
-    /// the spool already holds records (which go first).
+    /// Queues records in memory, or returns the spool they go to instead: when memory is full,
+    /// Redis is away, or the spool holds records not yet handed out (which go first).
     private func enqueueOrSpill(_ encoded: EncodedRecords) throws(TelemetryProducerError) -> RecordSpool? {
         let count = encoded.commands.count
-        // While Redis is away, or records it has not taken wait on disk, new ones join them there.
-        if let spool, !isClosed, spooledRecords > 0 || unavailableSince != nil || bufferedRecords + count > configuration.maximumBufferedRecords {
+        // The batch being sent from the spool is not waiting: once it is all that is left, new
+        // records go to memory again, though records keep coming while it is out.
+        let waitingOnDisk = spooledRecords - spoolBatchInFlight > 0
+        if let spool, !isClosed, waitingOnDisk || (unavailableSince != nil && spoolTakesRecords) || bufferedRecords + count > configuration.maximumBufferedRecords {
             spooledRecords += count
+            submitSpills += 1
             return spool
         }
         try admit(count)
         pending.append(PendingSend(encoded, continuation: nil, enqueuedAt: .now))
         wakeupContinuation.yield()
         return nil
+    }
+
+    /// Whether records go to the spool while Redis is away: not for a while after its disk refused
+    /// one (full, an I/O error), so that they wait in memory, as without a spool, and are not refused.
+    private var spoolTakesRecords: Bool {
+        spoolRefusedAt.map { $0.duration(to: .now) > .seconds(5) } ?? true
+    }
+
+    private func submitSpilled() { submitSpills -= 1 }
+
+    /// Waits (at most 2 s) for ``submit(_:)`` calls writing to the spool: it is closed after them.
+    private func awaitSubmitSpills() async {
+        let deadline = ContinuousClock.now + .seconds(2)
+        while submitSpills > 0, .now < deadline { try? await Task.sleep(for: .milliseconds(1)) }
     }
 
     private func enqueue(
@@ -344,6 +370,8 @@ public actor TelemetryProducer: Service {
             }
         }
         if let spool {
+            // Closed, nothing new chooses the spool; a submit already writing to it finishes first.
+            await awaitSubmitSpills()
             await reportSpool(spool)
             // Its thread ends here: nothing may call the spool after this.
             await spool.finish()
@@ -392,6 +420,7 @@ public actor TelemetryProducer: Service {
         }
         bufferedRecords += records.count
         buffered.record(bufferedRecords)
+        spoolBatchInFlight = records.count
         pending.append(PendingSend(spooled: records, routes: routes, enqueuedAt: .now))
         return true
     }
@@ -400,6 +429,7 @@ public actor TelemetryProducer: Service {
     /// stays for the next start.
     private func settleSpoolBatch(records: Int, complete: Bool) async {
         guard let spool else { return }
+        spoolBatchInFlight = 0
         if complete {
             await spool.commit(records: records)
             spooledRecords -= records
@@ -516,7 +546,9 @@ public actor TelemetryProducer: Service {
             }
             let closedAt = await self.closedAt
             let spool = await self.spool
-            if spool != nil, await unavailableSince != nil {
+            // Records of submit go to the spool as soon as Redis does not take them.
+            let writesThrough = spool != nil ? await spoolTakesRecords : false
+            if writesThrough, await unavailableSince != nil {
                 // Redis is away: what services submitted waits on disk, not in memory, where a
                 // crash of the process would lose it (README, "The spool").
                 for var queued in await takeQueuedSubmissions() {
@@ -526,7 +558,7 @@ public actor TelemetryProducer: Service {
                     sends.append(queued)
                 }
             }
-            let lookup = await settleUnknownOutcomes(&sends, on: connections, closedAt: closedAt, writesThrough: spool != nil)
+            let lookup = await settleUnknownOutcomes(&sends, on: connections, closedAt: closedAt, writesThrough: writesThrough)
             // Only what is not settled yet goes out: a retried send keeps its earlier successes.
             var outstanding: [(send: Int, command: Int)] = []
             for (sendIndex, send) in sends.enumerated() {
@@ -560,7 +592,7 @@ public actor TelemetryProducer: Service {
                             lastConfirmed: lastConfirmed[routes[position]], sentAtMilliseconds: sentAt)
                     }
                     let deadline = retryDeadline(for: sends[place.send], closedAt: closedAt)
-                    if spool != nil, Self.writesThrough(sends[place.send]), Self.failure(error).code == .redisUnavailable {
+                    if writesThrough, Self.writesThrough(sends[place.send]), Self.failure(error).code == .redisUnavailable {
                         // Given up at once, to the spool: there it survives a crash; here it would not.
                         sends[place.send].results[place.command] = .failure(Self.failure(error))
                         spilledNow += 1
@@ -637,7 +669,8 @@ public actor TelemetryProducer: Service {
     /// For every command whose outcome is unknown: reads its stream from where it may be, and
     /// settles those Redis holds with their ids; the rest are cleared to be sent again. A stream
     /// that cannot be read yet keeps its commands unknown, until the retry deadline fails them.
-    /// - Returns: How many records Redis was found to hold, and the last lookup's error, if one failed.
+    /// - Returns: How many records Redis was found to hold, how many were given up to the spool,
+    ///   and the last lookup's error, if one failed.
     /// - Parameter writesThrough: There is a spool: ``writesThrough(_:)`` records whose lookup
     ///   failed for want of Redis go there at once, keeping where to look from.
     private nonisolated func settleUnknownOutcomes(
@@ -687,9 +720,20 @@ public actor TelemetryProducer: Service {
 
     /// Redis's clock less this host's, in milliseconds, from a `TIME` on `connection`: entry ids
     /// come from Redis's clock, whatever this host's says.
+    /// An ACL without `+time` (written before the producer asked for it) gets this host's clock,
+    /// with a warning, rather than no lookup at all.
     private nonisolated func redisClockAhead(on connection: RedisConnection) async throws(RedisError) -> Int64 {
         let before = Timestamp.now().millisecondsSinceEpoch
-        let redis = try await connection.serverTimeMilliseconds()
+        let redis: Int64
+        do {
+            redis = try await connection.serverTimeMilliseconds()
+        } catch where error.code == .noPermission {
+            logger.warning(
+                "adtelemetry: redis refuses TIME (NOPERM): looking up records by this host's clock, which may differ from Redis's; add +time to the producer's ACL user",
+                metadata: ["adtelemetry_error": "\(error)"]
+            )
+            return 0
+        }
         let after = Timestamp.now().millisecondsSinceEpoch
         return redis - (before + after) / 2
     }

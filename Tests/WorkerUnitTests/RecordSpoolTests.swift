@@ -250,6 +250,25 @@ struct RecordSpoolTests {
         }
     }
 
+    @Test func aSetAsideSegmentWhoseNumberWasGivenAgainIsRestoredBesideItNotOverIt() async throws {
+        try await Self.withDirectory { directory in
+            // As an earlier version left it: segment 1 set aside, then a new segment 1 begun.
+            for (suffix, numbers) in [(".damaged", 1...3), ("", 4...5)] as [(String, ClosedRange<UInt64>)] {
+                let other = directory + "-" + (suffix.isEmpty ? "live" : "aside")
+                defer { try? FileManager.default.removeItem(atPath: other) }
+                let spool = try RecordSpool(directory: other, maximumBytes: 1 << 20, logger: Self.logger)
+                #expect(await spool.append(numbers.map { Self.record($0) }).refused == 0)
+                await spool.finish()
+                try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+                try FileManager.default.copyItem(atPath: other + "/" + Self.segmentName, toPath: directory + "/" + Self.segmentName + suffix)
+            }
+            let spool = try RecordSpool(directory: directory, maximumBytes: 1 << 20, logger: Self.logger)
+            #expect(await spool.recordCount == 5)
+            #expect(await Self.drain(spool) == [4, 5, 1, 2, 3])
+            await spool.finish()
+        }
+    }
+
     /// A spool on a 64 KiB tmpfs, a disk that fills up for real (mounting needs root, as CI has).
     static func withFullDisk(_ body: (String) async throws -> Void) async throws {
         try await withDirectory { directory in

@@ -167,12 +167,25 @@ actor RecordSpool {
     }
 
     /// Earlier versions renamed a segment with a damaged record to `.damaged` and stopped
-    /// reading it, while still writing to it: read it again, past its damage.
+    /// reading it, while still writing to it: read it again, past its damage. Its number may have
+    /// been given again to a live segment since: then it gets a new one, after all others, and
+    /// never replaces a file (`link` refuses an existing name, where `rename` would overwrite).
     private static func restoreRenamedSegments(in directory: String, logger: Logger) {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
-        for name in names where name.hasPrefix("segment-") && name.hasSuffix(".spool.damaged") {
-            let restored = String(name.dropLast(".damaged".count))
-            guard rename(directory + "/" + name, directory + "/" + restored) == 0 else { continue }
+        var highest = names.compactMap { name -> UInt64? in
+            guard name.hasPrefix("segment-") else { return nil }
+            return UInt64(name.dropFirst("segment-".count).prefix { $0.isNumber })
+        }.max() ?? 0
+        for name in names.sorted() where name.hasPrefix("segment-") && name.hasSuffix(".spool.damaged") {
+            let original = directory + "/" + name
+            var restored = directory + "/" + name.dropLast(".damaged".count)
+            if link(original, restored) != 0 {
+                guard errno == EEXIST else { continue }
+                highest += 1
+                restored = path(of: highest, in: directory)
+                guard link(original, restored) == 0 else { continue }
+            }
+            unlink(original)
             logger.notice("adtelemetry spool: a segment set aside as damaged is read again, past its damage", metadata: ["adtelemetry_spool_segment": "\(restored)"])
         }
     }
@@ -213,7 +226,10 @@ actor RecordSpool {
             logger.error(
                 "adtelemetry spool: cannot write", metadata: ["adtelemetry_error": "\(String(cString: strerror(failure.errno)))", "adtelemetry_records": "\(ends.count - kept)"]
             )
-            cutBack(to: writeSize + (kept == 0 ? 0 : ends[kept - 1]))
+            if !cutBack(to: writeSize + (kept == 0 ? 0 : ends[kept - 1])) {
+                // The half-written bytes stay, to be read past: counted, as reading them is.
+                byteCount += failure.written - (kept == 0 ? 0 : ends[kept - 1])
+            }
         }
         let keptBytes = kept == 0 ? 0 : ends[kept - 1]
         if kept > 0 {
@@ -251,17 +267,21 @@ actor RecordSpool {
     }
 
     /// After a failed write: the segment ends at `size` again, so no frame is left half written.
-    private func cutBack(to size: Int) {
-        guard writeDescriptor >= 0, ftruncate(writeDescriptor, off_t(size)) != 0 else { return }
+    /// - Returns: false when it could not be cut back.
+    private func cutBack(to size: Int) -> Bool {
+        guard writeDescriptor >= 0 else { return true }
+        guard ftruncate(writeDescriptor, off_t(size)) != 0 else { return true }
         // The half frame stays: nothing more goes after it (readers read past it as damage).
         logger.error("adtelemetry spool: cannot cut a failed write back", metadata: ["adtelemetry_error": "\(String(cString: strerror(errno)))"])
         sealWriteSegment()
+        return false
     }
 
     /// Records are appended to a new segment from now on.
-    private func sealWriteSegment() {
+    /// - Parameter sync: false for a segment about to be removed (all of it sent).
+    private func sealWriteSegment(sync: Bool = true) {
         guard writeDescriptor >= 0 else { return }
-        fsync(writeDescriptor)
+        if sync { fsync(writeDescriptor) }
         Glibc.close(writeDescriptor)
         writeDescriptor = -1
     }
@@ -269,11 +289,12 @@ actor RecordSpool {
     private var isWritingOldest: Bool { writeDescriptor >= 0 && segments.count == 1 }
 
     /// The next records, up to `maximum`, marked in flight until ``commit(records:)`` or ``release()``.
-    /// Empty while a batch is in flight or nothing is spooled.
+    /// Empty while a batch is in flight, when nothing is spooled or everything written is handed
+    /// out, or when the segment cannot be opened now (it is tried again next time).
     func takeBatch(maximum: Int, nowMilliseconds: UInt64) -> [SpooledRecord] {
-        guard inFlight == nil, byteCount > 0 else { return [] }
+        guard inFlight == nil, byteCount > 0 || recordCount > 0 else { return [] }
         while !segments.isEmpty {
-            let (records, end) = read(maximum: maximum)
+            guard let (records, end) = read(maximum: maximum) else { return [] }
             if !records.isEmpty {
                 inFlight = (end, nowMilliseconds)
                 saveProgress()
@@ -287,17 +308,21 @@ actor RecordSpool {
             }
             if isWritingOldest {
                 guard segments[0].records == 0, readOffset >= writeSize else { return [] }
-                sealWriteSegment()
+                sealWriteSegment(sync: false)
             }
             removeOldestSegment()
         }
         return []
     }
 
-    /// Reads `segments[0]` from ``readOffset``. - Returns: the records, and where reading stopped.
-    private func read(maximum: Int) -> (records: [SpooledRecord], end: Int) {
+    /// Reads `segments[0]` from ``readOffset``. - Returns: the records, and where reading stopped;
+    /// nil when the file cannot be opened (too many open files, an I/O error): not read, not lost.
+    private func read(maximum: Int) -> (records: [SpooledRecord], end: Int)? {
         let descriptor = open(path(segments[0].number), O_RDONLY | O_CLOEXEC)
-        guard descriptor >= 0 else { return ([], readOffset) }
+        guard descriptor >= 0 else {
+            logger.error("adtelemetry spool: cannot open a segment to read it; trying again later", metadata: ["adtelemetry_spool_segment": "\(path(segments[0].number))", "adtelemetry_error": "\(String(cString: strerror(errno)))"])
+            return nil
+        }
         defer { Glibc.close(descriptor) }
         var records: [SpooledRecord] = []
         var position = readOffset
@@ -360,13 +385,14 @@ actor RecordSpool {
         let lost = max(0, segments[0].records - recordsBefore - scan.frames.count)
         segments[0].records -= lost
         unreadable += lost
-        logger.error(
+        // Damage found when the spool was opened was logged and counted then.
+        if lost > 0 { logger.error(
             "adtelemetry spool: damaged bytes in a segment are read past; the records in them are lost",
             metadata: [
                 "adtelemetry_spool_segment": "\(path(segments[0].number))", "adtelemetry_spool_offset": "\(offset)",
                 "adtelemetry_spool_bytes_lost": "\(next - offset)", "adtelemetry_records": "\(lost)",
             ]
-        )
+        ) }
         // Nothing more is written after damage: a damaged disk block may take more with it.
         if isWritingOldest { sealWriteSegment() }
         return next
@@ -388,7 +414,7 @@ actor RecordSpool {
         if let recovered = recoveredInFlight, readOffset >= recovered.end { recoveredInFlight = nil }
         if readOffset >= fileSize(path(segments[0].number)), segments.count > 1 || segments[0].records == 0 {
             // Sent to its end: its space comes back (the one being written too, once it is all sent).
-            if isWritingOldest { sealWriteSegment() }
+            if isWritingOldest { sealWriteSegment(sync: false) }
             removeOldestSegment()
         } else {
             saveProgress()
