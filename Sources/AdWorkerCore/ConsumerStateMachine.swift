@@ -10,8 +10,11 @@ import AdTelemetryRecords
 /// COPYs grow toward one large COPY. Memory is bounded by those limits (plus one read) per buffer.
 ///
 /// Every read, claim and re-read asks for as many entries as fit ``Configuration/maximumBytes``
-/// at what entries weigh: ``Configuration/initialEntryBytes`` until some have been read, then what
-/// they weighed, so large entries never come back by the thousand in one reply.
+/// at what entries weigh, each kind from what it has returned itself: `>` reads from the reads
+/// before; a claim pass and a scan of own pending entries from their own earlier steps, starting
+/// at ``Configuration/initialEntryBytes`` on each pass (what the last pass, or the reads, met says
+/// nothing of what is idle or pending now). A reply holds more than the bound only when its
+/// entries are heavier than those of the same kind before it, and the next one is sized by them.
 struct ConsumerStateMachine<Instant: InstantProtocol> where Instant.Duration == Duration {
     struct Configuration {
         /// Most entries in one COPY.
@@ -95,8 +98,14 @@ struct ConsumerStateMachine<Instant: InstantProtocol> where Instant.Duration == 
     private var lastReadWasEmpty = false
     /// Draining: Redis said others still hold pending entries; wait before asking again.
     private var othersHoldPending = false
-    /// What entries weigh, from those read so far (nil before any): reads are sized by it.
+    /// What entries weigh, from those `>` reads returned (nil before any): `>` reads are sized by it.
     private var entryBytes: Int?
+    /// The same for the claim pass under way (nil at its start).
+    private var claimEntryBytes: Int?
+    /// The same for the scan of own pending entries under way (nil at its start).
+    private var pendingEntryBytes: Int?
+    /// A claim pass is not through the pending list: one `>` read goes before its next step.
+    private var readBeforeClaim = false
 
     init(configuration: Configuration, now: Instant) {
         precondition(
@@ -119,7 +128,7 @@ struct ConsumerStateMachine<Instant: InstantProtocol> where Instant.Duration == 
     mutating func ownPendingReturned(_ batch: Batch, through last: StreamEntryID?) {
         guard phase == .running, pendingScan != nil else { return }
         pendingScan = last
-        weigh(batch.entries)
+        pendingEntryBytes = Self.weighed(batch.entries, from: pendingEntryBytes)
         var batch = batch
         dropBuffered(from: &batch)
         if !batch.entries.isEmpty { redelivered.append(batch) }
@@ -132,6 +141,7 @@ struct ConsumerStateMachine<Instant: InstantProtocol> where Instant.Duration == 
     mutating func replyLost() {
         guard phase == .running else { return }
         pendingScan = StreamEntryID(milliseconds: 0, sequence: 0)
+        pendingEntryBytes = nil
     }
 
     mutating func readReturned(_ entries: [StreamEntry], at now: Instant) {
@@ -141,7 +151,7 @@ struct ConsumerStateMachine<Instant: InstantProtocol> where Instant.Duration == 
         if buffer.isEmpty { oldestArrival = now }
         buffer.append(contentsOf: entries)
         bufferBytes += bytes
-        weigh(bytes: bytes, entries: entries.count)
+        entryBytes = Self.weighed(bytes: bytes, entries: entries.count, from: entryBytes)
     }
 
     /// One XAUTOCLAIM step's outcome: `batch` is nil when it claimed nothing new. Entries still
@@ -150,13 +160,17 @@ struct ConsumerStateMachine<Instant: InstantProtocol> where Instant.Duration == 
     mutating func claimReturned(_ batch: Batch?, next cursor: StreamEntryID, at now: Instant) {
         claimCursor = cursor
         if var batch {
-            weigh(batch.entries)
+            claimEntryBytes = Self.weighed(batch.entries, from: claimEntryBytes)
             dropBuffered(from: &batch)
             if !batch.entries.isEmpty { redelivered.append(batch) }
         }
-        // A scan not yet through the pending list goes on at once: a step examines only about
-        // ten times its count, and counts are small when entries are large.
-        nextClaim = cursor == StreamEntryID(milliseconds: 0, sequence: 0) ? now.advanced(by: configuration.claimInterval) : now
+        let passDone = cursor == StreamEntryID(milliseconds: 0, sequence: 0)
+        if passDone { claimEntryBytes = nil }
+        // A pass not yet through the pending list goes on at once (a step examines only about
+        // ten times its count, and counts are small when entries are large), after one `>` read:
+        // thousands of steps claiming nothing (entries still in flight) must not hold up new entries.
+        readBeforeClaim = !passDone
+        nextClaim = passDone ? now.advanced(by: configuration.claimInterval) : now
     }
 
     mutating func sinksFreed(_ count: Int) {
@@ -215,11 +229,24 @@ struct ConsumerStateMachine<Instant: InstantProtocol> where Instant.Duration == 
             return handOff(at: now)
         }
         if let after = pendingScan {
-            return .readOwnPending(after: after, count: redeliveryCount)
+            return .readOwnPending(after: after, count: redeliveryCount(weighing: pendingEntryBytes))
         }
-        if now >= nextClaim && !circuitOpen {
-            return .claim(cursor: claimCursor, count: redeliveryCount)
+        let claimDue = now >= nextClaim && !circuitOpen
+        if claimDue && !readBeforeClaim {
+            return .claim(cursor: claimCursor, count: redeliveryCount(weighing: claimEntryBytes))
         }
+        let next = reading(at: now)
+        guard claimDue else { return next }
+        // The claim pass's `>` read between steps; when no read is to be made, the step goes on.
+        if case .readNew = next {
+            readBeforeClaim = false
+            return next
+        }
+        return .claim(cursor: claimCursor, count: redeliveryCount(weighing: claimEntryBytes))
+    }
+
+    /// What comes once nothing is to be handed over, re-read or claimed.
+    private func reading(at now: Instant) -> Action {
         if isFull { return .waitForSink }
         if !buffer.isEmpty {
             if freeLanes > 0 {
@@ -246,21 +273,18 @@ struct ConsumerStateMachine<Instant: InstantProtocol> where Instant.Duration == 
         batch.entries.removeAll { $0.id >= first && $0.id <= last && isBuffered($0.id) }
     }
 
-    private mutating func weigh(_ entries: [StreamEntry]) {
-        weigh(bytes: entries.reduce(0) { $0 + $1.fields.byteCount }, entries: entries.count)
+    private static func weighed(_ entries: [StreamEntry], from current: Int?) -> Int? {
+        weighed(bytes: entries.reduce(0) { $0 + $1.fields.byteCount }, entries: entries.count, from: current)
     }
 
-    /// Takes in what a read's entries weighed: up to their average at once (the next read must
-    /// not ask for thousands of large entries because earlier ones were small), down halfway to
-    /// it (a run of small entries after large ones lets reads grow back within a few reads).
-    private mutating func weigh(bytes: Int, entries: Int) {
-        guard entries > 0 else { return }
+    /// Takes in what a reply's entries weighed: up to their average at once (the next reply must
+    /// not hold thousands of large entries because earlier ones were small), down halfway to it
+    /// (a run of small entries after large ones lets counts grow back within a few replies).
+    private static func weighed(bytes: Int, entries: Int, from current: Int?) -> Int? {
+        guard entries > 0 else { return current }
         let average = max(1, bytes / entries)
-        if let current = entryBytes, average < current {
-            entryBytes = (current + average) / 2
-        } else {
-            entryBytes = average
-        }
+        if let current, average < current { return (current + average) / 2 }
+        return average
     }
 
     /// The buffer holds fresh entries in id order (reads return them so): a binary search.
@@ -280,18 +304,17 @@ struct ConsumerStateMachine<Instant: InstantProtocol> where Instant.Duration == 
         (oldestArrival ?? now).advanced(by: configuration.linger)
     }
 
-    private var entryWeight: Int { entryBytes ?? configuration.initialEntryBytes }
-
     /// New entries: as many as still fit the buffer, by count and (at what entries weigh) by bytes.
     private var readCount: Int {
         let byCount = configuration.maximumEntries - buffer.count
-        let byBytes = (configuration.maximumBytes - bufferBytes) / entryWeight
+        let byBytes = (configuration.maximumBytes - bufferBytes) / (entryBytes ?? configuration.initialEntryBytes)
         return max(1, min(byCount, byBytes))
     }
 
-    /// Claimed and own pending entries: a batch of their own, so as many as fit one batch.
-    private var redeliveryCount: Int {
-        max(1, min(configuration.maximumEntries, configuration.maximumBytes / entryWeight))
+    /// Claimed and own pending entries: a batch of their own, so as many as fit one batch at what
+    /// the pass's entries weighed so far.
+    private func redeliveryCount(weighing entryBytes: Int?) -> Int {
+        max(1, min(configuration.maximumEntries, configuration.maximumBytes / (entryBytes ?? configuration.initialEntryBytes)))
     }
 
     /// Below this many entries a batch is not split between free sinks: a COPY's fixed costs

@@ -188,11 +188,15 @@ struct ConsumerStateMachineTests {
         let claimed = Machine.Batch(entries: Self.entries(0..<4, bytes: Self.largeEntry), redelivered: true)
         machine.claimReturned(claimed, next: Self.id(4), at: later)
         #expect(machine.nextAction(at: later) == .handOff(claimed))
+        #expect(machine.nextAction(at: later) == .readNew(count: 4, block: .milliseconds(1)))
+        machine.readReturned([], at: later)
         #expect(machine.nextAction(at: later) == .claim(cursor: Self.id(4), count: 4))
         // Entries heavier than any that decode (dead letters to be): one a claim.
         let heavy = Machine.Batch(entries: Self.entries(4..<8, bytes: 3 << 20), redelivered: true)
         machine.claimReturned(heavy, next: Self.id(8), at: later)
         #expect(machine.nextAction(at: later) == .handOff(heavy))
+        #expect(machine.nextAction(at: later) == .readNew(count: 4, block: .milliseconds(1)))
+        machine.readReturned([], at: later)
         #expect(machine.nextAction(at: later) == .claim(cursor: Self.id(8), count: 1))
     }
 
@@ -286,13 +290,75 @@ struct ConsumerStateMachineTests {
     }
 
     /// A step examines about ten times its count of pending entries: with small counts (large
-    /// entries) a step may claim nothing with more of the list still to scan.
-    @Test func aClaimScanNotThroughThePendingListGoesOnAtOnce() {
+    /// entries) and a long pending list of entries still in flight, a pass takes thousands of
+    /// steps that claim nothing. It goes on at once, but one `>` read goes between its steps.
+    @Test func aClaimScanNotThroughThePendingListGoesOnAfterOneReadOfNewEntries() {
         var machine = running(Self.defaults)
         let later = start + .seconds(30)
         #expect(machine.nextAction(at: later) == .claim(cursor: Self.zero, count: 4))
         machine.claimReturned(nil, next: Self.id(40), at: later)
+        #expect(machine.nextAction(at: later) == .readNew(count: 4, block: .milliseconds(1)))
+        machine.readReturned(Self.entries(0..<3, bytes: 100), at: later)
+        #expect(Self.sequences(Self.handedOff(machine.nextAction(at: later))) == [0, 1, 2])
         #expect(machine.nextAction(at: later) == .claim(cursor: Self.id(40), count: 4))
+        machine.claimReturned(nil, next: Self.id(80), at: later)
+        #expect(machine.nextAction(at: later) == .readNew(count: 5000, block: .milliseconds(1)))
+        machine.readReturned([], at: later)
+        #expect(machine.nextAction(at: later) == .claim(cursor: Self.id(80), count: 4))
+    }
+
+    /// Draining with nothing new to read, the steps go on back to back: no poll or sleep between.
+    @Test func drainingAClaimScanWithNothingNewToReadGoesOnAtOnce() {
+        var machine = running(Self.configuration(drain: true))
+        #expect(machine.nextAction(at: start) == .readNew(count: 100, block: .milliseconds(10)))
+        machine.readReturned([], at: start)
+        #expect(machine.nextAction(at: start) == .checkPending)
+        machine.pendingChecked(othersHoldPending: true, at: start)
+        #expect(machine.nextAction(at: start) == .claim(cursor: Self.zero, count: 100))
+        machine.claimReturned(nil, next: Self.id(1000), at: start)
+        #expect(machine.nextAction(at: start) == .claim(cursor: Self.id(1000), count: 100))
+    }
+
+    /// A worker has been reading light entries when a dead replica's heavy ones become idle: the
+    /// claim pass does not ask for thousands of them at the light entries' weight. Each pass starts
+    /// at the most an entry may weigh and is sized by what it has claimed.
+    @Test func eachClaimPassIsSizedFromTheLargestEntryWeightNotFromWhatReadsWeighed() {
+        var machine = running(Self.defaults)
+        machine.readReturned(Self.entries(0..<5000, bytes: 300), at: start)
+        #expect(Self.handedOff(machine.nextAction(at: start))?.entries.count == 2500)
+        #expect(Self.handedOff(machine.nextAction(at: start))?.entries.count == 2500)
+        machine.sinksFreed(2)
+        let later = start + .seconds(30)
+        #expect(machine.nextAction(at: later) == .claim(cursor: Self.zero, count: 4))
+        // Light entries claimed: the pass's next step grows.
+        let light = Machine.Batch(entries: Self.entries(5000..<5004, bytes: 300), redelivered: true)
+        machine.claimReturned(light, next: Self.id(9000), at: later)
+        #expect(machine.nextAction(at: later) == .handOff(light))
+        #expect(machine.nextAction(at: later) == .readNew(count: 5000, block: .milliseconds(1)))
+        machine.readReturned([], at: later)
+        #expect(machine.nextAction(at: later) == .claim(cursor: Self.id(9000), count: 5000))
+        machine.claimReturned(nil, next: Self.zero, at: later)
+        // The next pass starts over: what the last one claimed says nothing of what is idle now.
+        machine.sinksFreed(2)
+        #expect(machine.nextAction(at: later + .seconds(30)) == .claim(cursor: Self.zero, count: 4))
+    }
+
+    /// The same for a re-read of own pending entries after a lost reply, however light the
+    /// entries read before it were.
+    @Test func eachReReadOfOwnPendingEntriesStartsAtTheLargestEntryWeight() {
+        var machine = running(Self.defaults)
+        machine.readReturned(Self.entries(0..<5000, bytes: 300), at: start)
+        machine.replyLost()
+        #expect(Self.handedOff(machine.nextAction(at: start))?.entries.count == 2500)
+        #expect(Self.handedOff(machine.nextAction(at: start))?.entries.count == 2500)
+        machine.sinksFreed(1)
+        #expect(machine.nextAction(at: start) == .readOwnPending(after: Self.zero, count: 4))
+        machine.ownPendingReturned(.init(entries: Self.entries(5000..<5004, bytes: 300), redelivered: true), through: Self.id(5003))
+        #expect(Self.handedOff(machine.nextAction(at: start))?.entries.count == 4)
+        #expect(machine.nextAction(at: start) == .readOwnPending(after: Self.id(5003), count: 5000))
+        machine.ownPendingReturned(.init(entries: [], redelivered: true), through: nil)
+        machine.replyLost()
+        #expect(machine.nextAction(at: start) == .readOwnPending(after: Self.zero, count: 4))
     }
 
     @Test func aLingerWaitsForMoreWhileASinkIsFree() {
@@ -320,6 +386,8 @@ struct ConsumerStateMachineTests {
         let claimed = Machine.Batch(entries: Self.entries(0..<2), redelivered: true)
         machine.claimReturned(claimed, next: StreamEntryID(milliseconds: 5, sequence: 0), at: later)
         #expect(machine.nextAction(at: later) == .handOff(claimed))
+        #expect(machine.nextAction(at: later) == .readNew(count: 100, block: .milliseconds(1)))
+        machine.readReturned([], at: later)
         #expect(machine.nextAction(at: later) == .claim(cursor: StreamEntryID(milliseconds: 5, sequence: 0), count: 100))
         machine.claimReturned(nil, next: StreamEntryID(milliseconds: 0, sequence: 0), at: later)
         // Scan complete: the next one starts from the beginning, an interval later.
