@@ -23,8 +23,11 @@ final class DeadLetterLedger {
         /// How much earlier than its entry a letter's id may be (clocks of two nodes, a clock step).
         static let clockMargin: UInt64 = 60_000
         /// Entry ids remembered at most; past it, those too old to be asked about again are
-        /// forgotten, and if that is not enough, everything (the next lookup reads again).
+        /// forgotten, and if that is not enough (a flood of letters), all but the newest
+        /// ``keptPastTheBound``, so that only a lookup for entries older than those reads again.
         static let maximumRemembered = 50_000
+        /// Below the bound, so that a flood sorts what it remembers now and then, not every batch.
+        static let keptPastTheBound = maximumRemembered * 3 / 4
 
         /// Every letter with an id from `coveredFrom` through `readThrough` has been read; nil: none.
         private(set) var coveredFrom: StreamEntryID?
@@ -69,9 +72,23 @@ final class DeadLetterLedger {
                 let earliest = Self.earliestLetter(for: oldest)
                 lettered = lettered.filter { $0 >= earliest }
                 coveredFrom = max(coveredFrom ?? earliest, earliest)
-                if lettered.count > Self.maximumRemembered { self = State() }
+                if lettered.count > Self.maximumRemembered { keepNewest() }
             }
             return found
+        }
+
+        /// Forgets all but the newest ``keptPastTheBound`` entries, whole milliseconds at a time,
+        /// and moves `coveredFrom` up so that only a lookup whose oldest entry is newer than
+        /// every one forgotten goes on from `readThrough`.
+        private mutating func keepNewest() {
+            let sorted = lettered.sorted()
+            let lastForgotten = sorted[sorted.count - Self.keptPastTheBound - 1].milliseconds
+            lettered = Set(sorted.drop { $0.milliseconds <= lastForgotten })
+            // readStart goes on if coveredFrom <= earliestLetter(oldest), which is then exactly
+            // oldest's millisecond > lastForgotten; at least 1 because earliestLetter is 0 for all
+            // of the first clockMargin milliseconds (those then read again).
+            let bound = StreamEntryID(milliseconds: max(lastForgotten + 1, Self.clockMargin + 1) - Self.clockMargin, sequence: 0)
+            coveredFrom = max(coveredFrom ?? bound, bound)
         }
     }
 
