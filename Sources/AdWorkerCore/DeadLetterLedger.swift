@@ -13,7 +13,9 @@ import AdWorkerRedis
 /// - a letter is written after its entry was added, and both ids come from the same Redis's clock,
 ///   so only letters from the oldest entry's millisecond on (less ``clockMargin``, for a failover
 ///   to a node whose clock is behind) can be for the batch's entries;
-/// - a script reads only each letter's `dead.entry_id`, not the letters themselves;
+/// - a script returns only each letter's `dead.entry_id`, not the letters (they carry their entry's
+///   fields whole, entry_too_large ones too); it reads them in Redis one at a time, and ends a page
+///   at ``pageSize`` letters or ``pageBytes`` of them, whichever comes first;
 /// - what was read is remembered, so the next batch reads only letters written since.
 /// In steady state a lookup reads the letters of the last minute or so; after a group was
 /// recreated at 0, each letter about once.
@@ -92,8 +94,10 @@ final class DeadLetterLedger {
         }
     }
 
-    /// Letters read per script call.
+    /// Letters read per script call at most.
     static let pageSize = 200
+    /// Bytes of letters read per script call at most (past the first): a page of large letters is shorter.
+    static let pageBytes = 1 << 20
 
     let deadLetterStream: String
     private(set) var state = State()
@@ -109,9 +113,11 @@ final class DeadLetterLedger {
         guard let oldest = ids.min() else { return [] }
         var start = state.readStart(forOldest: oldest)
         while true {
-            let page = try await redis.field(DeadLetter.Field.entryID, ofEntriesIn: deadLetterStream, from: start, count: Self.pageSize)
-            state.read(page.map { ($0.id, $0.value.flatMap { StreamEntryID(utf8: $0) }) })
-            guard page.count == Self.pageSize, let next = page.last?.id.successor else { break }
+            let page = try await redis.field(
+                DeadLetter.Field.entryID, ofEntriesIn: deadLetterStream, from: start, count: Self.pageSize, maximumBytes: Self.pageBytes
+            )
+            state.read(page.entries.map { ($0.id, $0.value.flatMap { StreamEntryID(utf8: $0) }) })
+            guard page.more, let next = page.entries.last?.id.successor else { break }
             start = next
         }
         return state.alreadyLettered(ids, oldest: oldest)
