@@ -13,7 +13,9 @@ import AdWorkerRedis
 /// - a letter is written after its entry was added, and both ids come from the same Redis's clock,
 ///   so only letters from the oldest entry's millisecond on (less ``clockMargin``, for a failover
 ///   to a node whose clock is behind) can be for the batch's entries;
-/// - a script reads only each letter's `dead.entry_id`, not the letters themselves;
+/// - a script returns only each letter's `dead.entry_id`, not the letters (they carry their entry's
+///   fields whole, entry_too_large ones too); it reads them in Redis one at a time, and ends a page
+///   at ``pageSize`` letters or ``pageBytes`` of them, whichever comes first;
 /// - what was read is remembered, so the next batch reads only letters written since.
 /// In steady state a lookup reads the letters of the last minute or so; after a group was
 /// recreated at 0, each letter about once.
@@ -23,8 +25,11 @@ final class DeadLetterLedger {
         /// How much earlier than its entry a letter's id may be (clocks of two nodes, a clock step).
         static let clockMargin: UInt64 = 60_000
         /// Entry ids remembered at most; past it, those too old to be asked about again are
-        /// forgotten, and if that is not enough, everything (the next lookup reads again).
+        /// forgotten, and if that is not enough (a flood of letters), all but the newest
+        /// ``keptPastTheBound``, so that only a lookup for entries older than those reads again.
         static let maximumRemembered = 50_000
+        /// Below the bound, so that a flood sorts what it remembers now and then, not every batch.
+        static let keptPastTheBound = maximumRemembered * 3 / 4
 
         /// Every letter with an id from `coveredFrom` through `readThrough` has been read; nil: none.
         private(set) var coveredFrom: StreamEntryID?
@@ -69,14 +74,30 @@ final class DeadLetterLedger {
                 let earliest = Self.earliestLetter(for: oldest)
                 lettered = lettered.filter { $0 >= earliest }
                 coveredFrom = max(coveredFrom ?? earliest, earliest)
-                if lettered.count > Self.maximumRemembered { self = State() }
+                if lettered.count > Self.maximumRemembered { keepNewest() }
             }
             return found
         }
+
+        /// Forgets all but the newest ``keptPastTheBound`` entries, whole milliseconds at a time,
+        /// and moves `coveredFrom` up so that only a lookup whose oldest entry is newer than
+        /// every one forgotten goes on from `readThrough`.
+        private mutating func keepNewest() {
+            let sorted = lettered.sorted()
+            let lastForgotten = sorted[sorted.count - Self.keptPastTheBound - 1].milliseconds
+            lettered = Set(sorted.drop { $0.milliseconds <= lastForgotten })
+            // readStart goes on if coveredFrom <= earliestLetter(oldest), which is then exactly
+            // oldest's millisecond > lastForgotten; at least 1 because earliestLetter is 0 for all
+            // of the first clockMargin milliseconds (those then read again).
+            let bound = StreamEntryID(milliseconds: max(lastForgotten + 1, Self.clockMargin + 1) - Self.clockMargin, sequence: 0)
+            coveredFrom = max(coveredFrom ?? bound, bound)
+        }
     }
 
-    /// Letters read per script call.
+    /// Letters read per script call at most.
     static let pageSize = 200
+    /// Bytes of letters read per script call at most (past the first): a page of large letters is shorter.
+    static let pageBytes = 1 << 20
 
     let deadLetterStream: String
     private(set) var state = State()
@@ -92,9 +113,11 @@ final class DeadLetterLedger {
         guard let oldest = ids.min() else { return [] }
         var start = state.readStart(forOldest: oldest)
         while true {
-            let page = try await redis.field(DeadLetter.Field.entryID, ofEntriesIn: deadLetterStream, from: start, count: Self.pageSize)
-            state.read(page.map { ($0.id, $0.value.flatMap { StreamEntryID(utf8: $0) }) })
-            guard page.count == Self.pageSize, let next = page.last?.id.successor else { break }
+            let page = try await redis.field(
+                DeadLetter.Field.entryID, ofEntriesIn: deadLetterStream, from: start, count: Self.pageSize, maximumBytes: Self.pageBytes
+            )
+            state.read(page.entries.map { ($0.id, $0.value.flatMap { StreamEntryID(utf8: $0) }) })
+            guard page.more, let next = page.entries.last?.id.successor else { break }
             start = next
         }
         return state.alreadyLettered(ids, oldest: oldest)

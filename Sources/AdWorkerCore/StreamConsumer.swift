@@ -376,7 +376,7 @@ struct StreamConsumer {
         try await breakers.redis.retrying(doing: "acknowledging", logger: logger, probe: { try await Self.ping(redis) }) {
             try await redis.acknowledge(stored, in: stream, group: configuration.group)
         }
-        let written = try await writeDeadLetters(deadLetters, redis: redis, breakers: breakers, ledger: ledger)
+        let (written, skipped) = try await writeDeadLetters(deadLetters, redis: redis, breakers: breakers, ledger: ledger)
         stages.acknowledged = committedInstant.duration(to: clock.now)
         inFlight.remove(ids)
         logger.debug(
@@ -386,19 +386,20 @@ struct StreamConsumer {
                 "insert_duration": "\(insertDuration)", "total_duration": "\(insertStart.duration(to: clock.now))",
             ]
         )
-        let acknowledged = stored.count + written.count
+        let acknowledged = stored.count + written.count + skipped.count
         let report = BatchReport(
             stream: stream, entries: acknowledged, insertedRows: outcome.insertedRows,
             duplicateRows: outcome.duplicateRows, deadLettered: written.count,
             path: outcome.fellBackToIdempotentPath ? .idempotent : path, committedAt: committedAt, acknowledgedAt: .now(),
-            enqueuedAt: (stored + written.map(\.entry.id)).map(\.timestamp), stages: stages
+            enqueuedAt: (stored + (written + skipped).map(\.entry.id)).map(\.timestamp), stages: stages
         )
         status?.recordBatch(report, deadLetterCodes: written.map(\.code), insertDuration: insertDuration)
         onBatch(report)
     }
 
     /// Writes each dead letter and acknowledges its entry in one MULTI/EXEC. Returns the letters
-    /// written, and those whose entries had one already (acknowledged without a second).
+    /// written, and apart from them those whose entries had one already (acknowledged without a
+    /// second: counted as acknowledged, not as dead lettered).
     ///
     /// - Important: Written at most once. An entry read again after its group was recreated may
     ///   have its letter already: ``DeadLetterLedger`` says which, and it is only acknowledged.
@@ -409,8 +410,8 @@ struct StreamConsumer {
     ///   entries stay pending, visibly, to be claimed again later; the pipeline goes on.
     private func writeDeadLetters(
         _ deadLetters: [DeadLetter], redis: RedisConnection, breakers: SinkBreakers, ledger: DeadLetterLedger
-    ) async throws -> [DeadLetter] {
-        guard !deadLetters.isEmpty else { return [] }
+    ) async throws -> (written: [DeadLetter], skipped: [DeadLetter]) {
+        guard !deadLetters.isEmpty else { return ([], []) }
         let lettered = try await breakers.redis.retrying(doing: "looking up dead letters", logger: logger, probe: { try await Self.ping(redis) }) {
             try await ledger.alreadyLettered(deadLetters, redis)
         }
@@ -455,10 +456,10 @@ struct StreamConsumer {
             logger.error("dead letters not written: redis out of memory; their entries stay pending", metadata: ["count": "\(letters.count)"])
             status?.problem(problemKey, reason)
             status?.recordFailure(stream: stream, target: "redis", error: RedisError(.outOfMemory, "OOM"))
-            return []
+            return ([], [])
         }
         status?.problem(problemKey, nil)
-        return written
+        return (written.filter { !lettered.contains($0.entry.id) }, written.filter { lettered.contains($0.entry.id) })
     }
 
     static func ping(_ redis: RedisConnection) async throws {

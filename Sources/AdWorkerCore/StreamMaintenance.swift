@@ -112,7 +112,11 @@ public struct StreamMaintenance: Sendable {
     public func run(_ redis: RedisConnection, logger: Logger) async throws -> Outcome {
         var outcome = Outcome()
         if let deadLetterLimit {
-            outcome.trimmedDeadLetters = try await redis.trim(DeadLetter.stream(for: stream), maximumLength: deadLetterLimit)
+            // A dead-letter key of another type must not stop the stream's own trimming and
+            // consumer expiry below.
+            outcome.trimmedDeadLetters = try await WorkerService.skippingWrongType {
+                try await redis.trim(DeadLetter.stream(for: stream), maximumLength: deadLetterLimit)
+            } ?? 0
             if outcome.trimmedDeadLetters > 0 {
                 Counter(label: "adworker_dead_letters_trimmed_total", dimensions: [("stream", stream)]).increment(by: outcome.trimmedDeadLetters)
                 logger.warning(

@@ -141,15 +141,16 @@ public struct WorkerService: Service {
         try await withStreamConnections { connections in
             while !Task.isShuttingDownGracefully {
                 for (stream, redis) in connections {
+                    // Each key on its own: a dead-letter key of another type hides only its own figure.
                     let sample = try await breaker.retrying(doing: "sampling queues", logger: logger) {
                         try await Self.skippingWrongType {
-                            (
-                                try await redis.streamLength(stream), try await redis.groups(of: stream).first { $0.name == configuration.group },
-                                try await redis.streamLength(DeadLetter.stream(for: stream))
-                            )
+                            (try await redis.streamLength(stream), try await redis.groups(of: stream).first { $0.name == configuration.group })
                         }
                     }
-                    guard let (length, group, deadLetters) = sample else { continue }
+                    let deadLetters = try await breaker.retrying(doing: "sampling queues", logger: logger) {
+                        try await Self.skippingWrongType { try await redis.streamLength(DeadLetter.stream(for: stream)) }
+                    }
+                    guard let (length, group) = sample else { continue }
                     status.recordQueue(stream: stream, length: length, lag: group?.lag, pending: group?.pending ?? 0, deadLetters: deadLetters)
                 }
                 status.recordHistory()
@@ -297,8 +298,9 @@ public struct WorkerService: Service {
     }
 
     /// Runs `body`; nil when a key it touches holds another type than a stream. Queue sampling and
-    /// trimming skip such a stream (its group's creation reports it) instead of stalling on it.
-    private static func skippingWrongType<Result>(_ body: () async throws -> Result) async throws -> Result? {
+    /// maintenance skip such a key, each key on its own (a stream's group creation reports it),
+    /// instead of stalling on it.
+    static func skippingWrongType<Result>(_ body: () async throws -> Result) async throws -> Result? {
         do {
             return try await body()
         } catch let error as RedisError where error.code == .wrongType {

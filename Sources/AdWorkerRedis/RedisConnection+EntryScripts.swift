@@ -43,39 +43,53 @@ extension RedisConnection {
         }
     }
 
-    /// KEYS[1] the stream; ARGV[1] the first id, ARGV[2] the count, ARGV[3] the field's name.
+    /// KEYS[1] the stream; ARGV[1] the first id, ARGV[2] the count, ARGV[3] the field's name,
+    /// ARGV[4] the bytes of entries to read at most (past the first). One entry per XRANGE, so
+    /// that Lua's heap holds about one entry at a time (an entry may be megabytes), not a page.
     static let fieldOfEntriesScript = """
-        local entries = redis.call('XRANGE', KEYS[1], ARGV[1], '+', 'COUNT', ARGV[2])
         local result = {}
-        for _, entry in ipairs(entries) do
+        local start = ARGV[1]
+        local count = tonumber(ARGV[2])
+        local budget = tonumber(ARGV[4])
+        local bytes = 0
+        while #result < count and bytes < budget do
+            local entry = redis.call('XRANGE', KEYS[1], start, '+', 'COUNT', 1)[1]
+            if entry == nil then return {0, result} end
             local value = false
             local fields = entry[2]
             for index = 1, #fields - 1, 2 do
-                if fields[index] == ARGV[3] then
-                    value = fields[index + 1]
-                    break
-                end
+                bytes = bytes + #fields[index] + #fields[index + 1]
+                if value == false and fields[index] == ARGV[3] then value = fields[index + 1] end
             end
             result[#result + 1] = {entry[1], value}
+            start = '(' .. entry[1]
         end
-        return result
+        return {1, result}
         """
 
     /// Like XRANGE from `start` (inclusive) to the end, up to `count` entries, but returns only
     /// each entry's id and the value of `field` (nil where the entry has none): a script picks
-    /// it out, so large entries are not sent.
+    /// it out, so large entries are not sent. A page also ends once its entries' fields came to
+    /// `maximumBytes` (always at least one entry), so that a page of large entries neither fills
+    /// Lua's heap nor blocks Redis for long.
+    /// - Returns: The page, and whether more may follow it (false: the stream ended within it).
     public func field(
-        _ field: String, ofEntriesIn stream: String, from start: StreamEntryID, count: Int
-    ) throws(RedisError) -> [(id: StreamEntryID, value: [UInt8]?)] {
-        let reply = try send(RedisCommand("EVAL", Self.fieldOfEntriesScript, "1", stream, start.description, String(count), field))
+        _ field: String, ofEntriesIn stream: String, from start: StreamEntryID, count: Int, maximumBytes: Int
+    ) throws(RedisError) -> (entries: [(id: StreamEntryID, value: [UInt8]?)], more: Bool) {
+        let reply = try send(RedisCommand(
+            "EVAL", Self.fieldOfEntriesScript, "1", stream, start.description, String(count), field, String(maximumBytes)
+        ))
         if case .error(let message) = reply { throw RedisError.fromReply(message) }
-        guard let items = reply.array else { throw RedisError(.unexpectedReply, "field of entries") }
-        return try items.map { item throws(RedisError) -> (id: StreamEntryID, value: [UInt8]?) in
+        guard let parts = reply.array, parts.count == 2, case .integer(let more) = parts[0], let items = parts[1].array else {
+            throw RedisError(.unexpectedReply, "field of entries")
+        }
+        let entries = try items.map { item throws(RedisError) -> (id: StreamEntryID, value: [UInt8]?) in
             guard let pair = item.array, pair.count == 2, case .bulk(let idBytes) = pair[0], let id = StreamEntryID(utf8: idBytes) else {
                 throw RedisError(.unexpectedReply, "field of entries: an entry")
             }
             if case .bulk(let value) = pair[1] { return (id, value) }
             return (id, nil)
         }
+        return (entries, more != 0)
     }
 }

@@ -36,6 +36,37 @@ struct DeadLetterTests {
         }
     }
 
+    /// The ledger's lookup returns only each letter's entry id, and a page of large letters (they
+    /// carry their entry's fields whole) ends at its byte bound, not at its count.
+    @Test func aLookupPageOfLargeLettersEndsAtItsByteBound() async throws {
+        try await TestServers.withTestStreams { prefix in
+            let stream = "\(prefix)large:dead"
+            let large = String(repeating: "x", count: 400_000)
+            try await RedisConnection.withConnection(TestServers.redis, logger: TestServers.logger) { redis in
+                let commands = (0..<5).map { RedisCommand("XADD", stream, "*", DeadLetter.Field.entryID, "\($0 + 1)-0", "prediction", large) }
+                let ids = try await redis.add(commands).map { try $0.get() }
+                var pages: [[String]] = []
+                var start = ids[0]
+                while true {
+                    let page = try await redis.field(DeadLetter.Field.entryID, ofEntriesIn: stream, from: start, count: 200, maximumBytes: 1_000_000)
+                    pages.append(page.entries.map { String(decoding: $0.value ?? [], as: UTF8.self) })
+                    guard page.more, let next = page.entries.last?.id.successor else { break }
+                    start = next
+                }
+                // Three letters come to 1.2 MB: the third ends the page.
+                #expect(pages == [["1-0", "2-0", "3-0"], ["4-0", "5-0"]])
+
+                // Small letters: the count ends a page; the stream's end says no more.
+                let first = try await redis.field(DeadLetter.Field.entryID, ofEntriesIn: stream, from: ids[0], count: 2, maximumBytes: .max)
+                #expect(first.entries.map(\.id) == Array(ids[0..<2]) && first.more)
+                let last = try await redis.field(DeadLetter.Field.entryID, ofEntriesIn: stream, from: ids[3], count: 2, maximumBytes: .max)
+                #expect(last.entries.map(\.id) == Array(ids[3..<5]) && last.more)
+                let none = try await redis.field(DeadLetter.Field.entryID, ofEntriesIn: stream, from: ids[4].successor!, count: 2, maximumBytes: .max)
+                #expect(none.entries.isEmpty && !none.more)
+            }
+        }
+    }
+
     /// The group is destroyed (or lost with Redis's state) after its poison entries were dead
     /// lettered: the worker recreates it at 0 and reads every entry again. Rows are idempotent;
     /// letters must be too.
@@ -53,7 +84,11 @@ struct DeadLetterTests {
                 }
                 // New entries, poison among them, arrive after the group was lost.
                 let laterPoison = try await Self.addEntries(200, to: stream, poisonEvery: 4, seed: 2)
-                try await WorkerService(configuration: configuration, logger: TestServers.logger).run()
+                let reports = ReportLog()
+                try await WorkerService(configuration: configuration, logger: TestServers.logger, onBatch: reports.append).run()
+                // Entries whose letters were there already count as acknowledged, not as dead lettered.
+                #expect(reports.all.reduce(0) { $0 + $1.deadLettered } == 50)
+                #expect(reports.all.reduce(0) { $0 + $1.entries } == 600)
 
                 let letters = try await Self.letters(of: stream)
                 #expect(letters.count == 150)

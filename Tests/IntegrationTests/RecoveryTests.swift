@@ -211,6 +211,28 @@ struct RecoveryTests {
         }
     }
 
+    /// A dead-letter key of another type (a string SET by mistake) is skipped: the stream itself is
+    /// still trimmed and its idle consumers removed.
+    @Test func aDeadLetterKeyThatIsNotAStreamLeavesTheStreamsOwnMaintenanceRunning() async throws {
+        try await TestServers.withTestStreams { prefix in
+            let stream = prefix + "inference"
+            _ = try await Self.addEntries(3, to: stream)
+            try await RedisConnection.withConnection(TestServers.redis, logger: TestServers.logger) { redis in
+                _ = try await redis.send(RedisCommand("SET", DeadLetter.stream(for: stream), "not a stream"))
+                try await redis.createGroupIfMissing("adworker", on: stream)
+                let read = try await redis.readGroup("adworker", consumer: "idle", from: stream, count: 10)
+                try await redis.acknowledge(read.map(\.id), in: stream, group: "adworker")
+                try await Task.sleep(for: .milliseconds(100))
+                let maintenance = StreamMaintenance(
+                    stream: stream, group: "adworker", consumerExpiry: .milliseconds(50), deadLetterLimit: 10, keepRecent: nil
+                )
+                let outcome = try await maintenance.run(redis, logger: TestServers.logger)
+                #expect(outcome.trimmedEntries == 3)
+                #expect(outcome.removedConsumers == ["idle"])
+            }
+        }
+    }
+
     @Test func idleConsumersAreRemovedOnlyWithoutPendingEntries() async throws {
         try await TestServers.withTestStreams { prefix in
             let stream = prefix + "inference"

@@ -54,4 +54,33 @@ struct StreamKeyTypeTests {
             }
         }
     }
+
+    /// The same for a dead-letter key: the stream's own queue figures are still sampled.
+    @Test func aDeadLetterKeyThatIsNotAStreamLeavesTheStreamsQueueFiguresSampled() async throws {
+        try await TestServers.withTestSchema { postgres in
+            try await TestServers.withTestStreams { prefix in
+                var configuration = EndToEndTests.workerConfiguration(prefix: prefix, postgres: postgres, concurrency: 1)
+                configuration.drain = false
+                let inference = configuration.streams(for: .inference)[0]
+                try await RedisConnection.withConnection(TestServers.redis, logger: TestServers.logger) { redis in
+                    _ = try await redis.send(RedisCommand("SET", DeadLetter.stream(for: inference), "not a stream"))
+                }
+                _ = try await RecoveryTests.addEntries(50, to: inference)
+
+                let status = WorkerStatus(version: "test")
+                let worker = ServiceGroup(
+                    services: [WorkerService(configuration: configuration, logger: TestServers.logger, status: status)], logger: TestServers.logger
+                )
+                try await withThrowingTaskGroup(of: Void.self) { tasks in
+                    tasks.addTask { try await worker.run() }
+                    try await EndToEndTests.waitUntil { try await TestServers.count(postgres, "inference_results") == 50 }
+                    try await EndToEndTests.waitUntil {
+                        status.snapshot().streams.contains { $0.stream == inference && $0.streamLength == 50 && $0.lag == 0 }
+                    }
+                    await worker.triggerGracefulShutdown()
+                    try await tasks.waitForAll()
+                }
+            }
+        }
+    }
 }

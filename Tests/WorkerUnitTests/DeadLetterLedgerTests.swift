@@ -56,4 +56,38 @@ import Testing
         #expect(state.readStart(forOldest: Self.id(0)) == Self.id(0))
         #expect(state.lettered.isEmpty)
     }
+
+    @Test func underAFloodOfLettersItKeepsTheNewestAndReadsOnInsteadOfStartingOver() {
+        // One letter a millisecond for two minutes (about 120,000), each batch of 1,000 entries
+        // looked up before its letters are written: over the bound within the clock margin.
+        var state = State()
+        let start: UInt64 = 10_000_000
+        var written: [(id: StreamEntryID, entry: StreamEntryID?)] = []
+        var letters = 0
+        for batch in 0..<UInt64(120) {
+            let oldest = Self.id(start + batch * 1_000)
+            let readFrom = state.readStart(forOldest: oldest)
+            if batch > 1 {
+                // Goes on after the last letter read (the batch before last's), never from the
+                // batch's earliest letter again.
+                #expect(readFrom == Self.id(start + (batch - 1) * 1_000 - 1, 2))
+            }
+            // The letters written since the last lookup: the previous batch's.
+            state.read(written)
+            let ids = (0..<UInt64(1_000)).map { Self.id(start + batch * 1_000 + $0) }
+            #expect(state.alreadyLettered(ids, oldest: oldest).isEmpty)
+            #expect(state.lettered.count <= State.maximumRemembered)
+            written = ids.map { (id: Self.id($0.milliseconds, 1), entry: Optional($0)) }
+            letters += ids.count
+        }
+        state.read(written)
+        #expect(letters > 2 * State.maximumRemembered)
+        // The newest are still answered from memory; an entry older than those kept reads again.
+        let recent = Self.id(start + 119_500)
+        #expect(state.readStart(forOldest: recent) == Self.id(start + 119_999, 2))
+        #expect(state.alreadyLettered([recent], oldest: recent) == [recent])
+        let forgotten = Self.id(start + 60_000)
+        #expect(state.readStart(forOldest: forgotten) == State.earliestLetter(for: forgotten))
+        #expect(state.lettered.isEmpty)
+    }
 }
