@@ -1233,11 +1233,9 @@ def startup_refused():
     return scenario.finish(0)
 
 
-def stuck_worker():
-    """A COPY blocked on a lock (no error, no circuit): /healthz 503 and no watchdog pings after
-    the stall timeout; both recover when the lock goes. The notify socket is read as systemd would."""
-    scenario = Scenario("stuck-worker")
-    path = os.path.join(LOG_DIR, "notify.sock")
+def notify_listener(path):
+    """A socket systemd's notify protocol writes to, bound at `path`: the socket, every message
+    received so far, and receive(seconds), which collects for that long and returns what came."""
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(path)
     notify.settimeout(0.1)
@@ -1253,6 +1251,15 @@ def stuck_worker():
                 pass
         messages.extend(received)
         return received
+    return notify, messages, receive
+
+
+def stuck_worker():
+    """A COPY blocked on a lock (no error, no circuit): /healthz 503 and no watchdog pings after
+    the stall timeout; both recover when the lock goes. The notify socket is read as systemd would."""
+    scenario = Scenario("stuck-worker")
+    path = os.path.join(LOG_DIR, "notify.sock")
+    notify, messages, receive = notify_listener(path)
 
     scenario.extra_env.update(NOTIFY_SOCKET=path, WATCHDOG_USEC="2000000", ADWORKER_STALL_TIMEOUT="3",
                               ADWORKER_STATEMENT_TIMEOUT="600")
@@ -1317,21 +1324,7 @@ def pool_frozen_child():
     grace with a warning, exit 0; what it held stays pending and the next run stores it."""
     scenario = Scenario("pool-frozen-child")
     path = os.path.join(LOG_DIR, "frozen-notify.sock")
-    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    notify.bind(path)
-    notify.settimeout(0.1)
-    messages = []
-
-    def receive(seconds):
-        end = time.monotonic() + seconds
-        received = []
-        while time.monotonic() < end:
-            try:
-                received.append(notify.recv(4096).decode())
-            except socket.timeout:
-                pass
-        messages.extend(received)
-        return received
+    notify, messages, receive = notify_listener(path)
 
     scenario.extra_env.update(NOTIFY_SOCKET=path, WATCHDOG_USEC="2000000")
     port = consecutive_free_ports(4, 7200)

@@ -373,7 +373,7 @@ struct StreamConsumer {
         // Redis takes it even at maxmemory, where the dead letters' XADD is refused.
         let lettered = Set(deadLetters.map(\.entry.id))
         let stored = lettered.isEmpty ? ids : ids.filter { !lettered.contains($0) }
-        try await breakers.redis.retrying(doing: "acknowledging", logger: logger, probe: { try await Self.ping(redis) }) {
+        _ = try await breakers.redis.retrying(doing: "acknowledging", logger: logger, probe: { try await Self.ping(redis) }) {
             try await redis.acknowledge(stored, in: stream, group: configuration.group)
         }
         let (written, skipped) = try await writeDeadLetters(deadLetters, redis: redis, breakers: breakers, ledger: ledger)

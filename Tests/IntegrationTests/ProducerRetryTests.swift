@@ -18,7 +18,7 @@ struct ProducerRetryTests {
         let producer = TelemetryProducer(configuration: TelemetryProducerConfiguration(redis: redis, streamPrefix: "retry:"), logger: TestServers.logger)
         var telemetry = SyntheticTelemetry(seed: 3)
         let records = (0..<500).map { TelemetryRecord.inference(telemetry.inference(model: "m", requestID: "r-\($0)")) }
-        let server = try privateRedisServer(port: port)
+        let server = try TestServers.privateRedisServer(port: port)
         defer { stop(server) }
         let results = try await EndToEndTests.withRunningProducer(producer) {
             async let sent = producer.send(records)
@@ -44,7 +44,7 @@ struct ProducerRetryTests {
         configuration.spoolDirectory = spool
         configuration.maximumBufferedRecords = 1000
         let producer = TelemetryProducer(configuration: configuration, logger: TestServers.logger)
-        let server = try privateRedisServer(port: port)
+        let server = try TestServers.privateRedisServer(port: port)
         defer { stop(server) }
         var telemetry = SyntheticTelemetry(seed: 5)
         try await EndToEndTests.withRunningProducer(producer) {
@@ -92,7 +92,7 @@ struct ProducerCutPipelineTests {
         let port = Int.random(in: 21_500...21_999)
         var redis = TestServers.redis
         redis.port = port
-        let server = try privateRedisServer(port: port)
+        let server = try TestServers.privateRedisServer(port: port)
         try server.run()
         defer { stop(server) }
         for _ in 0..<100 {
@@ -148,18 +148,6 @@ private final class KillTally: Sendable {
     let count = Mutex(0)
 }
 
-/// A redis-server of the test's own on `port`, not started yet: in the foreground as this
-/// process's child, never waited for (Foundation's waitUntilExit hung from a test task).
-private func privateRedisServer(port: Int) throws -> Process {
-    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("adworker-redis-\(port)").path
-    try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-    let server = Process()
-    server.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    server.arguments = ["redis-server", "--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", directory]
-    server.standardOutput = FileHandle.nullDevice
-    server.standardError = FileHandle.nullDevice
-    return server
-}
 
 /// SIGKILL, not terminate(): the child inherits the test process's blocked signals, and a SIGTERM
 /// it never received left these servers running after the tests.

@@ -186,12 +186,7 @@ enum PrivateRedis {
     static func with<Result>(_ body: (RedisConfiguration) async throws -> Result) async throws -> Result {
         let port = try freePort()
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("adworker-reader-\(port)").path
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        let server = Process()
-        server.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        server.arguments = ["redis-server", "--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", directory]
-        server.standardOutput = FileHandle.nullDevice
-        server.standardError = FileHandle.nullDevice
+        let server = try TestServers.privateRedisServer(port: port, directoryPrefix: "adworker-reader-")
         try server.run()
         defer {
             // SIGKILL, not terminate(): the child inherits the test process's blocked signals.
@@ -210,7 +205,7 @@ enum PrivateRedis {
     /// Runs `body` under `redis-cli monitor`; returns every XREADGROUP and XAUTOCLAIM it saw.
     static func monitoring(_ redis: RedisConfiguration, _ body: () async throws -> Void) async throws -> [Read] {
         let output = FileManager.default.temporaryDirectory.appendingPathComponent("adworker-monitor-\(redis.port).log")
-        FileManager.default.createFile(atPath: output.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: output.path, contents: nil)
         let handle = try FileHandle(forWritingTo: output)
         let monitor = Process()
         monitor.executableURL = URL(fileURLWithPath: "/usr/bin/env")

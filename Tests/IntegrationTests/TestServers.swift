@@ -120,4 +120,17 @@ enum TestServers {
     static func count(_ configuration: PostgresConfiguration, _ table: String) async throws -> Int {
         Int(try await query(configuration, "SELECT count(*) FROM \(table)")[0][0] ?? "") ?? -1
     }
+
+    /// A redis-server of the test's own on `port`, not started yet: in the foreground as this
+    /// process's child, never waited for (Foundation's waitUntilExit hung from a test task).
+    static func privateRedisServer(port: Int, directoryPrefix: String = "adworker-redis-") throws -> Process {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("\(directoryPrefix)\(port)").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let server = Process()
+        server.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        server.arguments = ["redis-server", "--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", directory]
+        server.standardOutput = FileHandle.nullDevice
+        server.standardError = FileHandle.nullDevice
+        return server
+    }
 }
