@@ -506,11 +506,12 @@ public actor TelemetryProducer: Service {
     }
 
     /// How long a held-back record may keep waiting; after shutdown (`closedAt`), at most the shutdown grace.
-    /// Records read back from the spool have none until shutdown: they are on disk anyway.
+    /// Records read back from the spool have none until shutdown, and none after it: they are on disk anyway.
     private nonisolated func retryDeadline(for send: PendingSend, closedAt: ContinuousClock.Instant?) -> ContinuousClock.Instant {
         let deadline = (send.firstRetryAt ?? .now) + (send.spoolBatch == nil ? configuration.maximumRetryDuration : .seconds(365 * 86400))
         guard let closedAt else { return deadline }
-        return min(deadline, closedAt + configuration.shutdownRetryDuration)
+        // A spool batch is on disk already: a stop does not wait for Redis to take it.
+        return min(deadline, closedAt + (send.spoolBatch == nil ? configuration.shutdownRetryDuration : .zero))
     }
 
     /// Logs once when sending stops and once when it resumes, with how long Redis was away.
