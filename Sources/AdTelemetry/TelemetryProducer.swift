@@ -261,8 +261,9 @@ public actor TelemetryProducer: Service {
     }
 
     private nonisolated func reportSpool(_ spool: RecordSpool) async {
-        spooledRecordsGauge.record(await spool.recordCount)
-        spooledBytesGauge.record(await spool.byteCount)
+        let (records, bytes) = await spool.counts
+        spooledRecordsGauge.record(records)
+        spooledBytesGauge.record(bytes)
     }
 
     /// ``submit(_:)`` for a complete API request.
@@ -493,11 +494,16 @@ public actor TelemetryProducer: Service {
         buffered.record(bufferedRecords)
     }
 
-    /// Takes the queued sends of ``submit(_:)`` out of memory (Redis is away: they go to the spool).
-    private func takeQueuedSubmissions() -> [PendingSend] {
-        let taken = pending.filter(Self.writesThrough)
+    /// What a flush round needs to know, in one visit to the actor: when the producer closed, its
+    /// spool, whether submitted records go there as soon as Redis does not take them, and, while
+    /// Redis is away, the queued sends of ``submit(_:)``, taken out of memory to go there too: on
+    /// disk a crash of the process does not lose them (README, "The spool").
+    private func beginRound() -> (closedAt: ContinuousClock.Instant?, spool: RecordSpool?, writesThrough: Bool, queued: [PendingSend]) {
+        let writesThrough = spool != nil && spoolTakesRecords
+        guard writesThrough, unavailableSince != nil else { return (closedAt, spool, writesThrough, []) }
+        let queued = pending.filter(Self.writesThrough)
         pending.removeAll(where: Self.writesThrough)
-        return taken
+        return (closedAt, spool, writesThrough, queued)
     }
 
     /// Puts sends with commands still to retry back at the front, in their order.
@@ -545,19 +551,12 @@ public actor TelemetryProducer: Service {
                 guard !spoolBatchReleased, await loadFromSpool() else { return }
                 continue
             }
-            let closedAt = await self.closedAt
-            let spool = await self.spool
-            // Records of submit go to the spool as soon as Redis does not take them.
-            let writesThrough = spool != nil ? await spoolTakesRecords : false
-            if writesThrough, await unavailableSince != nil {
-                // Redis is away: what services submitted waits on disk, not in memory, where a
-                // crash of the process would lose it (README, "The spool").
-                for var queued in await takeQueuedSubmissions() {
-                    for index in queued.results.indices where queued.results[index] == nil {
-                        queued.results[index] = .failure(TelemetryProducerError(.redisUnavailable, "redis is not taking records"))
-                    }
-                    sends.append(queued)
+            let (closedAt, spool, writesThrough, queued) = await beginRound()
+            for var send in queued {
+                for index in send.results.indices where send.results[index] == nil {
+                    send.results[index] = .failure(TelemetryProducerError(.redisUnavailable, "redis is not taking records"))
                 }
+                sends.append(send)
             }
             let lookup = await settleUnknownOutcomes(&sends, on: connections, closedAt: closedAt, writesThrough: writesThrough)
             // Only what is not settled yet goes out: a retried send keeps its earlier successes.
@@ -627,7 +626,7 @@ public actor TelemetryProducer: Service {
                     }
                 }
                 var spooled = 0
-                if let spool, send.continuation == nil, send.spoolBatch == nil, !givenUp.isEmpty {
+                if let spool, Self.writesThrough(send), !givenUp.isEmpty {
                     let records = givenUp.map {
                         SpooledRecord(stream: streams[send.routes[$0]], command: send.commands[$0], origin: send.origins[$0], lookFrom: send.lookFrom[$0])
                     }

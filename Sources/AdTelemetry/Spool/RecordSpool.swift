@@ -59,6 +59,8 @@ actor RecordSpool {
     private var dirty = false
 
     var recordCount: Int { segments.reduce(0) { $0 + $1.records } }
+    /// ``recordCount`` and ``byteCount`` in one call: one hop to the spool's thread for the gauges.
+    var counts: (records: Int, bytes: Int) { (recordCount, byteCount) }
 
     enum OpenError: Error, CustomStringConvertible {
         case unusable(String, errno: Int32)
