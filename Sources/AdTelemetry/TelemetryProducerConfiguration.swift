@@ -1,3 +1,4 @@
+public import AdTelemetryRecords
 public import AdWorkerRedis
 
 /// How a ``TelemetryProducer`` sends.

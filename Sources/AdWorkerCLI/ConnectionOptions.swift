@@ -1,3 +1,4 @@
+import AdTelemetryRecords
 import AdWorkerPostgres
 import AdWorkerRedis
 import ArgumentParser

@@ -122,7 +122,7 @@ struct StatusCommand: AsyncParsableCommand {
                 let map = try await RedisConnection.withConnection(redisConfiguration, logger: logger) { try await $0.slotMap() }
                 report.cluster = Self.clusterView(map, streams: streams)
                 if !map.isComplete { report.reasons.append("redis cluster: some hash slots have no primary (CLUSTERDOWN for their keys)") }
-                for node in map.nodes where node.health != "online" {
+                for node in map.nodes where node.health != .online {
                     report.reasons.append("redis cluster: node \(node.address) is \(node.health)")
                 }
             } catch {
@@ -168,9 +168,9 @@ struct StatusCommand: AsyncParsableCommand {
     static func clusterView(_ map: SlotMap, streams: [String]) -> [ClusterNode] {
         map.shards.flatMap { shard -> [ClusterNode] in
             let slots = shard.slots.map { $0.lowerBound == $0.upperBound ? "\($0.lowerBound)" : "\($0.lowerBound)-\($0.upperBound)" }
-            let held = streams.filter { stream in shard.slots.contains { $0.contains(HashSlot.slot(forKey: stream)) } }
-            return [ClusterNode(node: "\(shard.primary.address)", role: "primary", health: shard.primary.health, slots: slots, streams: held)]
-                + shard.replicas.map { ClusterNode(node: "\($0.address)", role: "replica", health: $0.health, slots: slots, streams: []) }
+            let held = streams.filter { stream in shard.slots.contains { $0.contains(HashSlot(forKey: stream)) } }
+            return [ClusterNode(node: "\(shard.primary.address)", role: "primary", health: "\(shard.primary.health)", slots: slots, streams: held)]
+                + shard.replicas.map { ClusterNode(node: "\($0.address)", role: "replica", health: "\($0.health)", slots: slots, streams: []) }
         }
     }
 

@@ -13,14 +13,14 @@ public struct RedisConfiguration: Sendable, CustomStringConvertible {
     public var clusterNodes: [RedisNodeAddress] = []
     /// Cluster mode: the hash slot every command on the connection touches (one stream and its
     /// dead letters); the connection follows it through MOVED, ASK and failovers. Nil: any node.
-    public var routingSlot: UInt16?
+    public var routingSlot: HashSlot?
 
     public var isCluster: Bool { !clusterNodes.isEmpty }
 
     /// The same configuration for a connection whose commands all touch `key`'s slot.
     public func routed(by key: some StringProtocol) -> RedisConfiguration {
         var routed = self
-        if isCluster { routed.routingSlot = HashSlot.slot(forKey: key) }
+        if isCluster { routed.routingSlot = HashSlot(forKey: key) }
         return routed
     }
 

@@ -25,7 +25,7 @@ extension RedisConnection {
     public func moveEntry(
         _ id: StreamEntryID, from source: String, to destination: String, fields: StreamFields
     ) throws(RedisError) -> StreamEntryID? {
-        if configuration.isCluster, HashSlot.slot(forKey: source) != HashSlot.slot(forKey: destination) {
+        if configuration.isCluster, HashSlot(forKey: source) != HashSlot(forKey: destination) {
             throw RedisError(.invalidArgument, "\(source) and \(destination) are in different cluster slots (no shared hash tag)")
         }
         var command = RedisCommand("EVAL", Self.moveEntryScript, "2", source, destination, id.description)

@@ -29,7 +29,7 @@ struct RedisClusterTests {
     }
 
     /// Assigns an empty `slot` to `owner` on every primary (as `redis-cli --cluster` does).
-    func assign(_ slot: UInt16, to owner: SlotMap.Node, in map: SlotMap) async throws {
+    func assign(_ slot: HashSlot, to owner: SlotMap.Node, in map: SlotMap) async throws {
         for primary in map.shards.map(\.primary) {
             let reply = try await onNode(primary.address) { try await $0.send(RedisCommand("CLUSTER", "SETSLOT", "\(slot)", "NODE", owner.id)) }
             #expect(reply == .status("OK"), "SETSLOT on \(primary.address): \(reply)")
@@ -37,12 +37,12 @@ struct RedisClusterTests {
     }
 
     /// A key of a unique slot served by the first primary, and another primary.
-    func keyOnFirstPrimary(_ map: SlotMap) throws -> (key: String, slot: UInt16, source: SlotMap.Node, target: SlotMap.Node) {
+    func keyOnFirstPrimary(_ map: SlotMap) throws -> (key: String, slot: HashSlot, source: SlotMap.Node, target: SlotMap.Node) {
         let source = map.shards[0].primary
         let target = map.shards[1].primary
         while true {
             let key = "cluster-test:{\(UUID().uuidString)}"
-            let slot = HashSlot.slot(forKey: key)
+            let slot = HashSlot(forKey: key)
             if map.primary(for: slot) == source { return (key, slot, source, target) }
         }
     }
@@ -56,11 +56,11 @@ struct RedisClusterTests {
                 let added = try await redis.add([.streamAdd(to: stream, fields: StreamFields([("i", "\(index)")]))])
                 #expect(added.allSatisfy { (try? $0.get()) != nil })
             }
-            let owner = try #require(map.primary(for: HashSlot.slot(forKey: stream)))
+            let owner = try #require(map.primary(for: HashSlot(forKey: stream)))
             let (slot, length) = try await onNode(owner.address) { redis in
                 (try await redis.send(RedisCommand("CLUSTER", "KEYSLOT", stream)).integer, try await redis.streamLength(stream))
             }
-            #expect(slot == Int64(HashSlot.slot(forKey: stream)), "our slot agrees with CLUSTER KEYSLOT")
+            #expect(slot == Int64(HashSlot(forKey: stream).rawValue), "our slot agrees with CLUSTER KEYSLOT")
             #expect(length == 1)
             _ = try await onNode(owner.address) { try await $0.delete([stream]) }
         }
@@ -91,7 +91,7 @@ struct RedisClusterTests {
         let map = try await map()
         let (key, slot, source, target) = try keyOnFirstPrimary(map)
         let other = "\(key.prefix { $0 != "{" }){\(key.split(separator: "{")[1].dropLast())}:other"
-        #expect(HashSlot.slot(forKey: other) == slot)
+        #expect(HashSlot(forKey: other) == slot)
         try await RedisConnection.withConnection(cluster.routed(by: key), logger: TestServers.logger) { redis in
             _ = try await redis.add([.streamAdd(to: key, fields: StreamFields([("a", "1")])), .streamAdd(to: other, fields: StreamFields([("b", "1")]))])
             let sourceID = try await nodeID(source.address)

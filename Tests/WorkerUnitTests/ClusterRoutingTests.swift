@@ -1,10 +1,11 @@
+import AdTelemetryRecords
 import AdWorkerRedis
 import Testing
 
 @Suite("Redis Cluster: slots, shard names, redirects and slot maps")
 struct ClusterRoutingTests {
     @Test func crc16IsRedisCluster() {
-        #expect(HashSlot.crc16(Array("123456789".utf8)) == 0x31C3)
+        #expect(CRC16.xmodem(Array("123456789".utf8)) == 0x31C3)
     }
 
     /// Each slot checked against `CLUSTER KEYSLOT` of a cluster-mode redis-server 7.0.15.
@@ -14,10 +15,11 @@ struct ClusterRoutingTests {
             ("adserving:{training.3}", 9476), ("adserving:{training.3}:dead", 9476), ("foo{}{bar}", 8363),
         ]
         for (key, slot) in expected {
-            #expect(HashSlot.slot(forKey: key) == slot, "\(key)")
+            #expect(HashSlot(forKey: key).rawValue == slot, "\(key)")
         }
-        #expect(HashSlot.slot(forKey: "foo{{bar}}zap") == HashSlot.slot(forKey: "{bar"))
-        #expect(HashSlot.slot(forKey: "x{user1000}.following") == HashSlot.slot(forKey: "user1000"))
+        #expect(HashSlot(forKey: "foo{{bar}}zap") == HashSlot(forKey: "{bar"))
+        #expect(HashSlot(forKey: "x{user1000}.following") == HashSlot(forKey: "user1000"))
+        #expect(HashSlot(rawValue: 16383) != nil && HashSlot(rawValue: 16384) == nil && HashSlot(rawValue: -1) == nil)
     }
 
     @Test func oneShardOnOneNodeKeepsTodaysNames() {
@@ -39,15 +41,29 @@ struct ClusterRoutingTests {
         for kind in ["training", "inference"] {
             var perPrimary = [0, 0, 0]
             for stream in layout.streams(kind: kind) {
-                let slot = HashSlot.slot(forKey: stream)
-                #expect(HashSlot.slot(forKey: stream + ":dead") == slot, "a stream and its dead letters share a slot")
-                perPrimary[slot <= 5460 ? 0 : slot <= 10922 ? 1 : 2] += 1
+                let slot = HashSlot(forKey: stream)
+                #expect(HashSlot(forKey: stream + ":dead") == slot, "a stream and its dead letters share a slot")
+                perPrimary[slot.rawValue <= 5460 ? 0 : slot.rawValue <= 10922 ? 1 : 2] += 1
             }
             #expect(perPrimary == [4, 4, 4], "\(kind)")
         }
         // Naive tags would not: {0}, {1}, {2} put two of three shards on one primary.
-        let naive = (0..<3).map { HashSlot.slot(forKey: "{\($0)}") }.map { $0 <= 5460 ? 0 : $0 <= 10922 ? 1 : 2 }
+        let naive = (0..<3).map { HashSlot(forKey: "{\($0)}").rawValue }.map { $0 <= 5460 ? 0 : $0 <= 10922 ? 1 : 2 }
         #expect(Set(naive).count == 2)
+    }
+
+    /// The layout (above the transport) finds its tags' slots itself: they must be the slots the
+    /// cluster, and `HashSlot`, give the whole stream names.
+    @Test func everyShardsStreamLiesInItsShareOfTheSlotSpace() {
+        for count in 1...ShardLayout.maximumShards {
+            let layout = ShardLayout(prefix: "adserving:", count: count, tagged: true)
+            for kind in ["training", "inference"] {
+                for shard in 0..<count {
+                    let slot = Int(HashSlot(forKey: layout.stream(kind: kind, shard: shard)).rawValue)
+                    #expect((shard * HashSlot.count / count..<(shard + 1) * HashSlot.count / count).contains(slot), "\(kind) \(shard)/\(count)")
+                }
+            }
+        }
     }
 
     @Test func aRequestsRecordsGetTheSameShardNumber() {
@@ -63,7 +79,7 @@ struct ClusterRoutingTests {
 
     @Test func redirectsParse() throws {
         let moved = try #require(ClusterRedirect(errorReply: "MOVED 3999 127.0.0.1:6381", currentHost: "h"))
-        #expect(moved == ClusterRedirect(kind: .moved, slot: 3999, node: RedisNodeAddress(host: "127.0.0.1", port: 6381)))
+        #expect(moved == ClusterRedirect(kind: .moved, slot: try #require(HashSlot(rawValue: 3999)), node: RedisNodeAddress(host: "127.0.0.1", port: 6381)))
         let ask = try #require(ClusterRedirect(errorReply: "ASK 12 node-b.example:7000", currentHost: "h"))
         #expect(ask.kind == .ask && ask.node == RedisNodeAddress(host: "node-b.example", port: 7000))
         #expect(ClusterRedirect(errorReply: "MOVED 1 ::1:7000", currentHost: "h")?.node == RedisNodeAddress(host: "::1", port: 7000))
@@ -105,12 +121,20 @@ struct ClusterRoutingTests {
         let map = try #require(SlotMap(shardsReply: reply, replyingHost: "127.0.0.9"))
         #expect(map.isComplete)
         #expect(map.shards.count == 3)
-        #expect(map.primary(for: 0)?.id == "a")
-        #expect(map.primary(for: 7000)?.id == "e")
-        #expect(map.primary(for: 7000)?.address == RedisNodeAddress(host: "127.0.0.1", port: 30006))
-        #expect(map.primary(for: 16383)?.address.port == 30003)
+        #expect(map.primary(for: slot(0))?.id == "a")
+        #expect(map.primary(for: slot(7000))?.id == "e")
+        #expect(map.primary(for: slot(7000))?.address == RedisNodeAddress(host: "127.0.0.1", port: 30006))
+        #expect(map.primary(for: slot(16383))?.address.port == 30003)
         #expect(map.shards[1].replicas.map(\.id) == ["b"])
+        #expect(map.shards[1].replicas.map(\.health) == [.failed])
+        #expect(map.shards[2].replicas.map(\.health) == [.loading] && map.shards[0].primary.health == .online)
         #expect(SlotMap(shardsReply: .array([.bulk(Array("slots".utf8))]), replyingHost: "h") == nil)
+    }
+
+    @Test func aHealthThisClientDoesNotKnowIsKeptAsTheNodeGaveIt() {
+        #expect(SlotMap.Node.Health("online") == .online)
+        #expect(SlotMap.Node.Health("handshaking") == .other("handshaking"))
+        #expect("\(SlotMap.Node.Health("handshaking"))" == "handshaking" && "\(SlotMap.Node.Health.failed)" == "failed")
     }
 
     @Test func clusterSlotsReplyParses() throws {
@@ -124,8 +148,10 @@ struct ClusterRoutingTests {
         ])
         let map = try #require(SlotMap(slotsReply: reply, replyingHost: "10.1.1.1"))
         #expect(map.isComplete)
-        #expect(map.primary(for: 6000)?.address == RedisNodeAddress(host: "10.1.1.1", port: 30002))
+        #expect(map.primary(for: slot(6000))?.address == RedisNodeAddress(host: "10.1.1.1", port: 30002))
         #expect(map.shards[0].replicas.map(\.address.port) == [30005])
         #expect(!SlotMap(slotsReply: .array([reply.array![0]]), replyingHost: "h")!.isComplete)
     }
+
+    private func slot(_ number: Int) -> HashSlot { HashSlot(rawValue: number)! }
 }

@@ -30,10 +30,10 @@ public struct ClusterRedirect: Sendable, Equatable {
     }
 
     public var kind: Kind
-    public var slot: UInt16
+    public var slot: HashSlot
     public var node: RedisNodeAddress
 
-    public init(kind: Kind, slot: UInt16, node: RedisNodeAddress) {
+    public init(kind: Kind, slot: HashSlot, node: RedisNodeAddress) {
         self.kind = kind
         self.slot = slot
         self.node = node
@@ -43,7 +43,7 @@ public struct ClusterRedirect: Sendable, Equatable {
     ///   a node that does not know its own address) stands for: the host the reply came from.
     public init?(errorReply: some StringProtocol, currentHost: String) {
         let words = errorReply.split(separator: " ")
-        guard words.count == 3, let slot = UInt16(words[1]), Int(slot) < HashSlot.count else { return nil }
+        guard words.count == 3, let number = UInt16(words[1]), let slot = HashSlot(rawValue: number) else { return nil }
         let namesNoHost = words[2].first == ":" && words[2].dropFirst().allSatisfy(\.isNumber)
         guard let node = RedisNodeAddress(namesNoHost ? currentHost + String(words[2]) : String(words[2])) else { return nil }
         switch words[0] {

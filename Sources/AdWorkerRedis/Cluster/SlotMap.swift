@@ -2,15 +2,41 @@
 /// `CLUSTER SLOTS` (older servers) describes it.
 public struct SlotMap: Sendable, Equatable {
     public struct Node: Sendable, Equatable {
+        /// What CLUSTER SHARDS says of a node; CLUSTER SLOTS lists no health, so its nodes are online.
+        public enum Health: Sendable, Equatable, CustomStringConvertible {
+            case online
+            case failed
+            /// Loading its data set (a replica syncing, a restarted node).
+            case loading
+            /// A value this client does not know (a later Redis's), kept as the node gave it.
+            case other(String)
+
+            public init(_ text: String) {
+                switch text {
+                case "online": self = .online
+                case "failed": self = .failed
+                case "loading": self = .loading
+                default: self = .other(text)
+                }
+            }
+
+            public var description: String {
+                switch self {
+                case .online: "online"
+                case .failed: "failed"
+                case .loading: "loading"
+                case .other(let text): text
+                }
+            }
+        }
+
         public var id: String
         public var address: RedisNodeAddress
-        /// `online`, `failed` or `loading` (CLUSTER SHARDS); `online` from CLUSTER SLOTS, which
-        /// lists no health.
-        public var health: String
+        public var health: Health
     }
 
     public struct Shard: Sendable, Equatable {
-        public var slots: [ClosedRange<UInt16>]
+        public var slots: [ClosedRange<HashSlot>]
         public var primary: Node
         public var replicas: [Node]
     }
@@ -24,14 +50,14 @@ public struct SlotMap: Sendable, Equatable {
         owners = Array(repeating: nil, count: HashSlot.count)
         for (index, shard) in shards.enumerated() {
             for range in shard.slots {
-                for slot in range where Int(slot) < HashSlot.count { owners[Int(slot)] = index }
+                for slot in Int(range.lowerBound.rawValue)...Int(range.upperBound.rawValue) { owners[slot] = index }
             }
         }
     }
 
     /// The primary that serves `slot`.
-    public func primary(for slot: UInt16) -> Node? {
-        owners[Int(slot)].map { shards[$0].primary }
+    public func primary(for slot: HashSlot) -> Node? {
+        owners[Int(slot.rawValue)].map { shards[$0].primary }
     }
 
     /// Every slot has a primary.
@@ -47,13 +73,11 @@ public struct SlotMap: Sendable, Equatable {
         for item in items {
             let fields = Self.pairs(item)
             guard let slotList = fields["slots"]?.array, let nodeList = fields["nodes"]?.array else { return nil }
-            var ranges: [ClosedRange<UInt16>] = []
+            var ranges: [ClosedRange<HashSlot>] = []
             var index = 0
             while index + 1 < slotList.count {
-                guard let low = Self.number(slotList[index]), let high = Self.number(slotList[index + 1]), low <= high,
-                    high < HashSlot.count
-                else { return nil }
-                ranges.append(UInt16(low)...UInt16(high))
+                guard let low = Self.slot(slotList[index]), let high = Self.slot(slotList[index + 1]), low <= high else { return nil }
+                ranges.append(low...high)
                 index += 2
             }
             var primary: Node?
@@ -66,10 +90,10 @@ public struct SlotMap: Sendable, Equatable {
                 if host.isEmpty || host == "?" { host = replyingHost }
                 let parsed = Node(
                     id: node["id"]?.string ?? "", address: RedisNodeAddress(host: host, port: port),
-                    health: node["health"]?.string ?? "online"
+                    health: node["health"]?.string.map(Node.Health.init) ?? .online
                 )
                 // A failed primary stays listed until its replica takes over; prefer a live one.
-                if role == "master", primary == nil || primary?.health != "online" {
+                if role == "master", primary == nil || primary?.health != .online {
                     if let previous = primary { replicas.append(previous) }
                     primary = parsed
                 } else {
@@ -89,8 +113,7 @@ public struct SlotMap: Sendable, Equatable {
         var byPrimary: [String: Shard] = [:]
         var order: [String] = []
         for item in items {
-            guard let fields = item.array, fields.count >= 3, let low = Self.number(fields[0]), let high = Self.number(fields[1]),
-                low <= high, high < HashSlot.count
+            guard let fields = item.array, fields.count >= 3, let low = Self.slot(fields[0]), let high = Self.slot(fields[1]), low <= high
             else { return nil }
             var nodes: [Node] = []
             for nodeItem in fields[2...] {
@@ -98,14 +121,14 @@ public struct SlotMap: Sendable, Equatable {
                 var host = node[0].string ?? ""
                 if host.isEmpty || host == "?" { host = replyingHost }
                 let id = node.count > 2 ? node[2].string ?? "" : ""
-                nodes.append(Node(id: id, address: RedisNodeAddress(host: host, port: port), health: "online"))
+                nodes.append(Node(id: id, address: RedisNodeAddress(host: host, port: port), health: .online))
             }
             let key = nodes[0].id.isEmpty ? nodes[0].address.description : nodes[0].id
             if byPrimary[key] == nil {
                 order.append(key)
                 byPrimary[key] = Shard(slots: [], primary: nodes[0], replicas: Array(nodes.dropFirst()))
             }
-            byPrimary[key]!.slots.append(UInt16(low)...UInt16(high))
+            byPrimary[key]!.slots.append(low...high)
         }
         self.init(shards: order.map { byPrimary[$0]! })
     }
@@ -119,6 +142,10 @@ public struct SlotMap: Sendable, Equatable {
             index += 2
         }
         return result
+    }
+
+    private static func slot(_ value: RedisValue) -> HashSlot? {
+        number(value).flatMap { HashSlot(rawValue: $0) }
     }
 
     private static func number(_ value: RedisValue) -> Int? {

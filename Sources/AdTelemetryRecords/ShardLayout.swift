@@ -1,4 +1,5 @@
-/// Stream names for a record kind split into shards.
+/// Stream names for a record kind split into shards: part of the producer–worker contract, like
+/// the wire format's field names.
 ///
 /// One shard (the default) keeps today's names on a single node: `adserving:training`. Sharded, or
 /// on a Redis Cluster, each shard is `<prefix>{<tag>}` and its dead letters `<prefix>{<tag>}:dead`:
@@ -18,6 +19,10 @@ public struct ShardLayout: Sendable, Equatable {
 
     public static let maximumShards = 64
 
+    /// Redis Cluster's slot count. A tag has no braces, so its slot is its CRC16 modulo this, as
+    /// the transport's `HashSlot` computes for the whole name (ClusterRoutingTests checks they agree).
+    static let clusterSlots = 16384
+
     public init(prefix: String, count: Int = 1, tagged: Bool = false) {
         precondition((1...Self.maximumShards).contains(count), "shard count out of range")
         self.prefix = prefix
@@ -27,12 +32,12 @@ public struct ShardLayout: Sendable, Equatable {
 
     /// The hash tag of shard `index` of `kind` (without braces).
     public func tag(kind: String, shard index: Int) -> String {
-        let low = index * HashSlot.count / count
-        let high = (index + 1) * HashSlot.count / count
+        let low = index * Self.clusterSlots / count
+        let high = (index + 1) * Self.clusterSlots / count
         var attempt = 0
         while true {
             let tag = attempt == 0 ? "\(kind).\(index)" : "\(kind).\(index).\(attempt)"
-            if (low..<high).contains(Int(HashSlot.slot(forKey: tag))) { return tag }
+            if (low..<high).contains(Int(CRC16.xmodem(tag.utf8)) % Self.clusterSlots) { return tag }
             attempt += 1
         }
     }
@@ -49,6 +54,6 @@ public struct ShardLayout: Sendable, Equatable {
     /// The shard of a request: from its id, so its training and inference records get the same
     /// shard number.
     public func shard(forRequestID requestID: some StringProtocol) -> Int {
-        count == 1 ? 0 : Int(HashSlot.crc16(requestID.utf8)) % count
+        count == 1 ? 0 : Int(CRC16.xmodem(requestID.utf8)) % count
     }
 }
