@@ -46,7 +46,7 @@ public struct WireDecoder: Sendable {
             return true
         }
         let required = try common.required()
-        guard let input else { throw RecordError(.missingField, field: WireFormat.FieldName.input) }
+        guard let input else { throw RecordError(.missingField, field: WireFormat.FieldName.input.rawValue) }
         return TrainingRecord(
             model: required.model, requestID: required.requestID, eventTime: required.eventTime,
             input: input, metadata: try common.mergedMetadata(), sourceIP: sourceIP
@@ -88,7 +88,7 @@ public struct WireDecoder: Sendable {
             return true
         }
         let required = try common.required()
-        guard let prediction else { throw RecordError(.missingField, field: WireFormat.FieldName.prediction) }
+        guard let prediction else { throw RecordError(.missingField, field: WireFormat.FieldName.prediction.rawValue) }
         return InferenceRecord(
             model: required.model, requestID: required.requestID, eventTime: required.eventTime,
             prediction: prediction, confidence: confidence, anomalyScore: anomalyScore, isAnomaly: isAnomaly,
@@ -106,10 +106,10 @@ public struct WireDecoder: Sendable {
         var extras: [(String, ArraySlice<UInt8>)] = []
 
         func required() throws(RecordError) -> (model: String, requestID: String, eventTime: Timestamp) {
-            guard version else { throw RecordError(.missingField, field: WireFormat.FieldName.version) }
-            guard let model else { throw RecordError(.missingField, field: WireFormat.FieldName.model) }
-            guard let requestID else { throw RecordError(.missingField, field: WireFormat.FieldName.requestID) }
-            guard let eventTime else { throw RecordError(.missingField, field: WireFormat.FieldName.eventTime) }
+            guard version else { throw RecordError(.missingField, field: WireFormat.FieldName.version.rawValue) }
+            guard let model else { throw RecordError(.missingField, field: WireFormat.FieldName.model.rawValue) }
+            guard let requestID else { throw RecordError(.missingField, field: WireFormat.FieldName.requestID.rawValue) }
+            guard let eventTime else { throw RecordError(.missingField, field: WireFormat.FieldName.eventTime.rawValue) }
             return (model, requestID, eventTime)
         }
 
@@ -139,24 +139,7 @@ public struct WireDecoder: Sendable {
             } else {
                 merged.append(UInt8(ascii: "}"))
             }
-            return try JSONText(validating: merged[...], field: WireFormat.FieldName.metadata)
-        }
-    }
-
-    /// The field names of wire format v1, matched on bytes so that the per-field path builds no String.
-    enum KnownField: String, CaseIterable {
-        case version = "v", model, requestID = "request_id", eventTime = "ts", input, metadata = "meta"
-        case sourceIP = "source_ip", prediction, confidence, anomalyScore = "anomaly_score", isAnomaly = "is_anomaly"
-        case processingMilliseconds = "processing_ms"
-        case origin
-
-        private static let table: [(bytes: [UInt8], field: KnownField)] = allCases.map { (Array($0.rawValue.utf8), $0) }
-
-        init?(_ name: ArraySlice<UInt8>) {
-            guard let match = Self.table.first(where: { $0.bytes.count == name.count && $0.bytes.elementsEqual(name) }) else {
-                return nil
-            }
-            self = match.field
+            return try JSONText(validating: merged[...], field: WireFormat.FieldName.metadata.rawValue)
         }
     }
 
@@ -164,13 +147,13 @@ public struct WireDecoder: Sendable {
     /// false for a field it does not take), the rest into extras.
     private func scan(
         _ fields: StreamFields, into common: inout CommonFields,
-        specific: (KnownField, ArraySlice<UInt8>) throws(RecordError) -> Bool
+        specific: (WireFormat.FieldName, ArraySlice<UInt8>) throws(RecordError) -> Bool
     ) throws(RecordError) {
         guard !fields.isEmpty else { throw RecordError(.emptyEntry) }
         guard fields.byteCount <= maximumEntryBytes else { throw RecordError(.entryTooLarge) }
         for field in fields {
             let value = field.value
-            guard let known = KnownField(field.name) else {
+            guard let known = WireFormat.FieldName(field.name) else {
                 let name = try text(field.name, field: "field name")
                 _ = try text(value, field: name)
                 common.extras.append((name, value))

@@ -3,29 +3,50 @@ public protocol StreamFieldWriter {
     mutating func writeField(_ name: String, _ value: some Collection<UInt8>)
 }
 
+extension StreamFieldWriter {
+    public mutating func writeField(_ name: WireFormat.FieldName, _ value: some Collection<UInt8>) {
+        writeField(name.rawValue, value)
+    }
+}
+
 /// Wire format version 1 (DESIGN.md §2): flat field/value pairs, JSON only for nested objects, so
 /// `redis-cli XRANGE` shows every entry readably.
 public enum WireFormat {
     public static let version = "1"
 
-    // Field names, in one place.
-    public enum FieldName {
-        public static let version = "v"
-        public static let model = "model"
-        public static let requestID = "request_id"
-        public static let eventTime = "ts"
-        public static let input = "input"
-        public static let metadata = "meta"
-        public static let sourceIP = "source_ip"
-        public static let prediction = "prediction"
-        public static let confidence = "confidence"
-        public static let anomalyScore = "anomaly_score"
-        public static let isAnomaly = "is_anomaly"
-        public static let processingMilliseconds = "processing_ms"
+    /// The field names of the format: the one list, which the encoder writes and the decoder
+    /// matches (on bytes, through ``init(_:)``).
+    public enum FieldName: String, CaseIterable, Sendable {
+        case version = "v"
+        case model
+        case requestID = "request_id"
+        case eventTime = "ts"
+        case input
+        case metadata = "meta"
+        case sourceIP = "source_ip"
+        case prediction
+        case confidence
+        case anomalyScore = "anomaly_score"
+        case isAnomaly = "is_anomaly"
+        case processingMilliseconds = "processing_ms"
         /// `<producer instance, 16 hex digits>-<sequence number>`: the producer's own identity for
         /// the entry, so that after a pipeline cut mid-way it can find which of its records Redis
         /// stored before resending the others. The worker skips it.
-        public static let origin = "origin"
+        case origin
+
+        /// The name's bytes, as an entry carries them.
+        public var utf8: String.UTF8View { rawValue.utf8 }
+
+        private static let table: [(bytes: [UInt8], name: FieldName)] = allCases.map { (Array($0.rawValue.utf8), $0) }
+
+        /// The field an entry's name bytes spell, compared byte by byte; nil for a name the format
+        /// does not know.
+        public init?(_ bytes: ArraySlice<UInt8>) {
+            guard let match = Self.table.first(where: { $0.bytes.count == bytes.count && $0.bytes.elementsEqual(bytes) }) else {
+                return nil
+            }
+            self = match.name
+        }
     }
 
     /// The key under which fields the format does not know are kept inside the metadata object.

@@ -41,6 +41,22 @@ struct WireFormatTests {
         #expect(decoded.anomalyScore == 0.1234567890123)
     }
 
+    /// One list of names: each matches its own bytes and no other's, and everything the encoder
+    /// writes is on it.
+    @Test func everyFieldNameIsMatchedOnItsBytesAndTheEncoderWritesOnlyThose() {
+        for name in WireFormat.FieldName.allCases {
+            #expect(WireFormat.FieldName(Array(name.utf8)[...]) == name, "\(name)")
+            #expect(WireFormat.FieldName(Array((name.rawValue + "x").utf8)[...]) == nil)
+        }
+        #expect(WireFormat.FieldName(Array("request".utf8)[...]) == nil && WireFormat.FieldName([][...]) == nil)
+        var collector = FieldCollector()
+        WireFormat.encode(Self.training, into: &collector)
+        WireFormat.encode(Self.inference, into: &collector)
+        for field in collector.fields {
+            #expect(WireFormat.FieldName(field.name)?.rawValue == field.nameString)
+        }
+    }
+
     @Test func decodesAnEntryWrittenByHand() throws {
         // As `redis-cli XADD adserving:inference * v 1 model m request_id r ts 1700000000000 prediction 0.7 is_anomaly 0`.
         let fields = StreamFields([
