@@ -422,10 +422,7 @@ struct BenchCommand: AsyncParsableCommand {
     }
 
     static func appendOnlySetting(_ redis: isolated RedisConnection) throws -> String {
-        guard case .array(let reply) = try redis.pipeline([RedisCommand("CONFIG", "GET", "appendonly")])[0], reply.count == 2,
-            case .bulk(let value) = reply[1]
-        else { return "unknown" }
-        return String(decoding: value, as: UTF8.self)
+        (try? redis.serverSetting("appendonly")) ?? "unknown"
     }
 
     /// Resident memory of this process (VmRSS of /proc/self/status), in bytes.

@@ -38,21 +38,6 @@ struct ConsumerLease: Sendable {
             "host=\(ProcessInfo.processInfo.hostName) pid=\(pid) start=\(Self.startTime(of: pid) ?? "?") id=\(UUID().uuidString.prefix(8))"
     }
 
-    /// Takes the lease when it is free, ours, or `replacing` (a holder known to be dead).
-    static let acquireScript = """
-        local current = redis.call('GET', KEYS[1])
-        if current == false or current == ARGV[1] or current == ARGV[3] then
-          redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-          return 1
-        end
-        return current
-        """
-
-    static let releaseScript = """
-        if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], 1) end
-        return 0
-        """
-
     /// Takes the lease, waiting out a holder that may be dead for at most one lease duration.
     func acquire(_ redis: RedisConnection, logger: Logger) async throws {
         let clock = ContinuousClock()
@@ -95,16 +80,12 @@ struct ConsumerLease: Sendable {
     }
 
     func release(_ redis: RedisConnection) async {
-        _ = try? await redis.evaluate(Self.releaseScript, keys: [key], arguments: [holder])
+        try? await redis.releaseLease(key, heldBy: holder)
     }
 
     /// nil when taken; otherwise who holds it.
     private func take(_ redis: RedisConnection, replacing: String) async throws -> String? {
-        let reply = try await redis.evaluate(
-            Self.acquireScript, keys: [key], arguments: [holder, String(duration.wholeMilliseconds), replacing]
-        )
-        if reply.integer == 1 { return nil }
-        return reply.string ?? "unknown holder"
+        try await redis.takeLease(key, for: holder, duration: duration, replacing: replacing)
     }
 
     private func isDeadOnThisHost(_ other: String) -> Bool {

@@ -189,7 +189,7 @@ public struct WorkerService: Service {
         }
         do {
             try await RedisConnection.withConnection(configuration.redis, logger: logger) { redis in
-                if case .error(let message) = try await redis.ping() { throw RedisError.fromReply(message) }
+                try await redis.ping()
             }
         } catch {
             try refuse(error, "Redis")

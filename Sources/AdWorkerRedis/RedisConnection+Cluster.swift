@@ -4,18 +4,10 @@ import Logging
 /// Cluster mode (``RedisConfiguration/clusterNodes`` set): hiredis 0.14 knows nothing of Redis
 /// Cluster, so the routing is here. A connection serves one slot (``RedisConfiguration/routingSlot``:
 /// one stream and its dead letters, by their shared hash tag). It asks the cluster which primary
-/// serves that slot, talks to it, and follows the cluster as it changes:
-/// - `MOVED`: the slot lives elsewhere now; reconnect there and resend what was redirected;
-/// - `ASK` (a slot being migrated, this key already moved): resend once to the importing node,
-///   after `ASKING`, and stay where we are;
-/// - a lost connection (a primary killed, its replica promoted): the next command asks the
-///   cluster again, seeds and the nodes of the last map in turn.
-/// A redirected command was not run, so resending it never doubles it. `TRYAGAIN` and
-/// `CLUSTERDOWN` come back to the caller as transient errors, for its backoff.
+/// serves that slot, talks to it, and follows the cluster as it changes: `MOVED` and `ASK` as
+/// ``RedirectStateMachine`` decides; after a lost connection (a primary killed, its replica
+/// promoted) the next command asks the cluster again, seeds and the nodes of the last map in turn.
 extension RedisConnection {
-    /// More redirects than a slot migration plus a failover can cause.
-    static let maximumRedirects = 5
-
     /// The host this connection talks to, for redirects and maps that name none.
     var currentHost: String { clusterNode?.host ?? configuration.host }
 
@@ -74,75 +66,34 @@ extension RedisConnection {
         clusterNode = node
     }
 
-    /// A reply, or the redirect it was (with the reply decoded as best it can be, for the caller
-    /// once redirects run out).
-    private enum Routed<Decoded> {
-        case reply(Decoded)
-        case redirect(ClusterRedirect, Decoded?)
-        case skipped
-    }
-
+    /// Sends `commands` to the slot's primary and follows the cluster's redirects as
+    /// ``RedirectStateMachine`` decides, until every command has its answer.
     func exchangeFollowingRedirects<Decoded>(
         _ commands: [RedisCommand], asUnit: Bool, decode: (UnsafePointer<redisReply>) throws(RedisError) -> Decoded
     ) throws(RedisError) -> [Decoded] {
-        var results = [Decoded?](repeating: nil, count: commands.count)
-        var outstanding = Array(commands.indices)
-        var asking: RedisNodeAddress?
-        var lastRedirects: [Int: Decoded?] = [:]
-        for round in 0...Self.maximumRedirects {
-            let batch = outstanding.map { commands[$0] }
-            var replies: [Routed<Decoded>] = []
+        var redirects = RedirectStateMachine<Decoded>(commandCount: commands.count, asUnit: asUnit)
+        while true {
+            let batch = redirects.outstanding.map { commands[$0] }
+            let replies: [RedirectStateMachine<Decoded>.Routed]
             do throws(RedisError) {
-                if let asking {
-                    replies = try exchangeAsking(batch, at: asking, asUnit: asUnit, decode: decode)
-                } else {
+                switch redirects.target {
+                case .asking(let node):
+                    replies = try exchangeAsking(batch, at: node, asUnit: asUnit, decode: decode)
+                case .slotOwner:
                     try ensureConnected()
                     let host = currentHost
-                    replies = try exchange(batch, on: context!) { raw throws(RedisError) -> Routed<Decoded> in
-                        if let redirect = Self.redirect(in: raw, host: host) { return .redirect(redirect, try? decode(raw)) }
-                        return .reply(try decode(raw))
-                    }
+                    replies = try exchange(batch, on: context!) { raw throws(RedisError) in try Self.route(raw, host: host, decode: decode) }
                 }
             } catch {
-                // Earlier rounds ran part of the commands: even a refused connection now leaves
-                // the pipeline's outcome unknown to a caller that sees only this error.
-                if round > 0 { throw RedisError(.connectionLost, "after a redirect: \(error.message)") }
-                throw error
+                throw redirects.transportFailed(error)
             }
-            var redirect: ClusterRedirect?
-            var redirected: [Int] = []
-            lastRedirects = [:]
-            for (index, reply) in zip(outstanding, replies) {
-                switch reply {
-                case .reply(let decoded): results[index] = decoded
-                case .redirect(let next, let decoded):
-                    redirect = redirect ?? next
-                    redirected.append(index)
-                    lastRedirects[index] = decoded
-                case .skipped: break
-                }
-            }
-            guard let redirect else { return results.map { $0! } }
-            outstanding = asUnit ? Array(commands.indices) : redirected
-            switch redirect.kind {
-            case .moved:
-                asking = nil
-                retarget(to: redirect.node)
-            case .ask:
-                asking = redirect.node
+            switch redirects.received(replies) {
+            case .finished(let answers): return answers
+            case .failed(let error): throw error
+            case .move(let node): retarget(to: node)
+            case .send: continue
             }
         }
-        // Still redirected: hand back the redirect replies as the caller would have seen them.
-        for (index, decoded) in lastRedirects {
-            guard let decoded else { throw RedisError(.redirected, "still redirected after \(Self.maximumRedirects) redirects") }
-            results[index] = decoded
-        }
-        var final: [Decoded] = []
-        for result in results {
-            guard let result else { throw RedisError(.redirected, "still redirected after \(Self.maximumRedirects) redirects") }
-            final.append(result)
-        }
-        return final
     }
 
     /// Sends `commands` once to the node importing the slot, each after `ASKING` (the whole
@@ -150,20 +101,27 @@ extension RedisConnection {
     private func exchangeAsking<Decoded>(
         _ commands: [RedisCommand], at node: RedisNodeAddress, asUnit: Bool,
         decode: (UnsafePointer<redisReply>) throws(RedisError) -> Decoded
-    ) throws(RedisError) -> [Routed<Decoded>] {
+    ) throws(RedisError) -> [RedirectStateMachine<Decoded>.Routed] {
         let asking = RedisCommand("ASKING")
         let sent = asUnit ? [asking] + commands : commands.flatMap { [asking, $0] }
         let target = try open(node)
         var position = 0
-        let replies = try exchange(sent, on: target) { raw throws(RedisError) -> Routed<Decoded> in
+        let replies = try exchange(sent, on: target) { raw throws(RedisError) -> RedirectStateMachine<Decoded>.Routed? in
             defer { position += 1 }
+            // ASKING's own OK is no command's answer.
             let isAsking = asUnit ? position == 0 : position % 2 == 0
-            if isAsking { return .skipped }
-            if let redirect = Self.redirect(in: raw, host: node.host) { return .redirect(redirect, try? decode(raw)) }
-            return .reply(try decode(raw))
+            return isAsking ? nil : try Self.route(raw, host: node.host, decode: decode)
         }
         redisFree(target)
-        return replies.filter { if case .skipped = $0 { false } else { true } }
+        return replies.compactMap { $0 }
+    }
+
+    /// A reply, or the redirect it is (decoded as best it can be, for the caller once redirects run out).
+    private static func route<Decoded>(
+        _ raw: UnsafePointer<redisReply>, host: String, decode: (UnsafePointer<redisReply>) throws(RedisError) -> Decoded
+    ) throws(RedisError) -> RedirectStateMachine<Decoded>.Routed {
+        if let redirect = redirect(in: raw, host: host) { return .redirect(redirect, try? decode(raw)) }
+        return .reply(try decode(raw))
     }
 
     static func redirect(in reply: UnsafePointer<redisReply>, host: String) -> ClusterRedirect? {

@@ -102,7 +102,7 @@ extension RedisConnection {
     }
 
     /// EVAL: runs a Lua script atomically; an error reply (from Redis or the script) is thrown.
-    public func evaluate(_ script: String, keys: [String], arguments: [String] = []) throws(RedisError) -> RedisValue {
+    func evaluate(_ script: String, keys: [String], arguments: [String] = []) throws(RedisError) -> RedisValue {
         let reply = try send(RedisCommand(["EVAL", script, String(keys.count)] + keys + arguments))
         if case .error(let message) = reply { throw RedisError.fromReply(message) }
         return reply

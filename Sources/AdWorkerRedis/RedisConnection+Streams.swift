@@ -109,12 +109,6 @@ extension RedisConnection {
         }
     }
 
-    /// PING. - Returns: the reply as it came (`PONG`, or an error reply such as `NOAUTH` from a
-    /// server that wants credentials this connection lacks).
-    public func ping() throws(RedisError) -> RedisValue {
-        try send(RedisCommand("PING"))
-    }
-
     /// XTRIM MAXLEN (exact): keeps the newest `maximumLength` entries. - Returns: entries removed.
     @discardableResult
     public func trim(_ stream: String, maximumLength: Int) throws(RedisError) -> Int {
@@ -138,8 +132,10 @@ extension RedisConnection {
     public func groups(of stream: String) throws(RedisError) -> [ConsumerGroupInfo] {
         let reply = try send(RedisCommand("XINFO", "GROUPS", stream))
         if case .error(let message) = reply {
-            if message.hasPrefix("ERR no such key") { return [] }
-            throw RedisError.fromReply(message)
+            let error = RedisError.fromReply(message)
+            // A missing stream gets the generic ERR code: whether the key exists says it, not the text.
+            if error.code == .serverError, try !exists(stream) { return [] }
+            throw error
         }
         guard let groups = reply.array else { throw RedisError(.unexpectedReply, "XINFO GROUPS") }
         return groups.map { group in
@@ -177,6 +173,11 @@ extension RedisConnection {
     public func delete(_ keys: [String]) throws(RedisError) -> Int {
         guard !keys.isEmpty else { return 0 }
         return Int(try Self.integer(try send(RedisCommand(["DEL"] + keys)), "DEL"))
+    }
+
+    /// EXISTS: whether `key` exists.
+    public func exists(_ key: String) throws(RedisError) -> Bool {
+        try Self.integer(try send(RedisCommand("EXISTS", key)), "EXISTS") == 1
     }
 
     static func acknowledgeCommand(_ ids: [StreamEntryID], in stream: String, group: String) -> RedisCommand {

@@ -174,32 +174,30 @@ public actor RedisConnection {
     func arenaExchange<Decoded>(
         _ command: RedisCommand, decode: (inout ArenaReply) throws(RedisError) -> Decoded
     ) throws(RedisError) -> Decoded {
-        var asking: RedisNodeAddress?
-        for _ in 0...Self.maximumRedirects {
+        var redirects = RedirectStateMachine<Void>(commandCount: 1, asUnit: false)
+        while true {
             let target: UnsafeMutablePointer<redisContext>
-            if let asking {
-                target = try open(asking)
+            switch redirects.target {
+            case .asking(let node):
+                target = try open(node)
                 _ = try exchange([RedisCommand("ASKING")], on: target) { _ throws(RedisError) in () }
-            } else {
+            case .slotOwner:
                 try ensureConnected()
                 target = context!
             }
+            // A failure frees `target` itself (dropBrokenContext).
             try arenaRoundTrip(command, on: target)
+            // The reply is in the arena now: a node asked once is done with.
+            if case .asking = redirects.target { redisFree(target) }
             var reply = ArenaReply(arena.pointee)
-            if configuration.isCluster, let redirect = Self.redirect(in: reply, host: currentHost) {
-                if asking != nil { redisFree(target) }
-                switch redirect.kind {
-                case .moved:
-                    asking = nil
-                    retarget(to: redirect.node)
-                case .ask: asking = redirect.node
-                }
-                continue
+            let redirect = configuration.isCluster ? Self.redirect(in: reply, host: currentHost) : nil
+            switch redirects.received([redirect.map { .redirect($0, nil) } ?? .reply(())]) {
+            case .finished: return try decode(&reply)
+            case .failed(let error): throw error
+            case .move(let node): retarget(to: node)
+            case .send: continue
             }
-            defer { if asking != nil { redisFree(target) } }
-            return try decode(&reply)
         }
-        throw RedisError(.redirected, "still redirected after \(Self.maximumRedirects) redirects")
     }
 
     private func arenaRoundTrip(_ command: RedisCommand, on context: UnsafeMutablePointer<redisContext>) throws(RedisError) {
@@ -316,15 +314,22 @@ public actor RedisConnection {
 
     /// Turns hiredis's sticky context error into a ``RedisError`` and forgets the context.
     private func dropBrokenContext(_ broken: UnsafeMutablePointer<redisContext>) -> RedisError {
-        let code = broken.pointee.err
+        // Read first: hiredis's failing read or write left it, and anything called later may change it.
+        let osError = errno
+        let code = Self.transportErrorCode(hiredisError: broken.pointee.err, osError: osError)
         let message = Self.errorString(broken)
         forget(broken)
-        let isTimeout = code == REDIS_ERR_IO && (errno == EAGAIN || errno == EWOULDBLOCK || message.contains("temporarily unavailable"))
         logger.warning("redis connection lost", metadata: ["error": "\(message)"])
-        switch code {
-        case REDIS_ERR_IO where isTimeout: return RedisError(.timeout, message)
-        case REDIS_ERR_PROTOCOL: return RedisError(.unexpectedReply, message)
-        default: return RedisError(.connectionLost, message.isEmpty ? "connection closed" : message)
+        return RedisError(code, message.isEmpty ? "connection closed" : message)
+    }
+
+    /// Classifies hiredis's context error by its code and, for an I/O error, the OS's errno: a
+    /// read or write that ran past the socket timeout (SO_RCVTIMEO/SO_SNDTIMEO) fails with EAGAIN.
+    static func transportErrorCode(hiredisError: Int32, osError: Int32) -> RedisError.Code {
+        switch hiredisError {
+        case REDIS_ERR_IO where osError == EAGAIN || osError == EWOULDBLOCK: .timeout
+        case REDIS_ERR_PROTOCOL: .unexpectedReply
+        default: .connectionLost
         }
     }
 
