@@ -105,6 +105,8 @@ extension RedisConnection {
         let asking = RedisCommand("ASKING")
         let sent = asUnit ? [asking] + commands : commands.flatMap { [asking, $0] }
         let target = try open(node)
+        // Freed however the exchange ends: a reply that fails to decode must not leak the socket.
+        defer { redisFree(target) }
         var position = 0
         let replies = try exchange(sent, on: target) { raw throws(RedisError) -> RedirectStateMachine<Decoded>.Routed? in
             defer { position += 1 }
@@ -112,7 +114,6 @@ extension RedisConnection {
             let isAsking = asUnit ? position == 0 : position % 2 == 0
             return isAsking ? nil : try Self.route(raw, host: node.host, decode: decode)
         }
-        redisFree(target)
         return replies.compactMap { $0 }
     }
 

@@ -119,6 +119,35 @@ struct RedisClusterTests {
         }
     }
 
+    /// An ASK opens a connection to the importing node for one exchange; a reply that fails to
+    /// decode there (NOGROUP to XAUTOCLAIM) must still close it, or every such call leaks a socket.
+    @Test func anAskWhoseReplyFailsToDecodeClosesItsConnectionToTheTarget() async throws {
+        let map = try await map()
+        let (key, slot, source, target) = try keyOnFirstPrimary(map)
+        try await RedisConnection.withConnection(cluster.routed(by: key), logger: TestServers.logger) { redis in
+            _ = try await redis.add([.streamAdd(to: key, fields: StreamFields([("a", "1")]))])
+            let sourceID = try await nodeID(source.address)
+            let targetID = try await nodeID(target.address)
+            _ = try await onNode(target.address) { try await $0.send(RedisCommand("CLUSTER", "SETSLOT", "\(slot)", "IMPORTING", sourceID)) }
+            _ = try await onNode(source.address) { try await $0.send(RedisCommand("CLUSTER", "SETSLOT", "\(slot)", "MIGRATING", targetID)) }
+            let migrated = try await onNode(source.address) {
+                try await $0.send(RedisCommand("MIGRATE", target.address.host, "\(target.address.port)", "", "0", "5000", "KEYS", key))
+            }
+            #expect(migrated == .status("OK"))
+            let before = try FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count
+            for _ in 0..<10 {
+                await #expect(throws: RedisError.self) {
+                    _ = try await redis.autoClaim(key, group: "no-such-group", consumer: "c", minimumIdle: .zero, start: StreamEntryID(milliseconds: 0, sequence: 0), count: 1)
+                }
+            }
+            let after = try FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count
+            try await assign(slot, to: target, in: map)
+            #expect(try await redis.delete([key]) == 1)
+            try await assign(slot, to: source, in: map)
+            #expect(after - before < 5, "\(after - before) descriptors left open by 10 failed ASK exchanges")
+        }
+    }
+
     @Test func aTransactionIsResentWholeAfterMoved() async throws {
         let map = try await map()
         let (key, slot, source, target) = try keyOnFirstPrimary(map)
