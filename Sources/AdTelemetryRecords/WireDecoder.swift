@@ -143,7 +143,7 @@ public struct WireDecoder: Sendable {
         }
     }
 
-    /// The field names of wire format v1, matched on bytes so that the per-field path builds no String.
+    /// The field names of wire format v1, matched on bytes so that recognising a field makes no String of its name.
     enum KnownField: String, CaseIterable {
         case version = "v", model, requestID = "request_id", eventTime = "ts", input, metadata = "meta"
         case sourceIP = "source_ip", prediction, confidence, anomalyScore = "anomaly_score", isAnomaly = "is_anomaly"
