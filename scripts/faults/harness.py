@@ -99,6 +99,16 @@ def wait_for(condition, timeout, what):
     raise Failure(f"timed out after {timeout} s waiting for {what}")
 
 
+def redis_stopped():
+    """Redis no longer answers (redis-cli SHUTDOWN returns once the connection closes, maybe before
+    the process is gone; scripts/dev-services.sh starts nothing while it still answers)."""
+    return subprocess.run(REDIS + ["PING"], capture_output=True).stdout.strip() != b"PONG"
+
+
+def process_gone(pid):
+    return not os.path.exists(f"/proc/{pid}")
+
+
 def cpu_seconds(pid):
     with open(f"/proc/{pid}/stat") as stat:
         fields = stat.read().rsplit(")", 1)[1].split()

@@ -1,7 +1,6 @@
 """A TCP proxy for faults no server produces by itself."""
 import socket
 import threading
-import time
 
 
 class Proxy:
@@ -16,17 +15,19 @@ class Proxy:
         self.target_port = target_port
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
-        self.frozen = threading.Event()
+        # Set while forwarding; cleared by freeze(): every pipe waits on it before each read and write.
+        self.flowing = threading.Event()
+        self.flowing.set()
         self.to_swallow = swallow_exec_replies
         self.swallowed = 0
         self.lock = threading.Lock()
         threading.Thread(target=self.accept, daemon=True).start()
 
     def freeze(self):
-        self.frozen.set()
+        self.flowing.clear()
 
     def thaw(self):
-        self.frozen.clear()
+        self.flowing.set()
 
     def accept(self):
         while True:
@@ -39,22 +40,20 @@ class Proxy:
             except OSError:
                 client.close()
                 continue
-            cut = threading.Event()
-            threading.Thread(target=self.pipe, args=(client, server, True, cut), daemon=True).start()
-            threading.Thread(target=self.pipe, args=(server, client, False, cut), daemon=True).start()
+            cut, dropped = threading.Event(), threading.Event()
+            threading.Thread(target=self.pipe, args=(client, server, True, cut, dropped), daemon=True).start()
+            threading.Thread(target=self.pipe, args=(server, client, False, cut, dropped), daemon=True).start()
 
-    def hold(self):
-        while self.frozen.is_set():
-            time.sleep(0.02)
-
-    def pipe(self, source, destination, upstream, cut):
+    def pipe(self, source, destination, upstream, cut, dropped):
+        """`cut`: an EXEC was forwarded whose reply is to be swallowed; `dropped`: the reply came
+        (so the MULTI ran) and was not forwarded."""
         try:
             while True:
-                self.hold()
+                self.flowing.wait()
                 data = source.recv(65536)
                 if not data:
                     break
-                self.hold()
+                self.flowing.wait()
                 swallow = False
                 if upstream and self.EXEC in data:
                     with self.lock:
@@ -64,9 +63,11 @@ class Proxy:
                 if swallow:
                     cut.set()
                     destination.sendall(data)
-                    time.sleep(0.1)
+                    # Closed once the reply is in (the MULTI ran), or after 5 s without one.
+                    dropped.wait(5)
                     break
                 if cut.is_set():
+                    dropped.set()
                     break
                 destination.sendall(data)
         except OSError:

@@ -5,7 +5,8 @@ import subprocess
 import time
 
 from .. import harness as h
-from ..harness import DATABASE, PG_ENV, PSQL, REDIS, ROOT, Scenario, check, cpu_seconds, pending_count, pg_ctl, producer_summary, psql, redis, redis_pid, wait_producer
+from ..harness import (DATABASE, PG_ENV, PSQL, REDIS, ROOT, Scenario, check, cpu_seconds, pending_count, pg_ctl, process_gone, producer_summary,
+                       psql, redis, redis_pid, redis_stopped, wait_for, wait_producer)
 
 
 def kill9():
@@ -63,7 +64,7 @@ def redis_restart():
     producer = scenario.produce(20000, 5000, 4)
     time.sleep(2)
     subprocess.run(REDIS + ["SHUTDOWN"], capture_output=True)
-    time.sleep(1)
+    wait_for(redis_stopped, 10, "Redis to stop")
     subprocess.run([os.path.join(ROOT, "scripts", "dev-services.sh")], check=True, capture_output=True)
     back = time.monotonic()
     # Sends while Redis was down fail and are counted by the producer; what Redis holds is the truth.
@@ -83,8 +84,9 @@ def redis_kill9_always():
     scenario.worker()
     producer = scenario.produce(20000, 5000, 41)
     time.sleep(2)
-    os.kill(redis_pid(), signal.SIGKILL)
-    time.sleep(1)
+    killed = redis_pid()
+    os.kill(killed, signal.SIGKILL)
+    wait_for(lambda: process_gone(killed), 10, "the killed Redis to be gone")
     subprocess.run([os.path.join(ROOT, "scripts", "dev-services.sh")], check=True, capture_output=True)  # back from its AOF, everysec again
     back = time.monotonic()
     wait_producer(producer)
@@ -180,7 +182,8 @@ def slow_database():
     locker = subprocess.Popen(
         PSQL + ["-c", "BEGIN; LOCK TABLE inference_results IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(10); COMMIT;"],
         env=PG_ENV, stdout=subprocess.DEVNULL)
-    time.sleep(0.5)
+    wait_for(lambda: psql("SELECT count(*) FROM pg_locks WHERE relation = 'inference_results'::regclass"
+                          " AND mode = 'AccessExclusiveLock' AND granted") == "1", 10, "the lock to be held")
     cpu_before = cpu_seconds(worker.pid)
     locker.wait(30)
     cpu_during = cpu_seconds(worker.pid) - cpu_before
@@ -221,7 +224,7 @@ def same_consumer_name():
     scenario = Scenario("same-consumer-name")
     scenario.worker("dup")
     producer = scenario.produce(10000, 5000, 24)
-    time.sleep(1)
+    wait_for(lambda: redis("EXISTS", scenario.prefix + "consumer-lease:dup") == "1", 10, "the first worker to hold its lease")
     second = scenario.spawn("worker-dup-2", ["run", "--env-file", h.EMPTY_ENV, "--streams", "inference", "--consumer-name", "dup",
                                              "--http", "off"])
     code = second.wait(30)

@@ -178,7 +178,8 @@ def stray_signals():
     for number in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
         for pid in (worker.pid, supervisor.pid, int(child[0])):
             os.kill(pid, number)
-        time.sleep(0.5)
+        wait_for(lambda: scenario.log("worker-w").count(f"{number.name} ignored") >= 1
+                 and scenario.log("supervisor").count(f"{number.name} ignored") >= 2, 10, f"{number.name} to be logged")
     check(worker.poll() is None and supervisor.poll() is None, f"exit {worker.poll()} (worker), {supervisor.poll()} (supervisor)")
     now = subprocess.run(["pgrep", "-f", f"consumer-name {name}-p0"], capture_output=True, text=True).stdout.split()
     check(now == child, f"child 0 was {child}, now {now}")
