@@ -23,6 +23,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.5.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.0.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.5.0"),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.80.0"),
     ],
     targets: [
         .systemLibrary(name: "CAdWorkerHiredis", path: "Sources/CAdWorkerHiredis", pkgConfig: "hiredis", providers: [.apt(["libhiredis-dev"])]),
@@ -50,7 +51,7 @@ let package = Package(
         .target(
             name: "AdTelemetry",
             dependencies: [
-                "AdTelemetryRecords", "AdWorkerRedis",
+                "AdTelemetryRecords", "AdWorkerRedis", "AdWorkerConnectionThread",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -71,19 +72,21 @@ let package = Package(
         .target(
             name: "AdWorkerHTTP",
             dependencies: [
-                "AdWorkerCore", "AdWorkerRedis", "AdWorkerPostgres",
+                "AdWorkerCore", "AdTelemetryRecords",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
-                .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: swiftSettings
         ),
         .executableTarget(
             name: "AdWorkerCLI",
             dependencies: [
-                "AdTelemetry", "AdWorkerCore", "AdWorkerHTTP", "AdWorkerPostgres", "AdWorkerRedis", "AdTelemetryRecords", "CAdWorkerProcessControl",
+                "AdTelemetry", "AdWorkerCore", "AdWorkerHTTP", "AdWorkerPostgres", "AdWorkerRedis", "AdTelemetryRecords", "AdWorkerConnectionThread",
+                "CAdWorkerProcessControl",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Metrics", package: "swift-metrics"),

@@ -24,8 +24,19 @@ struct DeadLetterCommand: AsyncParsableCommand {
         @Option(help: "With --stream training or inference on sharded streams: only this shard (0-based); default every shard.")
         var shard: Int?
 
-        @Option(help: "Only dead letters whose reason starts with this, e.g. invalid_json or rejected_by_database.")
-        var reason: String?
+        @Option(
+            help: """
+                Only dead letters with this code (dead.code; for letters written before that field, the code their reason \
+                begins with): \(DeadLetterCode.allCases.map(\.rawValue).joined(separator: ", ")).
+                """,
+            transform: { text in
+                guard let code = DeadLetterCode(rawValue: text) else {
+                    throw ValidationError("'\(text)' is not a dead-letter code: \(DeadLetterCode.allCases.map(\.rawValue).joined(separator: ", "))")
+                }
+                return code
+            }
+        )
+        var reason: DeadLetterCode?
 
         @Option(help: "Only these dead letters, by their id in the dead-letter stream (comma-separated).")
         var ids: String?
@@ -57,26 +68,10 @@ struct DeadLetterCommand: AsyncParsableCommand {
             }
         }
 
-        /// Every selected dead letter, oldest first, read in pages.
+        /// Every selected dead letter, oldest first.
         func letters(in stream: String, _ redis: RedisConnection) async throws -> [StreamEntry] {
             let wanted = ids.map { Set($0.split(separator: ",").compactMap { StreamEntryID(String($0)) }) }
-            var selected: [StreamEntry] = []
-            var start = StreamEntryID(milliseconds: 0, sequence: 0)
-            while true {
-                let page = try await redis.range(stream, from: start, count: 1000)
-                for letter in page where matches(letter, wanted: wanted) { selected.append(letter) }
-                guard page.count == 1000, let next = page.last?.id.successor else { return selected }
-                start = next
-            }
-        }
-
-        private func matches(_ letter: StreamEntry, wanted: Set<StreamEntryID>?) -> Bool {
-            if let wanted, !wanted.contains(letter.id) { return false }
-            if let reason {
-                let text = letter.fields.value(of: DeadLetter.Field.reason).map { String(decoding: $0, as: UTF8.self) } ?? ""
-                return text.hasPrefix(reason)
-            }
-            return true
+            return try await DeadLetter.letters(in: stream, on: redis, code: reason, ids: wanted)
         }
     }
 

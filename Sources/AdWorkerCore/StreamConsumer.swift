@@ -301,7 +301,7 @@ struct StreamConsumer {
             let deliveries = read.deliveries.isEmpty ? 1 : read.deliveries[entry.id] ?? 1
             if deliveries > configuration.maximumDeliveries {
                 logger.warning("entry delivered too often", metadata: [LogKey.entryID: "\(entry.id)", "deliveries": "\(deliveries)"])
-                batch.deadLetters.append(DeadLetter(entry: entry, reason: "max_deliveries_exceeded", code: "max_deliveries_exceeded", deliveries: deliveries))
+                batch.deadLetters.append(DeadLetter(entry: entry, reason: "max_deliveries_exceeded", code: .maxDeliveriesExceeded, deliveries: deliveries))
                 continue
             }
             do {
@@ -309,7 +309,7 @@ struct StreamConsumer {
                 batch.entryIndexOfRow.append(index)
             } catch {
                 logger.warning("entry refused", metadata: [LogKey.entryID: "\(entry.id)", LogKey.reason: "\(error)"])
-                batch.deadLetters.append(DeadLetter(entry: entry, reason: error.description, code: error.code.rawValue, deliveries: deliveries))
+                batch.deadLetters.append(DeadLetter(entry: entry, reason: error.description, code: .undecodable(error.code), deliveries: deliveries))
             }
         }
         if let unstorable = entries.last(where: { !$0.id.isStorable }) {
@@ -355,7 +355,7 @@ struct StreamConsumer {
             let reason = "rejected_by_database: sqlstate \(error.sqlState ?? "?")"
             logger.warning("entry refused by the database", metadata: [LogKey.entryID: "\(entry.id)", LogKey.reason: "\(reason)"])
             deadLetters.append(DeadLetter(
-                    entry: entry, reason: reason, code: "rejected_by_database", sqlState: error.sqlState, deliveries: batch.deliveries[entry.id] ?? 1
+                    entry: entry, reason: reason, code: .rejectedByDatabase, sqlState: error.sqlState, deliveries: batch.deliveries[entry.id] ?? 1
                 ))
         }
 

@@ -16,7 +16,8 @@ public struct WorkerConfiguration: Sendable {
     /// Consumer names are `<consumerPrefix>-<slot>`; stable per host so a restarted worker
     /// finds its own pending entries.
     public var consumerPrefix: String
-    /// Consumer tasks per stream, each with its own Redis and PostgreSQL connections.
+    /// Consumer tasks per stream, each with its own Redis connections (PostgreSQL connections come
+    /// from the record kind's pool, shared by its shards).
     public var concurrency: Int
     /// Most entries in one COPY. Batches are as large as the backlog: a free sink takes whatever
     /// has been read, and entries accumulate up to this while every sink is busy.

@@ -5,7 +5,8 @@ public import Logging
 public import ServiceLifecycle
 
 /// `adworker run`: for each configured stream, `concurrency` consumers, each with its own Redis
-/// and PostgreSQL connections. On graceful shutdown the consumers stop reading, commit and
+/// connections; their inserts borrow from one pool of PostgreSQL connections per record kind
+/// (``PostgresPool``), shared by that kind's shards. On graceful shutdown the consumers stop reading, commit and
 /// acknowledge the batch in hand, and return; in drain mode they return once the streams are empty.
 public struct WorkerService: Service {
     public let configuration: WorkerConfiguration

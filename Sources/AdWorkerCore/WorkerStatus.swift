@@ -223,7 +223,7 @@ public final class WorkerStatus: Sendable {
 
     // MARK: Recording
 
-    func recordBatch(_ report: BatchReport, deadLetterCodes: [String], insertDuration: Duration) {
+    func recordBatch(_ report: BatchReport, deadLetterCodes: [DeadLetterCode], insertDuration: Duration) {
         let now = Timestamp.now()
         let latencies = report.enqueuedAt.map { max(0, report.committedAt.millisecondsSinceEpoch - $0.millisecondsSinceEpoch) }
         state.withLock { state in
@@ -238,7 +238,7 @@ public final class WorkerStatus: Sendable {
         Counter(label: "adworker_entries_acknowledged_total", dimensions: dimensions).increment(by: report.entries)
         Counter(label: "adworker_duplicate_rows_skipped_total", dimensions: dimensions).increment(by: report.duplicateRows)
         for code in deadLetterCodes {
-            Counter(label: "adworker_dead_letters_total", dimensions: dimensions + [("reason", code)]).increment()
+            Counter(label: "adworker_dead_letters_total", dimensions: dimensions + [("reason", code.rawValue)]).increment()
         }
         Recorder(label: "adworker_batch_size", dimensions: dimensions).record(report.entries)
         Timer(label: "adworker_insert_duration_seconds", dimensions: dimensions).record(duration: insertDuration)
@@ -288,8 +288,8 @@ public final class WorkerStatus: Sendable {
         }
     }
 
-    /// Dead-letter reasons besides a decoding error's code.
-    static let deadLetterReasons = RecordError.Code.allCases.map(\.rawValue) + ["max_deliveries_exceeded", "rejected_by_database"]
+    /// Every dead-letter code, as the `reason` label.
+    static let deadLetterReasons = DeadLetterCode.allCases.map(\.rawValue)
 
     /// Creates the stream's counters and circuit gauges at 0, so that the first dead letters or
     /// the first open circuit are a change a rule's `increase()` or `changes()` can see, and a

@@ -33,7 +33,7 @@ public struct InsertOutcome: Sendable, Equatable {
 extension PostgresConnection {
     /// Inserts `rows` into `target`, each run of rows in one transaction.
     ///
-    /// - Important: Rows are keyed by (enqueued_at, stream_id), so the idempotent path makes a
+    /// - Important: Rows are keyed by (enqueued_at, stream_id, shard), so the idempotent path makes a
     ///   redelivered entry a no-op. A unique violation on the fast path retries the same rows on the
     ///   idempotent path; a data error (SQLSTATE class 22/23) bisects the rows until the refused
     ///   ones are isolated, and commits the rest. Any other error is thrown: nothing of the

@@ -153,7 +153,7 @@ struct DeadLetterTests {
                         fields.append(name: name.utf8, value: value.utf8)
                     }
                     let entry = StreamEntry(id: StreamEntryID(milliseconds: 1, sequence: UInt64(number)), fields: fields)
-                    let letter = DeadLetter(entry: entry, reason: "invalid_json: prediction", code: "invalid_json")
+                    let letter = DeadLetter(entry: entry, reason: "invalid_json: prediction", code: .undecodable(.invalidJSON))
                     return RedisCommand.streamAdd(to: deadStream, fields: letter.fields(from: stream, at: .now()))
                 }
                 _ = try await redis.add(commands).map { try $0.get() }
@@ -177,6 +177,27 @@ struct DeadLetterTests {
             #expect(readded.count == 600)
             let requestIDs = Set(readded.compactMap { $0.fields.value(of: "request_id").map { Array($0) } })
             #expect(requestIDs.count == 600)
+        }
+    }
+}
+
+extension DeadLetterTests {
+    /// The worker writes every letter's code in `dead.code`, apart from its reason's text.
+    @Test func everyLetterTheWorkerWritesCarriesItsCode() async throws {
+        try await TestServers.withTestSchema { postgres in
+            try await TestServers.withTestStreams { prefix in
+                let configuration = RecoveryTests.configuration(prefix: prefix, postgres: postgres)
+                let stream = configuration.streams(for: .inference)[0]
+                let poison = try await Self.addEntries(40, to: stream, poisonEvery: 4, seed: 5)
+                try await WorkerService(configuration: configuration, logger: TestServers.logger).run()
+                let codes = try await RedisConnection.withConnection(TestServers.redis, logger: TestServers.logger) { redis in
+                    try await redis.range(DeadLetter.stream(for: stream), count: 1000).map {
+                        ($0.fields.value(of: DeadLetter.Field.code).map { String(decoding: $0, as: UTF8.self) }, DeadLetter.code(of: $0.fields))
+                    }
+                }
+                #expect(codes.map(\.0) == Array(repeating: "invalid_json", count: poison.count))
+                #expect(codes.map(\.1) == Array(repeating: .undecodable(.invalidJSON), count: poison.count))
+            }
         }
     }
 }

@@ -26,7 +26,7 @@ struct BackoffTests {
 struct DeadLetterTests {
     @Test func replayRecoversTheOriginalFieldsByteForByte() {
         let original = StreamFields([("v", "1"), ("model", "m"), ("dead.note", "kept: it follows an original field")])
-        let letter = DeadLetter(entry: StreamEntry(id: StreamEntryID(milliseconds: 7, sequence: 1), fields: original), reason: "invalid_json: input", code: "invalid_json", sqlState: "22P02", deliveries: 2)
+        let letter = DeadLetter(entry: StreamEntry(id: StreamEntryID(milliseconds: 7, sequence: 1), fields: original), reason: "invalid_json: input", code: .undecodable(.invalidJSON), sqlState: "22P02", deliveries: 2)
         let written = letter.fields(from: "s", at: Timestamp(millisecondsSinceEpoch: 9))
         #expect(written.value(of: DeadLetter.Field.deliveries).map { Array($0) } == Array("2".utf8))
         #expect(written.value(of: DeadLetter.Field.sqlState).map { Array($0) } == Array("22P02".utf8))

@@ -98,7 +98,9 @@ actor RecordSpool {
         do {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         } catch {
-            throw .unusable("cannot create \(directory)", errno: EACCES)
+            // Foundation keeps the errno it met as the underlying error: report that, not a guess.
+            let posix = (error as? CocoaError)?.underlying as? POSIXError
+            throw .unusable("cannot create \(directory)", errno: posix?.code.rawValue ?? EIO)
         }
         guard access(directory, W_OK) == 0 else { throw .unusable("cannot write to \(directory)", errno: errno) }
         // One producer process per directory: a second would interleave its frames with ours.

@@ -1,0 +1,1 @@
+"""Scenario modules: each function builds one scenario and returns its accounting row."""
