@@ -453,9 +453,8 @@ struct BenchCommand: AsyncParsableCommand {
         let progress = Mutex(Progress())
         let warmedUp = AsyncStream<Void>.makeStream()
         let allAcknowledged = AsyncStream<Void>.makeStream()
-        let service = WorkerService(configuration: configuration, logger: logger) { report in
+        let stageRecorder = BatchStageRecorder { report, stages in
             let (warm, done) = progress.withLock { progress in
-                let stages = report.stages
                 func milliseconds(_ duration: Duration) -> Double { duration.inSeconds * 1000 }
                 if progress.committed >= warmUp { progress.acknowledgeMilliseconds.append(milliseconds(stages.acknowledged)) }
                 for enqueued in report.enqueuedAt {
@@ -477,6 +476,7 @@ struct BenchCommand: AsyncParsableCommand {
             if warm { warmedUp.continuation.finish() }
             if done { allAcknowledged.continuation.finish() }
         }
+        let service = WorkerService(configuration: configuration, logger: logger, stageObserver: stageRecorder)
         let producer = TelemetryProducer(configuration: Self.producerConfiguration(configuration), logger: logger)
         let group = ServiceGroup(services: [service, producer], logger: logger)
         let mix: LoadGenerator.Mix = kind == .training ? .training : .inference

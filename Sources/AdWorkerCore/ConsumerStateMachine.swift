@@ -1,8 +1,11 @@
 import AdTelemetryRecords
 
-/// Every decision of one stream consumer's reader, as a value type: the reader loop feeds it
-/// events (a read returned, sinks became free, a claim returned, shutdown) and performs the action
-/// it returns. Generic over the clock's instant, so tests move time by hand.
+/// Every decision of one stream consumer, as a value type: the one place its reader and its sinks
+/// meet. The reader feeds it what its reads and claims returned and performs the action it
+/// returns; the sinks report each batch committed or failed and each circuit opened or closed.
+/// It holds the batches in flight, so whether a claimed or re-read entry is already this
+/// consumer's is decided here alone. ``SharedConsumerMachine`` keeps it behind one lock. Generic
+/// over the clock's instant, so tests move time by hand.
 ///
 /// Batching adapts to load: a free sink gets whatever has been read at once, so at low load rows
 /// arrive within one read and one commit; while every sink is busy, entries keep accumulating up
@@ -39,20 +42,11 @@ struct ConsumerStateMachine<Instant: InstantProtocol> where Instant.Duration == 
         var initialEntryBytes: Int
     }
 
-    /// Entries to hand to a sink as one batch.
-    struct Batch: Equatable, Sendable {
-        var entries: [StreamEntry]
-        var redelivered: Bool
-        /// Delivery counts of redelivered entries; fresh entries have been delivered once.
-        var deliveries: [StreamEntryID: Int] = [:]
-        /// When the read that returned the oldest of these fresh entries ended (for what is left of
-        /// a batch split under its bounds, when the first part was handed over); nil when redelivered.
-        var readAt: Instant? = nil
-
-        /// The same entries (by id), path and counts.
-        static func == (lhs: Batch, rhs: Batch) -> Bool {
-            lhs.entries.map(\.id) == rhs.entries.map(\.id) && lhs.redelivered == rhs.redelivered && lhs.deliveries == rhs.deliveries
-        }
+    /// What a sink's event asks of the reader, done outside the lock.
+    enum SinkEventAction: Equatable {
+        case none
+        /// The reader waits for a sink (``Action/waitForSink``): resume it.
+        case resumeReader
     }
 
     enum Action: Equatable {
@@ -63,7 +57,7 @@ struct ConsumerStateMachine<Instant: InstantProtocol> where Instant.Duration == 
         case readNew(count: Int, block: Duration?)
         /// One XAUTOCLAIM step from a cursor.
         case claim(cursor: StreamEntryID, count: Int)
-        case handOff(Batch)
+        case handOff(EntryBatch)
         /// Every sink is busy and nothing useful can be read meanwhile.
         case waitForSink
         /// Draining: ask Redis whether entries are pending anywhere in the group.
@@ -86,14 +80,22 @@ struct ConsumerStateMachine<Instant: InstantProtocol> where Instant.Duration == 
     private var pendingScan: StreamEntryID? = StreamEntryID(milliseconds: 0, sequence: 0)
     private var buffer: [StreamEntry] = []
     private var bufferBytes = 0
-    private var oldestArrival: Instant?
+    /// When the oldest buffered entry was read (or the buffer's last split handed over): the
+    /// linger runs from it, and a fresh batch handed over now has waited for a sink since.
+    private(set) var oldestArrival: Instant?
     /// Own pending and claimed entries waiting for a sink; never mixed with fresh ones, which
     /// take the fast path.
-    private var redelivered: [Batch] = []
+    private var redelivered: [EntryBatch] = []
     private(set) var freeLanes: Int
+    /// Handed to a sink and not yet committed (or failed).
+    private var inFlight = InFlightBatches()
+    /// The last action was ``Action/waitForSink`` and no sink has reported since.
+    private(set) var readerWaits = false
     private var nextClaim: Instant
     private var claimCursor = StreamEntryID(milliseconds: 0, sequence: 0)
-    private var circuitOpen = false
+    /// Sink circuits open now: claiming while any is would only pile up delivery counts on
+    /// entries whose fault the outage is not.
+    private var openCircuits = 0
     /// The last read found nothing new: do not read again before something changes.
     private var lastReadWasEmpty = false
     /// Draining: Redis said others still hold pending entries; wait before asking again.
@@ -121,17 +123,16 @@ struct ConsumerStateMachine<Instant: InstantProtocol> where Instant.Duration == 
 
     // MARK: Events
 
-    /// A read of this consumer's own pending entries returned: `last` is the last id Redis
-    /// returned (nil: none, the scan is done); `batch` holds those of them not already in a sink
-    /// (the reader drops those). Entries still in the buffer are dropped here, or they would be
-    /// stored twice.
-    mutating func ownPendingReturned(_ batch: Batch, through last: StreamEntryID?) {
-        guard phase == .running, pendingScan != nil else { return }
+    /// A read of this consumer's own pending entries returned `entries`; `last` is the last id
+    /// Redis returned (nil: none, the scan is done). Returns those not already this consumer's
+    /// (buffered, in a sink, or acknowledged while the read was out): the reader reads their
+    /// delivery counts and queues them (``redeliveredCounted(_:)``).
+    mutating func ownPendingReturned(_ entries: [StreamEntry], through last: StreamEntryID?) -> [StreamEntry] {
+        defer { inFlight.endPendingRead() }
+        guard phase == .running, pendingScan != nil else { return [] }
         pendingScan = last
-        pendingEntryBytes = Self.weighed(batch.entries, from: pendingEntryBytes)
-        var batch = batch
-        dropBuffered(from: &batch)
-        if !batch.entries.isEmpty { redelivered.append(batch) }
+        pendingEntryBytes = Self.weighed(entries, from: pendingEntryBytes)
+        return notOwned(entries)
     }
 
     /// A read of new entries, or a claim, failed after Redis may have run it (the connection
@@ -144,6 +145,7 @@ struct ConsumerStateMachine<Instant: InstantProtocol> where Instant.Duration == 
         pendingEntryBytes = nil
     }
 
+    /// A read of new entries returned (possibly nothing).
     mutating func readReturned(_ entries: [StreamEntry], at now: Instant) {
         lastReadWasEmpty = entries.isEmpty
         guard !entries.isEmpty else { return }
@@ -154,16 +156,14 @@ struct ConsumerStateMachine<Instant: InstantProtocol> where Instant.Duration == 
         entryBytes = Self.weighed(bytes: bytes, entries: entries.count, from: entryBytes)
     }
 
-    /// One XAUTOCLAIM step's outcome: `batch` is nil when it claimed nothing new. Entries still
-    /// in the buffer (read, waiting for a sink for longer than the claim idle time) come back from
-    /// a claim too; they are dropped here, or they would be stored twice.
-    mutating func claimReturned(_ batch: Batch?, next cursor: StreamEntryID, at now: Instant) {
+    /// One XAUTOCLAIM step returned `entries`, and where the next step starts. Entries read and
+    /// waiting for a sink, or in a sink, for longer than the claim idle time come back from a
+    /// claim too. Returns those not already this consumer's: the reader reads their delivery
+    /// counts and queues them (``redeliveredCounted(_:)``).
+    mutating func claimReturned(_ entries: [StreamEntry], next cursor: StreamEntryID, at now: Instant) -> [StreamEntry] {
+        defer { inFlight.endPendingRead() }
         claimCursor = cursor
-        if var batch {
-            claimEntryBytes = Self.weighed(batch.entries, from: claimEntryBytes)
-            dropBuffered(from: &batch)
-            if !batch.entries.isEmpty { redelivered.append(batch) }
-        }
+        claimEntryBytes = Self.weighed(entries, from: claimEntryBytes)
         let passDone = cursor == StreamEntryID(milliseconds: 0, sequence: 0)
         if passDone { claimEntryBytes = nil }
         // A pass not yet through the pending list goes on at once (a step examines only about
@@ -171,19 +171,49 @@ struct ConsumerStateMachine<Instant: InstantProtocol> where Instant.Duration == 
         // thousands of steps claiming nothing (entries still in flight) must not hold up new entries.
         readBeforeClaim = !passDone
         nextClaim = passDone ? now.advanced(by: configuration.claimInterval) : now
+        return notOwned(entries)
     }
 
-    mutating func sinksFreed(_ count: Int) {
-        guard count > 0 else { return }
-        freeLanes = min(configuration.lanes, freeLanes + count)
+    /// Claimed or own pending entries, with their delivery counts: queued for a sink.
+    mutating func redeliveredCounted(_ batch: EntryBatch) {
+        if !batch.entries.isEmpty { redelivered.append(batch) }
+    }
+
+    /// A sink committed a batch's rows and acknowledged its entries: they leave the in-flight
+    /// set and the sink takes the next batch.
+    mutating func committed(_ batch: EntryBatch) -> SinkEventAction {
+        inFlight.remove(batch.entries)
+        freeLanes = min(configuration.lanes, freeLanes + 1)
+        return sinkReported()
+    }
+
+    /// A sink gave up on a batch (it threw: cancelled past the shutdown timeout). Its entries
+    /// stay pending on this consumer, not in flight: a re-read of own pending entries finds them.
+    /// The sink has ended, so its lane does not come back.
+    mutating func failed(_ batch: EntryBatch) -> SinkEventAction {
+        inFlight.remove(batch.entries)
+        if phase == .running {
+            pendingScan = StreamEntryID(milliseconds: 0, sequence: 0)
+            pendingEntryBytes = nil
+        }
+        return sinkReported()
+    }
+
+    /// One of the sinks' circuits opened or closed: no claims while any is open.
+    mutating func circuit(isOpen: Bool) {
+        openCircuits += isOpen ? 1 : -1
+    }
+
+    /// A sink is free or gone: what the reader waited for may be possible now.
+    private mutating func sinkReported() -> SinkEventAction {
         lastReadWasEmpty = false
+        guard readerWaits else { return .none }
+        readerWaits = false
+        return .resumeReader
     }
 
-    /// Whether any of this consumer's sinks has a circuit open: claiming then would only pile up
-    /// delivery counts on entries whose fault the outage is not.
-    mutating func sinkCircuit(isOpen: Bool) {
-        circuitOpen = isOpen
-    }
+    /// Whether a batch is in a sink: an empty read with none is the stream caught up.
+    var hasBatchesInFlight: Bool { !inFlight.isEmpty }
 
     mutating func pendingChecked(othersHoldPending: Bool, at now: Instant) {
         self.othersHoldPending = othersHoldPending
@@ -207,7 +237,19 @@ struct ConsumerStateMachine<Instant: InstantProtocol> where Instant.Duration == 
 
     // MARK: Decisions
 
+    /// What the reader does next. A claim or re-read of own pending entries opens the window in
+    /// which batches given back still count as in flight (see ``InFlightBatches``).
     mutating func nextAction(at now: Instant) -> Action {
+        let action = deciding(at: now)
+        switch action {
+        case .waitForSink: readerWaits = true
+        case .claim, .readOwnPending: inFlight.beginPendingRead()
+        default: break
+        }
+        return action
+    }
+
+    private mutating func deciding(at now: Instant) -> Action {
         switch phase {
         case .finished:
             return .finish
@@ -231,7 +273,7 @@ struct ConsumerStateMachine<Instant: InstantProtocol> where Instant.Duration == 
         if let after = pendingScan {
             return .readOwnPending(after: after, count: redeliveryCount(weighing: pendingEntryBytes))
         }
-        let claimDue = now >= nextClaim && !circuitOpen
+        let claimDue = now >= nextClaim && openCircuits == 0
         if claimDue && !readBeforeClaim {
             return .claim(cursor: claimCursor, count: redeliveryCount(weighing: claimEntryBytes))
         }
@@ -262,15 +304,17 @@ struct ConsumerStateMachine<Instant: InstantProtocol> where Instant.Duration == 
             return .checkPending
         }
         let block = configuration.drain ? configuration.drainReadBlock : configuration.maximumReadBlock
-        let untilClaim = circuitOpen ? block : now.duration(to: nextClaim)
+        let untilClaim = openCircuits > 0 ? block : now.duration(to: nextClaim)
         return .readNew(count: readCount, block: max(.milliseconds(1), min(block, untilClaim)))
     }
 
-    /// Claims and re-reads return entries still in the buffer (read, waiting for a sink): those
-    /// are dropped from their batch.
-    private func dropBuffered(from batch: inout Batch) {
-        guard let first = buffer.first?.id, let last = buffer.last?.id else { return }
-        batch.entries.removeAll { $0.id >= first && $0.id <= last && isBuffered($0.id) }
+    /// What a claim or re-read returned, less entries already this consumer's: still in the
+    /// buffer (read, waiting for a sink) or in flight. Storing those again would store them twice.
+    private func notOwned(_ entries: [StreamEntry]) -> [StreamEntry] {
+        guard let first = buffer.first?.id, let last = buffer.last?.id else { return entries.filter { !inFlight.contains($0.id) } }
+        return entries.filter { entry in
+            !(entry.id >= first && entry.id <= last && buffer.idOrderedContains(entry.id)) && !inFlight.contains(entry.id)
+        }
     }
 
     private static func weighed(_ entries: [StreamEntry], from current: Int?) -> Int? {
@@ -285,17 +329,6 @@ struct ConsumerStateMachine<Instant: InstantProtocol> where Instant.Duration == 
         let average = max(1, bytes / entries)
         if let current, average < current { return (current + average) / 2 }
         return average
-    }
-
-    /// The buffer holds fresh entries in id order (reads return them so): a binary search.
-    private func isBuffered(_ id: StreamEntryID) -> Bool {
-        var low = 0
-        var high = buffer.count
-        while low < high {
-            let middle = (low + high) / 2
-            if buffer[middle].id < id { low = middle + 1 } else { high = middle }
-        }
-        return low < buffer.count && buffer[low].id == id
     }
 
     private var isFull: Bool { buffer.count >= configuration.maximumEntries || bufferBytes >= configuration.maximumBytes }
@@ -327,7 +360,11 @@ struct ConsumerStateMachine<Instant: InstantProtocol> where Instant.Duration == 
     private mutating func handOff(at now: Instant) -> Action {
         let lanes = freeLanes
         freeLanes -= 1
-        if !redelivered.isEmpty { return .handOff(redelivered.removeFirst()) }
+        if !redelivered.isEmpty {
+            let batch = redelivered.removeFirst()
+            inFlight.insert(batch.entries)
+            return .handOff(batch)
+        }
         let share = buffer.count >= 2 * Self.minimumSplit ? (buffer.count + lanes - 1) / lanes : buffer.count
         var count = 0
         var bytes = 0
@@ -338,7 +375,6 @@ struct ConsumerStateMachine<Instant: InstantProtocol> where Instant.Duration == 
             count += 1
         }
         let entries = Array(buffer.prefix(count))
-        let readAt = oldestArrival
         if count == buffer.count {
             buffer.removeAll(keepingCapacity: true)
         } else {
@@ -346,6 +382,7 @@ struct ConsumerStateMachine<Instant: InstantProtocol> where Instant.Duration == 
         }
         bufferBytes -= bytes
         oldestArrival = buffer.isEmpty ? nil : now
-        return .handOff(Batch(entries: entries, redelivered: false, readAt: readAt))
+        inFlight.insert(entries)
+        return .handOff(EntryBatch(entries: entries, redelivered: false))
     }
 }

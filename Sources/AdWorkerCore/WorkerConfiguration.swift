@@ -121,36 +121,4 @@ public struct BatchReport: Sendable {
     public var acknowledgedAt: Timestamp
     /// Each entry's Redis id time, for end-to-end latency (`committedAt` minus this).
     public var enqueuedAt: [Timestamp]
-    /// Where the batch's time went between its first read and its commit.
-    public var stages: BatchStages
-}
-
-/// The stages of one batch's way through the worker, on the monotonic clock; `bench` subtracts
-/// their sum from an entry's end-to-end latency to get its time in Redis and in the reply's way
-/// to the reader.
-public struct BatchStages: Sendable {
-    /// From the read that returned the batch's oldest entry to its hand-over: waiting for a free sink.
-    public var buffered: Duration
-    /// From the hand-over until a sink took the batch from the channel.
-    public var queued: Duration
-    /// Decoding the entries and encoding their rows.
-    public var prepared: Duration
-    /// COPY and COMMIT, with any retries.
-    public var inserted: Duration
-    /// When the commit returned, wall clock in microseconds since the epoch (`committedAt` has milliseconds).
-    public var committedAtMicroseconds: Int64
-    /// From the commit to the XACK's reply (and the dead letters'): the sink is busy meanwhile,
-    /// though the batch's latency has ended.
-    public var acknowledged: Duration = .zero
-
-    public init(buffered: Duration, queued: Duration, prepared: Duration, inserted: Duration, committedAtMicroseconds: Int64) {
-        self.buffered = buffered
-        self.queued = queued
-        self.prepared = prepared
-        self.inserted = inserted
-        self.committedAtMicroseconds = committedAtMicroseconds
-    }
-
-    /// The batch's time in the worker, from the read to the commit.
-    public var inWorker: Duration { buffered + queued + prepared + inserted }
 }

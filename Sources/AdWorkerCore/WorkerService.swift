@@ -13,20 +13,23 @@ public struct WorkerService: Service {
     private let logger: Logger
     private let onBatch: @Sendable (BatchReport) -> Void
     private let status: WorkerStatus?
+    private let stageObserver: (any BatchStageObserver)?
 
     /// - Parameters:
     ///   - configuration: Streams, batching, connections.
     ///   - logger: The root logger; consumers add `stream` and `consumer` metadata.
     ///   - status: Where batches, failures, consumer states and queue samples are recorded (for
     ///     `/status`, `/readyz` and metrics); nil records nothing.
+    ///   - stageObserver: Told where each batch's time goes (`adworker bench`); nil: no timing is kept.
     ///   - onBatch: Called after every acknowledged batch, from the consumer's task; keep it cheap.
     public init(
-        configuration: WorkerConfiguration, logger: Logger, status: WorkerStatus? = nil,
+        configuration: WorkerConfiguration, logger: Logger, status: WorkerStatus? = nil, stageObserver: (any BatchStageObserver)? = nil,
         onBatch: @escaping @Sendable (BatchReport) -> Void = { _ in }
     ) {
         self.configuration = configuration
         self.logger = logger
         self.status = status
+        self.stageObserver = stageObserver
         self.onBatch = onBatch
     }
 
@@ -123,7 +126,7 @@ public struct WorkerService: Service {
                             for slot in 0..<configuration.concurrency {
                                 let consumer = StreamConsumer(
                                     kind: kind, shard: shard, stream: stream, slot: slot, postgres: pool, configuration: configuration,
-                                    logger: logger, status: status, onBatch: onBatch
+                                    logger: logger, status: status, stageObserver: stageObserver, onBatch: onBatch
                                 )
                                 consumers.addTask { try await consumer.run() }
                             }

@@ -4,6 +4,7 @@ import AdWorkerPostgres
 import AdWorkerRedis
 import Foundation
 import ServiceLifecycle
+import Synchronization
 import Testing
 
 /// What the reader asks Redis for, and what it does when a reply is lost, against a redis-server
@@ -24,7 +25,7 @@ struct ReaderTests {
         return configuration
     }
 
-    static func largeEntries(_ count: Int, to stream: String, redis: RedisConfiguration) async throws {
+    static func largeEntries(_ count: Int, padBytes: Int = padBytes, to stream: String, redis: RedisConfiguration) async throws {
         var telemetry = SyntheticTelemetry(seed: 9)
         let pad = String(repeating: "x", count: padBytes)
         try await RedisConnection.withConnection(redis, logger: TestServers.logger) { connection in
@@ -80,6 +81,51 @@ struct ReaderTests {
                 try Self.expectBounded(asked, configuration: configuration)
                 #expect(asked.contains { $0.command == "XREADGROUP" && $0.count > 1 })
                 #expect(try await TestServers.count(postgres, "inference_results") == 100)
+            }
+        }
+    }
+
+    /// What `bench` reads: every batch reaches each stage boundary once, in order, from the
+    /// reader and then one sink, and its last call carries its report.
+    @Test func aStageObserverSeesEveryBatchPassEachBoundaryInOrder() async throws {
+        try await PrivateRedis.with { redis in
+            try await TestServers.withTestSchema { postgres in
+                var configuration = Self.configuration(prefix: "stages:", redis: redis, postgres: postgres)
+                configuration.batchSize = 50
+                let stream = configuration.streams(for: .inference)[0]
+                try await Self.largeEntries(500, padBytes: 10, to: stream, redis: redis)
+                let observer = BoundaryLog()
+                try await WorkerService(configuration: configuration, logger: TestServers.logger, stageObserver: observer).run()
+                let (boundaries, entries) = observer.seen.withLock { ($0.boundaries, $0.acknowledgedEntries) }
+                #expect(boundaries.count >= 10)
+                #expect(boundaries.values.allSatisfy { $0 == ["handedOver", "taken", "prepared", "committed", "acknowledged"] })
+                #expect(entries == 500)
+                #expect(try await TestServers.count(postgres, "inference_results") == 500)
+            }
+        }
+    }
+
+    final class BoundaryLog: BatchStageObserver {
+        struct Seen {
+            var boundaries: [BatchStageKey: [String]] = [:]
+            var acknowledgedEntries = 0
+        }
+
+        let seen = Mutex(Seen())
+
+        func batch(_ batch: BatchStageKey, reached boundary: BatchStageBoundary, at instant: ContinuousClock.Instant) {
+            seen.withLock { seen in
+                let name: String
+                switch boundary {
+                case .handedOver: name = "handedOver"
+                case .taken: name = "taken"
+                case .prepared: name = "prepared"
+                case .committed: name = "committed"
+                case .acknowledged(let report):
+                    name = "acknowledged"
+                    seen.acknowledgedEntries += report.entries
+                }
+                seen.boundaries[batch, default: []].append(name)
             }
         }
     }
