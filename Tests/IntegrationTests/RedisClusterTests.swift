@@ -135,7 +135,8 @@ struct RedisClusterTests {
             }
             #expect(migrated == .status("OK"))
             let before = try FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count
-            for _ in 0..<10 {
+            // Other suites open and close descriptors meanwhile: a leak shows as one per call, far above their noise.
+            for _ in 0..<100 {
                 await #expect(throws: RedisError.self) {
                     _ = try await redis.autoClaim(key, group: "no-such-group", consumer: "c", minimumIdle: .zero, start: StreamEntryID(milliseconds: 0, sequence: 0), count: 1)
                 }
@@ -144,7 +145,7 @@ struct RedisClusterTests {
             try await assign(slot, to: target, in: map)
             #expect(try await redis.delete([key]) == 1)
             try await assign(slot, to: source, in: map)
-            #expect(after - before < 5, "\(after - before) descriptors left open by 10 failed ASK exchanges")
+            #expect(after - before < 50, "\(after - before) descriptors left open by 100 failed ASK exchanges")
         }
     }
 
