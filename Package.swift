@@ -61,7 +61,7 @@ let package = Package(
         .target(
             name: "AdWorkerCore",
             dependencies: [
-                "AdTelemetryRecords", "AdWorkerRedis", "AdWorkerPostgres",
+                "AdTelemetryRecords", "AdWorkerConnectionThread", "AdWorkerRedis", "AdWorkerPostgres",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "AsyncAlgorithms", package: "swift-async-algorithms"),

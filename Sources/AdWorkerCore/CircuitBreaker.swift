@@ -1,3 +1,4 @@
+import AdWorkerConnectionThread
 import Logging
 import Synchronization
 

@@ -1,4 +1,5 @@
 import AdTelemetryRecords
+import AdWorkerConnectionThread
 import AdWorkerPostgres
 import AdWorkerRedis
 public import Logging

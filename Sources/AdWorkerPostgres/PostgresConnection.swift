@@ -1,5 +1,5 @@
 import AdTelemetryRecords
-internal import AdWorkerConnectionThread
+package import AdWorkerConnectionThread
 internal import CAdWorkerLibPQ
 public import Logging
 #if canImport(Glibc)
@@ -39,45 +39,15 @@ public actor PostgresConnection {
         _ configuration: PostgresConfiguration, logger: Logger, connectImmediately: Bool = true,
         _ body: (PostgresConnection) async throws -> sending Result
     ) async throws -> sending Result {
-        let connection = PostgresConnection(configuration: configuration, logger: logger)
-        do {
-            if connectImmediately {
-                try await connection.connect()
-            }
-            let result = try await body(connection)
-            await connection.close()
-            return result
-        } catch {
-            await connection.close()
-            throw error
-        }
+        try await PostgresConnection(configuration: configuration, logger: logger).withinScope(connectImmediately: connectImmediately, body)
     }
 
-    private func connect() throws(PostgresError) {
+    package func connect() throws(PostgresError) {
         if let connection {
             PQfinish(connection)
             self.connection = nil
         }
-        let parameters = configuration.connectionParameters
-        var keywords: [UnsafeMutablePointer<CChar>?] = parameters.map { strdup($0.0) } + [nil]
-        var values: [UnsafeMutablePointer<CChar>?] = parameters.map { strdup($0.1) } + [nil]
-        defer {
-            keywords.forEach { free($0) }
-            values.forEach { free($0) }
-        }
-        let started = keywords.withUnsafeMutableBufferPointer { keywords in
-            values.withUnsafeMutableBufferPointer { values in
-                keywords.withMemoryRebound(to: UnsafePointer<CChar>?.self) { keywords in
-                    values.withMemoryRebound(to: UnsafePointer<CChar>?.self) { values in
-                        // expand_dbname 1: a DATABASE_URL passed as the first dbname is a URL, not a name.
-                        PQconnectStartParams(keywords.baseAddress, values.baseAddress, 1)
-                    }
-                }
-            }
-        }
-        guard let newConnection = started else {
-            throw PostgresError(.connectionFailed, "libpq could not allocate a connection")
-        }
+        let newConnection = try startConnecting()
         // libpq keeps a failed login's SQLSTATE to itself (no result carries it); in verbose
         // mode it prints the ErrorResponse's code field right after the severity, which is where
         // ``connectionSQLState(in:)`` takes it from. Back to the default once connected.
@@ -115,7 +85,32 @@ public actor PostgresConnection {
         logger.debug("postgres connected", metadata: ["postgres": "\(configuration)"])
     }
 
-    private func close() {
+    /// Starts a non-blocking connection attempt from the configuration's keywords and values.
+    private func startConnecting() throws(PostgresError) -> OpaquePointer {
+        let parameters = configuration.connectionParameters
+        var keywords: [UnsafeMutablePointer<CChar>?] = parameters.map { strdup($0.0) } + [nil]
+        var values: [UnsafeMutablePointer<CChar>?] = parameters.map { strdup($0.1) } + [nil]
+        defer {
+            keywords.forEach { free($0) }
+            values.forEach { free($0) }
+        }
+        let started = keywords.withUnsafeMutableBufferPointer { keywords in
+            values.withUnsafeMutableBufferPointer { values in
+                keywords.withMemoryRebound(to: UnsafePointer<CChar>?.self) { keywords in
+                    values.withMemoryRebound(to: UnsafePointer<CChar>?.self) { values in
+                        // expand_dbname 1: a DATABASE_URL passed as the first dbname is a URL, not a name.
+                        PQconnectStartParams(keywords.baseAddress, values.baseAddress, 1)
+                    }
+                }
+            }
+        }
+        guard let started else {
+            throw PostgresError(.connectionFailed, "libpq could not allocate a connection")
+        }
+        return started
+    }
+
+    package func close() {
         if let connection {
             PQfinish(connection)
             self.connection = nil
@@ -394,3 +389,5 @@ extension String {
         return result
     }
 }
+
+extension PostgresConnection: ScopedConnection {}

@@ -1,5 +1,5 @@
 import AdTelemetryRecords
-internal import AdWorkerConnectionThread
+package import AdWorkerConnectionThread
 internal import CAdWorkerHiredis
 internal import CAdWorkerRedisArena
 public import Logging
@@ -61,18 +61,7 @@ public actor RedisConnection {
         _ configuration: RedisConfiguration, logger: Logger, connectImmediately: Bool = true,
         _ body: (RedisConnection) async throws -> sending Result
     ) async throws -> sending Result {
-        let connection = RedisConnection(configuration: configuration, logger: logger)
-        do {
-            if connectImmediately {
-                try await connection.connect()
-            }
-            let result = try await body(connection)
-            await connection.close()
-            return result
-        } catch {
-            await connection.close()
-            throw error
-        }
+        try await RedisConnection(configuration: configuration, logger: logger).withinScope(connectImmediately: connectImmediately, body)
     }
 
     /// ``withConnection(_:logger:connectImmediately:_:)`` for several at once, one per
@@ -90,7 +79,7 @@ public actor RedisConnection {
         return try await open([])
     }
 
-    private func connect() throws(RedisError) {
+    package func connect() throws(RedisError) {
         if let context {
             redisFree(context)
             self.context = nil
@@ -140,7 +129,7 @@ public actor RedisConnection {
         return newContext
     }
 
-    private func close() {
+    package func close() {
         if let context {
             redisFree(context)
             self.context = nil
@@ -385,3 +374,5 @@ extension timeval {
         self.init(tv_sec: Int(seconds), tv_usec: Int(attoseconds / 1_000_000_000_000))
     }
 }
+
+extension RedisConnection: ScopedConnection {}

@@ -1,4 +1,5 @@
 import AdTelemetryRecords
+import AdWorkerConnectionThread
 @testable import AdWorkerCore
 @testable import AdWorkerPostgres
 import AdWorkerRedis

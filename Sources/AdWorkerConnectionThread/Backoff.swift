@@ -1,4 +1,4 @@
-/// Exponential backoff with jitter for retrying a failing database or Redis: each delay doubles
+/// Exponential backoff with jitter for retrying a failing connection (the database, Redis) or process: each delay doubles
 /// up to `maximum`, and is drawn from its upper half so that many workers do not retry in step.
 public struct Backoff: Sendable {
     public let initial: Duration
@@ -11,7 +11,7 @@ public struct Backoff: Sendable {
     }
 
     /// The delay before the next retry.
-    mutating func nextDelay(using generator: inout some RandomNumberGenerator) -> Duration {
+    public mutating func nextDelay(using generator: inout some RandomNumberGenerator) -> Duration {
         let exponent = min(attempt, 30)
         attempt += 1
         let ceiling = min(maximum, initial * (1 << exponent))
