@@ -110,8 +110,19 @@ let package = Package(
             path: "Examples/AdServingAPI",
             swiftSettings: swiftSettings
         ),
+        // What the test targets share: the servers, producers, free ports, a clock moved by hand.
+        .target(
+            name: "AdWorkerTestSupport",
+            dependencies: [
+                "AdTelemetry", "AdTelemetryRecords", "AdWorkerCore", "AdWorkerPostgres", "AdWorkerRedis",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            path: "Tests/AdWorkerTestSupport",
+            swiftSettings: swiftSettings
+        ),
         .testTarget(name: "TelemetryRecordsTests", dependencies: ["AdTelemetryRecords"], swiftSettings: swiftSettings),
-        .testTarget(name: "WorkerUnitTests", dependencies: ["AdTelemetry", "AdWorkerConnectionThread", "AdWorkerCore", "AdWorkerHTTP", "AdWorkerPostgres", "AdWorkerRedis", "AdTelemetryRecords"], swiftSettings: swiftSettings),
+        .testTarget(name: "WorkerUnitTests", dependencies: ["AdTelemetry", "AdWorkerConnectionThread", "AdWorkerCore", "AdWorkerHTTP", "AdWorkerPostgres", "AdWorkerRedis", "AdTelemetryRecords", "AdWorkerTestSupport"], swiftSettings: swiftSettings),
         .testTarget(
             name: "IntegrationTests",
             dependencies: [
@@ -120,6 +131,7 @@ let package = Package(
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                "AdWorkerTestSupport", .product(name: "ServiceLifecycleTestKit", package: "swift-service-lifecycle"),
             ],
             swiftSettings: swiftSettings
         ),

@@ -1,5 +1,6 @@
 import AdWorkerCore
 import AdWorkerRedis
+import AdWorkerTestSupport
 import Foundation
 import Testing
 
@@ -19,7 +20,7 @@ struct ConsumerLeaseTests {
                 defer { first.cancel() }
                 // Once the first holds the name, the second waits out one lease duration and refuses.
                 let key = prefix + "consumer-lease:" + configuration.consumerPrefix
-                while try await Self.leaseHolder(key) == nil { try await Task.sleep(for: .milliseconds(20)) }
+                try await waitUntil("the first worker holds the name") { try await Self.leaseHolder(key) != nil }
                 let error = await #expect(throws: ConsumerNameInUse.self) {
                     try await WorkerService(configuration: configuration, logger: TestServers.logger).run()
                 }
@@ -45,9 +46,8 @@ struct ConsumerLeaseTests {
                 let start = clock.now
                 try await WorkerService(configuration: configuration, logger: TestServers.logger).run()
                 #expect(start.duration(to: clock.now) < .seconds(10))
-                // Released on the way out (it expires a millisecond later).
-                try await Task.sleep(for: .milliseconds(20))
-                #expect(try await Self.leaseHolder(key) == nil)
+                // Released on the way out (it expires a millisecond later), long before its 30 s.
+                try await waitUntil("the lease released", within: .seconds(5)) { try await Self.leaseHolder(key) == nil }
             }
         }
     }

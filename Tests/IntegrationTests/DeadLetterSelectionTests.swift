@@ -1,6 +1,7 @@
 import AdTelemetryRecords
 import AdWorkerCore
 import AdWorkerRedis
+import AdWorkerTestSupport
 import Testing
 
 /// What `adworker dlq list|replay|purge --reason <code>` selects, on a real Redis.

@@ -2,6 +2,7 @@ import AdTelemetryRecords
 import AdWorkerCore
 import AdWorkerPostgres
 import AdWorkerRedis
+import AdWorkerTestSupport
 import ServiceLifecycle
 import Testing
 
@@ -94,7 +95,7 @@ struct DeadLetterTests {
                 #expect(letters.count == 150)
                 #expect(Set(letters) == Set(firstPoison + laterPoison))
                 #expect(try await TestServers.count(postgres, "inference_results") == 450)
-                #expect(try await EndToEndTests.pending(stream) == 0)
+                #expect(try await TestServers.pending(stream) == 0)
             }
         }
     }
@@ -111,7 +112,7 @@ struct DeadLetterTests {
                 let worker = ServiceGroup(services: [WorkerService(configuration: configuration, logger: TestServers.logger)], logger: TestServers.logger)
                 try await withThrowingTaskGroup(of: Void.self) { tasks in
                     tasks.addTask { try await worker.run() }
-                    try await EndToEndTests.waitUntil {
+                    try await waitUntil {
                         let (letters, rows) = (try await Self.letters(of: stream).count, try await TestServers.count(postgres, "inference_results"))
                         return letters == 100 && rows == 300
                     }
@@ -123,7 +124,7 @@ struct DeadLetterTests {
                     let last = try await RedisConnection.withConnection(TestServers.redis, logger: TestServers.logger) { redis in
                         try await redis.range(stream, from: laterPoison[laterPoison.count - 1], count: 1000).last?.id
                     }
-                    try await EndToEndTests.waitUntil {
+                    try await waitUntil {
                         let group = try await RedisConnection.withConnection(TestServers.redis, logger: TestServers.logger) { redis in
                             try await redis.groups(of: stream).first { $0.name == configuration.group }
                         }

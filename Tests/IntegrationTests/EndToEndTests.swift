@@ -3,20 +3,13 @@ import AdTelemetryRecords
 import AdWorkerCore
 import AdWorkerPostgres
 import AdWorkerRedis
+import AdWorkerTestSupport
 import Logging
 import ServiceLifecycle
-import Synchronization
 import Testing
 
 @Suite("Producer → Redis → worker → PostgreSQL, on real servers", .timeLimit(.minutes(3)))
 struct EndToEndTests {
-    static func workerConfiguration(prefix: String, postgres: PostgresConfiguration, concurrency: Int = 2) -> WorkerConfiguration {
-        WorkerConfiguration(
-            streamPrefix: prefix, group: "adworker", consumerPrefix: "test", concurrency: concurrency, batchSize: 500,
-            maximumWait: .milliseconds(50), drain: true, redis: TestServers.redis, postgres: postgres
-        )
-    }
-
     /// Entries no row can come from, each with the reason the worker must give.
     static let trainingPoison: [(fields: StreamFields, reason: String)] = {
         func entry(_ pairs: [(String, [UInt8])]) -> StreamFields {
@@ -48,7 +41,7 @@ struct EndToEndTests {
     @Test func everyEntryBecomesExactlyOneRowOrOneDeadLetter() async throws {
         try await TestServers.withTestSchema { postgres in
             try await TestServers.withTestStreams { prefix in
-                let configuration = Self.workerConfiguration(prefix: prefix, postgres: postgres)
+                let configuration = TestServers.workerConfiguration(prefix: prefix, postgres: postgres)
                 let trainingStream = configuration.streams(for: .training)[0]
                 let inferenceStream = configuration.streams(for: .inference)[0]
 
@@ -59,7 +52,7 @@ struct EndToEndTests {
                 let producer = TelemetryProducer(
                     configuration: TelemetryProducerConfiguration(redis: TestServers.redis, streamPrefix: prefix), logger: TestServers.logger
                 )
-                let ids = try await Self.withRunningProducer(producer) {
+                let ids = try await withRunningService(producer) {
                     var ids: [(StreamEntryID, StreamEntryID)] = []
                     for chunk in stride(from: 0, to: requests.count, by: 1000) {
                         let records = requests[chunk..<chunk + 1000].flatMap { [TelemetryRecord.training($0.0), .inference($0.1)] }
@@ -174,7 +167,7 @@ struct EndToEndTests {
     @Test func aDatabaseThatIsDownGetsRetriesAndNoAcknowledgements() async throws {
         try await TestServers.withTestSchema { postgres in
             try await TestServers.withTestStreams { prefix in
-                var configuration = Self.workerConfiguration(prefix: prefix, postgres: postgres, concurrency: 1)
+                var configuration = TestServers.workerConfiguration(prefix: prefix, postgres: postgres, concurrency: 1)
                 configuration.kinds = [.inference]
                 let stream = configuration.streams(for: .inference)[0]
                 var telemetry = SyntheticTelemetry(seed: 5)
@@ -195,31 +188,20 @@ struct EndToEndTests {
                 let down = ServiceGroup(services: [WorkerService(configuration: unreachable, logger: TestServers.logger)], logger: TestServers.logger)
                 try await withThrowingTaskGroup(of: Void.self) { tasks in
                     tasks.addTask { try await down.run() }
-                    try await Self.waitUntil { try await Self.pending(stream) == 300 }
+                    try await waitUntil { try await TestServers.pending(stream) == 300 }
                     await down.triggerGracefulShutdown()
                     tasks.cancelAll()
                     try? await tasks.waitForAll()
                 }
-                #expect(try await Self.pending(stream) == 300)
+                #expect(try await TestServers.pending(stream) == 300)
                 #expect(try await TestServers.count(postgres, "inference_results") == 0)
 
                 // The database is back: the same consumer re-reads its pending entries and commits them once.
                 let reports = ReportLog()
                 try await WorkerService(configuration: configuration, logger: TestServers.logger, onBatch: reports.append).run()
                 #expect(try await TestServers.count(postgres, "inference_results") == 300)
-                #expect(try await Self.pending(stream) == 0)
+                #expect(try await TestServers.pending(stream) == 0)
                 #expect(reports.all.allSatisfy { $0.path == .idempotent })
-            }
-        }
-    }
-
-    /// Entries delivered and not acknowledged; 0 before the worker has created the group.
-    static func pending(_ stream: String) async throws -> Int {
-        try await RedisConnection.withConnection(TestServers.redis, logger: TestServers.logger) { redis in
-            do {
-                return try await redis.pendingCount(stream, group: "adworker")
-            } catch let error as RedisError where error.code == .noGroup {
-                return 0
             }
         }
     }
@@ -227,7 +209,7 @@ struct EndToEndTests {
     @Test func aCancelledWorkerReturnsAndLeavesItsEntriesPending() async throws {
         try await TestServers.withTestSchema { postgres in
             try await TestServers.withTestStreams { prefix in
-                var configuration = Self.workerConfiguration(prefix: prefix, postgres: postgres, concurrency: 1)
+                var configuration = TestServers.workerConfiguration(prefix: prefix, postgres: postgres, concurrency: 1)
                 configuration.kinds = [.inference]
                 configuration.drain = false
                 configuration.postgres.port = 1
@@ -242,41 +224,11 @@ struct EndToEndTests {
                 // Cancelled (not gracefully shut down) while its sink retries an unreachable database:
                 // the worker must return, not keep reading, and must not acknowledge.
                 let worker = Task { try await WorkerService(configuration: configuration, logger: TestServers.logger).run() }
-                try await Self.waitUntil { try await Self.pending(stream) == 1 }
+                try await waitUntil { try await TestServers.pending(stream) == 1 }
                 worker.cancel()
                 await #expect(throws: CancellationError.self) { try await worker.value }
-                #expect(try await Self.pending(stream) == 1)
+                #expect(try await TestServers.pending(stream) == 1)
             }
         }
     }
-
-    /// Polls an external condition (another process's state); bounded by the suite's time limit.
-    static func waitUntil(_ condition: () async throws -> Bool) async throws {
-        while try await !condition() {
-            try await Task.sleep(for: .milliseconds(20))
-        }
-    }
-
-    static func withRunningProducer<Result: Sendable>(_ producer: TelemetryProducer, _ body: () async throws -> Result) async throws -> Result {
-        let group = ServiceGroup(services: [producer], logger: TestServers.logger)
-        return try await withThrowingTaskGroup(of: Void.self) { tasks in
-            tasks.addTask { try await group.run() }
-            defer { tasks.cancelAll() }
-            let result = try await body()
-            await group.triggerGracefulShutdown()
-            try await tasks.waitForAll()
-            return result
-        }
-    }
-}
-
-/// Collects batch reports from consumer tasks.
-final class ReportLog: Sendable {
-    private let reports = Mutex<[BatchReport]>([])
-
-    @Sendable func append(_ report: BatchReport) {
-        reports.withLock { $0.append(report) }
-    }
-
-    var all: [BatchReport] { reports.withLock { $0 } }
 }

@@ -1,4 +1,5 @@
 import AdTelemetry
+import AdWorkerTestSupport
 import Foundation
 #if canImport(FoundationNetworking)
 import FoundationNetworking
@@ -29,7 +30,7 @@ struct ObservabilityTests {
         let registry = TestMetrics.registry
         try await TestServers.withTestSchema { postgres in
             try await TestServers.withTestStreams { prefix in
-                var configuration = EndToEndTests.workerConfiguration(prefix: prefix, postgres: postgres, concurrency: 2)
+                var configuration = TestServers.workerConfiguration(prefix: prefix, postgres: postgres, concurrency: 2)
                 configuration.kinds = [.inference]
                 let stream = configuration.streams(for: .inference)[0]
 
@@ -39,7 +40,7 @@ struct ObservabilityTests {
                 )
                 var telemetry = SyntheticTelemetry(seed: 11)
                 let records = (0..<3000).map { TelemetryRecord.inference(telemetry.inference(model: "obs", requestID: "r-\($0)")) }
-                let sent = try await EndToEndTests.withRunningProducer(producer) {
+                let sent = try await withRunningService(producer) {
                     try await producer.send(records).count { (try? $0.get()) != nil }
                 }
                 #expect(sent == 3000)
@@ -55,7 +56,7 @@ struct ObservabilityTests {
                 // Up for over a minute, so rates are per second of the whole window.
                 let status = WorkerStatus(version: "test", startedAt: Timestamp(millisecondsSinceEpoch: Timestamp.now().millisecondsSinceEpoch - 120_000))
                 let workerConfiguration = configuration
-                let port = Int.random(in: 20_000...40_000)
+                let port = try TestPorts.free()
                 let server = ObservabilityServer.application(
                     host: "127.0.0.1", port: port, status: status, registry: registry,
                     readiness: { Readiness.reasons(status: status) },
@@ -69,9 +70,7 @@ struct ObservabilityTests {
 
                     let base = "http://127.0.0.1:\(port)"
                     // The server starts in its own task: wait until it listens.
-                    for _ in 0..<100 where (try? await Self.get(base + "/healthz")) == nil {
-                        try await Task.sleep(for: .milliseconds(100))
-                    }
+                    try await waitUntil("the endpoint answers") { (try? await Self.get(base + "/healthz")) != nil }
                     #expect(try await Self.get(base + "/readyz").status == 503, "not probed yet")
                     try await ReadinessProbe(
                         redis: workerConfiguration.redis, postgres: workerConfiguration.postgres, status: status, logger: TestServers.logger
@@ -131,18 +130,8 @@ struct ObservabilityTests {
     static func get(_ address: String) async throws -> (status: Int, body: Data) {
         var request = URLRequest(url: URL(string: address)!)
         request.timeoutInterval = 5
-        var lastError: (any Error)?
-        // The server starts alongside the worker; give it a moment on a loaded machine.
-        for _ in 0..<50 {
-            do {
-                let (data, response) = try await URLSession.shared.data(for: request)
-                return ((response as? HTTPURLResponse)?.statusCode ?? 0, data)
-            } catch {
-                lastError = error
-                try await Task.sleep(for: .milliseconds(100))
-            }
-        }
-        throw lastError!
+        let (data, response) = try await URLSession.shared.data(for: request)
+        return ((response as? HTTPURLResponse)?.statusCode ?? 0, data)
     }
 
     /// The value of one sample line `name{labels} value` in Prometheus text.

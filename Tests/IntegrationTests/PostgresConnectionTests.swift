@@ -1,4 +1,5 @@
 import AdWorkerPostgres
+import AdWorkerTestSupport
 import Foundation
 import Testing
 
@@ -72,11 +73,12 @@ struct PostgresConnectionTests {
                         "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE $1", ["%" + marker + "%"]
                     )[0][0] ?? "") ?? -1
             }
-            while try await running() == 0 { try await Task.sleep(for: .milliseconds(20)) }
+            try await waitUntil("the statement running") { try await running() > 0 }
             statement.cancel()
             let error = await #expect(throws: PostgresError.self) { try await statement.value }
             #expect(error?.code == .cancelled)
-            while try await running() > 0 { try await Task.sleep(for: .milliseconds(20)) }
+            // Long before its 30 s were up.
+            try await waitUntil("the server stopped the statement", within: .seconds(10)) { try await running() == 0 }
         }
     }
 }

@@ -1,6 +1,7 @@
 import AdTelemetryRecords
 import AdWorkerCore
 import AdWorkerPostgres
+import AdWorkerTestSupport
 import Logging
 import Testing
 

@@ -1,6 +1,7 @@
 import AdTelemetry
 import AdTelemetryRecords
 import AdWorkerRedis
+import AdWorkerTestSupport
 import Foundation
 import Prometheus
 import Synchronization
@@ -11,7 +12,7 @@ import Testing
 @Suite("Producer retries what Redis certainly did not store", .timeLimit(.minutes(1)))
 struct ProducerRetryTests {
     @Test func recordsSentWhileRedisIsDownArriveOnceItStarts() async throws {
-        let port = Int.random(in: 21_000...21_499)
+        let port = try TestPorts.free()
         var redis = TestServers.redis
         redis.port = port
         redis.connectTimeout = .milliseconds(200)
@@ -20,11 +21,10 @@ struct ProducerRetryTests {
         let records = (0..<500).map { TelemetryRecord.inference(telemetry.inference(model: "m", requestID: "r-\($0)")) }
         let server = try TestServers.privateRedisServer(port: port)
         defer { stop(server) }
-        let results = try await EndToEndTests.withRunningProducer(producer) {
+        let results = try await withRunningService(producer) {
             async let sent = producer.send(records)
             // Nothing listens yet: every attempt is refused, and the records wait.
-            try await Task.sleep(for: .milliseconds(700))
-            #expect(await producer.bufferedCount == 500)
+            try await waitUntil("the producer holds the 500 records") { await producer.bufferedCount == 500 }
             try server.run()
             return try await sent
         }
@@ -34,7 +34,7 @@ struct ProducerRetryTests {
     }
 
     @Test func recordsSubmittedWhileRedisIsAwayWaitOnDiskNotInMemory() async throws {
-        let port = Int.random(in: 22_000...22_499)
+        let port = try TestPorts.free()
         var redis = TestServers.redis
         redis.port = port
         redis.connectTimeout = .milliseconds(200)
@@ -47,7 +47,7 @@ struct ProducerRetryTests {
         let server = try TestServers.privateRedisServer(port: port)
         defer { stop(server) }
         var telemetry = SyntheticTelemetry(seed: 5)
-        try await EndToEndTests.withRunningProducer(producer) {
+        try await withRunningService(producer) {
             // 500 records, half what memory holds: Redis refuses the first pipeline, and from then
             // on every accepted record is on disk (a kill -9 of the service loses none).
             for number in 0..<250 {
@@ -55,9 +55,9 @@ struct ProducerRetryTests {
                 try await producer.submit(training: training, inference: inference)
             }
             // (A batch read back from the spool to retry is counted in memory too: it stays on disk.)
-            try await Self.waitUntil { await producer.spooledCount == 500 }
+            try await waitUntil("500 records on disk") { await producer.spooledCount == 500 }
             try server.run()
-            try await Self.waitUntil {
+            try await waitUntil("nothing left on disk or in memory") {
                 let (spooled, buffered) = (await producer.spooledCount, await producer.bufferedCount)
                 return spooled == 0 && buffered == 0
             }
@@ -66,11 +66,6 @@ struct ProducerRetryTests {
             [try await $0.streamLength("through:training"), try await $0.streamLength("through:inference")]
         }
         #expect(lengths == [250, 250])
-    }
-
-    /// Awaits a condition the producer reaches on its own, checking every 10 ms (the suite's time limit bounds it).
-    static func waitUntil(_ condition: () async -> Bool) async throws {
-        while await !condition() { try await Task.sleep(for: .milliseconds(10)) }
     }
 
     @Test func aRequestWithTwoRequestIDsIsAThrownError() async throws {
@@ -89,7 +84,7 @@ struct ProducerRetryTests {
 @Suite("Producer resends a cut pipeline's records once", .timeLimit(.minutes(1)))
 struct ProducerCutPipelineTests {
     @Test func recordsOfPipelinesCutMidWayAreStoredOnce() async throws {
-        let port = Int.random(in: 21_500...21_999)
+        let port = try TestPorts.free()
         var redis = TestServers.redis
         redis.port = port
         let server = try TestServers.privateRedisServer(port: port)
@@ -106,7 +101,7 @@ struct ProducerCutPipelineTests {
         let records = (0..<60_000).map { TelemetryRecord.inference(telemetry.inference(model: "m", requestID: "r-\($0)")) }
         let killed = KillTally()
         let target = redis
-        let results = try await EndToEndTests.withRunningProducer(producer) {
+        let results = try await withRunningService(producer) {
             try await withThrowingTaskGroup(of: Void.self) { killer in
                 // Once the records are queued: up to 10 kills 60 ms apart, while some are unconfirmed.
                 killer.addTask {

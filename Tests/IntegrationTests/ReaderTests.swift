@@ -2,6 +2,7 @@ import AdTelemetryRecords
 import AdWorkerCore
 import AdWorkerPostgres
 import AdWorkerRedis
+import AdWorkerTestSupport
 import Foundation
 import ServiceLifecycle
 import Synchronization
@@ -15,7 +16,7 @@ struct ReaderTests {
     static let padBytes = 900 << 10
 
     static func configuration(prefix: String, redis: RedisConfiguration, postgres: PostgresConfiguration) -> WorkerConfiguration {
-        var configuration = EndToEndTests.workerConfiguration(prefix: prefix, postgres: postgres, concurrency: 1)
+        var configuration = TestServers.workerConfiguration(prefix: prefix, postgres: postgres, concurrency: 1)
         configuration.kinds = [.inference]
         configuration.redis = redis
         configuration.batchSize = WorkerConfiguration.defaultBatchSize
@@ -163,9 +164,7 @@ struct ReaderTests {
                         // The kill may miss (the reader between two reads): then nothing was lost; again.
                         for _ in 0..<20 where lost == 0 {
                             // Whatever an earlier attempt added is stored: pending counts only this attempt's.
-                            while try await connection.pendingCount(stream, group: "adworker") > 0 {
-                                try await Task.sleep(for: .milliseconds(10))
-                            }
+                            try await waitUntil("nothing pending") { try await connection.pendingCount(stream, group: "adworker") == 0 }
                             let reader = try await Self.blockedReader(connection)
                             var commands = [RedisCommand("MULTI")]
                             for _ in 0..<20 {
@@ -183,13 +182,10 @@ struct ReaderTests {
                         }
                     }
                     try #require(lost > 0, "no kill hit a read that delivered entries")
-                    let deadline = ContinuousClock.now + .seconds(15)
-                    while try await TestServers.count(postgres, "inference_results") < added, ContinuousClock.now < deadline {
-                        try await Task.sleep(for: .milliseconds(50))
+                    try await waitUntil("\(lost) entries of a lost reply stored", within: .seconds(15)) {
+                        try await TestServers.count(postgres, "inference_results") >= added
                     }
-                    #expect(
-                        try await TestServers.count(postgres, "inference_results") == added, "\(lost) entries of a lost reply not stored within 15 s"
-                    )
+                    #expect(try await TestServers.count(postgres, "inference_results") == added)
                     await group.triggerGracefulShutdown()
                     try await tasks.waitForAll()
                 }
@@ -203,9 +199,10 @@ struct ReaderTests {
 
     /// The id of the worker's reader once it waits in a blocking XREADGROUP.
     static func blockedReader(_ connection: RedisConnection) async throws -> String {
-        while true {
+        var reader: String?
+        try await waitUntil("a reader waiting in XREADGROUP") {
             let clients = try await connection.send(RedisCommand("CLIENT", "LIST")).string ?? ""
-            for line in clients.split(separator: "\n") {
+            reader = clients.split(separator: "\n").lazy.compactMap { line -> String? in
                 let fields = Dictionary(
                     line.split(separator: " ").compactMap { field -> (Substring, Substring)? in
                         guard let equals = field.firstIndex(of: "=") else { return nil }
@@ -213,14 +210,16 @@ struct ReaderTests {
                     },
                     uniquingKeysWith: { first, _ in first }
                 )
-                if fields["cmd"] == "xreadgroup", fields["flags"]?.contains("b") == true, let id = fields["id"] { return String(id) }
-            }
-            try await Task.sleep(for: .milliseconds(10))
+                guard fields["cmd"] == "xreadgroup", fields["flags"]?.contains("b") == true, let id = fields["id"] else { return nil }
+                return String(id)
+            }.first
+            return reader != nil
         }
+        return reader!
     }
 }
 
-/// A redis-server of one test's own, on a port the kernel found free, killed afterwards.
+/// A redis-server of one test's own, on a free port outside the ephemeral range, killed afterwards.
 enum PrivateRedis {
     /// One XREADGROUP or XAUTOCLAIM as MONITOR showed it: the command and its COUNT.
     struct Read: CustomStringConvertible {
@@ -230,7 +229,7 @@ enum PrivateRedis {
     }
 
     static func with<Result>(_ body: (RedisConfiguration) async throws -> Result) async throws -> Result {
-        let port = try freePort()
+        let port = try TestPorts.free()
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("adworker-reader-\(port)").path
         let server = try TestServers.privateRedisServer(port: port, directoryPrefix: "adworker-reader-")
         try server.run()
@@ -242,8 +241,8 @@ enum PrivateRedis {
         var redis = TestServers.redis
         redis.port = port
         redis.connectTimeout = .milliseconds(200)
-        while (try? await RedisConnection.withConnection(redis, logger: TestServers.logger) { try await $0.ping() }) == nil {
-            try await Task.sleep(for: .milliseconds(20))
+        try await waitUntil("the private redis-server answers") {
+            (try? await RedisConnection.withConnection(redis, logger: TestServers.logger) { try await $0.ping() }) != nil
         }
         return try await body(redis)
     }
@@ -266,9 +265,7 @@ enum PrivateRedis {
         }
         // MONITOR answers OK once it is on: the monitor is in CLIENT LIST as cmd=monitor.
         try await RedisConnection.withConnection(redis, logger: TestServers.logger) { connection in
-            while try await !(connection.send(RedisCommand("CLIENT", "LIST")).string ?? "").contains("cmd=monitor") {
-                try await Task.sleep(for: .milliseconds(10))
-            }
+            try await waitUntil("MONITOR is on") { try await (connection.send(RedisCommand("CLIENT", "LIST")).string ?? "").contains("cmd=monitor") }
         }
         try await body()
         // A marker through the same server: once MONITOR printed it, everything before is in the file.
@@ -276,11 +273,8 @@ enum PrivateRedis {
         try await RedisConnection.withConnection(redis, logger: TestServers.logger) { connection in
             _ = try await connection.send(RedisCommand("ECHO", marker))
         }
-        while true {
-            let text = try String(contentsOf: output, encoding: .utf8)
-            if text.contains(marker) { return reads(in: text) }
-            try await Task.sleep(for: .milliseconds(20))
-        }
+        try await waitUntil("MONITOR printed the marker") { try String(contentsOf: output, encoding: .utf8).contains(marker) }
+        return reads(in: try String(contentsOf: output, encoding: .utf8))
     }
 
     /// `1700000000.000000 [0 127.0.0.1:5555] "XREADGROUP" "GROUP" "g" "c" "COUNT" "4" …`
@@ -295,18 +289,4 @@ enum PrivateRedis {
         }
     }
 
-    /// A loopback port nothing listens on: the one the kernel picks for port 0.
-    static func freePort() throws -> Int {
-        let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(socket) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let found = withUnsafeMutablePointer(to: &address) { pointer in
-            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(socket, $0, length) == 0 && getsockname(socket, $0, &length) == 0 }
-        }
-        guard found else { throw POSIXError(.EADDRNOTAVAIL) }
-        return Int(UInt16(bigEndian: address.sin_port))
-    }
 }

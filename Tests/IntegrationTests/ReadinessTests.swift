@@ -1,6 +1,7 @@
 import AdWorkerCore
 import AdWorkerHTTP
 import AdWorkerRedis
+import AdWorkerTestSupport
 import Testing
 
 @Suite("Readiness from the probe, on real servers", .timeLimit(.minutes(1)))

@@ -2,6 +2,7 @@
 // nothing of the project but AdTelemetry. scripts/check-readme-snippet.sh checks that the lines
 // between the markers are the README's block.
 import AdTelemetry
+import AdWorkerTestSupport
 import Logging
 import ServiceLifecycle
 import Testing

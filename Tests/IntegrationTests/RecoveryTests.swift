@@ -2,6 +2,7 @@ import AdTelemetryRecords
 import AdWorkerCore
 import AdWorkerPostgres
 import AdWorkerRedis
+import AdWorkerTestSupport
 import Logging
 import Testing
 
@@ -10,7 +11,7 @@ import Testing
 @Suite("Recovery and stream maintenance, on real servers", .timeLimit(.minutes(3)))
 struct RecoveryTests {
     static func configuration(prefix: String, postgres: PostgresConfiguration) -> WorkerConfiguration {
-        var configuration = EndToEndTests.workerConfiguration(prefix: prefix, postgres: postgres, concurrency: 1)
+        var configuration = TestServers.workerConfiguration(prefix: prefix, postgres: postgres, concurrency: 1)
         configuration.kinds = [.inference]
         configuration.claimIdle = .milliseconds(100)
         // Trimming runs where a test asks for it, not at a moment the test cannot predict.
@@ -51,13 +52,20 @@ struct RecoveryTests {
                     }
                     #expect(try await redis.deleteEntries([ids[299]], from: stream) == 1)
                 }
-                try await Task.sleep(for: .milliseconds(150))
+                // The ghost's entries become claimable once idle for claimIdle.
+                try await waitUntil("the ghost's entries idle for \(configuration.claimIdle)") {
+                    try await RedisConnection.withConnection(TestServers.redis, logger: TestServers.logger) { redis in
+                        let all = StreamEntryID(milliseconds: 0, sequence: 0)...StreamEntryID(milliseconds: .max, sequence: .max)
+                        return try await redis.pendingEntries(stream, group: "adworker", in: all, count: 300, consumer: "ghost")
+                            .allSatisfy { $0.idle >= configuration.claimIdle }
+                    }
+                }
 
                 let reports = ReportLog()
                 try await WorkerService(configuration: configuration, logger: TestServers.logger, onBatch: reports.append).run()
 
                 #expect(try await TestServers.count(postgres, "inference_results") == 499)
-                #expect(try await EndToEndTests.pending(stream) == 0)
+                #expect(try await TestServers.pending(stream) == 0)
                 let duplicates = try await TestServers.query(
                     postgres, "SELECT count(*) FROM (SELECT request_id FROM inference_results GROUP BY request_id HAVING count(*) > 1) d"
                 )
@@ -92,7 +100,7 @@ struct RecoveryTests {
                 try await WorkerService(configuration: configuration, logger: TestServers.logger).run()
 
                 #expect(try await TestServers.count(postgres, "inference_results") == 5)
-                #expect(try await EndToEndTests.pending(stream) == 0)
+                #expect(try await TestServers.pending(stream) == 0)
                 let dead = try await RedisConnection.withConnection(TestServers.redis, logger: TestServers.logger) { redis in
                     try await redis.range(DeadLetter.stream(for: stream), count: 100)
                 }
@@ -222,10 +230,12 @@ struct RecoveryTests {
                 try await redis.createGroupIfMissing("adworker", on: stream)
                 let read = try await redis.readGroup("adworker", consumer: "idle", from: stream, count: 10)
                 try await redis.acknowledge(read.map(\.id), in: stream, group: "adworker")
-                try await Task.sleep(for: .milliseconds(100))
                 let maintenance = StreamMaintenance(
                     stream: stream, group: "adworker", consumerExpiry: .milliseconds(50), deadLetterLimit: 10, keepRecent: nil
                 )
+                try await waitUntil("the consumer idle past its expiry") {
+                    try await redis.consumers(of: stream, group: "adworker").allSatisfy { $0.idle > .milliseconds(50) }
+                }
                 let outcome = try await maintenance.run(redis, logger: TestServers.logger)
                 #expect(outcome.trimmedEntries == 3)
                 #expect(outcome.removedConsumers == ["idle"])
@@ -242,8 +252,10 @@ struct RecoveryTests {
                 let idle = try await redis.readGroup("adworker", consumer: "idle-with-nothing", from: stream, count: 1)
                 try await redis.acknowledge(idle.map(\.id), in: stream, group: "adworker")
                 _ = try await redis.readGroup("adworker", consumer: "idle-with-pending", from: stream, count: 1)
-                try await Task.sleep(for: .milliseconds(100))
                 let maintenance = StreamMaintenance(stream: stream, group: "adworker", consumerExpiry: .milliseconds(50))
+                try await waitUntil("both consumers idle past their expiry") {
+                    try await redis.consumers(of: stream, group: "adworker").allSatisfy { $0.idle > .milliseconds(50) }
+                }
                 let outcome = try await maintenance.run(redis, logger: TestServers.logger)
                 #expect(outcome.removedConsumers == ["idle-with-nothing"])
                 #expect(try await redis.consumers(of: stream, group: "adworker").map(\.name) == ["idle-with-pending"])

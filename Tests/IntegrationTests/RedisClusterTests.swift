@@ -3,6 +3,7 @@ import AdTelemetryRecords
 import AdWorkerCore
 import AdWorkerPostgres
 import AdWorkerRedis
+import AdWorkerTestSupport
 import Foundation
 import Testing
 
@@ -191,7 +192,7 @@ struct RedisClusterTests {
     @Test func twelveShardsDrainExactly() async throws {
         try await TestServers.withTestSchema { postgres in
             let prefix = TestServers.uniqueName("cluster") + ":"
-            var configuration = EndToEndTests.workerConfiguration(prefix: prefix, postgres: postgres)
+            var configuration = TestServers.workerConfiguration(prefix: prefix, postgres: postgres)
             configuration.redis = cluster
             configuration.shards = 12
             let layout = configuration.layout
@@ -205,7 +206,7 @@ struct RedisClusterTests {
             var producerConfiguration = TelemetryProducerConfiguration(redis: cluster, streamPrefix: prefix)
             producerConfiguration.shards = 12
             let producer = TelemetryProducer(configuration: producerConfiguration, logger: TestServers.logger)
-            let ids = try await EndToEndTests.withRunningProducer(producer) {
+            let ids = try await withRunningService(producer) {
                 try await producer.send(requests).map { try $0.get() }
             }
             #expect(ids.count == 12_000)

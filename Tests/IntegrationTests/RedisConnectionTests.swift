@@ -1,5 +1,6 @@
 import AdTelemetryRecords
 import AdWorkerRedis
+import AdWorkerTestSupport
 import Logging
 import Testing
 

@@ -2,6 +2,7 @@ import AdTelemetryRecords
 @testable import AdWorkerCore
 import AdWorkerPostgres
 import AdWorkerRedis
+import AdWorkerTestSupport
 import Testing
 
 /// A configuration that cannot work ends `adworker run` at once with what to change, instead of

@@ -1,6 +1,7 @@
 import AdTelemetryRecords
 import AdWorkerCore
 import AdWorkerRedis
+import AdWorkerTestSupport
 import ServiceLifecycle
 import Testing
 
@@ -11,7 +12,7 @@ struct StreamKeyTypeTests {
     @Test func aKeyThatIsNotAStreamStopsOnlyItsOwnConsumersAndTheyStartOnceItIsOne() async throws {
         try await TestServers.withTestSchema { postgres in
             try await TestServers.withTestStreams { prefix in
-                var configuration = EndToEndTests.workerConfiguration(prefix: prefix, postgres: postgres, concurrency: 1)
+                var configuration = TestServers.workerConfiguration(prefix: prefix, postgres: postgres, concurrency: 1)
                 configuration.drain = false
                 // Queue sampling and trimming touch every stream too: neither may stall on this one.
                 configuration.trimInterval = .milliseconds(100)
@@ -29,16 +30,16 @@ struct StreamKeyTypeTests {
                 func reasons() -> [String] { status.notReadyReasons(probing: [], probeMaximumAge: .seconds(5)) }
                 try await withThrowingTaskGroup(of: Void.self) { tasks in
                     tasks.addTask { try await worker.run() }
-                    try await EndToEndTests.waitUntil { try await TestServers.count(postgres, "inference_results") == 500 }
-                    try await EndToEndTests.waitUntil { reasons().contains { $0.contains(training) && $0.contains("not a stream") } }
+                    try await waitUntil { try await TestServers.count(postgres, "inference_results") == 500 }
+                    try await waitUntil { reasons().contains { $0.contains(training) && $0.contains("not a stream") } }
                     // The queues of the good stream are still sampled.
-                    try await EndToEndTests.waitUntil { status.snapshot().streams.contains { $0.stream == inference && $0.lag == 0 } }
+                    try await waitUntil { status.snapshot().streams.contains { $0.stream == inference && $0.lag == 0 } }
 
                     // The key is removed: the group is created and the stream's consumer starts.
                     var telemetry = SyntheticTelemetry(seed: 3)
                     try await RedisConnection.withConnection(TestServers.redis, logger: TestServers.logger) { redis in
                         try await redis.delete([training])
-                        try await EndToEndTests.waitUntil { try await redis.groups(of: training).contains { $0.name == configuration.group } }
+                        try await waitUntil { try await redis.groups(of: training).contains { $0.name == configuration.group } }
                         let commands = (0..<100).map { number -> RedisCommand in
                             var command = RedisCommand.streamAdd(to: training)
                             WireFormat.encode(telemetry.training(model: "m", requestID: "t-\(number)"), into: &command)
@@ -46,7 +47,7 @@ struct StreamKeyTypeTests {
                         }
                         _ = try await redis.add(commands).map { try $0.get() }
                     }
-                    try await EndToEndTests.waitUntil { try await TestServers.count(postgres, "training_data") == 100 }
+                    try await waitUntil { try await TestServers.count(postgres, "training_data") == 100 }
                     #expect(!reasons().contains { $0.contains(training) })
                     await worker.triggerGracefulShutdown()
                     try await tasks.waitForAll()
@@ -59,7 +60,7 @@ struct StreamKeyTypeTests {
     @Test func aDeadLetterKeyThatIsNotAStreamLeavesTheStreamsQueueFiguresSampled() async throws {
         try await TestServers.withTestSchema { postgres in
             try await TestServers.withTestStreams { prefix in
-                var configuration = EndToEndTests.workerConfiguration(prefix: prefix, postgres: postgres, concurrency: 1)
+                var configuration = TestServers.workerConfiguration(prefix: prefix, postgres: postgres, concurrency: 1)
                 configuration.drain = false
                 let inference = configuration.streams(for: .inference)[0]
                 try await RedisConnection.withConnection(TestServers.redis, logger: TestServers.logger) { redis in
@@ -73,8 +74,8 @@ struct StreamKeyTypeTests {
                 )
                 try await withThrowingTaskGroup(of: Void.self) { tasks in
                     tasks.addTask { try await worker.run() }
-                    try await EndToEndTests.waitUntil { try await TestServers.count(postgres, "inference_results") == 50 }
-                    try await EndToEndTests.waitUntil {
+                    try await waitUntil { try await TestServers.count(postgres, "inference_results") == 50 }
+                    try await waitUntil {
                         status.snapshot().streams.contains { $0.stream == inference && $0.streamLength == 50 && $0.lag == 0 }
                     }
                     await worker.triggerGracefulShutdown()

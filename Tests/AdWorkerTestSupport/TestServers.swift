@@ -1,22 +1,22 @@
-import AdTelemetryRecords
-import AdWorkerPostgres
-import AdWorkerRedis
-import Foundation
-import Logging
-import Testing
+public import AdTelemetryRecords
+public import AdWorkerCore
+public import AdWorkerPostgres
+public import AdWorkerRedis
+public import Foundation
+public import Logging
 
 /// The Redis and PostgreSQL that `scripts/dev-services.sh` starts; the environment may point
 /// elsewhere with the same variables the daemon reads. A missing server fails the test: CI
 /// always starts them, so a skip would only hide a broken setup.
-enum TestServers {
-    static let environment = ProcessInfo.processInfo.environment
-    static let logger: Logger = {
+public enum TestServers {
+    public static let environment = ProcessInfo.processInfo.environment
+    public static let logger: Logger = {
         var logger = Logger(label: "adworker.tests")
         logger.logLevel = ProcessInfo.processInfo.environment["ADWORKER_TEST_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .critical
         return logger
     }()
 
-    static var redis: RedisConfiguration {
+    public static var redis: RedisConfiguration {
         RedisConfiguration(
             host: environment["REDIS_HOST"] ?? "127.0.0.1",
             port: Int(environment["REDIS_PORT"] ?? "") ?? 6379,
@@ -26,7 +26,7 @@ enum TestServers {
     }
 
     /// The cluster `scripts/redis-cluster.sh start` makes (REDIS_CLUSTER_NODES may point elsewhere).
-    static var redisCluster: RedisConfiguration {
+    public static var redisCluster: RedisConfiguration {
         var configuration = redis
         let seeds = environment["REDIS_CLUSTER_NODES"] ?? (30001...30006).map { "127.0.0.1:\($0)" }.joined(separator: ",")
         configuration.clusterNodes = seeds.split(separator: ",").compactMap { RedisNodeAddress($0) }
@@ -35,7 +35,7 @@ enum TestServers {
         return configuration
     }
 
-    static var postgres: PostgresConfiguration {
+    public static var postgres: PostgresConfiguration {
         PostgresConfiguration(
             host: environment["DATABASE_HOST"] ?? "127.0.0.1",
             port: Int(environment["DATABASE_PORT"] ?? "") ?? 5432,
@@ -46,18 +46,18 @@ enum TestServers {
     }
 
     /// The repository's `schema/` directory.
-    static var schemaDirectory: String {
+    public static var schemaDirectory: String {
         URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
             .appendingPathComponent("schema").path
     }
 
-    static func uniqueName(_ prefix: String) -> String {
+    public static func uniqueName(_ prefix: String) -> String {
         "\(prefix)_\(UUID().uuidString.prefix(8).lowercased())"
     }
 
     /// Runs `body` with a PostgreSQL configuration whose `search_path` is a fresh, migrated
     /// schema, dropped afterwards.
-    static func withTestSchema<Result>(_ body: (PostgresConfiguration) async throws -> Result) async throws -> Result {
+    public static func withTestSchema<Result>(_ body: (PostgresConfiguration) async throws -> Result) async throws -> Result {
         let schema = uniqueName("test")
         var configuration = postgres
         configuration.searchPath = schema
@@ -77,14 +77,14 @@ enum TestServers {
     }
 
     private static func dropSchema(_ schema: String) async throws {
-        try await PostgresConnection.withConnection(postgres, logger: logger) { connection in
+        _ = try await PostgresConnection.withConnection(postgres, logger: logger) { connection in
             try await connection.execute("DROP SCHEMA IF EXISTS \(schema) CASCADE")
         }
     }
 
     /// Runs `body` with a unique stream prefix; every stream under it is deleted afterwards.
     /// XDEL of single entries (what a test wrote to shared stream names). - Returns: how many existed.
-    static func removeEntries(_ entries: [String: StreamEntryID]) async throws -> Int {
+    public static func removeEntries(_ entries: [String: StreamEntryID]) async throws -> Int {
         try await RedisConnection.withConnection(redis, logger: logger) { connection in
             var removed = 0
             for (stream, id) in entries { removed += Int(try await connection.send(RedisCommand("XDEL", stream, id.description)).integer ?? 0) }
@@ -92,7 +92,7 @@ enum TestServers {
         }
     }
 
-    static func withTestStreams<Result>(_ body: (String) async throws -> Result) async throws -> Result {
+    public static func withTestStreams<Result>(_ body: (String) async throws -> Result) async throws -> Result {
         let prefix = uniqueName("test") + ":"
         do {
             let result = try await body(prefix)
@@ -111,19 +111,19 @@ enum TestServers {
         }
     }
 
-    static func query(_ configuration: PostgresConfiguration, _ sql: String, _ parameters: [String?] = []) async throws -> [[String?]] {
+    public static func query(_ configuration: PostgresConfiguration, _ sql: String, _ parameters: [String?] = []) async throws -> [[String?]] {
         try await PostgresConnection.withConnection(configuration, logger: logger) { connection in
             try await connection.query(sql, parameters)
         }
     }
 
-    static func count(_ configuration: PostgresConfiguration, _ table: String) async throws -> Int {
+    public static func count(_ configuration: PostgresConfiguration, _ table: String) async throws -> Int {
         Int(try await query(configuration, "SELECT count(*) FROM \(table)")[0][0] ?? "") ?? -1
     }
 
     /// A redis-server of the test's own on `port`, not started yet: in the foreground as this
     /// process's child, never waited for (Foundation's waitUntilExit hung from a test task).
-    static func privateRedisServer(port: Int, directoryPrefix: String = "adworker-redis-") throws -> Process {
+    public static func privateRedisServer(port: Int, directoryPrefix: String = "adworker-redis-") throws -> Process {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("\(directoryPrefix)\(port)").path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let server = Process()
@@ -132,5 +132,26 @@ enum TestServers {
         server.standardOutput = FileHandle.nullDevice
         server.standardError = FileHandle.nullDevice
         return server
+    }
+}
+
+extension TestServers {
+    /// A worker on the test's streams and schema that drains them and stops.
+    public static func workerConfiguration(prefix: String, postgres: PostgresConfiguration, concurrency: Int = 2) -> WorkerConfiguration {
+        WorkerConfiguration(
+            streamPrefix: prefix, group: "adworker", consumerPrefix: "test", concurrency: concurrency, batchSize: 500,
+            maximumWait: .milliseconds(50), drain: true, redis: redis, postgres: postgres
+        )
+    }
+
+    /// Entries delivered and not acknowledged; 0 before the worker has created the group.
+    public static func pending(_ stream: String) async throws -> Int {
+        try await RedisConnection.withConnection(redis, logger: logger) { redis in
+            do {
+                return try await redis.pendingCount(stream, group: "adworker")
+            } catch let error as RedisError where error.code == .noGroup {
+                return 0
+            }
+        }
     }
 }
