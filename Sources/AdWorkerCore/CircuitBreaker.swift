@@ -6,14 +6,19 @@ import Synchronization
 /// first failure until the next success. Retries are paced by ``Backoff``; the breaker's job is
 /// to say clearly, once, when a target goes away and when it comes back, instead of one warning
 /// per retry, and to let readiness checks see that a target is failing.
-final class CircuitBreaker: Sendable {
+typealias CircuitBreaker = ClockedCircuitBreaker<ContinuousClock>
+
+/// ``CircuitBreaker`` on any clock: the worker's runs on the continuous clock, a test's on one it
+/// moves by hand (the outage's length, the permanent failure's log interval, the waits between
+/// attempts and probes all follow it).
+final class ClockedCircuitBreaker<BreakerClock: Clock<Duration>>: Sendable {
     enum State: Equatable {
         case closed
-        case open(since: ContinuousClock.Instant, failures: Int)
+        case open(since: BreakerClock.Instant, failures: Int)
     }
 
     /// A permanent failure is logged at error level at most this often while it lasts.
-    static let permanentLogInterval: Duration = .seconds(30)
+    static var permanentLogInterval: Duration { .seconds(30) }
 
     let target: String
     /// Which task's breaker (`reader`, `sink 1`), in its log lines; nil for a task of its own.
@@ -22,8 +27,10 @@ final class CircuitBreaker: Sendable {
     /// logged: one lock, taken once per call on the success path.
     private struct Guarded {
         var state = State.closed
-        var permanent: (failure: PermanentFailure, loggedAt: ContinuousClock.Instant)?
+        var permanent: (failure: PermanentFailure, loggedAt: BreakerClock.Instant)?
     }
+
+    private let clock: BreakerClock
 
     private let guarded = Mutex(Guarded())
     private let onFailure: @Sendable (any Error) -> Void
@@ -35,8 +42,9 @@ final class CircuitBreaker: Sendable {
     init(
         target: String, role: String? = nil, onFailure: @escaping @Sendable (any Error) -> Void = { _ in },
         onStateChange: @escaping @Sendable (_ isOpen: Bool) -> Void = { _ in },
-        onPermanentFailure: @escaping @Sendable (PermanentFailure?) -> Void = { _ in }
+        onPermanentFailure: @escaping @Sendable (PermanentFailure?) -> Void = { _ in }, clock: BreakerClock
     ) {
+        self.clock = clock
         self.target = target
         self.role = role
         self.onFailure = onFailure
@@ -49,11 +57,12 @@ final class CircuitBreaker: Sendable {
     func recordFailure(_ error: any Error, doing activity: String, nextAttemptIn delay: Duration, logger: Logger) {
         let failure = PermanentFailure(error)
         // What changed about the permanent failure (nil: nothing), and whether to log it now.
+        let now = clock.now
         let (failures, permanentChange, logPermanent) = guarded.withLock { guarded -> (Int, PermanentFailure??, Bool) in
             let failures: Int
             switch guarded.state {
             case .closed:
-                guarded.state = .open(since: .now, failures: 1)
+                guarded.state = .open(since: now, failures: 1)
                 failures = 1
             case .open(let since, let count):
                 guarded.state = .open(since: since, failures: count + 1)
@@ -64,7 +73,6 @@ final class CircuitBreaker: Sendable {
                 defer { guarded.permanent = nil }
                 return (failures, guarded.permanent == nil ? nil : .some(nil), false)
             }
-            let now = ContinuousClock.now
             let changed = guarded.permanent?.failure != failure
             let log = changed || guarded.permanent!.loggedAt.duration(to: now) >= Self.permanentLogInterval
             guarded.permanent = (failure, log ? now : guarded.permanent!.loggedAt)
@@ -93,7 +101,7 @@ final class CircuitBreaker: Sendable {
     }
 
     func recordSuccess(logger: Logger) {
-        let (opened, wasRefused) = guarded.withLock { guarded -> ((since: ContinuousClock.Instant, failures: Int)?, Bool) in
+        let (opened, wasRefused) = guarded.withLock { guarded -> ((since: BreakerClock.Instant, failures: Int)?, Bool) in
             defer {
                 guarded.state = .closed
                 guarded.permanent = nil
@@ -106,7 +114,7 @@ final class CircuitBreaker: Sendable {
         onStateChange(false)
         logger.notice(
             "\(target) circuit closed",
-            metadata: withRole(["failures": "\(opened.failures)", "outage": "\(opened.since.duration(to: .now))"])
+            metadata: withRole(["failures": "\(opened.failures)", "outage": "\(opened.since.duration(to: clock.now))"])
         )
     }
 
@@ -118,7 +126,7 @@ final class CircuitBreaker: Sendable {
     /// How often a failing target is probed while the work waits out its backoff: the work is
     /// retried as soon as a probe succeeds, not at the end of a backoff that grew during a long
     /// outage (up to 10 s).
-    static let probeInterval: Duration = .milliseconds(250)
+    static var probeInterval: Duration { .milliseconds(250) }
 
     /// Runs `body` until it succeeds, sleeping with exponential backoff and jitter between
     /// attempts; only cancellation ends it early. With a `probe` (a cheap call to the same target:
@@ -144,13 +152,26 @@ final class CircuitBreaker: Sendable {
     }
 
     private func wait(_ delay: Duration, probe: (() async throws -> Void)?) async throws {
-        guard let probe else { return try await Task.sleep(for: delay) }
-        let clock = ContinuousClock()
-        let end = clock.now + delay
+        guard let probe else { return try await clock.sleep(until: clock.now.advanced(by: delay), tolerance: nil) }
+        let end = clock.now.advanced(by: delay)
         while clock.now < end {
-            try await Task.sleep(for: min(Self.probeInterval, clock.now.duration(to: end)))
+            try await clock.sleep(until: clock.now.advanced(by: min(Self.probeInterval, clock.now.duration(to: end))), tolerance: nil)
             guard clock.now < end else { return }
             if (try? await probe()) != nil { return }
         }
+    }
+}
+
+extension ClockedCircuitBreaker where BreakerClock == ContinuousClock {
+    /// On the continuous clock: the worker's breaker.
+    convenience init(
+        target: String, role: String? = nil, onFailure: @escaping @Sendable (any Error) -> Void = { _ in },
+        onStateChange: @escaping @Sendable (_ isOpen: Bool) -> Void = { _ in },
+        onPermanentFailure: @escaping @Sendable (PermanentFailure?) -> Void = { _ in }
+    ) {
+        self.init(
+            target: target, role: role, onFailure: onFailure, onStateChange: onStateChange, onPermanentFailure: onPermanentFailure,
+            clock: ContinuousClock()
+        )
     }
 }
