@@ -11,22 +11,26 @@ public import ServiceLifecycle
 ///
 /// Pings stop while ``isHealthy`` says no (a consumer stuck with entries waiting): systemd then
 /// kills and restarts the unit after `WatchdogSec`, which is what a wedged process needs.
-public struct SystemdNotifier: Service {
+///
+/// Generic over the clock its checks and pings follow: the process's is the continuous clock
+/// (the initialisers without a `clock`), a test's one it moves by hand.
+public struct SystemdNotifier<NotifierClock: Clock<Duration>>: Service {
     let socketPath: String
     let watchdogInterval: Duration?
     let isReady: @Sendable () -> Bool
     /// Why the process is unhealthy; empty when it is healthy.
     let unhealthyReasons: @Sendable () async -> [String]
     let logger: Logger
+    let clock: NotifierClock
 
     /// How often readiness is checked before `READY=1`.
-    static let startupPollInterval: Duration = .milliseconds(100)
+    static var startupPollInterval: Duration { .milliseconds(100) }
 
     /// From the environment systemd sets (`NOTIFY_SOCKET`, `WATCHDOG_USEC`, `WATCHDOG_PID`); nil
     /// when the process was not started by systemd with `Type=notify`.
     public init?(
         environment: [String: String], logger: Logger, isReady: @escaping @Sendable () -> Bool,
-        unhealthyReasons: @escaping @Sendable () async -> [String]
+        unhealthyReasons: @escaping @Sendable () async -> [String], clock: NotifierClock
     ) {
         guard let socket = environment["NOTIFY_SOCKET"], !socket.isEmpty else { return nil }
         var interval: Duration?
@@ -36,13 +40,16 @@ public struct SystemdNotifier: Service {
         {
             interval = .microseconds(microseconds)
         }
-        self.init(socketPath: socket, watchdogInterval: interval, logger: logger, isReady: isReady, unhealthyReasons: unhealthyReasons)
+        self.init(
+            socketPath: socket, watchdogInterval: interval, logger: logger, isReady: isReady, unhealthyReasons: unhealthyReasons, clock: clock
+        )
     }
 
     public init(
         socketPath: String, watchdogInterval: Duration?, logger: Logger, isReady: @escaping @Sendable () -> Bool,
-        unhealthyReasons: @escaping @Sendable () async -> [String]
+        unhealthyReasons: @escaping @Sendable () async -> [String], clock: NotifierClock
     ) {
+        self.clock = clock
         self.socketPath = socketPath
         self.watchdogInterval = watchdogInterval
         self.isReady = isReady
@@ -61,7 +68,7 @@ public struct SystemdNotifier: Service {
         // Before READY the watchdog still runs (systemd starts it with the process), so waiting
         // for Redis at start-up pings too: that wait is visible in /readyz, not a wedge.
         var ready = false
-        var lastWatchdog = ContinuousClock.now - (watchdogInterval ?? .zero)
+        var lastWatchdog = clock.now.advanced(by: .zero - (watchdogInterval ?? .zero))
         var lastStatus = ""
         send("STATUS=starting")
         while true {
@@ -75,11 +82,12 @@ public struct SystemdNotifier: Service {
                 send("STATUS=\(status)")
                 lastStatus = status
             }
-            if let watchdogInterval, reasons.isEmpty, lastWatchdog.duration(to: .now) >= watchdogInterval / 2 {
+            if let watchdogInterval, reasons.isEmpty, lastWatchdog.duration(to: clock.now) >= watchdogInterval / 2 {
                 send("WATCHDOG=1")
-                lastWatchdog = .now
+                lastWatchdog = clock.now
             }
-            try await Task.sleep(for: ready ? min(watchdogInterval.map { $0 / 4 } ?? .seconds(1), .seconds(1)) : Self.startupPollInterval)
+            let pause = ready ? min(watchdogInterval.map { $0 / 4 } ?? .seconds(1), .seconds(1)) : Self.startupPollInterval
+            try await clock.sleep(until: clock.now.advanced(by: pause), tolerance: nil)
         }
     }
 
@@ -115,5 +123,15 @@ public struct SystemdNotifier: Service {
         if sent < 0 {
             logger.warning("systemd notify failed", metadata: ["message": "\(message)", LogKey.error: "errno \(errno)"])
         }
+    }
+}
+
+extension SystemdNotifier where NotifierClock == ContinuousClock {
+    /// On the continuous clock, from the environment systemd sets; nil when not started by systemd with `Type=notify`.
+    public init?(
+        environment: [String: String], logger: Logger, isReady: @escaping @Sendable () -> Bool,
+        unhealthyReasons: @escaping @Sendable () async -> [String]
+    ) {
+        self.init(environment: environment, logger: logger, isReady: isReady, unhealthyReasons: unhealthyReasons, clock: ContinuousClock())
     }
 }

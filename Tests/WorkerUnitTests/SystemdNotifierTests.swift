@@ -2,13 +2,16 @@
 import Glibc
 #endif
 @testable import AdWorkerCore
+import AdWorkerTestSupport
 import Foundation
 import Logging
 import Synchronization
 import Testing
 
-/// The notify protocol against a real datagram socket, read the way systemd reads it.
-@Suite struct SystemdNotifierTests {
+/// The notify protocol against a real datagram socket, read the way systemd reads it, with time
+/// moved by hand: after each step the notifier sleeps on the test's clock, and everything it sent
+/// in that step is already in the socket.
+@Suite(.timeLimit(.minutes(1))) struct SystemdNotifierTests {
     /// A bound `SOCK_DGRAM` Unix socket, as systemd's `$NOTIFY_SOCKET`.
     final class NotifySocket: Sendable {
         let path: String
@@ -31,67 +34,101 @@ import Testing
             unlink(path)
         }
 
-        /// Messages received within `duration`. Polls without blocking, so the notifier's task
-        /// gets a thread of the (small) cooperative pool meanwhile.
-        func messages(for duration: Duration) async -> [String] {
-            var received: [String] = []
-            let end = ContinuousClock.now + duration
+        /// The messages waiting in the socket, oldest first.
+        func received() -> [String] {
+            var messages: [String] = []
             var buffer = [UInt8](repeating: 0, count: 4096)
-            while ContinuousClock.now < end {
+            while true {
                 let count = recv(descriptor, &buffer, buffer.count, Int32(MSG_DONTWAIT))
-                if count > 0 {
-                    received.append(String(decoding: buffer[..<count], as: UTF8.self))
-                } else {
-                    try? await Task.sleep(for: .milliseconds(10))
-                }
+                guard count > 0 else { return messages }
+                messages.append(String(decoding: buffer[..<count], as: UTF8.self))
             }
-            return received
-        }
-
-        /// Messages until one equals `message` (included), or nil after `limit`.
-        func messages(until message: String, limit: Duration = .seconds(10)) async -> [String]? {
-            var received: [String] = []
-            let end = ContinuousClock.now + limit
-            while ContinuousClock.now < end {
-                received += await messages(for: .milliseconds(100))
-                if received.contains(message) { return received }
-            }
-            return nil
         }
     }
 
-    @Test func readyAfterStartUpWatchdogOnlyWhileHealthyStoppingAtTheEnd() async throws {
-        let socket = try NotifySocket()
+    /// A notifier on a clock moved by hand; `ready` and `reasons` are what it checks.
+    final class Running: Sendable {
+        let socket: NotifySocket
+        let clock = ManualClock()
         let ready = Mutex(false)
         let reasons = Mutex<[String]>([])
-        let notifier = SystemdNotifier(
-            socketPath: socket.path, watchdogInterval: .milliseconds(400), logger: Logger(label: "test"),
-            isReady: { ready.withLock { $0 } }, unhealthyReasons: { reasons.withLock { $0 } }
+
+        init(socket: NotifySocket) {
+            self.socket = socket
+        }
+
+        /// Moves time on by `duration` and returns what the notifier sent until it slept again.
+        func step(_ duration: Duration) async -> [String] {
+            clock.advance(by: duration)
+            await clock.sleepers(atLeast: 1)
+            return socket.received()
+        }
+    }
+
+    static func notifier(_ running: Running, watchdog: Duration? = .milliseconds(400)) -> SystemdNotifier<ManualClock> {
+        SystemdNotifier(
+            socketPath: running.socket.path, watchdogInterval: watchdog, logger: Logger(label: "test"),
+            isReady: { running.ready.withLock { $0 } }, unhealthyReasons: { running.reasons.withLock { $0 } }, clock: running.clock
         )
-        let task = Task { try await notifier.run() }
+    }
 
-        let starting = await socket.messages(until: "WATCHDOG=1") ?? []
+    @Test func startingItPingsTheWatchdogAndChecksReadinessEveryHundredMilliseconds() async throws {
+        let running = Running(socket: try NotifySocket())
+        let task = Task { try await Self.notifier(running).run() }
+        defer { task.cancel() }
+        // A start-up waiting for Redis is not a wedge: the watchdog is fed from the first step.
+        #expect(await running.clock.sleepers(atLeast: 1) == [.init(offset: .milliseconds(100))])
+        let starting = running.socket.received()
         #expect(starting.first == "STATUS=starting", "\(starting)")
-        #expect(!starting.contains("READY=1"), "not ready before start-up is done")
-        #expect(starting.contains("WATCHDOG=1"), "a start-up waiting for Redis is not a wedge")
+        #expect(starting.last == "WATCHDOG=1" && !starting.contains("READY=1"), "\(starting)")
+        #expect(await running.step(.milliseconds(100)).isEmpty, "not ready, and half the watchdog interval has not passed")
+        #expect(await running.step(.milliseconds(100)) == ["WATCHDOG=1"])
 
-        ready.withLock { $0 = true }
-        let running = await socket.messages(until: "STATUS=running") ?? []
-        #expect(running.firstIndex(of: "READY=1").map { $0 < running.firstIndex(of: "STATUS=running")! } == true, "\(running)")
+        running.ready.withLock { $0 = true }
+        #expect(await running.step(.milliseconds(100)) == ["READY=1", "STATUS=running"])
+        // Ready, it checks every quarter watchdog interval and pings every half.
+        #expect(await running.clock.sleepers(atLeast: 1) == [.init(offset: .milliseconds(400))])
+        #expect(await running.step(.milliseconds(100)) == ["WATCHDOG=1"])
+        #expect(await running.step(.milliseconds(100)).isEmpty)
+        #expect(await running.step(.milliseconds(100)) == ["WATCHDOG=1"])
+    }
 
-        reasons.withLock { $0 = ["training: no batch committed for 130 s"] }
-        #expect(await socket.messages(until: "STATUS=stuck: training: no batch committed for 130 s") != nil)
-        // Two watchdog intervals without a ping: systemd would have restarted the unit.
-        _ = await socket.messages(for: .milliseconds(100))
-        let whileStuck = await socket.messages(for: .milliseconds(800))
-        #expect(!whileStuck.contains("WATCHDOG=1"), "\(whileStuck)")
+    @Test func whileStuckTheWatchdogGoesUnfedAndResumesWithProgress() async throws {
+        let running = Running(socket: try NotifySocket())
+        running.ready.withLock { $0 = true }
+        let task = Task { try await Self.notifier(running).run() }
+        defer { task.cancel() }
+        await running.clock.sleepers(atLeast: 1)
+        #expect(running.socket.received() == ["STATUS=starting", "READY=1", "STATUS=running", "WATCHDOG=1"])
 
-        reasons.withLock { $0 = [] }
-        #expect(await socket.messages(until: "WATCHDOG=1") != nil, "pings resume with progress")
+        running.reasons.withLock { $0 = ["training: no batch committed for 130 s"] }
+        #expect(await running.step(.milliseconds(100)) == ["STATUS=stuck: training: no batch committed for 130 s"])
+        // Two watchdog intervals without a ping: systemd would restart the unit.
+        for _ in 0..<8 {
+            #expect(await running.step(.milliseconds(100)).isEmpty)
+        }
+        running.reasons.withLock { $0 = [] }
+        #expect(await running.step(.milliseconds(100)) == ["STATUS=running", "WATCHDOG=1"], "pings resume with progress")
+    }
 
+    @Test func withoutAWatchdogItChecksEverySecondAndNeverPings() async throws {
+        let running = Running(socket: try NotifySocket())
+        running.ready.withLock { $0 = true }
+        let task = Task { try await Self.notifier(running, watchdog: nil).run() }
+        defer { task.cancel() }
+        #expect(await running.clock.sleepers(atLeast: 1) == [.init(offset: .seconds(1))])
+        #expect(running.socket.received() == ["STATUS=starting", "READY=1", "STATUS=running"])
+        #expect(await running.step(.seconds(1)).isEmpty)
+    }
+
+    @Test func cancelledItSaysStopping() async throws {
+        let running = Running(socket: try NotifySocket())
+        let task = Task { try await Self.notifier(running).run() }
+        await running.clock.sleepers(atLeast: 1)
+        _ = running.socket.received()
         task.cancel()
-        _ = try? await task.value
-        #expect(await socket.messages(until: "STOPPING=1", limit: .seconds(2)) != nil)
+        try await task.value
+        #expect(running.socket.received() == ["STOPPING=1"])
     }
 
     @Test func onlyTheProcessSystemdNamesFeedsTheWatchdog() {
