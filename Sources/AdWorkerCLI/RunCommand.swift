@@ -131,7 +131,7 @@ extension RunCommand {
         // after that does not handle SIGTERM (frozen) and is killed.
         let monitor = PoolMonitor<ContinuousClock.Instant>.Configuration(shutdownGrace: .seconds(timeout + 2))
         let supervisor = Supervisor(
-            count: count, arguments: Supervisor.childArguments(from: Array(arguments[afterRun...])),
+            count: count, arguments: PoolChildLaunch.sharedArguments(from: Array(arguments[afterRun...])),
             consumerName: configuration.consumerPrefix, basePort: address?.port, monitor: monitor, logger: logger
         )
         let processes: @Sendable () -> [PoolEndpoint.Process] = {

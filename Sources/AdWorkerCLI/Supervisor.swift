@@ -162,14 +162,8 @@ final class Supervisor: Service, Sendable {
     private func runChild(_ index: Int) async throws -> (reason: Process.TerminationReason, code: Int32) {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: try Self.executablePath())
-        var childArguments = ["run"] + arguments + ["--processes", "1", "--consumer-name", "\(consumerName)-p\(index)"]
-        childArguments += ["--http", basePort.map { "127.0.0.1:\($0 + 1 + index)" } ?? "off"]
-        process.arguments = childArguments
-        var environment = ProcessInfo.processInfo.environment
-        environment[Self.parentVariable] = String(getpid())
-        // The supervisor speaks to systemd for the pool; a child's READY or WATCHDOG would be a lie.
-        for variable in ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"] { environment[variable] = nil }
-        process.environment = environment
+        process.arguments = PoolChildLaunch.arguments(shared: arguments, child: index, consumerName: consumerName, basePort: basePort)
+        process.environment = PoolChildLaunch.environment(from: ProcessInfo.processInfo.environment, supervisorPID: getpid())
         let (terminations, termination) = AsyncStream.makeStream(of: (Process.TerminationReason, Int32).self)
         process.terminationHandler = { finished in
             self.running.withLock { _ = $0.removeValue(forKey: index) }
@@ -203,13 +197,9 @@ final class Supervisor: Service, Sendable {
         pool.withLock { change(&$0.children[index]) }
     }
 
-    /// Set in each child's environment to the supervisor's pid: the child asks to be terminated
-    /// when the supervisor dies, so a killed supervisor leaves no workers behind.
-    static let parentVariable = "ADWORKER_SUPERVISOR_PID"
-
     /// In a child: SIGTERM when the supervisor goes away (and now, if it already has).
     static func terminateWithSupervisor(logger: Logger) {
-        guard let parent = ProcessInfo.processInfo.environment[parentVariable].flatMap({ Int32($0) }) else { return }
+        guard let parent = ProcessInfo.processInfo.environment[PoolChildLaunch.supervisorVariable].flatMap({ Int32($0) }) else { return }
         if adworker_terminate_with_parent() != 0 {
             logger.warning("cannot arrange to stop with the supervisor; a killed supervisor would leave this worker running")
         }
@@ -218,20 +208,6 @@ final class Supervisor: Service, Sendable {
 
     static func executablePath() throws -> String {
         try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")
-    }
-
-    /// The `run` arguments without the options the supervisor sets per child.
-    static func childArguments(from arguments: [String]) -> [String] {
-        let owned: Set = ["--processes", "--http", "--consumer-name"]
-        var result: [String] = []
-        var skipNext = false
-        for argument in arguments {
-            if skipNext { skipNext = false; continue }
-            if owned.contains(argument) { skipNext = true; continue }
-            if owned.contains(where: { argument.hasPrefix($0 + "=") }) { continue }
-            result.append(argument)
-        }
-        return result
     }
 }
 
