@@ -1,3 +1,4 @@
+import AdWorkerCore
 import ArgumentParser
 import Foundation
 
@@ -18,30 +19,14 @@ struct Settings {
             guard let data = FileHandle(forReadingAtPath: dotEnvPath)?.readDataToEndOfFile() else {
                 throw ValidationError("cannot read the settings file \(dotEnvPath)")
             }
-            values = try parseDotEnv(String(decoding: data, as: UTF8.self))
+            do {
+                values = try DotEnv.parse(String(decoding: data, as: UTF8.self))
+            } catch {
+                throw ValidationError("\(error)")
+            }
         }
         values.merge(environment) { _, fromEnvironment in fromEnvironment }
         return Settings(values: values)
-    }
-
-    /// `KEY=VALUE` lines; `#` comments, blank lines, optional `export `, and single or double quotes.
-    static func parseDotEnv(_ text: String) throws -> [String: String] {
-        var values: [String: String] = [:]
-        for (number, rawLine) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-            var line = rawLine.trimmingCharacters(in: .whitespaces)
-            if line.isEmpty || line.hasPrefix("#") { continue }
-            if line.hasPrefix("export ") { line = String(line.dropFirst(7)) }
-            guard let equals = line.firstIndex(of: "=") else {
-                throw ValidationError(".env line \(number + 1) is not KEY=VALUE")
-            }
-            let key = line[..<equals].trimmingCharacters(in: .whitespaces)
-            var value = line[line.index(after: equals)...].trimmingCharacters(in: .whitespaces)
-            if value.count >= 2, let first = value.first, first == "\"" || first == "'", value.last == first {
-                value = String(value.dropFirst().dropLast())
-            }
-            values[key] = value
-        }
-        return values
     }
 
     func string(_ key: String) -> String? {
