@@ -1,8 +1,8 @@
 import Foundation
 
-/// The syntax of a `.env` settings file: `KEY=VALUE` lines; `#` comments, blank lines, an
-/// optional `export `, and single or double quotes around a value. Parsing only: the CLI reads
-/// the file and decides what the settings mean.
+/// The syntax of a `.env` settings file: `KEY=VALUE` lines (ended by LF or CRLF); `#` comments,
+/// blank lines, an optional `export `, and single or double quotes around a value. Parsing only:
+/// the CLI reads the file and decides what the settings mean.
 public enum DotEnv {
     /// A line that is not `KEY=VALUE`; `line` counts from 1.
     public struct SyntaxError: Error, Equatable, CustomStringConvertible {
@@ -13,7 +13,9 @@ public enum DotEnv {
     /// The values of `text`, a later line's over an earlier one's.
     public static func parse(_ text: String) throws(SyntaxError) -> [String: String] {
         var values: [String: String] = [:]
-        for (number, rawLine) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+        // "\r\n" (a file saved on Windows) is one Character, which a split on "\n" does not see.
+        let lines = text.split(omittingEmptySubsequences: false) { $0 == "\n" || $0 == "\r\n" }
+        for (number, rawLine) in lines.enumerated() {
             var line = rawLine.trimmingCharacters(in: .whitespaces)
             if line.isEmpty || line.hasPrefix("#") { continue }
             if line.hasPrefix("export ") { line = String(line.dropFirst(7)) }

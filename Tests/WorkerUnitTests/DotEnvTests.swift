@@ -28,6 +28,11 @@ import Testing
         #expect(try DotEnv.parse("REDIS_PORT=1\nREDIS_PORT=2\n") == ["REDIS_PORT": "2"])
     }
 
+    /// A file saved with Windows line endings: "\r\n" is one Character in Swift, not a "\n".
+    @Test func linesEndedWithCarriageReturnAndLineFeedAreSeparateLines() throws {
+        #expect(try DotEnv.parse("REDIS_HOST=redis\r\nREDIS_PORT=6380\r\n") == ["REDIS_HOST": "redis", "REDIS_PORT": "6380"])
+    }
+
     @Test func aLineThatIsNotKeyValueIsRefusedByItsNumber() {
         #expect(throws: DotEnv.SyntaxError(line: 3)) { try DotEnv.parse("# settings\nA=1\nREDIS_HOST redis\nB=2") }
         #expect("\(DotEnv.SyntaxError(line: 3))" == ".env line 3 is not KEY=VALUE")
