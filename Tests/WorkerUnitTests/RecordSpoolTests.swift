@@ -136,6 +136,21 @@ struct RecordSpoolTests {
         }
     }
 
+    @Test func aDirectoryThatCannotBeMadeIsRefusedWithTheSystemsReason() async throws {
+        try await Self.withDirectory { directory in
+            // A file where a parent directory should be: ENOTDIR, not a permission problem.
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            FileManager.default.createFile(atPath: directory + "/file", contents: Data())
+            do {
+                try await RecordSpool.withRecordSpool(directory: directory + "/file/spool", maximumBytes: 1 << 20, logger: Self.logger) { _ in }
+                Issue.record("a spool under a file was opened")
+            } catch let error as RecordSpool.OpenError {
+                guard case .unusable(_, let code) = error else { return }
+                #expect(code == ENOTDIR)
+            }
+        }
+    }
+
     static let segmentName = "segment-0000000000000001.spool"
 
     /// Reads and commits batches until the spool hands out no more. - Returns: the sequences read.

@@ -20,11 +20,7 @@ extension RecordSpool {
     /// Makes `directory` if missing and locks it: one producer process per directory, since a
     /// second would interleave its frames with ours. - Returns: The lock's descriptor.
     static func lock(_ directory: String) throws(OpenError) -> Int32 {
-        do {
-            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        } catch {
-            throw .unusable("cannot create \(directory)", errno: EACCES)
-        }
+        if let code = makeDirectory(directory) { throw .unusable("cannot create \(directory)", errno: code) }
         guard access(directory, W_OK) == 0 else { throw .unusable("cannot write to \(directory)", errno: errno) }
         let lock = open(directory + "/lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
         guard lock >= 0 else { throw .unusable("cannot open \(directory)/lock", errno: errno) }
@@ -34,6 +30,16 @@ extension RecordSpool {
             throw .unusable("\(directory) is in use by another producer process (give each its own spool directory)", errno: code)
         }
         return lock
+    }
+
+    /// Makes `directory` and its missing parents (as `mkdir -p`). - Returns: nil, or why a step failed.
+    private static func makeDirectory(_ directory: String) -> Int32? {
+        var path = directory.hasPrefix("/") ? "" : "."
+        for component in directory.split(separator: "/") {
+            path += "/" + component
+            if mkdir(path, 0o777) != 0, errno != EEXIST { return errno }
+        }
+        return nil
     }
 
     /// Counts the segments an earlier run left, from where its `progress` says reading goes on:
