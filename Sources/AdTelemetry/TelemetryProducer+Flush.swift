@@ -71,7 +71,7 @@ extension TelemetryProducer {
     private func close() { machine.close() }
 
     /// The machine's next step, in one visit to the actor; logs when Redis stops or starts taking records.
-    private func advance(_ event: Machine.FlushEvent) -> Machine.FlushStep {
+    private func advance(_ event: consuming Machine.FlushEvent) -> Machine.FlushStep {
         let step = machine.next(event)
         switch step.availability {
         case nil: break
@@ -91,7 +91,8 @@ extension TelemetryProducer {
     private nonisolated func flushPending(_ connections: [RedisConnection], spool: RecordSpool?) async {
         var event = Machine.FlushEvent.wakeup
         while true {
-            let step = await advance(event)
+            // Consumed and taken out: the round's records have one owner, so they change in place.
+            var step = await advance(consume event)
             await settle(step, spool: spool)
             switch step.next {
             case .idle:
@@ -102,7 +103,8 @@ extension TelemetryProducer {
             case .loadFromSpool(let maximum):
                 guard let spool else { return }
                 event = await load(maximum, from: spool)
-            case .round(var round):
+            case .round:
+                guard var round = step.takeRound() else { return }
                 await lookUpUnknownOutcomes(&round, on: connections)
                 let (commands, routes) = round.commandsToSend()
                 let sentAt = UInt64(Timestamp.now().millisecondsSinceEpoch)

@@ -78,7 +78,7 @@ struct ProducerStateMachineTests {
 
     /// Takes the round a step says to send, or fails the test.
     static func round(_ step: Machine.FlushStep, sourceLocation: SourceLocation = #_sourceLocation) throws -> Machine.Round {
-        guard case .round(let round) = step.next else {
+        guard case .round = step.next, let round = step.round else {
             Issue.record("expected a round, got \(step.next)", sourceLocation: sourceLocation)
             throw CancellationError()
         }

@@ -17,7 +17,8 @@ extension ProducerStateMachine {
     /// What the flusher does: settle what the last round finished, then ``next``.
     struct FlushStep: Sendable {
         enum Next: Sendable {
-            case round(Round)
+            /// Send ``FlushStep/round``.
+            case round
             /// Read the spool's next batch, up to this many records.
             case loadFromSpool(maximum: Int)
             /// Pause before retrying what is held back.
@@ -62,9 +63,20 @@ extension ProducerStateMachine {
         var blockedStream: String?
         var bufferedRecords = 0
         var next: Next = .idle
+        /// The round to send, when ``next`` says so.
+        var round: Round?
+
+        /// Moves the round out, so that the flusher holds its only copy: its records are then
+        /// changed in place, not copied.
+        mutating func takeRound() -> Round? {
+            defer { round = nil }
+            return round
+        }
     }
 
-    mutating func next(_ event: FlushEvent) -> FlushStep {
+    /// - Parameter event: Consumed: a round it carries is settled, and what is requeued from it
+    ///   is not shared with the caller's copy.
+    mutating func next(_ event: consuming FlushEvent) -> FlushStep {
         var step = FlushStep()
         defer { step.bufferedRecords = bufferedRecords }
         switch event {
@@ -83,7 +95,7 @@ extension ProducerStateMachine {
             }
             backoff = RetryBackoff()
         }
-        step.next = takeRound()
+        (step.next, step.round) = takeRound()
         return step
     }
 
@@ -91,7 +103,7 @@ extension ProducerStateMachine {
     /// spool, also the queued sends of ``TelemetryProducer/submit(_:)``, to go there: on disk a
     /// crash of the process does not lose them (README, "The spool"). With nothing queued, the
     /// spool's next batch, if memory has room.
-    private mutating func takeRound() -> FlushStep.Next {
+    private mutating func takeRound() -> (FlushStep.Next, Round?) {
         var taken = 0
         var count = 0
         for send in pending {
@@ -102,8 +114,8 @@ extension ProducerStateMachine {
         }
         guard taken > 0 else {
             let room = configuration.maximumBufferedRecords - bufferedRecords
-            guard spoolOpen, !isClosed, !spoolBlocked, !spoolBatchReleased, room > 0 else { return .idle }
-            return .loadFromSpool(maximum: min(room, configuration.maximumPipelineLength))
+            guard spoolOpen, !isClosed, !spoolBlocked, !spoolBatchReleased, room > 0 else { return (.idle, nil) }
+            return (.loadFromSpool(maximum: min(room, configuration.maximumPipelineLength)), nil)
         }
         var sends = Array(pending.prefix(taken))
         pending.removeFirst(taken)
@@ -117,12 +129,11 @@ extension ProducerStateMachine {
             }
             pending.removeAll { $0.writesThrough }
         }
-        return .round(
-            Round(
-                sends: sends, closedAt: closedAt, writesThrough: writesThrough, lastConfirmed: lastConfirmed,
-                maximumRetryDuration: configuration.maximumRetryDuration, shutdownRetryDuration: configuration.shutdownRetryDuration, clock: clock
-            )
+        let round = Round(
+            sends: sends, closedAt: closedAt, writesThrough: writesThrough, lastConfirmed: lastConfirmed,
+            maximumRetryDuration: configuration.maximumRetryDuration, shutdownRetryDuration: configuration.shutdownRetryDuration, clock: clock
         )
+        return (.round, round)
     }
 
     /// Queues a batch read back from the spool, unless it holds a stream this configuration does
