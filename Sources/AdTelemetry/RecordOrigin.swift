@@ -61,17 +61,19 @@ enum LookupStart: Hashable, Sendable {
 enum UnknownOutcomeLookup {
     /// Entries XRANGE returns per page while looking.
     static let pageSize = 1000
-    /// How far before a host-clock start to look: covers the time between measuring the clocks'
-    /// difference and the send, and a clock stepped in between.
-    static let hostClockMargin: UInt64 = 5000
+    /// How far before a host-clock start to look (``DeliveryContract/hostClockMargin``).
+    static let hostClockMargin = UInt64(DeliveryContract.hostClockMargin.wholeMilliseconds)
+    /// How far before the last confirmed id to look (``DeliveryContract/confirmedIDMargin``).
+    static let confirmedIDMargin = UInt64(DeliveryContract.confirmedIDMargin.wholeMilliseconds)
 
     /// Ids on one stream only grow, on whatever node holds it now, so a record sent after the last
-    /// id confirmed on its stream has a larger one. The second of margin covers the one way that
-    /// fails: a failover that lost the confirmed entry, to a primary whose clock is behind. With
-    /// nothing confirmed yet, when it was sent by this host's clock, to be turned into Redis's.
+    /// id confirmed on its stream has a larger one. The margin covers the one way that fails: a
+    /// failover that lost the confirmed entry, to a primary whose clock is behind. With nothing
+    /// confirmed yet, when it was sent by this host's clock, to be turned into Redis's.
     static func start(lastConfirmed: StreamEntryID?, sentAtMilliseconds: UInt64) -> LookupStart {
         guard let lastConfirmed else { return .sentAt(hostMilliseconds: sentAtMilliseconds) }
-        return .entry(StreamEntryID(milliseconds: lastConfirmed.milliseconds - min(lastConfirmed.milliseconds, 1000), sequence: 0))
+        let milliseconds = lastConfirmed.milliseconds - min(lastConfirmed.milliseconds, confirmedIDMargin)
+        return .entry(StreamEntryID(milliseconds: milliseconds, sequence: 0))
     }
 
     /// The id to read from. - Parameter redisAhead: Redis's clock less this host's, in milliseconds,

@@ -17,14 +17,12 @@ public struct StreamMaintenance: Sendable {
     /// The dead-letter stream keeps at most this many letters, the newest; nil: unbounded.
     public let deadLetterLimit: Int?
     /// Entries this close to the stream's newest id stay, acknowledged or not: a producer whose
-    /// pipeline was cut looks in the stream for which of its records were stored, within a couple
-    /// of seconds of Redis answering again; a record stored, acknowledged and trimmed meanwhile
-    /// would be sent twice. Measured from the newest id, not the clock: while Redis is away no
-    /// entry arrives, so what was written before an outage stays until writing has resumed for
-    /// this long. Nil: trim everything acknowledged (tests).
+    /// pipeline was cut looks in the stream for which of its records were stored, and a record
+    /// stored, acknowledged and trimmed meanwhile would be sent twice (``DeliveryContract``).
+    /// Nil: trim everything acknowledged (tests).
     public let keepRecent: Duration?
 
-    public static let defaultKeepRecent: Duration = .seconds(10)
+    public static let defaultKeepRecent: Duration = DeliveryContract.keepWindow
 
     public init(stream: String, group: String, consumerExpiry: Duration, deadLetterLimit: Int? = nil, keepRecent: Duration? = Self.defaultKeepRecent) {
         self.stream = stream
