@@ -1,51 +1,11 @@
 @testable import AdTelemetry
 import AdTelemetryRecords
 import AdWorkerRedis
+import AdWorkerTestSupport
 import Foundation
 import Logging
 import Synchronization
 import Testing
-
-/// A clock that moves only when a test moves it (postgres-nio's `MockClock`, smaller): a sleeper
-/// wakes once the clock is moved to or past its deadline.
-final class ManualClock: Clock {
-    struct Instant: InstantProtocol {
-        var offset: Duration
-        func advanced(by duration: Duration) -> Instant { Instant(offset: offset + duration) }
-        func duration(to other: Instant) -> Duration { other.offset - offset }
-        static func < (lhs: Instant, rhs: Instant) -> Bool { lhs.offset < rhs.offset }
-    }
-
-    private struct State {
-        var now = Instant(offset: .zero)
-        var sleepers: [(deadline: Instant, continuation: CheckedContinuation<Void, Never>)] = []
-    }
-
-    private let state = Mutex(State())
-    var now: Instant { state.withLock { $0.now } }
-    var minimumResolution: Duration { .zero }
-
-    func advance(by duration: Duration) {
-        let due = state.withLock { state in
-            state.now = state.now.advanced(by: duration)
-            let now = state.now
-            defer { state.sleepers.removeAll { $0.deadline <= now } }
-            return state.sleepers.filter { $0.deadline <= now }.map(\.continuation)
-        }
-        for continuation in due { continuation.resume() }
-    }
-
-    func sleep(until deadline: Instant, tolerance: Duration?) async throws {
-        await withCheckedContinuation { continuation in
-            let due = state.withLock { state in
-                guard deadline > state.now else { return true }
-                state.sleepers.append((deadline, continuation))
-                return false
-            }
-            if due { continuation.resume() }
-        }
-    }
-}
 
 /// The producer's decisions without Redis: each error class, cut pipelines, the deadline, the
 /// spool and shutdown, with time moved by hand.
