@@ -122,7 +122,15 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "TelemetryRecordsTests", dependencies: ["AdTelemetryRecords"], swiftSettings: swiftSettings),
-        .testTarget(name: "WorkerUnitTests", dependencies: ["AdTelemetry", "AdWorkerConnectionThread", "AdWorkerCore", "AdWorkerHTTP", "AdWorkerPostgres", "AdWorkerRedis", "AdTelemetryRecords", "AdWorkerTestSupport"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "WorkerUnitTests",
+            dependencies: [
+                "AdTelemetry", "AdWorkerConnectionThread", "AdWorkerCore", "AdWorkerHTTP", "AdWorkerPostgres", "AdWorkerRedis", "AdTelemetryRecords", "AdWorkerTestSupport",
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .testTarget(
             name: "IntegrationTests",
             dependencies: [

@@ -56,20 +56,25 @@ struct RunCommand: AsyncParsableCommand {
         guard stallSeconds >= 0 else { throw ValidationError("--stall-timeout must not be negative, not \(stallSeconds)") }
         if processCount > 1 {
             try await runPool(processCount, configuration: configuration, address: address, timeout: timeout, strays: strays, logger: logger)
-            return
+        } else {
+            try await runWorker(configuration: configuration, address: address, timeout: timeout, stallSeconds: stallSeconds, strays: strays, logger: logger)
         }
+    }
+
+    /// Exit status when another live process holds this consumer name.
+    static let consumerNameInUseExitCode: Int32 = 3
+    /// Exit status when the configuration cannot work (a wrong password, a missing table): restarting cannot fix it.
+    static let startupRefusedExitCode: Int32 = 4
+}
+
+extension RunCommand {
+    /// One worker process: the consumers, its endpoint and readiness probe, the systemd notifier.
+    private func runWorker(
+        configuration: WorkerConfiguration, address: HTTPAddress?, timeout: Int, stallSeconds: Int, strays: StraySignals, logger: Logger
+    ) async throws {
         Supervisor.terminateWithSupervisor(logger: logger)
         logger.info("connecting", metadata: ["redis": "\(configuration.redis)", "postgres": "\(configuration.postgres)"])
-
-        let registry = PrometheusCollectorRegistry()
-        var factory = PrometheusMetricsFactory(registry: registry)
-        // Milliseconds when keeping up, minutes under a backlog: the default buckets stop at 10 s.
-        factory.durationHistogramBuckets["adworker_end_to_end_latency_seconds"] = [
-            .milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10), .milliseconds(20), .milliseconds(50),
-            .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(2.5), .seconds(5), .seconds(10),
-            .seconds(30), .seconds(60), .seconds(120), .seconds(300), .seconds(600),
-        ]
-        MetricsSystem.bootstrap(factory)
+        let registry = Self.bootstrapPrometheus()
         let status = WorkerStatus(version: AdWorker.version, shards: configuration.shardNumbers)
         let stuckReasons: @Sendable () -> [String] = { stallSeconds == 0 ? [] : status.stalledStreams(after: .seconds(stallSeconds)) }
         // First, so shut down last: a stray signal during the final commit is ignored with a log line too.
@@ -114,13 +119,20 @@ struct RunCommand: AsyncParsableCommand {
         }
     }
 
-    /// Exit status when another live process holds this consumer name.
-    static let consumerNameInUseExitCode: Int32 = 3
-    /// Exit status when the configuration cannot work (a wrong password, a missing table): restarting cannot fix it.
-    static let startupRefusedExitCode: Int32 = 4
-}
+    /// The process's metrics go to the registry `/metrics` serves.
+    private static func bootstrapPrometheus() -> PrometheusCollectorRegistry {
+        let registry = PrometheusCollectorRegistry()
+        var factory = PrometheusMetricsFactory(registry: registry)
+        // Milliseconds when keeping up, minutes under a backlog: the default buckets stop at 10 s.
+        factory.durationHistogramBuckets["adworker_end_to_end_latency_seconds"] = [
+            .milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10), .milliseconds(20), .milliseconds(50),
+            .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(2.5), .seconds(5), .seconds(10),
+            .seconds(30), .seconds(60), .seconds(120), .seconds(300), .seconds(600),
+        ]
+        MetricsSystem.bootstrap(factory)
+        return registry
+    }
 
-extension RunCommand {
     /// The supervisor and the pool's endpoint; the children are this binary with `--processes 1`.
     private func runPool(
         _ count: Int, configuration: WorkerConfiguration, address: HTTPAddress?, timeout: Int, strays: StraySignals, logger: Logger
@@ -153,7 +165,7 @@ extension RunCommand {
         }
         if let notifier = SystemdNotifier(
             environment: ProcessInfo.processInfo.environment, logger: logger,
-            isReady: { processes().allSatisfy { $0.state == "running" } },
+            isReady: { processes().allSatisfy { $0.state == .running } },
             unhealthyReasons: { supervisor.unhealthyReasons }
         ) {
             services.append(.init(service: notifier))

@@ -91,7 +91,7 @@ struct StatusCommand: AsyncParsableCommand {
         if let snapshot = try? await Self.fetch(WorkerStatus.Snapshot.self, from: base + "/status") {
             let readiness = try? await Self.fetch(ReadinessReply.self, from: base + "/readyz")
             var reasons = readiness?.reasons ?? (readiness == nil ? ["/readyz did not answer"] : [])
-            reasons += snapshot.consumers.filter { $0.state != "running" }.map { "consumer \($0.stream)/\($0.consumer) \($0.state)" }
+            reasons += snapshot.consumers.filter { $0.state != ConsumerState.running.rawValue }.map { "consumer \($0.stream)/\($0.consumer) \($0.state)" }
             reasons += snapshot.streams.filter { $0.failedAttempts > 0 }.map { "\($0.stream): \($0.failedAttempts) failed attempts in the last minute" }
             report = Report(health: reasons.isEmpty ? .healthy : .degraded, daemon: "up", reasons: reasons, status: snapshot, redis: nil)
         } else {

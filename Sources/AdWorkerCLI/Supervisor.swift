@@ -18,7 +18,7 @@ final class Supervisor: Service, Sendable {
     struct Child: Sendable {
         var index: Int
         var pid: Int32?
-        var state: String
+        var state: WorkerProcessState
         var restarts: Int
         var port: Int?
     }
@@ -54,7 +54,7 @@ final class Supervisor: Service, Sendable {
         self.basePort = basePort
         self.logger = logger
         let children = (0..<count).map { index in
-            Child(index: index, pid: nil, state: "starting", restarts: 0, port: basePort.map { $0 + 1 + index })
+            Child(index: index, pid: nil, state: .starting, restarts: 0, port: basePort.map { $0 + 1 + index })
         }
         self.pool = Mutex((children, PoolMonitor(count: count, configuration: monitor), nil))
     }
@@ -129,18 +129,18 @@ final class Supervisor: Service, Sendable {
         while true {
             let status = try await runChild(index)
             if status.reason == .exit && status.code == 0 {
-                update(index) { $0.state = "finished"; $0.pid = nil }
+                update(index) { $0.state = .finished; $0.pid = nil }
                 return
             }
             if isStopping || Task.isCancelled {
-                update(index) { $0.state = "stopped"; $0.pid = nil }
+                update(index) { $0.state = .stopped; $0.pid = nil }
                 return
             }
             let now = ContinuousClock.now
             crashes = crashes.filter { now - $0 < Self.crashLoopWindow } + [now]
             let how = status.reason == .uncaughtSignal ? "killed by signal \(status.code)" : "exited with \(status.code)"
             if crashes.count >= Self.crashLoopLimit {
-                update(index) { $0.state = "dead"; $0.pid = nil }
+                update(index) { $0.state = .dead; $0.pid = nil }
                 logger.critical("worker process \(index) \(how); \(crashes.count) crashes within \(Self.crashLoopWindow): giving up")
                 let failure = Failure(description: "worker process \(index) is crash-looping (\(crashes.count) crashes in \(Self.crashLoopWindow))")
                 pool.withLock { $0.failure = $0.failure ?? failure }
@@ -149,11 +149,11 @@ final class Supervisor: Service, Sendable {
                 return
             }
             let delay = backoff.nextDelay()
-            update(index) { $0.state = "restarting"; $0.pid = nil; $0.restarts += 1 }
+            update(index) { $0.state = .restarting; $0.pid = nil; $0.restarts += 1 }
             logger.error("worker process \(index) \(how); restarting", metadata: ["delay": "\(delay)", "crashes_last_minute": "\(crashes.count)"])
             try await Task.sleep(for: delay)
             if isStopping {
-                update(index) { $0.state = "stopped" }
+                update(index) { $0.state = .stopped }
                 return
             }
         }
@@ -174,7 +174,7 @@ final class Supervisor: Service, Sendable {
         let pid = try await spawner.launch(process)
         running.withLock { $0[index] = process }
         pool.withLock {
-            $0.children[index].state = "running"
+            $0.children[index].state = .running
             $0.children[index].pid = pid
             // Foundation clears isRunning before it calls the termination handler (which takes this
             // lock): a child that has already exited is not recorded as started after its exit.

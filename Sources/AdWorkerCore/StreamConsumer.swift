@@ -67,8 +67,8 @@ struct StreamConsumer {
 
     func run() async throws {
         status?.declare(stream: stream)
-        status?.consumer(consumer, stream: stream, state: "running")
-        defer { status?.consumer(consumer, stream: stream, state: "stopped") }
+        status?.consumer(consumer, stream: stream, state: .running)
+        defer { status?.consumer(consumer, stream: stream, state: .stopped) }
         let batches = AsyncChannel<EntryBatch>()
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {

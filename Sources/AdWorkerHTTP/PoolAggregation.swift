@@ -50,7 +50,7 @@ public enum PoolAggregation {
     /// merged the same way. Consumers of every
     /// process; processes without a snapshot appear as one consumer in the state given.
     public static func mergeStatus(
-        version: String, uptimeSeconds: Double, processes: [(process: Int, state: String, snapshot: WorkerStatus.Snapshot?)]
+        version: String, uptimeSeconds: Double, processes: [(process: Int, state: WorkerProcessState, snapshot: WorkerStatus.Snapshot?)]
     ) -> WorkerStatus.Snapshot {
         var streams: [String: WorkerStatus.StreamSnapshot] = [:]
         var deadPerMinute: [String: Double] = [:]
@@ -58,7 +58,7 @@ public enum PoolAggregation {
         var history: [Double: [String: WorkerStatus.HistoryStreamPoint]] = [:]
         for (process, state, snapshot) in processes {
             guard let snapshot else {
-                consumers.append(WorkerStatus.ConsumerSnapshot(consumer: "process \(process)", stream: "*", state: state, openCircuits: []))
+                consumers.append(WorkerStatus.ConsumerSnapshot(consumer: "process \(process)", stream: "*", state: state.rawValue, openCircuits: []))
                 continue
             }
             consumers += snapshot.consumers

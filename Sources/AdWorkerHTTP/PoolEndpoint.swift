@@ -3,7 +3,7 @@ import Foundation
 import FoundationNetworking
 #endif
 import AdTelemetryRecords
-import AdWorkerCore
+public import AdWorkerCore
 public import Hummingbird
 public import Logging
 
@@ -15,10 +15,10 @@ public import Logging
 public enum PoolEndpoint {
     public struct Process: Sendable {
         public var index: Int
-        public var state: String
+        public var state: WorkerProcessState
         public var port: Int?
 
-        public init(index: Int, state: String, port: Int?) {
+        public init(index: Int, state: WorkerProcessState, port: Int?) {
             self.index = index
             self.state = state
             self.port = port
@@ -36,66 +36,18 @@ public enum PoolEndpoint {
         let router = Router()
         router.get("/healthz") { _, _ in
             let reasons = health()
-            let object: [String: Any] = reasons.isEmpty ? ["status": "alive"] : ["status": "stuck", "reasons": reasons]
-            let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data()
-            return text(reasons.isEmpty ? .ok : .serviceUnavailable, String(decoding: data, as: UTF8.self), type: "application/json")
+            return json(reasons.isEmpty ? .ok : .serviceUnavailable, reasons.isEmpty ? ["status": "alive"] : ["status": "stuck", "reasons": reasons])
         }
         router.get("/readyz") { _, _ in
-            // All at once, each bounded: a frozen process costs one probe timeout, well within a probe's own.
-            let answers = await withTaskGroup(of: (Int, [String]).self) { group in
-                for process in processes() {
-                    group.addTask {
-                        guard process.state == "running", let port = process.port else {
-                            return (process.index, ["worker process \(process.index) is \(process.state)"])
-                        }
-                        let (status, body) = await fetch(port: port, path: "/readyz", timeout: probeTimeout)
-                        guard status != 200 else { return (process.index, []) }
-                        let childReasons = (try? JSONSerialization.jsonObject(with: body) as? [String: Any])?["reasons"] as? [String]
-                        return (process.index, (childReasons ?? ["no answer"]).map { "worker process \(process.index): \($0)" })
-                    }
-                }
-                var answers: [Int: [String]] = [:]
-                for await (index, reasons) in group { answers[index] = reasons }
-                return answers
-            }
-            let reasons = answers.keys.sorted().flatMap { answers[$0]! }
-            let object: [String: Any] = reasons.isEmpty ? ["status": "ready"] : ["status": "not ready", "reasons": reasons]
-            let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data()
-            return text(reasons.isEmpty ? .ok : .serviceUnavailable, String(decoding: data, as: UTF8.self), type: "application/json")
+            let reasons = await notReadyReasons(processes(), probeTimeout: probeTimeout)
+            return json(reasons.isEmpty ? .ok : .serviceUnavailable, reasons.isEmpty ? ["status": "ready"] : ["status": "not ready", "reasons": reasons])
         }
         router.get("/metrics") { _, _ in
-            var texts: [(process: Int, text: String)] = []
-            var up = "# HELP adworker_process_up \(MetricHelp.texts["adworker_process_up"]!)\n# TYPE adworker_process_up gauge\n"
-            // All at once: one hung process costs the scrape one timeout, not one per process.
-            let answers = await withTaskGroup(of: (Int, String?).self) { group in
-                for process in processes() {
-                    group.addTask {
-                        guard process.state == "running", let port = process.port else { return (process.index, nil) }
-                        let (status, body) = await fetch(port: port, path: "/metrics")
-                        return (process.index, status == 200 ? String(decoding: body, as: UTF8.self) : nil)
-                    }
-                }
-                var answers: [Int: String?] = [:]
-                for await (index, text) in group { answers[index] = text }
-                return answers
-            }
-            for index in answers.keys.sorted() {
-                if let text = answers[index] ?? nil { texts.append((index, text)) }
-                up += "adworker_process_up{process=\"\(index)\"} \((answers[index] ?? nil) == nil ? 0 : 1)\n"
-            }
-            return text(.ok, up + PoolAggregation.mergeMetrics(texts), type: "text/plain; version=0.0.4; charset=utf-8")
+            let body = await metrics(processes())
+            return text(.ok, body, type: "text/plain; version=0.0.4; charset=utf-8")
         }
         router.get("/status") { _, _ in
-            var reports: [(process: Int, state: String, snapshot: WorkerStatus.Snapshot?)] = []
-            for process in processes() {
-                var snapshot: WorkerStatus.Snapshot?
-                if process.state == "running", let port = process.port {
-                    let (status, body) = await fetch(port: port, path: "/status")
-                    if status == 200 { snapshot = try? JSONDecoder().decode(WorkerStatus.Snapshot.self, from: body) }
-                }
-                reports.append((process.index, snapshot == nil && process.state == "running" ? "unreachable" : process.state, snapshot))
-            }
-            let merged = PoolAggregation.mergeStatus(version: version, uptimeSeconds: (ContinuousClock.now - started).inSeconds, processes: reports)
+            let merged = await status(processes(), version: version, uptimeSeconds: (ContinuousClock.now - started).inSeconds)
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys]
             return text(.ok, String(decoding: (try? encoder.encode(merged)) ?? Data(), as: UTF8.self), type: "application/json")
@@ -107,6 +59,72 @@ public enum PoolEndpoint {
             router: router, server: HTTPLimits.server, configuration: HTTPLimits.configuration(host: host, port: port, logger: logger),
             logger: logger
         )
+    }
+
+    /// Every process's own `/readyz` reasons, by process, each prefixed with the process; a
+    /// process not running is a reason of its own. All at once, each bounded: a frozen process
+    /// costs one probe timeout, well within a probe's own.
+    private static func notReadyReasons(_ processes: [Process], probeTimeout: Duration) async -> [String] {
+        let answers = await withTaskGroup(of: (Int, [String]).self) { group in
+            for process in processes {
+                group.addTask {
+                    guard process.state == .running, let port = process.port else {
+                        return (process.index, ["worker process \(process.index) is \(process.state.rawValue)"])
+                    }
+                    let (status, body) = await fetch(port: port, path: "/readyz", timeout: probeTimeout)
+                    guard status != 200 else { return (process.index, []) }
+                    let childReasons = (try? JSONSerialization.jsonObject(with: body) as? [String: Any])?["reasons"] as? [String]
+                    return (process.index, (childReasons ?? ["no answer"]).map { "worker process \(process.index): \($0)" })
+                }
+            }
+            var answers: [Int: [String]] = [:]
+            for await (index, reasons) in group { answers[index] = reasons }
+            return answers
+        }
+        return answers.keys.sorted().flatMap { answers[$0]! }
+    }
+
+    /// `adworker_process_up` for each process, then every running process's metrics with a
+    /// `process` label. All at once: one hung process costs the scrape one timeout, not one per process.
+    private static func metrics(_ processes: [Process]) async -> String {
+        var texts: [(process: Int, text: String)] = []
+        var up = "# HELP adworker_process_up \(MetricHelp.texts["adworker_process_up"]!)\n# TYPE adworker_process_up gauge\n"
+        let answers = await withTaskGroup(of: (Int, String?).self) { group in
+            for process in processes {
+                group.addTask {
+                    guard process.state == .running, let port = process.port else { return (process.index, nil) }
+                    let (status, body) = await fetch(port: port, path: "/metrics")
+                    return (process.index, status == 200 ? String(decoding: body, as: UTF8.self) : nil)
+                }
+            }
+            var answers: [Int: String?] = [:]
+            for await (index, text) in group { answers[index] = text }
+            return answers
+        }
+        for index in answers.keys.sorted() {
+            if let text = answers[index] ?? nil { texts.append((index, text)) }
+            up += "adworker_process_up{process=\"\(index)\"} \((answers[index] ?? nil) == nil ? 0 : 1)\n"
+        }
+        return up + PoolAggregation.mergeMetrics(texts)
+    }
+
+    /// Every running process's `/status`, merged; one that does not answer shows as unreachable.
+    private static func status(_ processes: [Process], version: String, uptimeSeconds: Double) async -> WorkerStatus.Snapshot {
+        var reports: [(process: Int, state: WorkerProcessState, snapshot: WorkerStatus.Snapshot?)] = []
+        for process in processes {
+            var snapshot: WorkerStatus.Snapshot?
+            if process.state == .running, let port = process.port {
+                let (status, body) = await fetch(port: port, path: "/status")
+                if status == 200 { snapshot = try? JSONDecoder().decode(WorkerStatus.Snapshot.self, from: body) }
+            }
+            reports.append((process.index, snapshot == nil && process.state == .running ? .unreachable : process.state, snapshot))
+        }
+        return PoolAggregation.mergeStatus(version: version, uptimeSeconds: uptimeSeconds, processes: reports)
+    }
+
+    private static func json(_ status: HTTPResponse.Status, _ object: [String: Any]) -> Response {
+        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data()
+        return text(status, String(decoding: data, as: UTF8.self), type: "application/json")
     }
 
     private static func text(_ status: HTTPResponse.Status, _ body: String, type: String) -> Response {

@@ -1,3 +1,4 @@
+import AdWorkerCore
 import Foundation
 public import ServiceLifecycle
 
@@ -40,7 +41,7 @@ public struct PoolProbe: Service {
 
     func probeOnce() async {
         await withTaskGroup(of: Void.self) { group in
-            for process in processes() where process.state == "running" {
+            for process in processes() where process.state == .running {
                 guard let port = process.port else { continue }
                 group.addTask {
                     let asked = ContinuousClock.now

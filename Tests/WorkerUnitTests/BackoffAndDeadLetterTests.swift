@@ -42,12 +42,12 @@ struct ErrorLabelTests {
     /// hold a server's message): bounded, and the same whatever the message says.
     @Test func labelsAreCodesAndSQLStates() {
         let refused = PostgresError(.dataError, "the server refused a value (really)", sqlState: "22P02")
-        #expect(WorkerStatus.errorLabels(refused).map { "\($0.0)=\($0.1)" } == ["kind=dataError", "sqlstate=22P02"])
+        #expect(StreamMetrics.errorLabels(refused).map { "\($0.0)=\($0.1)" } == ["kind=dataError", "sqlstate=22P02"])
         let lost = PostgresError(.connectionLost, "server closed the connection unexpectedly")
-        #expect(WorkerStatus.errorLabels(lost).map { "\($0.0)=\($0.1)" } == ["kind=connectionLost", "sqlstate=none"])
+        #expect(StreamMetrics.errorLabels(lost).map { "\($0.0)=\($0.1)" } == ["kind=connectionLost", "sqlstate=none"])
         let full = RedisError.fromReply("OOM command not allowed when used memory > 'maxmemory'.")
-        #expect(WorkerStatus.errorLabels(full).map { "\($0.0)=\($0.1)" } == ["kind=outOfMemory"])
-        #expect(WorkerStatus.errorLabels(CancellationError()).map { "\($0.0)=\($0.1)" } == ["kind=other"])
+        #expect(StreamMetrics.errorLabels(full).map { "\($0.0)=\($0.1)" } == ["kind=outOfMemory"])
+        #expect(StreamMetrics.errorLabels(CancellationError()).map { "\($0.0)=\($0.1)" } == ["kind=other"])
     }
 }
 
@@ -61,11 +61,11 @@ struct ErrorLabelTests {
 
     @Test func onlyFailuresThatNeedAChangeArePermanent() {
         #expect(PermanentFailure(PostgresError(.serverError, "x", sqlState: "42P01"))?.fix.hasSuffix("run adworker migrate") == true)
-        #expect(PermanentFailure(PostgresError(.connectionFailed, "x", sqlState: "28P01"))?.kind == "28P01")
+        #expect(PermanentFailure(PostgresError(.connectionFailed, "x", sqlState: "28P01"))?.kind == .invalidPassword)
         #expect(PermanentFailure(PostgresError(.serverError, "x", sqlState: "42501"))?.fix.contains("worker-role.sql") == true)
         #expect(PermanentFailure(PostgresError(.connectionLost, "x", sqlState: "57P01")) == nil)
         #expect(PermanentFailure(PostgresError(.connectionFailed, "refused")) == nil)
-        #expect(PermanentFailure(RedisError.fromReply("NOPERM User w has no permissions to run the 'xadd' command"))?.kind == "noPermission")
+        #expect(PermanentFailure(RedisError.fromReply("NOPERM User w has no permissions to run the 'xadd' command"))?.kind == .redisNoPermission)
         #expect(PermanentFailure(RedisError.fromReply("WRONGPASS invalid username-password pair"))?.refusesStartup == true)
         #expect(PermanentFailure(RedisError.fromReply("OOM command not allowed"))?.refusesStartup == false)
         #expect(PermanentFailure(RedisError.fromReply("LOADING Redis is loading")) == nil)

@@ -40,7 +40,7 @@ struct PoolAggregationTests {
         let first = WorkerStatus.Snapshot(version: "v", uptimeSeconds: 1, streams: [stream(rows: 590, dead: 10, p99: 30)], consumers: [])
         let second = WorkerStatus.Snapshot(version: "v", uptimeSeconds: 1, streams: [stream(rows: 300, dead: 0, p99: 90)], consumers: [])
         let merged = PoolAggregation.mergeStatus(
-            version: "v", uptimeSeconds: 2, processes: [(0, "running", first), (1, "running", second), (2, "restarting", nil)]
+            version: "v", uptimeSeconds: 2, processes: [(0, .running, first), (1, .running, second), (2, .restarting, nil)]
         )
         let figures = merged.streams[0]
         #expect(figures.totalRows == 890 && figures.totalDeadLetters == 10 && figures.failedAttempts == 2)
@@ -61,7 +61,7 @@ struct PoolAggregationTests {
         }
         let first = snapshot([(100, Point(rowsPerSecond: 10, lag: 3, latencyP99Milliseconds: 4)), (105, Point(rowsPerSecond: 20, lag: 0, latencyP99Milliseconds: 2))])
         let second = snapshot([(105, Point(rowsPerSecond: 5, lag: 0, latencyP99Milliseconds: 9)), (110, Point(rowsPerSecond: 1, lag: nil, latencyP99Milliseconds: nil))])
-        let merged = PoolAggregation.mergeStatus(version: "v", uptimeSeconds: 2, processes: [(0, "running", first), (1, "running", second)])
+        let merged = PoolAggregation.mergeStatus(version: "v", uptimeSeconds: 2, processes: [(0, .running, first), (1, .running, second)])
         let points = merged.history?.points ?? []
         #expect(points.map(\.time) == [100, 105, 110])
         #expect(points.map { $0.streams["s"]!.rowsPerSecond } == [10, 25, 1])

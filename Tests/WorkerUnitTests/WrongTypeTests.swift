@@ -13,7 +13,7 @@ import Testing
 
     @Test func aWrongTypeIsAPermanentFailureThatNamesTheKeyAndTheFix() throws {
         let failure = try #require(PermanentFailure(RedisError(.wrongType, "key adserving:training is not a stream (WRONGTYPE)")))
-        #expect(failure.kind == "wrongType")
+        #expect(failure.kind == .redisWrongType && failure.kind.rawValue == "wrongType")
         #expect(failure.fix.hasPrefix("key adserving:training is not a stream (WRONGTYPE): rename or delete that key"))
         #expect(failure.fix.contains("ADWORKER_STREAM_PREFIX"))
     }
