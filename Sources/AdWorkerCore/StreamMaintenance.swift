@@ -1,7 +1,6 @@
 import AdTelemetryRecords
 public import AdWorkerRedis
 public import Logging
-import Metrics
 
 /// Keeps a stream's memory bounded without losing anything: trims acknowledged history below the
 /// oldest entry any consumer group still needs, and removes consumers of our group that have been
@@ -49,7 +48,6 @@ public struct StreamMaintenance: Sendable {
                 try await redis.trim(DeadLetter.stream(for: stream), maximumLength: deadLetterLimit)
             } ?? 0
             if outcome.trimmedDeadLetters > 0 {
-                Counter(label: "adworker_dead_letters_trimmed_total", dimensions: [("stream", stream)]).increment(by: outcome.trimmedDeadLetters)
                 logger.warning(
                     "oldest dead letters removed: the dead-letter stream is at its limit",
                     metadata: ["stream": "\(stream)", "trimmed": "\(outcome.trimmedDeadLetters)", "limit": "\(deadLetterLimit)"]

@@ -175,8 +175,11 @@ public struct WorkerService: Service {
                         stream: stream, group: configuration.group, consumerExpiry: configuration.consumerExpiry,
                         deadLetterLimit: configuration.deadLetterLimit
                     )
-                    _ = try await breaker.retrying(doing: "trimming", logger: logger) {
+                    let outcome = try await breaker.retrying(doing: "trimming", logger: logger) {
                         try await Self.skippingWrongType { try await maintenance.run(redis, logger: logger) }
+                    }
+                    if let trimmed = outcome?.trimmedDeadLetters, trimmed > 0 {
+                        status?.recordTrimmedDeadLetters(stream: stream, count: trimmed)
                     }
                 }
                 try await Task.sleep(for: interval)

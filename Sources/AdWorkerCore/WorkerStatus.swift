@@ -124,6 +124,13 @@ public final class WorkerStatus: Sendable {
 
     public var hasStarted: Bool { state.withLock { $0.readiness.hasStarted } }
 
+    /// The oldest dead letters of `stream` trimmed beyond the configured limit, counted in the
+    /// stream's own series (with its shard label, as every other per-stream counter).
+    func recordTrimmedDeadLetters(stream: String, count: Int) {
+        let metrics = state.withLock { state in state.metrics[stream, default: makeMetrics(stream)] }
+        metrics.deadLettersTrimmed.increment(by: count)
+    }
+
     /// A consumer of `stream` read and found nothing new: it is keeping up, which counts as progress.
     func caughtUp(stream: String) {
         state.withLock { state in

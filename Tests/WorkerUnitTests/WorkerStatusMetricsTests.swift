@@ -57,6 +57,17 @@ import Testing
         #expect(try metrics.expectGauge("adworker_circuit_open", labels + [("target", "postgres")]).values == [0])
     }
 
+    /// Maintenance counted trimmed dead letters under `stream` alone, a second series beside the
+    /// declared `{stream, shard}` one on a sharded stream; they go to the stream's own handle now.
+    @Test func trimmedDeadLettersCountInTheStreamsDeclaredSeries() throws {
+        let metrics = TestMetrics()
+        let status = WorkerStatus(version: "t", shards: ["s": 3], factory: metrics)
+        status.declare(stream: "s")
+        status.recordTrimmedDeadLetters(stream: "s", count: 4)
+        #expect(try metrics.expectCounter("adworker_dead_letters_trimmed_total", [("stream", "s"), ("shard", "3")]).totalValue == 4)
+        #expect(throws: (any Error).self) { try metrics.expectCounter("adworker_dead_letters_trimmed_total", [("stream", "s")]) }
+    }
+
     @Test func seriesAppearWithTheirFirstFigureAsBefore() throws {
         let metrics = TestMetrics()
         let status = WorkerStatus(version: "t", factory: metrics)
