@@ -1,7 +1,7 @@
 public import AdTelemetryRecords
 import AdWorkerRedis
 public import Logging
-import Metrics
+public import Metrics
 public import ServiceLifecycle
 import Synchronization
 
@@ -36,23 +36,26 @@ public actor TelemetryProducer: Service {    typealias Continuation = CheckedCon
     typealias Machine = ProducerStateMachine<ContinuousClock, Continuation>
 
     // Made per producer, not static: a service creates its producer after bootstrapping metrics.
-    nonisolated let sent = Counter(label: "adtelemetry_sent_total")
-    nonisolated let failed = Counter(label: "adtelemetry_failed_total")
-    nonisolated let buffered = Gauge(label: "adtelemetry_buffered")
-    nonisolated let sendLatency = Timer(label: "adtelemetry_send_latency_seconds")
-    nonisolated let retried = Counter(label: "adtelemetry_retried_total")
-    nonisolated let recovery = Timer(label: "adtelemetry_redis_recovery_seconds")
+    nonisolated let sent: Counter
+    nonisolated let failed: Counter
+    nonisolated let buffered: Gauge
+    nonisolated let sendLatency: Timer
+    nonisolated let retried: Counter
+    nonisolated let recovery: Timer
+    nonisolated let spooledRecordsGauge: Gauge
+    nonisolated let spooledBytesGauge: Gauge
+    /// By resolution (`stored`, `resent`) and by drop reason, made with the producer.
+    private nonisolated let unknownOutcomes: [String: Counter]
+    private nonisolated let drops: [String: Counter]
 
     nonisolated func unknownOutcome(_ resolution: String, count: Int) {
-        Counter(label: "adtelemetry_unknown_outcome_total", dimensions: [("resolution", resolution)]).increment(by: count)
+        unknownOutcomes[resolution]?.increment(by: count)
     }
 
     private static let dropReasons = ["buffer_full", "shut_down", "spool_full", "spool_unwritable", "spool_damaged"]
-    nonisolated let spooledRecordsGauge = Gauge(label: "adtelemetry_spooled_records")
-    nonisolated let spooledBytesGauge = Gauge(label: "adtelemetry_spooled_bytes")
 
     nonisolated func dropped(_ reason: String, count: Int) {
-        Counter(label: "adtelemetry_dropped_total", dimensions: [("reason", reason)]).increment(by: count)
+        drops[reason]?.increment(by: count)
     }
 
     public nonisolated let configuration: TelemetryProducerConfiguration
@@ -76,7 +79,27 @@ public actor TelemetryProducer: Service {    typealias Continuation = CheckedCon
     /// - Parameters:
     ///   - configuration: Redis address, stream prefix and buffer bounds.
     ///   - logger: Log keys are prefixed `adtelemetry_`, since they land in the host service's logs.
-    public init(configuration: TelemetryProducerConfiguration, logger: Logger) {
+    ///   - metricsFactory: Where the `adtelemetry_*` metrics go; nil: the process's `MetricsSystem`.
+    public init(configuration: TelemetryProducerConfiguration, logger: Logger, metricsFactory: (any MetricsFactory)? = nil) {
+        let factory = metricsFactory ?? MetricsSystem.factory
+        sent = Counter(label: "adtelemetry_sent_total", factory: factory)
+        failed = Counter(label: "adtelemetry_failed_total", factory: factory)
+        buffered = Gauge(label: "adtelemetry_buffered", factory: factory)
+        sendLatency = Timer(label: "adtelemetry_send_latency_seconds", factory: factory)
+        retried = Counter(label: "adtelemetry_retried_total", factory: factory)
+        recovery = Timer(label: "adtelemetry_redis_recovery_seconds", factory: factory)
+        spooledRecordsGauge = Gauge(label: "adtelemetry_spooled_records", factory: factory)
+        spooledBytesGauge = Gauge(label: "adtelemetry_spooled_bytes", factory: factory)
+        // Every series exists from the start at 0: a rule's increase() cannot see the first
+        // drops of a series that appears already holding them.
+        unknownOutcomes = Dictionary(uniqueKeysWithValues: ["stored", "resent"].map { resolution in
+            (resolution, Counter(label: "adtelemetry_unknown_outcome_total", dimensions: [("resolution", resolution)], factory: factory))
+        })
+        drops = Dictionary(uniqueKeysWithValues: Self.dropReasons.map { reason in
+            (reason, Counter(label: "adtelemetry_dropped_total", dimensions: [("reason", reason)], factory: factory))
+        })
+        for counter in unknownOutcomes.values { counter.increment(by: 0) }
+        for counter in drops.values { counter.increment(by: 0) }
         self.configuration = configuration
         let streams = RecordKind.allCases.flatMap { configuration.layout.streams(kind: $0.rawValue) }
         self.streams = streams
@@ -90,10 +113,6 @@ public actor TelemetryProducer: Service {    typealias Continuation = CheckedCon
             clock: ContinuousClock()
         )
         (wakeups, wakeupContinuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
-        // Every drop series exists from the start at 0: a rule's increase() cannot see the first
-        // drops of a series that appears already holding them.
-        for reason in Self.dropReasons { dropped(reason, count: 0) }
-        for resolution in ["stored", "resent"] { unknownOutcome(resolution, count: 0) }
     }
 
     /// Sends a training record. - Returns: the entry id Redis assigned.
