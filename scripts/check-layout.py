@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Fails when a Swift file under Sources/ is over 400 lines or a function over 60.
+"""Fails when a Swift file under Sources/ is over 400 lines or a function over 60, or when a
+Redis command is spelled outside Sources/AdWorkerRedis (`RedisCommand("...` anywhere else).
 
 A function runs from the line that declares it (`func`, `init`, `deinit`) to the line
 that closes its body; braces inside string literals and comments are not counted."""
@@ -9,6 +10,8 @@ import sys
 
 MAX_FILE_LINES = 400
 MAX_FUNCTION_LINES = 60
+REDIS_BOUNDARY = "Sources/AdWorkerRedis/"
+SPELLED_COMMAND = re.compile(r'RedisCommand\(\s*"')
 DECLARATION = re.compile(r"^\s*(?:@[\w()\". ,:]+\s+)*(?:(?:public|private|internal|fileprivate|package|static|final|override|mutating|nonmutating|nonisolated|convenience|required|async|dynamic|@\w+(?:\([^)]*\))?)\s+)*(?:func\s|init[?!]?\s*[(<]|deinit\b)")
 
 
@@ -74,6 +77,11 @@ def main() -> int:
         count = len(path.read_text().splitlines())
         if count > MAX_FILE_LINES:
             failures.append(f"{path.relative_to(root)}: {count} lines (at most {MAX_FILE_LINES})")
+        relative = str(path.relative_to(root))
+        if not relative.startswith(REDIS_BOUNDARY):
+            for number, line in enumerate(path.read_text().splitlines(), 1):
+                if SPELLED_COMMAND.search(line):
+                    failures.append(f"{relative}:{number}: a Redis command spelled outside {REDIS_BOUNDARY}: give it a typed entry point there")
         for start, length, name in long_functions(path):
             failures.append(f"{path.relative_to(root)}:{start}: a function of {length} lines (at most {MAX_FUNCTION_LINES}): {name}")
     for failure in failures:

@@ -21,8 +21,11 @@ DATABASE_NAME=adworker_faults scripts/dev-services.sh
 log "starting a Redis Cluster on loopback (three primaries, three replicas)"
 scripts/redis-cluster.sh start
 
-log "building (debug)"
-swift build --build-tests
+log "checking the layout: file and function sizes, Redis commands only in AdWorkerRedis"
+python3 scripts/check-layout.py
+
+log "building (debug; every import must be a declared dependency)"
+swift build --build-tests --explicit-target-dependency-import-check error
 
 log "unit and integration tests"
 timeout 1200 swift test --skip-build
