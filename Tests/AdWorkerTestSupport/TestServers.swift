@@ -144,6 +144,29 @@ extension TestServers {
         )
     }
 
+    /// One consumer on the inference stream, claiming after 100 ms and trimming only when a test asks.
+    public static func singleConsumerConfiguration(prefix: String, postgres: PostgresConfiguration) -> WorkerConfiguration {
+        var configuration = TestServers.workerConfiguration(prefix: prefix, postgres: postgres, concurrency: 1)
+        configuration.kinds = [.inference]
+        configuration.claimIdle = .milliseconds(100)
+        // Trimming runs where a test asks for it, not at a moment the test cannot predict.
+        configuration.trimInterval = nil
+        return configuration
+    }
+
+    /// Adds `count` valid inference entries; returns their ids.
+    public static func addInferenceEntries(_ count: Int, to stream: String, seed: UInt64 = 1) async throws -> [StreamEntryID] {
+        var telemetry = SyntheticTelemetry(seed: seed)
+        let commands = (0..<count).map { number -> RedisCommand in
+            var command = RedisCommand.streamAdd(to: stream)
+            WireFormat.encode(telemetry.inference(model: "m", requestID: "r-\(number)"), into: &command)
+            return command
+        }
+        return try await RedisConnection.withConnection(TestServers.redis, logger: TestServers.logger) { redis in
+            try await redis.add(commands).map { try $0.get() }
+        }
+    }
+
     /// Entries delivered and not acknowledged; 0 before the worker has created the group.
     public static func pending(_ stream: String) async throws -> Int {
         try await RedisConnection.withConnection(redis, logger: logger) { redis in

@@ -10,7 +10,7 @@ struct ConsumerLeaseTests {
     @Test func aSecondWorkerWithTheSameNameIsRefused() async throws {
         try await TestServers.withTestSchema { postgres in
             try await TestServers.withTestStreams { prefix in
-                var configuration = RecoveryTests.configuration(prefix: prefix, postgres: postgres)
+                var configuration = TestServers.singleConsumerConfiguration(prefix: prefix, postgres: postgres)
                 // Renewed every second: the first holds it through a two-second stall of a loaded
                 // test run (at one second, a CI run lost it once and the second worker ran on).
                 configuration.consumerLease = .seconds(3)
@@ -35,7 +35,7 @@ struct ConsumerLeaseTests {
     @Test func aLeaseLeftByADeadProcessOnThisHostIsTakenAtOnce() async throws {
         try await TestServers.withTestSchema { postgres in
             try await TestServers.withTestStreams { prefix in
-                var configuration = RecoveryTests.configuration(prefix: prefix, postgres: postgres)
+                var configuration = TestServers.singleConsumerConfiguration(prefix: prefix, postgres: postgres)
                 configuration.consumerLease = .seconds(30)
                 let key = prefix + "consumer-lease:" + configuration.consumerPrefix
                 let dead = "host=\(ProcessInfo.processInfo.hostName) pid=\(Int32.max) start=1 id=gone"

@@ -74,7 +74,7 @@ struct DeadLetterTests {
     @Test func aRecreatedConsumerGroupWritesNoSecondLetterForAnEntry() async throws {
         try await TestServers.withTestSchema { postgres in
             try await TestServers.withTestStreams { prefix in
-                let configuration = RecoveryTests.configuration(prefix: prefix, postgres: postgres)
+                let configuration = TestServers.singleConsumerConfiguration(prefix: prefix, postgres: postgres)
                 let stream = configuration.streams(for: .inference)[0]
                 let firstPoison = try await Self.addEntries(400, to: stream, poisonEvery: 4, seed: 1)
                 try await WorkerService(configuration: configuration, logger: TestServers.logger).run()
@@ -105,7 +105,7 @@ struct DeadLetterTests {
     @Test func aConsumerGroupDestroyedUnderARunningWorkerWritesNoSecondLetter() async throws {
         try await TestServers.withTestSchema { postgres in
             try await TestServers.withTestStreams { prefix in
-                var configuration = RecoveryTests.configuration(prefix: prefix, postgres: postgres)
+                var configuration = TestServers.singleConsumerConfiguration(prefix: prefix, postgres: postgres)
                 configuration.drain = false
                 let stream = configuration.streams(for: .inference)[0]
                 let firstPoison = try await Self.addEntries(400, to: stream, poisonEvery: 4, seed: 3)
@@ -187,7 +187,7 @@ extension DeadLetterTests {
     @Test func everyLetterTheWorkerWritesCarriesItsCode() async throws {
         try await TestServers.withTestSchema { postgres in
             try await TestServers.withTestStreams { prefix in
-                let configuration = RecoveryTests.configuration(prefix: prefix, postgres: postgres)
+                let configuration = TestServers.singleConsumerConfiguration(prefix: prefix, postgres: postgres)
                 let stream = configuration.streams(for: .inference)[0]
                 let poison = try await Self.addEntries(40, to: stream, poisonEvery: 4, seed: 5)
                 try await WorkerService(configuration: configuration, logger: TestServers.logger).run()

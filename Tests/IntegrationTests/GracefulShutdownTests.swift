@@ -16,11 +16,11 @@ struct GracefulShutdownTests {
         try await testGracefulShutdown { shutdown in
             try await TestServers.withTestSchema { postgres in
                 try await TestServers.withTestStreams { prefix in
-                    var configuration = RecoveryTests.configuration(prefix: prefix, postgres: postgres)
+                    var configuration = TestServers.singleConsumerConfiguration(prefix: prefix, postgres: postgres)
                     configuration.drain = false
                     let running = configuration
                     let stream = configuration.streams(for: .inference)[0]
-                    _ = try await RecoveryTests.addEntries(300, to: stream)
+                    _ = try await TestServers.addInferenceEntries(300, to: stream)
                     // The table locked against inserts: the batch the worker reads stays in its
                     // hand, read and not acknowledged, until the shutdown has been asked for.
                     try await PostgresConnection.withConnection(postgres, logger: TestServers.logger) { locker in

@@ -107,25 +107,25 @@ struct ObservabilityTests {
                         let family = line.split(separator: " ")[2]
                         #expect(index > 0 && lines[index - 1].hasPrefix("# HELP \(family) "), "no HELP for \(family)")
                     }
-                    #expect(Self.value(in: metrics, "adworker_rows_inserted_total" + label) == 3000)
-                    #expect(Self.value(in: metrics, "adworker_entries_read_total" + label) == 3003)
-                    #expect(Self.value(in: metrics, "adworker_entries_acknowledged_total" + label) == 3003)
-                    #expect(Self.value(in: metrics, "adworker_end_to_end_latency_seconds_count" + label) == 3003)
-                    #expect(Self.value(in: metrics, "adworker_consumer_group_lag" + label) == 0)
-                    #expect(Self.value(in: metrics, "adworker_pending_entries" + label) == 0)
-                    #expect(Self.value(in: metrics, "adworker_workers_alive" + label) == 0)
+                    #expect(PrometheusText.value(in: metrics, "adworker_rows_inserted_total" + label) == 3000)
+                    #expect(PrometheusText.value(in: metrics, "adworker_entries_read_total" + label) == 3003)
+                    #expect(PrometheusText.value(in: metrics, "adworker_entries_acknowledged_total" + label) == 3003)
+                    #expect(PrometheusText.value(in: metrics, "adworker_end_to_end_latency_seconds_count" + label) == 3003)
+                    #expect(PrometheusText.value(in: metrics, "adworker_consumer_group_lag" + label) == 0)
+                    #expect(PrometheusText.value(in: metrics, "adworker_pending_entries" + label) == 0)
+                    #expect(PrometheusText.value(in: metrics, "adworker_workers_alive" + label) == 0)
                     let dead = ["invalid_json", "unknown_version", "missing_field"].map {
-                        Self.value(in: metrics, "adworker_dead_letters_total{stream=\"\(stream)\",reason=\"\($0)\"}")
-                            ?? Self.value(in: metrics, "adworker_dead_letters_total{reason=\"\($0)\",stream=\"\(stream)\"}")
+                        PrometheusText.value(in: metrics, "adworker_dead_letters_total{stream=\"\(stream)\",reason=\"\($0)\"}")
+                            ?? PrometheusText.value(in: metrics, "adworker_dead_letters_total{reason=\"\($0)\",stream=\"\(stream)\"}")
                     }
                     #expect(dead == [1, 1, 1])
                     // Series that never moved exist at 0, so a rule's increase() sees their first change.
-                    #expect(Self.value(in: metrics, "adworker_dead_letters_total{stream=\"\(stream)\",reason=\"nul_byte\"}") == 0)
-                    #expect(Self.value(in: metrics, "adworker_circuit_open{stream=\"\(stream)\",target=\"postgres\"}") == 0)
-                    #expect(Self.value(in: metrics, "adworker_dead_letters_trimmed_total" + label) == 0)
+                    #expect(PrometheusText.value(in: metrics, "adworker_dead_letters_total{stream=\"\(stream)\",reason=\"nul_byte\"}") == 0)
+                    #expect(PrometheusText.value(in: metrics, "adworker_circuit_open{stream=\"\(stream)\",target=\"postgres\"}") == 0)
+                    #expect(PrometheusText.value(in: metrics, "adworker_dead_letters_trimmed_total" + label) == 0)
                     var producerText: [UInt8] = []
                     producerMetrics.emit(into: &producerText)
-                    #expect(Self.value(in: String(decoding: producerText, as: UTF8.self), "adtelemetry_sent_total") == 3000)
+                    #expect(PrometheusText.value(in: String(decoding: producerText, as: UTF8.self), "adtelemetry_sent_total") == 3000)
                     #expect(!metrics.contains("password"))
                     await group.triggerGracefulShutdown()
                 }
@@ -141,10 +141,4 @@ struct ObservabilityTests {
     }
 
     /// The value of one sample line `name{labels} value` in Prometheus text.
-    static func value(in text: String, _ series: String) -> Double? {
-        for line in text.split(separator: "\n") where line.hasPrefix(series + " ") {
-            return Double(line.dropFirst(series.count + 1))
-        }
-        return nil
-    }
 }

@@ -137,7 +137,7 @@ struct ProducerCutPipelineTests {
     private static func foundStored(in registry: PrometheusCollectorRegistry) -> Double {
         var text: [UInt8] = []
         registry.emit(into: &text)
-        return ObservabilityTests.value(in: String(decoding: text, as: UTF8.self), #"adtelemetry_unknown_outcome_total{resolution="stored"}"#) ?? 0
+        return PrometheusText.value(in: String(decoding: text, as: UTF8.self), #"adtelemetry_unknown_outcome_total{resolution="stored"}"#) ?? 0
     }
 }
 

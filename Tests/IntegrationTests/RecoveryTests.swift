@@ -10,34 +10,12 @@ import Testing
 /// memory: each against the real servers, each ending in exact accounting.
 @Suite("Recovery and stream maintenance, on real servers", .timeLimit(.minutes(3)))
 struct RecoveryTests {
-    static func configuration(prefix: String, postgres: PostgresConfiguration) -> WorkerConfiguration {
-        var configuration = TestServers.workerConfiguration(prefix: prefix, postgres: postgres, concurrency: 1)
-        configuration.kinds = [.inference]
-        configuration.claimIdle = .milliseconds(100)
-        // Trimming runs where a test asks for it, not at a moment the test cannot predict.
-        configuration.trimInterval = nil
-        return configuration
-    }
-
-    /// Adds `count` valid inference entries; returns their ids.
-    static func addEntries(_ count: Int, to stream: String, seed: UInt64 = 1) async throws -> [StreamEntryID] {
-        var telemetry = SyntheticTelemetry(seed: seed)
-        let commands = (0..<count).map { number -> RedisCommand in
-            var command = RedisCommand.streamAdd(to: stream)
-            WireFormat.encode(telemetry.inference(model: "m", requestID: "r-\(number)"), into: &command)
-            return command
-        }
-        return try await RedisConnection.withConnection(TestServers.redis, logger: TestServers.logger) { redis in
-            try await redis.add(commands).map { try $0.get() }
-        }
-    }
-
     @Test func entriesLeftByADeadConsumerAreClaimedAndStoredOnce() async throws {
         try await TestServers.withTestSchema { postgres in
             try await TestServers.withTestStreams { prefix in
-                let configuration = Self.configuration(prefix: prefix, postgres: postgres)
+                let configuration = TestServers.singleConsumerConfiguration(prefix: prefix, postgres: postgres)
                 let stream = configuration.streams(for: .inference)[0]
-                let ids = try await Self.addEntries(500, to: stream)
+                let ids = try await TestServers.addInferenceEntries(500, to: stream)
                 // A consumer under another name reads 300 entries, stores 100 of them, and dies;
                 // then one of its pending entries is deleted from the stream by someone else.
                 try await RedisConnection.withConnection(TestServers.redis, logger: TestServers.logger) { redis in
@@ -85,10 +63,10 @@ struct RecoveryTests {
     @Test func anEntryDeliveredTooOftenIsDeadLetteredWithItsCount() async throws {
         try await TestServers.withTestSchema { postgres in
             try await TestServers.withTestStreams { prefix in
-                var configuration = Self.configuration(prefix: prefix, postgres: postgres)
+                var configuration = TestServers.singleConsumerConfiguration(prefix: prefix, postgres: postgres)
                 configuration.maximumDeliveries = 3
                 let stream = configuration.streams(for: .inference)[0]
-                let ids = try await Self.addEntries(10, to: stream)
+                let ids = try await TestServers.addInferenceEntries(10, to: stream)
                 // Entries 0...4 were in flight on this consumer name three times already (three
                 // crashes); the next delivery is the fourth.
                 try await RedisConnection.withConnection(TestServers.redis, logger: TestServers.logger) { redis in
@@ -118,9 +96,9 @@ struct RecoveryTests {
     @Test func trimmingKeepsEverythingALaggingGroupHasNotRead() async throws {
         try await TestServers.withTestSchema { postgres in
             try await TestServers.withTestStreams { prefix in
-                let configuration = Self.configuration(prefix: prefix, postgres: postgres)
+                let configuration = TestServers.singleConsumerConfiguration(prefix: prefix, postgres: postgres)
                 let stream = configuration.streams(for: .inference)[0]
-                let ids = try await Self.addEntries(1000, to: stream)
+                let ids = try await TestServers.addInferenceEntries(1000, to: stream)
                 // A second group (another application) has read 400 entries and acknowledged 300.
                 try await RedisConnection.withConnection(TestServers.redis, logger: TestServers.logger) { redis in
                     _ = try await redis.send(RedisCommand("XGROUP", "CREATE", stream, "analytics", "0"))
@@ -224,7 +202,7 @@ struct RecoveryTests {
     @Test func aDeadLetterKeyThatIsNotAStreamLeavesTheStreamsOwnMaintenanceRunning() async throws {
         try await TestServers.withTestStreams { prefix in
             let stream = prefix + "inference"
-            _ = try await Self.addEntries(3, to: stream)
+            _ = try await TestServers.addInferenceEntries(3, to: stream)
             try await RedisConnection.withConnection(TestServers.redis, logger: TestServers.logger) { redis in
                 _ = try await redis.send(RedisCommand("SET", DeadLetter.stream(for: stream), "not a stream"))
                 try await redis.createGroupIfMissing("adworker", on: stream)
@@ -246,7 +224,7 @@ struct RecoveryTests {
     @Test func idleConsumersAreRemovedOnlyWithoutPendingEntries() async throws {
         try await TestServers.withTestStreams { prefix in
             let stream = prefix + "inference"
-            _ = try await Self.addEntries(3, to: stream)
+            _ = try await TestServers.addInferenceEntries(3, to: stream)
             try await RedisConnection.withConnection(TestServers.redis, logger: TestServers.logger) { redis in
                 try await redis.createGroupIfMissing("adworker", on: stream)
                 let idle = try await redis.readGroup("adworker", consumer: "idle-with-nothing", from: stream, count: 1)

@@ -21,7 +21,7 @@ struct StreamKeyTypeTests {
                 try await RedisConnection.withConnection(TestServers.redis, logger: TestServers.logger) { redis in
                     _ = try await redis.send(RedisCommand("SET", training, "not a stream"))
                 }
-                _ = try await RecoveryTests.addEntries(500, to: inference)
+                _ = try await TestServers.addInferenceEntries(500, to: inference)
 
                 let status = WorkerStatus(version: "test")
                 let worker = ServiceGroup(
@@ -66,7 +66,7 @@ struct StreamKeyTypeTests {
                 try await RedisConnection.withConnection(TestServers.redis, logger: TestServers.logger) { redis in
                     _ = try await redis.send(RedisCommand("SET", DeadLetter.stream(for: inference), "not a stream"))
                 }
-                _ = try await RecoveryTests.addEntries(50, to: inference)
+                _ = try await TestServers.addInferenceEntries(50, to: inference)
 
                 let status = WorkerStatus(version: "test")
                 let worker = ServiceGroup(

@@ -31,7 +31,7 @@ import Testing
         func destroyTimer(_ handler: any TimerHandler) {}
     }
 
-    static func batch(_ rows: Int) -> BatchReport { WorkerStatusTests.batch(rows, stream: "s") }
+    static func batch(_ rows: Int) -> BatchReport { BatchReports.committed(rows, stream: "s") }
 
     @Test func aBatchCountsExactlyIntoItsStreamsSeriesAndMakesNoHandleOnceTheStreamHasThem() throws {
         let factory = CountingFactory()

@@ -5,18 +5,10 @@ import Foundation
 import Testing
 
 @Suite struct WorkerStatusTests {
-    static func batch(_ rows: Int, stream: String = "training", latency: Int64 = 3) -> BatchReport {
-        let now = Timestamp.now()
-        return BatchReport(
-            stream: stream, entries: rows, insertedRows: rows, duplicateRows: 0, deadLettered: 0, path: .fast, committedAt: now,
-            acknowledgedAt: now, enqueuedAt: Array(repeating: Timestamp(millisecondsSinceEpoch: now.millisecondsSinceEpoch - latency), count: rows)
-        )
-    }
-
     @Test func ratesInTheFirstMinuteArePerSecondOfUptimeNotOfTheWholeWindow() {
         let before = Timestamp.now()
         let status = WorkerStatus(version: "t", startedAt: Timestamp(millisecondsSinceEpoch: before.millisecondsSinceEpoch - 10_000))
-        status.recordBatch(Self.batch(1000), deadLetterCodes: [], insertDuration: .milliseconds(1))
+        status.recordBatch(BatchReports.committed(1000), deadLetterCodes: [], insertDuration: .milliseconds(1))
         let rate = status.snapshot().streams[0].rowsPerSecond
         // 1000 rows in the 10 s the worker has been up: 100 rows/s (the whole window would say 16.7).
         #expect(rate > 98 && rate <= 100, "\(rate)")
@@ -25,13 +17,13 @@ import Testing
     @Test func aFullMinuteDividesByTheWindow() {
         let before = Timestamp.now()
         let status = WorkerStatus(version: "t", startedAt: Timestamp(millisecondsSinceEpoch: before.millisecondsSinceEpoch - 600_000))
-        status.recordBatch(Self.batch(600), deadLetterCodes: [], insertDuration: .milliseconds(1))
+        status.recordBatch(BatchReports.committed(600), deadLetterCodes: [], insertDuration: .milliseconds(1))
         #expect(status.snapshot().streams[0].rowsPerSecond == 10)
     }
 
     @Test func historyHasOnePointPerIntervalWithTheIntervalsRateLagAndLatency() {
         let status = WorkerStatus(version: "t")
-        status.recordBatch(Self.batch(500, latency: 7), deadLetterCodes: [], insertDuration: .milliseconds(1))
+        status.recordBatch(BatchReports.committed(500, latency: 7), deadLetterCodes: [], insertDuration: .milliseconds(1))
         status.recordQueue(stream: "training", length: 10, lag: 4, pending: 0)
         // Points cover completed seconds: ask one interval later, as the sampler would.
         let later = Timestamp(millisecondsSinceEpoch: Timestamp.now().millisecondsSinceEpoch + 5_000)
@@ -81,7 +73,7 @@ import Testing
 
         status.caughtUp(stream: "training")
         #expect(status.stalledStreams(after: timeout, now: ContinuousClock.now + .seconds(60)).isEmpty, "progress resets the clock")
-        status.recordBatch(Self.batch(1), deadLetterCodes: [], insertDuration: .milliseconds(1))
+        status.recordBatch(BatchReports.committed(1), deadLetterCodes: [], insertDuration: .milliseconds(1))
         #expect(status.stalledStreams(after: timeout, now: ContinuousClock.now + .seconds(60)).isEmpty)
         #expect(status.stalledStreams(after: timeout, now: ContinuousClock.now + .seconds(121)).count == 1)
     }
