@@ -1,5 +1,6 @@
 @testable import AdTelemetry
 import AdTelemetryRecords
+import AdWorkerConnectionThread
 import AdWorkerCore
 import Testing
 
@@ -14,8 +15,10 @@ struct DeliveryContractTests {
         let byConfirmedID = UnknownOutcomeLookup.entryID(for: UnknownOutcomeLookup.start(lastConfirmed: confirmed, sentAtMilliseconds: sentAt), redisAhead: 0)
         let reach = Duration.milliseconds(sentAt - min(byHostClock.milliseconds, byConfirmedID.milliseconds))
         // ...and the longest it pauses before the next round looks, once Redis answers again.
-        var backoff = RetryBackoff()
-        let longestPause = (0..<30).map { _ in backoff.next() }.max()!
+        // (Its jitter drawn at the top, the most each pause can be.)
+        var backoff = ProducerStateMachine<ContinuousClock, Int>.retryBackoff
+        var highest = Highest()
+        let longestPause = (0..<30).map { _ in backoff.nextDelay(using: &highest) }.max()!
 
         #expect(reach == DeliveryContract.lookupReach)
         #expect(longestPause == DeliveryContract.longestRetryPause)
@@ -25,4 +28,9 @@ struct DeliveryContractTests {
         #expect(DeliveryContract.lookupWindow < StreamMaintenance.defaultKeepRecent)
         #expect(DeliveryContract.holds)
     }
+}
+
+/// A generator that always draws its largest value.
+private struct Highest: RandomNumberGenerator {
+    mutating func next() -> UInt64 { .max }
 }

@@ -61,14 +61,3 @@ enum SendFailure {
         TelemetryProducerError(error.isTransient ? .redisUnavailable : .rejected, error.message, underlying: error)
     }
 }
-
-/// 50 ms doubling to ``DeliveryContract/longestRetryPause``: retries while Redis restarts or
-/// fails over, without spinning.
-struct RetryBackoff: Sendable {
-    private var delay: Duration = .milliseconds(50)
-
-    mutating func next() -> Duration {
-        defer { delay = min(delay * 2, DeliveryContract.longestRetryPause) }
-        return delay
-    }
-}

@@ -1,4 +1,5 @@
 import AdTelemetryRecords
+import AdWorkerConnectionThread
 import AdWorkerRedis
 
 extension ProducerStateMachine {
@@ -81,7 +82,7 @@ extension ProducerStateMachine {
         defer { step.bufferedRecords = bufferedRecords }
         switch event {
         case .wakeup:
-            backoff = RetryBackoff()
+            backoff = Self.retryBackoff
             spoolBatchReleased = false
         case .slept:
             break
@@ -90,10 +91,10 @@ extension ProducerStateMachine {
             guard !records.isEmpty, queueSpoolBatch(records, &step) else { return step }
         case .sent(let round):
             if !settle(round, &step) {
-                step.next = .sleep(backoff.next())
+                step.next = .sleep(backoff.nextDelay())
                 return step
             }
-            backoff = RetryBackoff()
+            backoff = Self.retryBackoff
         }
         (step.next, step.round) = takeRound()
         return step

@@ -1,4 +1,5 @@
 import AdTelemetryRecords
+import AdWorkerConnectionThread
 import AdWorkerRedis
 
 /// Every decision of the producer, as a value type: what to send and what to hold, when to look
@@ -65,7 +66,12 @@ struct ProducerStateMachine<Clock: _Concurrency.Clock, Waiter: Sendable> where C
     var submitSpills = 0
     /// Each stream's newest id Redis confirmed: where to look for records of a pipeline cut later.
     var lastConfirmed: [StreamEntryID?]
-    var backoff = RetryBackoff()
+    /// Pauses between rounds that Redis did not take, jittered so that many producers coming
+    /// back after a Redis restart do not retry in step.
+    var backoff = Self.retryBackoff
+    /// 50 ms doubling to ``DeliveryContract/longestRetryPause``: retries while Redis restarts or
+    /// fails over, without spinning.
+    static var retryBackoff: Backoff { Backoff(initial: .milliseconds(50), maximum: DeliveryContract.longestRetryPause) }
     /// A spool batch given up in this flush (shutting down, or cancelled) stays on disk: it is not
     /// read again now, or the flusher would take it, give it up and take it again without end.
     var spoolBatchReleased = false
