@@ -105,16 +105,21 @@ extension RedisConnection {
         let asking = RedisCommand("ASKING")
         let sent = asUnit ? [asking] + commands : commands.flatMap { [asking, $0] }
         let target = try open(node)
-        // Freed however the exchange ends: a reply that fails to decode must not leak the socket.
-        defer { redisFree(target) }
         var position = 0
-        let replies = try exchange(sent, on: target) { raw throws(RedisError) -> RedirectStateMachine<Decoded>.Routed? in
+        // Replies that do not decode come back as failures, so that the exchange throws only when
+        // the connection failed, and then it has freed `target` itself.
+        let outcomes = try exchange(sent, on: target) { raw -> Result<RedirectStateMachine<Decoded>.Routed, RedisError>? in
             defer { position += 1 }
             // ASKING's own OK is no command's answer.
             let isAsking = asUnit ? position == 0 : position % 2 == 0
-            return isAsking ? nil : try Self.route(raw, host: node.host, decode: decode)
+            return isAsking ? nil : Result { () throws(RedisError) in try Self.route(raw, host: node.host, decode: decode) }
         }
-        return replies.compactMap { $0 }
+        redisFree(target)
+        var replies: [RedirectStateMachine<Decoded>.Routed] = []
+        for case let outcome? in outcomes {
+            replies.append(try outcome.get())
+        }
+        return replies
     }
 
     /// A reply, or the redirect it is (decoded as best it can be, for the caller once redirects run out).

@@ -5,12 +5,12 @@
 /// Only for state that sends no event; a test that can await an event awaits it instead.
 public func waitUntil(
     _ what: @autoclosure () -> String = "a condition", within limit: Duration = .seconds(30), every interval: Duration = .milliseconds(10),
-    _ condition: () async throws -> Bool
+    fileID: String = #fileID, line: Int = #line, _ condition: () async throws -> Bool
 ) async throws {
     let clock = ContinuousClock()
     let deadline = clock.now + limit
     while try await !condition() {
-        guard clock.now < deadline else { throw TestSupportError("waited \(limit) for \(what())") }
+        guard clock.now < deadline else { throw TestSupportError("\(fileID):\(line): waited \(limit) for \(what())") }
         try await Task.sleep(for: interval)
     }
 }

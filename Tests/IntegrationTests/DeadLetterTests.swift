@@ -112,9 +112,10 @@ struct DeadLetterTests {
                 let worker = ServiceGroup(services: [WorkerService(configuration: configuration, logger: TestServers.logger)], logger: TestServers.logger)
                 try await withThrowingTaskGroup(of: Void.self) { tasks in
                     tasks.addTask { try await worker.run() }
-                    try await waitUntil {
-                        let (letters, rows) = (try await Self.letters(of: stream).count, try await TestServers.count(postgres, "inference_results"))
-                        return letters == 100 && rows == 300
+                    var seen = (letters: 0, rows: 0)
+                    try await waitUntil("100 letters and 300 rows (saw \(seen))") {
+                        seen = (try await Self.letters(of: stream).count, try await TestServers.count(postgres, "inference_results"))
+                        return seen == (100, 300)
                     }
                     try await RedisConnection.withConnection(TestServers.redis, logger: TestServers.logger) { redis in
                         _ = try await redis.send(RedisCommand("XGROUP", "DESTROY", stream, configuration.group))
@@ -124,8 +125,9 @@ struct DeadLetterTests {
                     let last = try await RedisConnection.withConnection(TestServers.redis, logger: TestServers.logger) { redis in
                         try await redis.range(stream, from: laterPoison[laterPoison.count - 1], count: 1000).last?.id
                     }
-                    try await waitUntil {
-                        let group = try await RedisConnection.withConnection(TestServers.redis, logger: TestServers.logger) { redis in
+                    var group: ConsumerGroupInfo?
+                    try await waitUntil("the recreated group past \(String(describing: last)) with nothing pending (saw \(String(describing: group)))") {
+                        group = try await RedisConnection.withConnection(TestServers.redis, logger: TestServers.logger) { redis in
                             try await redis.groups(of: stream).first { $0.name == configuration.group }
                         }
                         return group?.lastDeliveredID == last && group?.pending == 0

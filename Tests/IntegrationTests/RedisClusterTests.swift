@@ -150,6 +150,36 @@ struct RedisClusterTests {
         }
     }
 
+    /// An ASK whose target stops answering: the timeout gives that connection up (frees it), and
+    /// nothing frees it a second time (a double free aborts the process or corrupts its heap).
+    @Test func anAskWhoseTargetStopsAnsweringGivesItsConnectionUpOnce() async throws {
+        let map = try await map()
+        let (key, slot, source, target) = try keyOnFirstPrimary(map)
+        var configuration = cluster.routed(by: key)
+        configuration.commandTimeout = .milliseconds(300)
+        try await RedisConnection.withConnection(configuration, logger: TestServers.logger) { redis in
+            _ = try await redis.add([.streamAdd(to: key, fields: StreamFields([("a", "1")]))])
+            let sourceID = try await nodeID(source.address)
+            let targetID = try await nodeID(target.address)
+            _ = try await onNode(target.address) { try await $0.send(RedisCommand("CLUSTER", "SETSLOT", "\(slot)", "IMPORTING", sourceID)) }
+            _ = try await onNode(source.address) { try await $0.send(RedisCommand("CLUSTER", "SETSLOT", "\(slot)", "MIGRATING", targetID)) }
+            let migrated = try await onNode(source.address) {
+                try await $0.send(RedisCommand("MIGRATE", target.address.host, "\(target.address.port)", "", "0", "5000", "KEYS", key))
+            }
+            #expect(migrated == .status("OK"))
+            for _ in 0..<3 {
+                _ = try await onNode(target.address) { try await $0.send(RedisCommand("CLIENT", "PAUSE", "600", "ALL")) }
+                await #expect(throws: RedisError.self) { _ = try await redis.streamLength(key) }
+                // Answered once the pause runs out (a paused server holds the PING until then).
+                try await onNode(target.address) { try await $0.ping() }
+            }
+            #expect(try await redis.streamLength(key) == 1, "the connection still works after the timeouts")
+            try await assign(slot, to: target, in: map)
+            #expect(try await redis.delete([key]) == 1)
+            try await assign(slot, to: source, in: map)
+        }
+    }
+
     @Test func aTransactionIsResentWholeAfterMoved() async throws {
         let map = try await map()
         let (key, slot, source, target) = try keyOnFirstPrimary(map)
