@@ -66,6 +66,7 @@ struct ProducerStateMachineTests {
         round.sent([.success(Self.id(5000, 0)), .success(Self.id(5000, 1)), .failure(reset), .failure(reset)], sentAtMilliseconds: 4990, cancelled: false)
         let held = machine.next(.sent(round))
         #expect(held.completed.isEmpty && held.retried == 2 && held.failed == 0)
+        #expect(held.bufferedRecords == 4, "the step carries what is held (the send is not done), for the buffered gauge")
         #expect(Self.isLost(held))
         guard case .sleep(let pause) = held.next else { throw CancellationError() }
         #expect(pause >= .milliseconds(25) && pause <= .milliseconds(50), "the first pause, jittered in its upper half")

@@ -78,8 +78,14 @@ extension ProducerStateMachine {
     /// - Parameter event: Consumed: a round it carries is settled, and what is requeued from it
     ///   is not shared with the caller's copy.
     mutating func next(_ event: consuming FlushEvent) -> FlushStep {
+        // Set on the result, not in a defer: a defer runs after the returned copy was made.
+        var step = decide(event)
+        step.bufferedRecords = bufferedRecords
+        return step
+    }
+
+    private mutating func decide(_ event: consuming FlushEvent) -> FlushStep {
         var step = FlushStep()
-        defer { step.bufferedRecords = bufferedRecords }
         switch event {
         case .wakeup:
             backoff = Self.retryBackoff
