@@ -32,7 +32,8 @@ import Synchronization
 /// let id = try await producer.send(TrainingRecord(model: "fraud_detection", requestID: "r-1",
 ///                                                 input: JSONText(["amount": 12.5])))
 /// ```
-public actor TelemetryProducer: Service {    typealias Continuation = CheckedContinuation<[Result<StreamEntryID, TelemetryProducerError>], Never>
+public actor TelemetryProducer: Service {
+    typealias Continuation = CheckedContinuation<[Result<StreamEntryID, TelemetryProducerError>], Never>
     typealias Machine = ProducerStateMachine<ContinuousClock, Continuation>
 
     // Made per producer, not static: a service creates its producer after bootstrapping metrics.

@@ -63,13 +63,22 @@ public struct ReadinessProbe: Service {
             try await redis.ping()
             status.recordProbe("redis", failure: nil)
         } catch {
-            status.recordProbe("redis", failure: PermanentFailure(error)?.fix ?? "\(error)")
+            status.recordProbe("redis", failure: PermanentFailure(error)?.fix ?? Self.pingFailure(error))
         }
         do {
             try await postgres.execute("SELECT 1")
             status.recordProbe("postgres", failure: nil)
         } catch {
             status.recordProbe("postgres", failure: PermanentFailure(error)?.fix ?? "\(error)")
+        }
+    }
+
+    /// `/readyz`'s words for a PING that failed: the transport's own error, or what the server answered.
+    static func pingFailure(_ error: RedisError) -> String {
+        switch error.code {
+        case .connectionFailed, .connectionLost, .timeout, .cancelled: "\(error)"
+        case .unexpectedReply: "unexpected reply to PING"
+        default: "refused PING: \(error.code)"
         }
     }
 }

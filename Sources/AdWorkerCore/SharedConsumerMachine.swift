@@ -2,8 +2,9 @@ import Synchronization
 
 /// A consumer's ``ConsumerStateMachine`` behind one lock, where its reader and its sinks meet:
 /// each event takes the lock once, and what the machine decides runs outside it (postgres-nio's
-/// `ConnectionPool` with its `PoolStateMachine`). The lock is taken once per read, claim or
-/// batch, never per entry.
+/// `ConnectionPool` with its `PoolStateMachine`). The lock is taken once per read and per batch,
+/// twice per claim or re-read (to filter the reply, then to queue it with its delivery counts),
+/// never per entry.
 final class SharedConsumerMachine: Sendable {
     typealias Machine = ConsumerStateMachine<ContinuousClock.Instant>
 

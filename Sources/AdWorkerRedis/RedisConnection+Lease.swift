@@ -25,6 +25,7 @@ extension RedisConnection {
         switch try evaluate(Self.takeLeaseScript, keys: [key], arguments: [holder, String(duration.wholeMilliseconds), replacing]) {
         case .integer(1): return nil
         case .bulk(let other): return String(decoding: other, as: UTF8.self)
+        case .error(let message): throw RedisError.fromReply(message)
         default: throw RedisError(.unexpectedReply, "taking a lease")
         }
     }

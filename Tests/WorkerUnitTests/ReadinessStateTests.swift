@@ -95,3 +95,12 @@ import Testing
         #expect(state.stalledStreams(after: timeout, now: at(271)).count == 1)
     }
 }
+
+@Suite struct ReadinessProbeWordingTests {
+    @Test func aFailedPingSaysWhetherTheServerRefusedItOrTheConnectionFailed() {
+        #expect(ReadinessProbe.pingFailure(RedisError.fromReply("LOADING Redis is loading the dataset in memory")) == "refused PING: serverBusy")
+        #expect(ReadinessProbe.pingFailure(RedisError(.unexpectedReply, "PING")) == "unexpected reply to PING")
+        let lost = RedisError(.connectionLost, "Connection reset by peer")
+        #expect(ReadinessProbe.pingFailure(lost) == "\(lost)")
+    }
+}

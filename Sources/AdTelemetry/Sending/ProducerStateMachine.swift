@@ -139,9 +139,6 @@ struct ProducerStateMachine<Clock: _Concurrency.Clock, Waiter: Sendable> where C
         spooledRecords = records
     }
 
-    /// A damaged part of the spool held `records` that will never be read.
-    mutating func spoolLost(records: Int) { spooledRecords -= records }
-
     /// The spool is closed: nothing goes there any more.
     mutating func spoolClosed() { spoolOpen = false }
 

@@ -90,7 +90,6 @@ extension RecordSpool {
         found.byteCount += (scan.tornTail ?? bytes.count) - start
     }
 
-
     /// Earlier versions renamed a segment with a damaged record to `.damaged` and stopped
     /// reading it, while still writing to it: read it again, past its damage. Its number may have
     /// been given again to a live segment since: then it gets a new one, after all others, and

@@ -132,7 +132,6 @@ actor RecordSpool {
         self.unreadable = found.unreadable
     }
 
-
     /// Appends records, in order, as far as ``maximumBytes`` and the disk allow.
     /// - Parameter allOrNothing: Refuse all if any one cannot be written (the records of one API
     ///   request, whose caller is told one outcome); otherwise keep as many as fit.
