@@ -108,8 +108,12 @@ struct StreamReader {
         var batch = EntryBatch(entries: entries, redelivered: true)
         guard let first = entries.first?.id, let last = entries.last?.id else { return batch }
         let pending = try await breaker.retrying(doing: "reading delivery counts", logger: logger) {
-            try await redis.pendingEntries(stream, group: configuration.group, in: first...last, count: read, consumer: consumer)
+            try await recreatingGroup(redis, ifMissing: nil) {
+                try await redis.pendingEntries(stream, group: configuration.group, in: first...last, count: read, consumer: consumer)
+            }
         }
+        // The group was gone: nothing is pending on the recreated one, which delivers these again.
+        guard let pending else { return EntryBatch(entries: [], redelivered: true) }
         for entry in pending { batch.deliveries[entry.id] = entry.deliveries }
         return batch
     }
@@ -134,9 +138,12 @@ struct StreamReader {
         var replyLost = false
         let claim = try await breaker.retrying(doing: "claiming idle entries", logger: logger) {
             do {
-                return try await redis.autoClaim(
-                    stream, group: configuration.group, consumer: consumer, minimumIdle: configuration.claimIdle, start: cursor, count: count
-                )
+                // The group gone: a pass that found nothing (the recreated group delivers everything again).
+                return try await recreatingGroup(redis, ifMissing: AutoClaim(next: StreamEntryID(milliseconds: 0, sequence: 0), entries: [], deleted: [])) {
+                    try await redis.autoClaim(
+                        stream, group: configuration.group, consumer: consumer, minimumIdle: configuration.claimIdle, start: cursor, count: count
+                    )
+                }
             } catch let error as RedisError where error.outcomeIsUnknown {
                 replyLost = true
                 throw error
@@ -174,14 +181,11 @@ struct StreamReader {
         var replyLost = false
         let entries = try await breaker.retrying(doing: "reading", logger: logger, probe: { try await redis.ping() }) {
             do {
-                return try await redis.readGroup(
-                    configuration.group, consumer: consumer, from: stream, position: position, count: count, block: block
-                )
-            } catch let error as RedisError where error.code == .noGroup {
-                // The stream or group was deleted under us; recreate it and read again.
-                logger.warning("consumer group missing, creating it", metadata: [LogKey.error: "\(error)"])
-                try await redis.createGroupIfMissing(configuration.group, on: stream)
-                return []
+                return try await recreatingGroup(redis, ifMissing: []) {
+                    try await redis.readGroup(
+                        configuration.group, consumer: consumer, from: stream, position: position, count: count, block: block
+                    )
+                }
             } catch let error as RedisError where error.outcomeIsUnknown && position == .new {
                 replyLost = true
                 throw error
@@ -193,8 +197,25 @@ struct StreamReader {
     /// Whether entries are pending on the group at all (in drain mode, another consumer's batch
     /// in flight, or entries a dead consumer left behind).
     private func othersHoldPending(_ redis: RedisConnection) async throws -> Bool {
+        // The group gone and recreated: say yes, so that a drain reads once more before it ends.
         try await breaker.retrying(doing: "counting pending entries", logger: logger) {
-            try await redis.pendingCount(stream, group: configuration.group) > 0
+            try await recreatingGroup(redis, ifMissing: true) { try await redis.pendingCount(stream, group: configuration.group) > 0 }
+        }
+    }
+
+    /// Runs one call on the consumer group; when the group (or the stream) was deleted under the
+    /// worker, recreates it at 0 and answers `ifMissing`. Every group call of the reader goes
+    /// through here: one that retried NOGROUP instead would retry for ever, the group never
+    /// recreated (only a read used to recreate it, and a claim could come first).
+    private func recreatingGroup<Result>(
+        _ redis: RedisConnection, ifMissing: Result, _ call: () async throws -> Result
+    ) async throws -> Result {
+        do {
+            return try await call()
+        } catch let error as RedisError where error.code == .noGroup {
+            logger.warning("consumer group missing, creating it", metadata: [LogKey.error: "\(error)"])
+            try await redis.createGroupIfMissing(configuration.group, on: stream)
+            return ifMissing
         }
     }
 }

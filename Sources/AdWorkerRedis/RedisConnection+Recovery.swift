@@ -26,6 +26,12 @@ public struct AutoClaim: Sendable {
     public var entries: [StreamEntry]
     /// Pending entries that no longer exist in the stream; Redis removed them from the pending list.
     public var deleted: [StreamEntryID]
+
+    public init(next: StreamEntryID, entries: [StreamEntry], deleted: [StreamEntryID]) {
+        self.next = next
+        self.entries = entries
+        self.deleted = deleted
+    }
 }
 
 extension RedisConnection {
