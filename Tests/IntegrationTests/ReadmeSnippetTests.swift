@@ -1,5 +1,5 @@
 // The README's producer snippet, run as written: this file imports what the snippet imports and
-// nothing of the project but AdTelemetry. scripts/check-readme-snippet.sh checks that the lines
+// nothing of the project but AdTelemetry (and the test support, after the snippet). scripts/check-readme-snippet.sh checks that the lines
 // between the markers are the README's block.
 import AdTelemetry
 import AdWorkerTestSupport

@@ -29,12 +29,36 @@ struct RedisClusterTests {
         try await onNode(node) { try await $0.send(RedisCommand("CLUSTER", "MYID")).string ?? "" }
     }
 
-    /// Assigns an empty `slot` to `owner` on every primary (as `redis-cli --cluster` does).
+    /// Assigns an empty `slot` to `owner` on every primary, as `redis-cli --cluster` does: the new
+    /// owner first, with a configuration epoch of its own so that its claim wins over gossip still
+    /// carrying the old one, then the others; done once every primary names the new owner. (In
+    /// shard order, under load, the old owner's gossip could win back for a moment, and a command
+    /// bounced between the two until its redirects ran out.)
     func assign(_ slot: HashSlot, to owner: SlotMap.Node, in map: SlotMap) async throws {
-        for primary in map.shards.map(\.primary) {
+        let primaries = [owner] + map.shards.map(\.primary).filter { $0.id != owner.id }
+        for primary in primaries {
             let reply = try await onNode(primary.address) { try await $0.send(RedisCommand("CLUSTER", "SETSLOT", "\(slot)", "NODE", owner.id)) }
             #expect(reply == .status("OK"), "SETSLOT on \(primary.address): \(reply)")
+            if primary.id == owner.id {
+                _ = try await onNode(owner.address) { try await $0.send(RedisCommand("CLUSTER", "BUMPEPOCH")) }
+            }
         }
+        try await waitUntil("every primary to name \(owner.address) for slot \(slot)") {
+            for primary in primaries where try await ownerID(of: slot, asSeenBy: primary.address) != owner.id { return false }
+            return true
+        }
+    }
+
+    /// Who `node` says serves `slot` (CLUSTER SLOTS: start, end, then the primary as host, port, id).
+    func ownerID(of slot: HashSlot, asSeenBy node: RedisNodeAddress) async throws -> String? {
+        let ranges = try await onNode(node) { try await $0.send(RedisCommand("CLUSTER", "SLOTS")) }.array ?? []
+        for range in ranges {
+            guard let fields = range.array, fields.count >= 3, let start = fields[0].integer, let end = fields[1].integer,
+                (start...end).contains(Int64(slot.rawValue))
+            else { continue }
+            return fields[2].array.flatMap { $0.count >= 3 ? $0[2].string : nil }
+        }
+        return nil
     }
 
     /// A key of a unique slot served by the first primary, and another primary.
