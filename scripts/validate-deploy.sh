@@ -72,7 +72,7 @@ assert any(ref["parameter"] == "password" and ref["name"] == "adworker" for ref 
 PY
 
 log "KEDA on a Redis Cluster: a redis-cluster-streams trigger on the lag of every shard stream"
-"$k8s/bin/python" - deploy/kubernetes/keda-scaledobject-cluster.yaml scripts/fault-tests.py <<'PY'
+"$k8s/bin/python" - deploy/kubernetes/keda-scaledobject-cluster.yaml scripts/faults/redis_cluster.py <<'PY'
 import sys, yaml
 objects = {d["kind"]: d for d in yaml.safe_load_all(open(sys.argv[1])) if d}
 # The tag rule as the fault tests compute it, independently of the Swift code.
