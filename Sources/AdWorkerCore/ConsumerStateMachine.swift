@@ -78,6 +78,9 @@ struct ConsumerStateMachine<Instant: InstantProtocol> where Instant.Duration == 
     /// Where the scan of this consumer's own pending entries goes on; nil when none is under way.
     /// It runs first at start (a previous run's entries) and again after a lost reply.
     private var pendingScan: StreamEntryID? = StreamEntryID(milliseconds: 0, sequence: 0)
+    /// A rescan from the start was asked for (a sink failed a batch) after the re-read that is out
+    /// began: when that read returns, the scan starts over instead of going on past it.
+    private var rescanAsked = false
     private var buffer: [StreamEntry] = []
     private var bufferBytes = 0
     /// When the oldest buffered entry was read (or the buffer's last split handed over): the
@@ -130,7 +133,8 @@ struct ConsumerStateMachine<Instant: InstantProtocol> where Instant.Duration == 
     mutating func ownPendingReturned(_ entries: [StreamEntry], through last: StreamEntryID?) -> [StreamEntry] {
         defer { inFlight.endPendingRead() }
         guard phase == .running, pendingScan != nil else { return [] }
-        pendingScan = last
+        pendingScan = rescanAsked ? StreamEntryID(milliseconds: 0, sequence: 0) : last
+        rescanAsked = false
         pendingEntryBytes = Self.weighed(entries, from: pendingEntryBytes)
         return notOwned(entries)
     }
@@ -195,6 +199,7 @@ struct ConsumerStateMachine<Instant: InstantProtocol> where Instant.Duration == 
         if phase == .running {
             pendingScan = StreamEntryID(milliseconds: 0, sequence: 0)
             pendingEntryBytes = nil
+            rescanAsked = true
         }
         return sinkReported()
     }
@@ -271,6 +276,8 @@ struct ConsumerStateMachine<Instant: InstantProtocol> where Instant.Duration == 
             return handOff(at: now)
         }
         if let after = pendingScan {
+            // A read that starts now sees whatever a failed batch left pending.
+            rescanAsked = false
             return .readOwnPending(after: after, count: redeliveryCount(weighing: pendingEntryBytes))
         }
         let claimDue = now >= nextClaim && openCircuits == 0

@@ -548,6 +548,18 @@ struct ConsumerStateMachineTests {
         #expect(machine.ownPendingReturned(Self.entries(0..<3), through: Self.id(2)).map(\.id.sequence) == [0])
     }
 
+    @Test func aBatchFailedWhileAReReadIsOutIsReReadOnceThatReadReturns() {
+        var (machine, busy) = withBothSinksBusy()
+        machine.replyLost()
+        guard case .readOwnPending(let after, _) = machine.nextAction(at: start) else { Issue.record("no re-read"); return }
+        #expect(after == Self.zero)
+        // The re-read is out; a sink fails its batch, whose entries the read saw as in flight.
+        _ = machine.failed(busy[0])
+        #expect(machine.ownPendingReturned(Self.entries(0..<3), through: Self.id(2)).map(\.id.sequence) == [2])
+        guard case .readOwnPending(let again, _) = machine.nextAction(at: start) else { Issue.record("no second re-read"); return }
+        #expect(again == Self.zero, "the scan starts over rather than going on past the failed batch's entries")
+    }
+
     @Test func aFailedBatchWhileShuttingDownIsNotReRead() {
         var (machine, busy) = withBothSinksBusy()
         machine.shutDown()
