@@ -130,13 +130,15 @@ extension RedisConnection {
 
     /// XINFO GROUPS: every consumer group of `stream`; empty if the stream does not exist.
     public func groups(of stream: String) throws(RedisError) -> [ConsumerGroupInfo] {
-        let reply = try send(RedisCommand("XINFO", "GROUPS", stream))
-        if case .error(let message) = reply {
-            let error = RedisError.fromReply(message)
-            // A missing stream gets the generic ERR code: whether the key exists says it, not the text.
-            if error.code == .serverError, try !exists(stream) { return [] }
-            throw error
+        var reply = try send(RedisCommand("XINFO", "GROUPS", stream))
+        // A missing stream gets the generic ERR code: whether the key exists says it, not the text.
+        // A key that exists by the time EXISTS asks was made in between (XGROUP CREATE MKSTREAM):
+        // asked once more, it has its groups.
+        if case .error(let message) = reply, RedisError.fromReply(message).code == .serverError {
+            guard try exists(stream) else { return [] }
+            reply = try send(RedisCommand("XINFO", "GROUPS", stream))
         }
+        if case .error(let message) = reply { throw RedisError.fromReply(message) }
         guard let groups = reply.array else { throw RedisError(.unexpectedReply, "XINFO GROUPS") }
         return groups.map { group in
             var info = ConsumerGroupInfo(name: "", consumers: 0, pending: 0, lastDeliveredID: nil, lag: nil)
