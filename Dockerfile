@@ -1,7 +1,7 @@
 # adworker: build with the Swift toolchain, run on a slim Debian with only the C libraries it links.
-# Static Swift stdlib, so the runtime image needs no Swift; hiredis and libpq stay dynamic (Debian's).
+# Static Swift stdlib, so the runtime image needs no Swift; hiredis, libpq and OpenSSL stay dynamic (Debian's).
 FROM swift:6.1-bookworm AS build
-RUN apt-get update && apt-get install -y --no-install-recommends libhiredis-dev libpq-dev pkg-config \
+RUN apt-get update && apt-get install -y --no-install-recommends libhiredis-dev libpq-dev libssl-dev pkg-config \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Package.swift ./
@@ -11,7 +11,7 @@ RUN swift build -c release --product adworker --static-swift-stdlib \
 COPY schema /out/share/adworker/schema
 
 FROM debian:bookworm-slim
-RUN apt-get update && apt-get install -y --no-install-recommends libhiredis0.14 libpq5 ca-certificates curl \
+RUN apt-get update && apt-get install -y --no-install-recommends libhiredis0.14 libpq5 libssl3 ca-certificates curl \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin adworker
 COPY --from=build /out/ /usr/local/

@@ -31,11 +31,16 @@ let package = Package(
         .target(name: "AdWorkerConnectionThread", swiftSettings: swiftSettings),
         .target(name: "CAdWorkerProcessControl"),
         .target(name: "CAdWorkerRedisArena", dependencies: ["CAdWorkerHiredis"]),
+        // OpenSSL from Debian's libssl-dev (libpq links the same library).
+        .target(
+            name: "CAdWorkerRedisTransport", dependencies: ["CAdWorkerHiredis"],
+            linkerSettings: [.linkedLibrary("ssl"), .linkedLibrary("crypto")]
+        ),
         .target(name: "AdTelemetryRecords", swiftSettings: swiftSettings),
         .target(
             name: "AdWorkerRedis",
             dependencies: [
-                "CAdWorkerHiredis", "CAdWorkerRedisArena", "AdWorkerConnectionThread", "AdTelemetryRecords",
+                "CAdWorkerHiredis", "CAdWorkerRedisArena", "CAdWorkerRedisTransport", "AdWorkerConnectionThread", "AdTelemetryRecords",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings

@@ -17,7 +17,7 @@ log() { printf '[dev-services] %s\n' "$*" >&2; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 install_packages() {
-    local wanted=(redis-server redis-tools libhiredis-dev libpq-dev postgresql postgresql-client)
+    local wanted=(redis-server redis-tools libhiredis-dev libpq-dev libssl-dev openssl postgresql postgresql-client)
     local missing=()
     for package in "${wanted[@]}"; do
         dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing+=("$package")

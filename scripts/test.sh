@@ -222,6 +222,37 @@ for kind in training inference; do
     done
 done
 
+log "CLI over TLS: a TLS-only Redis with the certificates of scripts/tls-certs.sh; produce and drain through rediss://, and each refusal exits 4 with one line naming it, within seconds"
+tls_dir=$(scripts/tls-certs.sh)
+tls_port=${ADWORKER_TEST_TLS_PORT:-6390}
+tls_cli=(redis-cli -p "$tls_port" --tls --cacert "$tls_dir/ca.crt")
+mkdir -p /tmp/adworker-tls-redis
+"${tls_cli[@]}" ping >/dev/null 2>&1 || redis-server --daemonize yes --bind 127.0.0.1 --port 0 --tls-port "$tls_port" \
+    --tls-cert-file "$tls_dir/server.crt" --tls-key-file "$tls_dir/server.key" --tls-ca-cert-file "$tls_dir/ca.crt" \
+    --tls-auth-clients no --save "" --appendonly no --dir /tmp/adworker-tls-redis --logfile /tmp/adworker-tls-redis/redis.log
+for _ in $(seq 100); do "${tls_cli[@]}" ping 2>/dev/null | grep -q PONG && break; sleep 0.1; done
+tls_env=(REDIS_URL="rediss://127.0.0.1:$tls_port" REDIS_TLS_CA_FILE="$tls_dir/ca.crt")
+psql_smoke -c 'TRUNCATE training_data, inference_results'
+env "${tls_env[@]}" "$adworker" produce --env-file "$empty_env" --stream requests --count 2000
+timeout 120 env "${tls_env[@]}" "$adworker" run --env-file "$empty_env" --drain
+[ "$(psql_smoke -c 'SELECT (SELECT count(*) FROM training_data) || '"'|'"' || (SELECT count(*) FROM inference_results)')" = "1000|1000" ] \
+    || { log "TLS drain: rows wrong"; exit 1; }
+expect_refusal() { # exit-status what-it-must-say env-assignments...
+    local expected=$1 said=$2 started=$SECONDS code=0
+    shift 2
+    timeout 60 env "$@" "$adworker" run --env-file "$empty_env" --drain > /tmp/adworker-smoke-tls.txt 2>&1 || code=$?
+    [ "$code" = "$expected" ] && grep -qF "$said" /tmp/adworker-smoke-tls.txt && [ $((SECONDS - started)) -le 15 ] \
+        || { log "expected exit $expected within 15 s saying '$said'; got $code after $((SECONDS - started)) s:"; cat /tmp/adworker-smoke-tls.txt; exit 1; }
+}
+expect_refusal 4 "not signed by an authority this client trusts" "${tls_env[@]}" REDIS_TLS_CA_FILE="$tls_dir/other-ca.crt"
+expect_refusal 4 "is not issued for redis.example.com" "${tls_env[@]}" REDIS_TLS_SERVER_NAME=redis.example.com
+expect_refusal 4 "speaks only TLS on this port" REDIS_URL="redis://127.0.0.1:$tls_port"
+expect_refusal 4 "answered in plaintext, not TLS" REDIS_URL="rediss://$REDIS_HOST:$REDIS_PORT" REDIS_TLS_CA_FILE="$tls_dir/ca.crt"
+# A contradiction in the settings is a usage error (64), refused before anything connects.
+expect_refusal 64 "REDIS_TLS_CA_FILE is set but TLS is off" REDIS_TLS_CA_FILE="$tls_dir/ca.crt"
+"${tls_cli[@]}" --scan --pattern "${prefix}*" | xargs -r "${tls_cli[@]}" del >/dev/null
+"${tls_cli[@]}" shutdown nosave >/dev/null 2>&1 || true
+
 python3 -c 'import prometheus_client' 2>/dev/null || python3 -m pip install -q prometheus_client
 
 log "deploy files: systemd unit, Kubernetes manifests, compose file"

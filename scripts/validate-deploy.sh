@@ -97,7 +97,7 @@ log "systemd unit takes both passwords as credentials"
 for secret in database-password redis-password; do
     grep -q "^LoadCredential=$secret:" deploy/systemd/adworker.service || { log "no LoadCredential for $secret"; exit 1; }
 done
-grep -q '^RestartPreventExitStatus=3 4$' deploy/systemd/adworker.service || { log "the unit restarts on exit 3 (consumer name in use) or 4 (configuration refused)"; exit 1; }
+grep -q '^RestartPreventExitStatus=3 4 64$' deploy/systemd/adworker.service || { log "the unit restarts on exit 3 (consumer name in use), 4 (configuration refused) or 64 (a malformed setting)"; exit 1; }
 log "systemd unit is Type=notify with a watchdog (the daemon speaks the notify protocol)"
 for line in Type=notify NotifyAccess=main 'WatchdogSec=[0-9]+'; do
     grep -qE "^$line\$" deploy/systemd/adworker.service || { log "the unit lacks $line"; exit 1; }

@@ -8,6 +8,7 @@ public struct TelemetryProducerError: Error, Sendable, CustomStringConvertible {
             case rejected
             case invalidRequest = "invalid_request"
             case spoolUnwritable = "spool_unwritable"
+            case misconfigured
         }
 
         private let base: Base
@@ -25,6 +26,11 @@ public struct TelemetryProducerError: Error, Sendable, CustomStringConvertible {
         public static let invalidRequest = Code(.invalidRequest)
         /// The record was to wait in the spool, and the disk refused it (full, an I/O error): not kept.
         public static let spoolUnwritable = Code(.spoolUnwritable)
+
+        /// This client cannot talk to Redis as configured: the TLS handshake was refused (a
+        /// certificate that does not verify, TLS on one side only, a client certificate the server
+        /// wants) or a TLS file cannot be loaded. The message says what to change; nothing is retried.
+        public static let misconfigured = Code(.misconfigured)
 
         public var description: String { base.rawValue }
     }

@@ -7,7 +7,7 @@ import Logging
 
 /// Options every command shares: where Redis and PostgreSQL are, and logging.
 struct ConnectionOptions: ParsableArguments {
-    @Option(help: "Redis host (env REDIS_HOST; default 127.0.0.1).")
+    @Option(help: "Redis host (env REDIS_HOST, or REDIS_URL redis[s]://USER:PASSWORD@HOST:PORT; default 127.0.0.1).")
     var redisHost: String?
 
     @Option(help: "Redis port (env REDIS_PORT; default 6379).")
@@ -61,12 +61,49 @@ struct ConnectionOptions: ParsableArguments {
     }
 
     /// The single Redis at REDIS_HOST:REDIS_PORT, cluster settings aside (bench's comparison).
+    /// REDIS_URL (or REDIS_URL_FILE), when set, is the base, as DATABASE_URL is for PostgreSQL:
+    /// REDIS_HOST and REDIS_PORT do not apply, the flags override its parts, and REDIS_USERNAME and
+    /// REDIS_PASSWORD fill in only what it lacks.
     func singleNodeRedis(_ settings: Settings) throws -> RedisConfiguration {
-        RedisConfiguration(
-            host: redisHost ?? settings.string("REDIS_HOST") ?? "127.0.0.1",
-            port: try redisPort ?? settings.integer("REDIS_PORT") ?? 6379,
-            username: settings.string("REDIS_USERNAME"),
-            password: try settings.secret("REDIS_PASSWORD")
+        var configuration: RedisConfiguration
+        if let url = try settings.secret("REDIS_URL") {
+            do {
+                configuration = try RedisConfiguration(url: url)
+            } catch {
+                throw ValidationError(error.message)
+            }
+            configuration.host = redisHost ?? configuration.host
+            configuration.port = redisPort ?? configuration.port
+        } else {
+            configuration = RedisConfiguration(
+                host: redisHost ?? settings.string("REDIS_HOST") ?? "127.0.0.1",
+                port: try redisPort ?? settings.integer("REDIS_PORT") ?? 6379
+            )
+        }
+        configuration.username = configuration.username ?? settings.string("REDIS_USERNAME")
+        configuration.password = try configuration.password ?? settings.secret("REDIS_PASSWORD")
+        configuration.tls = try redisTLS(settings, urlSaysTLS: configuration.tls != nil)
+        return configuration
+    }
+
+    /// TLS is on with `rediss://` or REDIS_TLS=1; its files and name mean nothing without it, so
+    /// setting them with TLS off is refused rather than silently spoken in plaintext.
+    private func redisTLS(_ settings: Settings, urlSaysTLS: Bool) throws -> RedisTLS? {
+        let switchedOn = try settings.boolean("REDIS_TLS")
+        if switchedOn == false, urlSaysTLS {
+            throw ValidationError("REDIS_TLS=0 contradicts rediss:// in REDIS_URL: drop one")
+        }
+        let tlsKeys = ["REDIS_TLS_CA_FILE", "REDIS_TLS_CERT_FILE", "REDIS_TLS_KEY_FILE", "REDIS_TLS_SERVER_NAME", "REDIS_TLS_VERIFY"]
+        guard switchedOn ?? urlSaysTLS else {
+            if let key = tlsKeys.first(where: { settings.string($0) != nil }) {
+                throw ValidationError("\(key) is set but TLS is off: set REDIS_TLS=1 or use rediss:// in REDIS_URL")
+            }
+            return nil
+        }
+        return RedisTLS(
+            certificateAuthorityFile: settings.string("REDIS_TLS_CA_FILE"), certificateFile: settings.string("REDIS_TLS_CERT_FILE"),
+            keyFile: settings.string("REDIS_TLS_KEY_FILE"), serverName: settings.string("REDIS_TLS_SERVER_NAME"),
+            verifiesServer: try settings.boolean("REDIS_TLS_VERIFY") ?? true
         )
     }
 

@@ -46,6 +46,16 @@ struct Settings {
         return value
     }
 
+    /// 1, true or yes; 0, false or no; nil when unset.
+    func boolean(_ key: String) throws -> Bool? {
+        guard let text = string(key) else { return nil }
+        switch text.lowercased() {
+        case "1", "true", "yes", "on": return true
+        case "0", "false", "no", "off": return false
+        default: throw ValidationError("\(key) must be 1 or 0 (true or false), not '\(text)'")
+        }
+    }
+
     /// A secret from `KEY` or from the file named by `KEY_FILE` (Docker and Kubernetes secrets,
     /// systemd credentials); an empty file is no secret (a server without a password).
     func secret(_ key: String) throws -> String? {

@@ -19,6 +19,11 @@ struct PermanentFailure: Equatable, Sendable {
         case redisNoPermission = "noPermission"
         case redisOutOfMemory = "outOfMemory"
         case redisWrongType = "wrongType"
+        case redisTLSCertificateRejected = "tlsCertificateRejected"
+        case redisTLSRequired = "tlsRequired"
+        case redisTLSNotOffered = "tlsNotOffered"
+        case redisTLSHandshakeFailed = "tlsHandshakeFailed"
+        case redisTLSConfiguration = "tlsConfiguration"
 
         /// What an operator changes, for a PostgreSQL refusal (a Redis one names the key or user from
         /// its message). Class 28 and 3D000 arrive at login, the others on a statement.
@@ -30,7 +35,7 @@ struct PermanentFailure: Equatable, Sendable {
             case .missingTable: "a table is missing: run adworker migrate"
             case .missingColumn: "a column is missing: run adworker migrate"
             case .permissionDenied: "permission denied: grant the worker's role what deploy/postgres/worker-role.sql grants"
-            case .redisAuthenticationFailed, .redisNoPermission, .redisOutOfMemory, .redisWrongType: nil
+            default: nil
             }
         }
     }
@@ -59,6 +64,17 @@ struct PermanentFailure: Equatable, Sendable {
             case .wrongType:
                 self.kind = .redisWrongType
                 self.fix = "\(error.message): rename or delete that key (redis-cli TYPE, RENAME, DEL), or set ADWORKER_STREAM_PREFIX to a prefix of your own; its consumers start once it is a stream or gone"
+            case .tlsCertificateRejected, .tlsRequired, .tlsNotOffered, .tlsHandshakeFailed, .tlsConfiguration:
+                self.kind =
+                    switch error.code {
+                    case .tlsCertificateRejected: .redisTLSCertificateRejected
+                    case .tlsRequired: .redisTLSRequired
+                    case .tlsNotOffered: .redisTLSNotOffered
+                    case .tlsHandshakeFailed: .redisTLSHandshakeFailed
+                    default: .redisTLSConfiguration
+                    }
+                // The message names what is wrong and what to change.
+                self.fix = "Redis TLS: \(error.message)"
             default:
                 return nil
             }

@@ -14,6 +14,9 @@ public struct RedisConfiguration: Sendable, CustomStringConvertible {
     /// Cluster mode: the hash slot every command on the connection touches (one stream and its
     /// dead letters); the connection follows it through MOVED, ASK and failovers. Nil: any node.
     public var routingSlot: HashSlot?
+    /// Speak TLS (`rediss://`): nil is plaintext. On a cluster every node is reached over TLS, at
+    /// the ports its slot map gives (`tls-cluster yes` makes those the TLS ports).
+    public var tls: RedisTLS?
 
     public var isCluster: Bool { !clusterNodes.isEmpty }
 
@@ -39,6 +42,32 @@ public struct RedisConfiguration: Sendable, CustomStringConvertible {
     /// Never shows the password.
     public var description: String {
         let nodes = isCluster ? "cluster " + clusterNodes.map(\.description).joined(separator: ",") : "\(host):\(port)"
-        return "redis://\(username.map { "\($0)@" } ?? "")\(nodes)\(password == nil ? "" : " (password set)")"
+        return "\(tls == nil ? "redis" : "rediss")://\(username.map { "\($0)@" } ?? "")\(nodes)\(password == nil ? "" : " (password set)")"
+    }
+}
+
+/// TLS to Redis: whom to trust, what to present, which name to verify.
+public struct RedisTLS: Sendable, Equatable {
+    /// PEM certificates of the authorities that sign the server's certificate; nil: the system's.
+    public var certificateAuthorityFile: String?
+    /// A client certificate and its key (PEM), for a server that asks for one (mutual TLS).
+    public var certificateFile: String?
+    public var keyFile: String?
+    /// The name sent as SNI and verified against the server's certificate; nil: the host
+    /// connected to (on a cluster, each node's address as its slot map gives it).
+    public var serverName: String?
+    /// Whether the server's certificate and name are verified. Turning it off lets anyone on the
+    /// path read and change the traffic; the worker logs that at every start.
+    public var verifiesServer: Bool
+
+    public init(
+        certificateAuthorityFile: String? = nil, certificateFile: String? = nil, keyFile: String? = nil,
+        serverName: String? = nil, verifiesServer: Bool = true
+    ) {
+        self.certificateAuthorityFile = certificateAuthorityFile
+        self.certificateFile = certificateFile
+        self.keyFile = keyFile
+        self.serverName = serverName
+        self.verifiesServer = verifiesServer
     }
 }

@@ -1,4 +1,5 @@
 internal import CAdWorkerHiredis
+internal import CAdWorkerRedisTransport
 import Logging
 
 /// Cluster mode (``RedisConfiguration/clusterNodes`` set): hiredis 0.14 knows nothing of Redis
@@ -35,13 +36,13 @@ extension RedisConnection {
                 let probe = try open(node)
                 // A transport failure has freed the probe already (forget).
                 var reply = try roundTrip([RedisCommand("CLUSTER", "SHARDS")], on: probe)[0]
-                var map = SlotMap(shardsReply: reply, replyingHost: node.host)
+                var map = SlotMap(shardsReply: reply, replyingHost: node.host, tls: configuration.tls != nil)
                 if case .error = reply {
                     // Redis before 7.0 has only CLUSTER SLOTS.
                     reply = try roundTrip([RedisCommand("CLUSTER", "SLOTS")], on: probe)[0]
                     map = SlotMap(slotsReply: reply, replyingHost: node.host)
                 }
-                redisFree(probe)
+                adw_link_free(probe)
                 guard let map, !map.shards.isEmpty else {
                     lastError = RedisError(
                         .serverError, "\(node) gave no cluster slot map (\(reply.errorText ?? "empty")): is it a Redis Cluster node?")
@@ -59,9 +60,9 @@ extension RedisConnection {
     /// Moves the connection to `node`, which serves its slot from now on.
     func retarget(to node: RedisNodeAddress) {
         logger.notice("redis cluster slot moved; following it", metadata: ["from": "\(clusterNode.map(\.description) ?? "?")", "to": "\(node)"])
-        if let context {
-            redisFree(context)
-            self.context = nil
+        if let link {
+            adw_link_free(link)
+            self.link = nil
         }
         clusterNode = node
     }
@@ -82,7 +83,7 @@ extension RedisConnection {
                 case .slotOwner:
                     try ensureConnected()
                     let host = currentHost
-                    replies = try exchange(batch, on: context!) { raw throws(RedisError) in try Self.route(raw, host: host, decode: decode) }
+                    replies = try exchange(batch, on: link!) { raw throws(RedisError) in try Self.route(raw, host: host, decode: decode) }
                 }
             } catch {
                 throw redirects.transportFailed(error)
@@ -114,7 +115,7 @@ extension RedisConnection {
             let isAsking = asUnit ? position == 0 : position % 2 == 0
             return isAsking ? nil : Result { () throws(RedisError) in try Self.route(raw, host: node.host, decode: decode) }
         }
-        redisFree(target)
+        adw_link_free(target)
         var replies: [RedirectStateMachine<Decoded>.Routed] = []
         for case let outcome? in outcomes {
             replies.append(try outcome.get())

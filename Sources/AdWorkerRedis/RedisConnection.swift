@@ -2,6 +2,7 @@ import AdTelemetryRecords
 package import AdWorkerConnectionThread
 internal import CAdWorkerHiredis
 internal import CAdWorkerRedisArena
+internal import CAdWorkerRedisTransport
 public import Logging
 #if canImport(Glibc)
 import Glibc
@@ -19,7 +20,11 @@ public actor RedisConnection {
     public let configuration: RedisConfiguration
     let logger: Logger
     private let executor: ThreadExecutor
-    var context: UnsafeMutablePointer<redisContext>?
+    /// The hiredis context and, over TLS, its OpenSSL session (an `adw_link`); nil until connected.
+    var link: OpaquePointer?
+    /// Made at the first TLS connection and kept: loading the CA and the client certificate is
+    /// the costly part, and a node asked once (ASK) or a cluster probe reuses it.
+    var tlsContext: TLSClientContext?
     /// Where large replies (XREADGROUP) are parsed: reused, so reading entries allocates no
     /// per-field reply objects.
     // nonisolated(unsafe) only so that deinit may free it; every other use is on the actor.
@@ -80,9 +85,9 @@ public actor RedisConnection {
     }
 
     package func connect() throws(RedisError) {
-        if let context {
-            redisFree(context)
-            self.context = nil
+        if let link {
+            adw_link_free(link)
+            self.link = nil
         }
         var target = RedisNodeAddress(host: configuration.host, port: configuration.port)
         if configuration.isCluster {
@@ -90,7 +95,7 @@ public actor RedisConnection {
             target = clusterNode!
         }
         do {
-            context = try open(target)
+            link = try open(target)
         } catch {
             // The node is gone (a failed primary, say): ask the cluster again on the next try.
             clusterNode = nil
@@ -99,40 +104,10 @@ public actor RedisConnection {
         logger.debug("redis connected", metadata: ["redis": "\(configuration)", "node": "\(target)"])
     }
 
-    /// A new, authenticated context to `node`.
-    func open(_ node: RedisNodeAddress) throws(RedisError) -> UnsafeMutablePointer<redisContext> {
-        let connectTimeout = timeval(configuration.connectTimeout)
-        guard let newContext = redisConnectWithTimeout(node.host, Int32(node.port), connectTimeout) else {
-            throw RedisError(.connectionFailed, "cannot allocate a hiredis context")
-        }
-        if newContext.pointee.err != 0 {
-            let message = Self.errorString(newContext)
-            redisFree(newContext)
-            throw RedisError(.connectionFailed, "\(node): \(message)")
-        }
-        // Every read and write is bounded by the command timeout; keepalives notice an idle peer
-        // that vanished (no RST) in seconds instead of TCP's default two hours.
-        redisSetTimeout(newContext, timeval(configuration.commandTimeout))
-        redisEnableKeepAlive(newContext)
-        if let password = configuration.password {
-            var auth = RedisCommand("AUTH")
-            if let username = configuration.username { auth.append(username) }
-            auth.append(password)
-            // A transport failure here has already freed the context (see dropBrokenContext).
-            let reply = try roundTrip([auth], on: newContext)[0]
-            if case .error(let message) = reply {
-                redisFree(newContext)
-                // Only the reply's leading word: the rest is the server's prose, never needed here.
-                throw RedisError(.authenticationFailed, "AUTH refused: \(message.prefix { $0 != " " })")
-            }
-        }
-        return newContext
-    }
-
     package func close() {
-        if let context {
-            redisFree(context)
-            self.context = nil
+        if let link {
+            adw_link_free(link)
+            self.link = nil
         }
         executor.shutdown()
     }
@@ -155,7 +130,7 @@ public actor RedisConnection {
         _ commands: [RedisCommand], asUnit: Bool = false, decode: (UnsafePointer<redisReply>) throws(RedisError) -> Decoded
     ) throws(RedisError) -> [Decoded] {
         try ensureConnected()
-        guard configuration.isCluster else { return try exchange(commands, on: context!, decode: decode) }
+        guard configuration.isCluster else { return try exchange(commands, on: link!, decode: decode) }
         return try exchangeFollowingRedirects(commands, asUnit: asUnit, decode: decode)
     }
 
@@ -165,19 +140,19 @@ public actor RedisConnection {
     ) throws(RedisError) -> Decoded {
         var redirects = RedirectStateMachine<Void>(commandCount: 1, asUnit: false)
         while true {
-            let target: UnsafeMutablePointer<redisContext>
+            let target: OpaquePointer
             switch redirects.target {
             case .asking(let node):
                 target = try open(node)
                 _ = try exchange([RedisCommand("ASKING")], on: target) { _ throws(RedisError) in () }
             case .slotOwner:
                 try ensureConnected()
-                target = context!
+                target = link!
             }
             // A failure frees `target` itself (dropBrokenContext).
             try arenaRoundTrip(command, on: target)
             // The reply is in the arena now: a node asked once is done with.
-            if case .asking = redirects.target { redisFree(target) }
+            if case .asking = redirects.target { adw_link_free(target) }
             var reply = ArenaReply(arena.pointee)
             let redirect = configuration.isCluster ? Self.redirect(in: reply, host: currentHost) : nil
             switch redirects.received([redirect.map { .redirect($0, nil) } ?? .reply(())]) {
@@ -189,34 +164,39 @@ public actor RedisConnection {
         }
     }
 
-    private func arenaRoundTrip(_ command: RedisCommand, on context: UnsafeMutablePointer<redisContext>) throws(RedisError) {
-        append(command, to: context)
-        var done: Int32 = 0
-        repeat {
-            guard redisBufferWrite(context, &done) == REDIS_OK else { throw dropBrokenContext(context) }
-        } while done == 0
+    private func arenaRoundTrip(_ command: RedisCommand, on link: OpaquePointer) throws(RedisError) {
+        append(command, to: link)
+        try writeOut(link)
         adw_arena_reset(arena)
         let deadline = replyDeadline()
         var complete: Int32 = 0
         while true {
-            guard adw_arena_reply_from_reader(context, arena, &complete) == REDIS_OK else { throw dropBrokenContext(context) }
+            guard adw_arena_reply_from_reader(adw_link_context(link), arena, &complete) == REDIS_OK else { throw dropBrokenContext(link) }
             if complete != 0 { break }
-            try readMore(context, deadline: deadline)
+            try readMore(link, deadline: deadline)
         }
     }
 
     func ensureConnected() throws(RedisError) {
-        if context == nil {
+        if link == nil {
             try connect()
         }
     }
 
-    func roundTrip(_ commands: [RedisCommand], on context: UnsafeMutablePointer<redisContext>) throws(RedisError) -> [RedisValue] {
-        try exchange(commands, on: context) { reply throws(RedisError) in RedisValue(reply) }
+    func roundTrip(_ commands: [RedisCommand], on link: OpaquePointer) throws(RedisError) -> [RedisValue] {
+        try exchange(commands, on: link) { reply throws(RedisError) in RedisValue(reply) }
+    }
+
+    /// Writes what has been appended, all of it (the socket blocks, bounded by the command timeout).
+    private func writeOut(_ link: OpaquePointer) throws(RedisError) {
+        var done: Int32 = 0
+        repeat {
+            guard adw_link_write(link, &done) == REDIS_OK else { throw dropBrokenContext(link) }
+        } while done == 0
     }
 
     func exchange<Decoded>(
-        _ commands: [RedisCommand], on context: UnsafeMutablePointer<redisContext>,
+        _ commands: [RedisCommand], on link: OpaquePointer,
         decode: (UnsafePointer<redisReply>) throws(RedisError) -> Decoded
     ) throws(RedisError) -> [Decoded] {
         var results: [Decoded] = []
@@ -229,13 +209,10 @@ public actor RedisConnection {
         func appendNextChunk() throws(RedisError) {
             let end = min(appended + Self.pipelineChunk, commands.count)
             for index in appended..<end {
-                append(commands[index], to: context)
+                append(commands[index], to: link)
             }
             appended = end
-            var done: Int32 = 0
-            repeat {
-                guard redisBufferWrite(context, &done) == REDIS_OK else { throw dropBrokenContext(context) }
-            } while done == 0
+            try writeOut(link)
         }
         try appendNextChunk()
         while read < commands.count {
@@ -247,10 +224,10 @@ public actor RedisConnection {
             while read < readEnd {
                 var reply: UnsafeMutableRawPointer?
                 while reply == nil {
-                    guard redisGetReplyFromReader(context, &reply) == REDIS_OK else { throw dropBrokenContext(context) }
-                    if reply == nil { try readMore(context, deadline: deadline) }
+                    guard redisGetReplyFromReader(Self.hiredisContext(link), &reply) == REDIS_OK else { throw dropBrokenContext(link) }
+                    if reply == nil { try readMore(link, deadline: deadline) }
                 }
-                guard let raw = reply else { throw dropBrokenContext(context) }
+                guard let raw = reply else { throw dropBrokenContext(link) }
                 defer { freeReplyObject(raw) }
                 read += 1
                 // Read every reply even if one does not decode, so the connection stays in step.
@@ -271,26 +248,28 @@ public actor RedisConnection {
     /// 100 ms slices, so cancellation (a shutdown whose budget ran out) is noticed at once, and it
     /// ends at `deadline` (the command timeout): a server that stopped answering with the socket
     /// open costs at most that, never TCP's two hours. Either way the connection is given up.
-    private func readMore(_ context: UnsafeMutablePointer<redisContext>, deadline: ContinuousClock.Instant) throws(RedisError) {
-        while true {
+    private func readMore(_ link: OpaquePointer, deadline: ContinuousClock.Instant) throws(RedisError) {
+        // Over TLS the session may hold decrypted bytes the socket no longer shows as readable.
+        while adw_link_has_buffered_input(link) == 0 {
             if Task.isCancelled {
-                forget(context)
+                forget(link)
                 throw RedisError(.cancelled, "cancelled while waiting for a reply")
             }
             let remaining = ContinuousClock.now.duration(to: deadline)
             guard remaining > .zero else {
-                forget(context)
+                forget(link)
                 logger.warning("redis did not answer in time; connection given up", metadata: ["timeout": "\(configuration.commandTimeout)"])
                 throw RedisError(.timeout, "no reply within \(configuration.commandTimeout)")
             }
-            var descriptor = pollfd(fd: context.pointee.fd, events: Int16(POLLIN), revents: 0)
+            var descriptor = pollfd(fd: adw_link_fd(link), events: Int16(POLLIN), revents: 0)
             let ready = poll(&descriptor, 1, Int32(min(remaining, .milliseconds(100)).wholeMilliseconds) + 1)
             if ready > 0 || (ready < 0 && errno != EINTR) { break }
         }
-        guard redisBufferRead(context) == REDIS_OK else { throw dropBrokenContext(context) }
+        guard adw_link_read(link) == REDIS_OK else { throw dropBrokenContext(link) }
     }
 
-    private func append(_ command: RedisCommand, to context: UnsafeMutablePointer<redisContext>) {
+    private func append(_ command: RedisCommand, to link: OpaquePointer) {
+        let context = Self.hiredisContext(link)
         // hiredis copies the bytes into its output buffer; nothing is formatted on this thread.
         command.header.withUnsafeBufferPointer { header in
             _ = redisAppendFormattedCommand(context, UnsafeRawPointer(header.baseAddress!).assumingMemoryBound(to: CChar.self), header.count)
@@ -301,21 +280,29 @@ public actor RedisConnection {
         }
     }
 
-    /// Turns hiredis's sticky context error into a ``RedisError`` and forgets the context.
-    private func dropBrokenContext(_ broken: UnsafeMutablePointer<redisContext>) -> RedisError {
+    /// Turns hiredis's sticky context error into a ``RedisError`` and forgets the connection.
+    private func dropBrokenContext(_ broken: OpaquePointer) -> RedisError {
         // Read first: hiredis's failing read or write left it, and anything called later may change it.
         let osError = errno
-        let code = Self.transportErrorCode(hiredisError: broken.pointee.err, osError: osError)
-        let message = Self.errorString(broken)
+        let context = Self.hiredisContext(broken)
+        let alert = adw_link_last_alert(broken)
+        let code = Self.transportErrorCode(hiredisError: context.pointee.err, osError: osError, tlsAlert: alert)
+        let message = Self.errorString(context)
         forget(broken)
         logger.warning("redis connection lost", metadata: ["error": "\(message)"])
+        if code == .tlsHandshakeFailed {
+            return RedisError(code, "the server ended the TLS session: \(String(cString: adw_tls_alert_name(alert)))\(Self.alertAdvice(alert))")
+        }
         return RedisError(code, message.isEmpty ? "connection closed" : message)
     }
 
     /// Classifies hiredis's context error by its code and, for an I/O error, the OS's errno: a
     /// read or write that ran past the socket timeout (SO_RCVTIMEO/SO_SNDTIMEO) fails with EAGAIN.
-    static func transportErrorCode(hiredisError: Int32, osError: Int32) -> RedisError.Code {
-        switch hiredisError {
+    /// A TLS alert from the server (TLS 1.3 refuses a client certificate after the handshake, at
+    /// the first read) is a refusal, not a lost connection.
+    static func transportErrorCode(hiredisError: Int32, osError: Int32, tlsAlert: Int32 = 0) -> RedisError.Code {
+        if tlsAlert != 0 { return .tlsHandshakeFailed }
+        return switch hiredisError {
         case REDIS_ERR_IO where osError == EAGAIN || osError == EWOULDBLOCK: .timeout
         case REDIS_ERR_PROTOCOL: .unexpectedReply
         default: .connectionLost
@@ -324,15 +311,19 @@ public actor RedisConnection {
 
     /// Frees a context that failed; if it was the connection's own, the next command reconnects
     /// (on a cluster, after asking for the slot's primary again: the node may have failed over).
-    func forget(_ failed: UnsafeMutablePointer<redisContext>) {
-        redisFree(failed)
-        if failed == context {
-            context = nil
+    func forget(_ failed: OpaquePointer) {
+        adw_link_free(failed)
+        if failed == link {
+            link = nil
             clusterNode = nil
         }
     }
 
-    private static func errorString(_ context: UnsafeMutablePointer<redisContext>) -> String {
+    static func hiredisContext(_ link: OpaquePointer) -> UnsafeMutablePointer<redisContext> {
+        adw_link_context(link).assumingMemoryBound(to: redisContext.self)
+    }
+
+    static func errorString(_ context: UnsafeMutablePointer<redisContext>) -> String {
         withUnsafeBytes(of: context.pointee.errstr) { bytes in
             String(decoding: bytes.prefix { $0 != 0 }, as: UTF8.self)
         }

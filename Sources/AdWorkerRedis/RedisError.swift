@@ -29,6 +29,18 @@ public struct RedisError: Error, Sendable, CustomStringConvertible {
         /// The cluster cannot serve the slot now (`CLUSTERDOWN`: a primary failed and its replica
         /// has not yet taken over, or no node serves the slot).
         case clusterDown
+        /// The server's TLS certificate did not verify: not signed by a trusted authority, expired or
+        /// not yet valid, or issued for another name.
+        case tlsCertificateRejected
+        /// The server speaks only TLS on this port, and the client spoke plaintext.
+        case tlsRequired
+        /// The client spoke TLS, and the server answered in plaintext: not a TLS port.
+        case tlsNotOffered
+        /// The TLS handshake failed otherwise: the server ended it with an alert (it wants a client
+        /// certificate it trusts), or the two share no protocol version or cipher.
+        case tlsHandshakeFailed
+        /// A CA, certificate or key file for TLS could not be loaded.
+        case tlsConfiguration
         /// Any other error reply.
         case serverError
         /// A reply of a shape this client does not expect.

@@ -131,6 +131,21 @@ struct ClusterRoutingTests {
         #expect(SlotMap(shardsReply: .array([.bulk(Array("slots".utf8))]), replyingHost: "h") == nil)
     }
 
+    /// With `tls-cluster yes` a node lists its `tls-port` beside its plaintext `port` (0 when it
+    /// has none): a TLS client goes to the TLS port, a plaintext one to the plaintext port.
+    @Test func aTLSClientReachesEachNodeAtItsTLSPort() throws {
+        let node = RedisValue.array([
+            .bulk(Array("id".utf8)), .bulk(Array("a".utf8)), .bulk(Array("port".utf8)), .integer(6379),
+            .bulk(Array("tls-port".utf8)), .integer(16379), .bulk(Array("ip".utf8)), .bulk(Array("10.0.0.1".utf8)),
+            .bulk(Array("role".utf8)), .bulk(Array("master".utf8)), .bulk(Array("health".utf8)), .bulk(Array("online".utf8)),
+        ])
+        let reply = RedisValue.array([
+            .array([.bulk(Array("slots".utf8)), .array([.integer(0), .integer(16383)]), .bulk(Array("nodes".utf8)), .array([node])])
+        ])
+        #expect(try #require(SlotMap(shardsReply: reply, replyingHost: "h", tls: true)).shards[0].primary.address.port == 16379)
+        #expect(try #require(SlotMap(shardsReply: reply, replyingHost: "h")).shards[0].primary.address.port == 6379)
+    }
+
     @Test func aHealthThisClientDoesNotKnowIsKeptAsTheNodeGaveIt() {
         #expect(SlotMap.Node.Health("online") == .online)
         #expect(SlotMap.Node.Health("handshaking") == .other("handshaking"))

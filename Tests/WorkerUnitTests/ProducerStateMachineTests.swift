@@ -103,6 +103,8 @@ struct ProducerStateMachineTests {
         var lookedUp: Bool
         /// A `submit` record with a spool goes there at once (else it waits in memory).
         var spilled: Bool
+        /// What the caller is told, when not `redisUnavailable` (transient) or `rejected`.
+        var told: TelemetryProducerError.Code? = nil
         var testDescription: String { name }
     }
 
@@ -117,6 +119,8 @@ struct ProducerStateMachineTests {
         .init(name: "CLUSTERDOWN", error: .fromReply("CLUSTERDOWN The cluster is down"), held: true, lookedUp: false, spilled: true),
         .init(name: "NOPERM", error: .fromReply("NOPERM this user has no permissions to access one of the keys"), held: false, lookedUp: false, spilled: false),
         .init(name: "WRONGTYPE", error: .fromReply("WRONGTYPE Operation against a key holding the wrong kind of value"), held: false, lookedUp: false, spilled: false),
+        .init(name: "TLS certificate rejected", error: RedisError(.tlsCertificateRejected, "not trusted"), held: false, lookedUp: false, spilled: true, told: .misconfigured),
+        .init(name: "TLS required", error: RedisError(.tlsRequired, "speaks only TLS"), held: false, lookedUp: false, spilled: true, told: .misconfigured),
     ]
 
     @Test(arguments: errorClasses)
@@ -129,7 +133,7 @@ struct ProducerStateMachineTests {
         _ = round.commandsToSend()
         round.sent([.failure(errorClass.error)], sentAtMilliseconds: 1000, cancelled: false)
         let step = machine.next(.sent(round))
-        let code: TelemetryProducerError.Code = errorClass.error.isTransient ? .redisUnavailable : .rejected
+        let code: TelemetryProducerError.Code = errorClass.told ?? (errorClass.error.isTransient ? .redisUnavailable : .rejected)
         guard errorClass.held else {
             #expect(step.failed == 1 && step.retried == 0)
             #expect(Self.results(step).first?.first?.failure?.code == code)

@@ -56,8 +56,14 @@ enum SendFailure {
         }
     }
 
-    /// What the caller is told: `redisUnavailable` when Redis may take it later, else `rejected`.
+    /// What the caller is told: `misconfigured` when this client cannot talk to that server as
+    /// configured (TLS refused), `redisUnavailable` when Redis may take it later, else `rejected`.
     static func producerError(_ error: RedisError) -> TelemetryProducerError {
-        TelemetryProducerError(error.isTransient ? .redisUnavailable : .rejected, error.message, underlying: error)
+        let code: TelemetryProducerError.Code =
+            switch error.code {
+            case .tlsCertificateRejected, .tlsRequired, .tlsNotOffered, .tlsHandshakeFailed, .tlsConfiguration: .misconfigured
+            default: error.isTransient ? .redisUnavailable : .rejected
+            }
+        return TelemetryProducerError(code, error.message, underlying: error)
     }
 }

@@ -179,7 +179,8 @@ extension ProducerStateMachine {
                 unsettled.append(send)
                 continue
             }
-            // Given up while Redis was away (not refused by it): kept by the spool, if any.
+            // Given up while Redis was away or could not be talked to as configured (not refused by
+            // it): kept by the spool, if any.
             let givenUp = send.records.count { Self.isGivenUp($0) }
             if let batch = send.spoolBatch {
                 spoolBatchInFlight = 0
@@ -215,7 +216,7 @@ extension ProducerStateMachine {
     }
 
     private static func isGivenUp(_ record: PendingRecord) -> Bool {
-        if case .failure(let error) = record.result { error.code == .redisUnavailable } else { false }
+        if case .failure(let error) = record.result { error.code == .redisUnavailable || error.code == .misconfigured } else { false }
     }
 
     /// Redis stops taking records when any wait for it; it takes them again when none wait and it

@@ -161,11 +161,16 @@ extension ProducerStateMachine {
                     lastConfirmed: lastConfirmed[route], sentAtMilliseconds: sentAtMilliseconds)
             }
             let failure = SendFailure.producerError(error)
-            if writesThrough, sends[place.send].writesThrough, failure.code == .redisUnavailable {
+            // A misconfiguration is told to a caller at once, but a record already kept on disk
+            // (submitted with a spool, or read back from it) stays there for the corrected run.
+            let misconfigured = failure.code == .misconfigured
+            if writesThrough, sends[place.send].writesThrough, failure.code == .redisUnavailable || misconfigured {
                 // Given up at once, to the spool: there it survives a crash; here it would not.
                 sends[place.send].records[place.record].result = .failure(failure)
                 spilled += 1
-            } else if now < deadline(for: sends[place.send]), !cancelled, unknown || SendFailure.isSafeToResend(error) {
+            } else if now < deadline(for: sends[place.send]), !cancelled,
+                unknown || SendFailure.isSafeToResend(error) || (misconfigured && sends[place.send].spoolBatch != nil)
+            {
                 sends[place.send].firstRetryAt = sends[place.send].firstRetryAt ?? now
                 heldBack += 1
             } else {

@@ -67,7 +67,9 @@ public struct SlotMap: Sendable, Equatable {
 
     /// Parses a `CLUSTER SHARDS` reply (RESP2: each shard and node a flat name/value list).
     /// - Parameter replyingHost: the host the reply came from, for nodes whose endpoint is `?` or empty.
-    public init?(shardsReply reply: RedisValue, replyingHost: String) {
+    /// - Parameter tls: The client speaks TLS: a node's `tls-port` is where to reach it (with
+    ///   `tls-cluster yes` its `port` may be missing or plaintext).
+    public init?(shardsReply reply: RedisValue, replyingHost: String, tls: Bool = false) {
         guard let items = reply.array else { return nil }
         var shards: [Shard] = []
         for item in items {
@@ -84,7 +86,8 @@ public struct SlotMap: Sendable, Equatable {
             var replicas: [Node] = []
             for nodeItem in nodeList {
                 let node = Self.pairs(nodeItem)
-                guard let port = node["port"].flatMap(Self.number), let role = node["role"]?.string else { return nil }
+                let portField = tls ? node["tls-port"] ?? node["port"] : node["port"]
+                guard let port = portField.flatMap(Self.number), let role = node["role"]?.string else { return nil }
                 var host = node["endpoint"]?.string ?? ""
                 if host.isEmpty || host == "?" { host = node["ip"]?.string ?? "" }
                 if host.isEmpty || host == "?" { host = replyingHost }

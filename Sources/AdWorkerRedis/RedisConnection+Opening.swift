@@ -1,0 +1,65 @@
+internal import CAdWorkerHiredis
+internal import CAdWorkerRedisTransport
+
+/// Opening a connection: TCP, TLS when configured, then AUTH or PING.
+extension RedisConnection {
+    /// A new connection to `node`: over TLS when configured, authenticated, and greeted (AUTH or
+    /// PING), so that a server that speaks the other protocol is told at once, not at the first
+    /// command.
+    func open(_ node: RedisNodeAddress) throws(RedisError) -> OpaquePointer {
+        let link = try connectSocket(node)
+        let context = Self.hiredisContext(link)
+        // Keepalives notice an idle peer that vanished (no RST) in seconds instead of TCP's two hours.
+        redisEnableKeepAlive(context)
+        if configuration.tls != nil {
+            // The handshake is part of connecting: bounded by the connect timeout.
+            redisSetTimeout(context, timeval(configuration.connectTimeout))
+            try startTLS(on: link, node: node)
+        }
+        // Every read and write is bounded by the command timeout.
+        redisSetTimeout(context, timeval(configuration.commandTimeout))
+        try greet(on: link, node: node)
+        return link
+    }
+
+    /// A TCP connection to `node`, plaintext so far.
+    func connectSocket(_ node: RedisNodeAddress) throws(RedisError) -> OpaquePointer {
+        let connectTimeout = timeval(configuration.connectTimeout)
+        guard let newContext = redisConnectWithTimeout(node.host, Int32(node.port), connectTimeout) else {
+            throw RedisError(.connectionFailed, "cannot allocate a hiredis context")
+        }
+        if newContext.pointee.err != 0 {
+            let message = Self.errorString(newContext)
+            redisFree(newContext)
+            throw RedisError(.connectionFailed, "\(node): \(message)")
+        }
+        guard let link = adw_link_new(newContext) else {
+            redisFree(newContext)
+            throw RedisError(.connectionFailed, "cannot allocate a connection")
+        }
+        return link
+    }
+
+    /// AUTH when a password is set, else PING. Any reply to PING will do (LOADING, NOAUTH: the
+    /// commands that follow meet those as before); what matters is that the server answered in
+    /// the protocol spoken. A transport failure frees `link` (see dropBrokenContext).
+    private func greet(on link: OpaquePointer, node: RedisNodeAddress) throws(RedisError) {
+        var greeting = RedisCommand("PING")
+        if let password = configuration.password {
+            greeting = RedisCommand("AUTH")
+            if let username = configuration.username { greeting.append(username) }
+            greeting.append(password)
+        }
+        let reply: RedisValue
+        do throws(RedisError) {
+            reply = try roundTrip([greeting], on: link)[0]
+        } catch where configuration.tls == nil && error.code == .connectionLost && speaksTLS(node) {
+            throw RedisError(.tlsRequired, "\(node) speaks only TLS on this port (it closed the plaintext connection): use rediss:// in REDIS_URL or set REDIS_TLS=1")
+        }
+        if configuration.password != nil, case .error(let message) = reply {
+            adw_link_free(link)
+            // Only the reply's leading word: the rest is the server's prose, never needed here.
+            throw RedisError(.authenticationFailed, "AUTH refused: \(message.prefix { $0 != " " })")
+        }
+    }
+}
