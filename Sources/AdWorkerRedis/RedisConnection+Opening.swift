@@ -53,6 +53,8 @@ extension RedisConnection {
         let reply: RedisValue
         do throws(RedisError) {
             reply = try roundTrip([greeting], on: link)[0]
+        } catch where configuration.tls != nil && error.code == .connectionLost {
+            throw refusalAfterHandshake(at: node) ?? error
         } catch where configuration.tls == nil && error.code == .connectionLost && speaksTLS(node) {
             throw RedisError(.tlsRequired, "\(node) speaks only TLS on this port (it closed the plaintext connection): use rediss:// in REDIS_URL or set REDIS_TLS=1")
         }

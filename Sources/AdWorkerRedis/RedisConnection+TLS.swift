@@ -1,3 +1,4 @@
+import AdTelemetryRecords
 internal import CAdWorkerHiredis
 internal import CAdWorkerRedisTransport
 import Logging
@@ -61,6 +62,24 @@ extension RedisConnection {
         guard (try? roundTrip([RedisCommand("PING")], on: probe)) != nil else { return false }
         adw_link_free(probe)
         return true
+    }
+
+    /// Why a TLS connection to `node` ended right after its handshake, asked again without writing:
+    /// a server that refuses the client's certificate (TLS 1.3 says so only after the client's
+    /// handshake ended) resets a connection that has sent a request meanwhile, and the alert is
+    /// lost. Nil when a new connection shows no refusal.
+    func refusalAfterHandshake(at node: RedisNodeAddress) -> RedisError? {
+        guard let context = try? tlsClientContext(), let probe = try? connectSocket(node) else { return nil }
+        defer { adw_link_free(probe) }
+        redisSetTimeout(Self.hiredisContext(probe), timeval(configuration.connectTimeout))
+        let tls = configuration.tls!
+        var outcome = adw_tls_outcome()
+        guard adw_link_start_tls(probe, context.pointer, tls.serverName ?? node.host, tls.verifiesServer ? 1 : 0, &outcome) == 1,
+            adw_link_await_first_record(probe, Int32(configuration.connectTimeout.wholeMilliseconds), &outcome) == 0,
+            outcome.status == ADW_TLS_ALERT
+        else { return nil }
+        let detail = withUnsafeBytes(of: outcome.detail) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        return RedisError(.tlsHandshakeFailed, "\(node) refused the TLS session: \(detail)\(Self.alertAdvice(outcome.alert))")
     }
 
     /// Whether `node` completes (or gets as far as judging certificates in) a TLS handshake.

@@ -7,6 +7,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -149,6 +150,23 @@ int adw_link_start_tls(adw_link *link, void *tls_context, const char *server_nam
     link->session = session;
     outcome->status = ADW_TLS_ESTABLISHED;
     return 1;
+}
+
+int adw_link_await_first_record(adw_link *link, int timeout_ms, adw_tls_outcome *outcome) {
+    memset(outcome, 0, sizeof(*outcome));
+    if (link->session == NULL) return 1;
+    struct pollfd descriptor = { .fd = link->context->fd, .events = POLLIN };
+    if (SSL_pending(link->session) == 0 && poll(&descriptor, 1, timeout_ms) <= 0) return 1;
+    char byte;
+    ERR_clear_error();
+    errno = 0;
+    int result = SSL_peek(link->session, &byte, 1);
+    if (result > 0) return 1;
+    int error = SSL_get_error(link->session, result);
+    if (error == SSL_ERROR_WANT_READ || error == SSL_ERROR_WANT_WRITE) return 1;
+    classify_failure(link->session, result, outcome);
+    ERR_clear_error();
+    return 0;
 }
 
 // Leaves the error in the context as hiredis would (errno kept for the caller to read).

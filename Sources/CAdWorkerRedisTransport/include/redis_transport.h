@@ -67,6 +67,13 @@ void adw_link_free(adw_link *link);
 /// Returns 1 when established; 0 with `outcome` saying why not.
 int adw_link_start_tls(adw_link *link, void *tls_context, const char *server_name, int verify_name, adw_tls_outcome *outcome);
 
+/// Waits up to `timeout_ms` for the server's first record after the handshake, writing nothing:
+/// TLS 1.3 refuses a client certificate only after the client's handshake ended, with an alert
+/// that a request written meanwhile can lose (the server's close then resets the connection).
+/// Returns 0 with `outcome` when that record is an alert or the connection ended; 1 otherwise
+/// (a session ticket, or nothing within the time).
+int adw_link_await_first_record(adw_link *link, int timeout_ms, adw_tls_outcome *outcome);
+
 /// Like redisBufferWrite: writes the context's output buffer; `*done` is 1 once it is empty.
 int adw_link_write(adw_link *link, int *done);
 /// Like redisBufferRead: one read into the context's reader. Over TLS a read that decrypted only
