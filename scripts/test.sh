@@ -18,6 +18,8 @@ log "starting Redis and PostgreSQL"
 scripts/dev-services.sh
 DATABASE_NAME=$smoke_database scripts/dev-services.sh
 DATABASE_NAME=adworker_faults scripts/dev-services.sh
+log "starting a TLS-only PostgreSQL cluster on 127.0.0.1:5433 (certificates from scripts/tls-certs.sh)"
+scripts/postgres-tls.sh start
 log "starting a Redis Cluster on loopback (three primaries, three replicas)"
 scripts/redis-cluster.sh start
 
@@ -222,7 +224,7 @@ for kind in training inference; do
     done
 done
 
-log "CLI over TLS: a TLS-only Redis with the certificates of scripts/tls-certs.sh; produce and drain through rediss://, and each refusal exits 4 with one line naming it, within seconds"
+log "CLI over TLS: a TLS-only Redis with the certificates of scripts/tls-certs.sh; produce and drain through rediss://, each refusal exits 4 with one line naming it, within seconds; then PostgreSQL over TLS too (verify-full, client certificate)"
 tls_dir=$(scripts/tls-certs.sh)
 tls_port=${ADWORKER_TEST_TLS_PORT:-6390}
 tls_cli=(redis-cli -p "$tls_port" --tls --cacert "$tls_dir/ca.crt")
@@ -250,6 +252,16 @@ expect_refusal 4 "speaks only TLS on this port" REDIS_URL="redis://127.0.0.1:$tl
 expect_refusal 4 "answered in plaintext, not TLS" REDIS_URL="rediss://$REDIS_HOST:$REDIS_PORT" REDIS_TLS_CA_FILE="$tls_dir/ca.crt"
 # A contradiction in the settings is a usage error (64), refused before anything connects.
 expect_refusal 64 "REDIS_TLS_CA_FILE is set but TLS is off" REDIS_TLS_CA_FILE="$tls_dir/ca.crt"
+# Both over TLS: PostgreSQL with verify-full against the test CA and a client certificate.
+pg_tls=(DATABASE_PORT=5433 DATABASE_HOST=localhost DATABASE_NAME=adworker_tls DATABASE_SSLMODE=verify-full DATABASE_SSLROOTCERT="$tls_dir/ca.crt"
+    DATABASE_SSLCERT="$tls_dir/client.crt" DATABASE_SSLKEY="$tls_dir/client.key")
+psql_tls() { PGPASSWORD=$DATABASE_PASSWORD psql -X -q -t -A -v ON_ERROR_STOP=1 "host=localhost port=5433 dbname=adworker_tls user=$DATABASE_USER sslmode=verify-full sslrootcert=$tls_dir/ca.crt" "$@"; }
+psql_tls -c 'SET client_min_messages = warning; DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public;'
+env "${pg_tls[@]}" "$adworker" migrate --env-file "$empty_env" >/dev/null
+env "${tls_env[@]}" "$adworker" produce --env-file "$empty_env" --stream requests --count 2000
+timeout 120 env "${tls_env[@]}" "${pg_tls[@]}" "$adworker" run --env-file "$empty_env" --drain
+[ "$(psql_tls -c 'SELECT (SELECT count(*) FROM training_data) || '"'|'"' || (SELECT count(*) FROM inference_results)')" = "1000|1000" ] \
+    || { log "TLS drain into PostgreSQL over TLS: rows wrong"; exit 1; }
 "${tls_cli[@]}" --scan --pattern "${prefix}*" | xargs -r "${tls_cli[@]}" del >/dev/null
 "${tls_cli[@]}" shutdown nosave >/dev/null 2>&1 || true
 

@@ -141,6 +141,9 @@ struct ConnectionOptions: ParsableArguments {
             sslMode: settings.string("DATABASE_SSLMODE"),
             url: url
         )
+        configuration.sslRootCertificate = settings.string("DATABASE_SSLROOTCERT")
+        configuration.sslCertificate = settings.string("DATABASE_SSLCERT")
+        configuration.sslKey = settings.string("DATABASE_SSLKEY")
         configuration.urlOverrides = Set(
             [
                 databaseHost.map { _ in .host }, databasePort.map { _ in .port }, databaseName.map { _ in .database },

@@ -11,6 +11,12 @@ public struct PostgresConfiguration: Sendable, CustomStringConvertible {
     public var password: String?
     /// libpq `sslmode` (disable, prefer, require, verify-ca, verify-full); `nil` leaves libpq's default.
     public var sslMode: String?
+    /// libpq `sslrootcert`: the CA certificates that sign the server's (verify-ca, verify-full).
+    public var sslRootCertificate: String?
+    /// libpq `sslcert` and `sslkey`: a client certificate and its key, for a server that asks for
+    /// one (`clientcert=verify-full`, or `cert` authentication, where it is the login).
+    public var sslCertificate: String?
+    public var sslKey: String?
     /// A libpq URL or conninfo string (`DATABASE_URL`). When set it is the base, and only the
     /// fields named in ``urlOverrides`` (explicit flags) and a ``password`` the URL lacks apply on top.
     public var url: String?
@@ -115,6 +121,9 @@ public struct PostgresConfiguration: Sendable, CustomStringConvertible {
         if fields.contains(.database) { parameters.append(("dbname", database)) }
         if fields.contains(.user) { parameters.append(("user", user)) }
         if let sslMode { parameters.append(("sslmode", sslMode)) }
+        if let sslRootCertificate { parameters.append(("sslrootcert", sslRootCertificate)) }
+        if let sslCertificate { parameters.append(("sslcert", sslCertificate)) }
+        if let sslKey { parameters.append(("sslkey", sslKey)) }
         parameters += [
             ("connect_timeout", String(max(1, connectTimeout.components.seconds))),
             ("application_name", applicationName),

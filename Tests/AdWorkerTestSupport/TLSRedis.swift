@@ -17,8 +17,10 @@ public enum TLSRedis {
     /// The directory `scripts/tls-certs.sh` fills (it keeps a complete set, so this is cheap).
     public static func certificates() throws -> String {
         let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-        let directory = ProcessInfo.processInfo.environment["ADWORKER_TLS_DIR"]
-            ?? FileManager.default.temporaryDirectory.appendingPathComponent("adworker-tls").path
+        // Where the script puts them by default, so that the servers the scripts start
+        // (scripts/postgres-tls.sh) and the ones tests start trust the same CA.
+        let environment = ProcessInfo.processInfo.environment
+        let directory = (environment["ADWORKER_DEV_DATA_DIR"] ?? "/var/tmp/adworker-dev") + "/tls"
         let script = Process()
         script.executableURL = URL(fileURLWithPath: "/bin/bash")
         script.arguments = [repository.appendingPathComponent("scripts/tls-certs.sh").path, directory]
