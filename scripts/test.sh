@@ -229,7 +229,8 @@ tls_dir=$(scripts/tls-certs.sh)
 tls_port=${ADWORKER_TEST_TLS_PORT:-6390}
 tls_cli=(redis-cli -p "$tls_port" --tls --cacert "$tls_dir/ca.crt")
 mkdir -p /tmp/adworker-tls-redis
-"${tls_cli[@]}" ping >/dev/null 2>&1 || redis-server --daemonize yes --bind 127.0.0.1 --port 0 --tls-port "$tls_port" \
+# TLS on $tls_port only; the same server's plaintext port is for bench --plaintext-port below.
+"${tls_cli[@]}" ping >/dev/null 2>&1 || redis-server --daemonize yes --bind 127.0.0.1 --port $((tls_port - 1)) --tls-port "$tls_port" \
     --tls-cert-file "$tls_dir/server.crt" --tls-key-file "$tls_dir/server.key" --tls-ca-cert-file "$tls_dir/ca.crt" \
     --tls-auth-clients no --save "" --appendonly no --dir /tmp/adworker-tls-redis --logfile /tmp/adworker-tls-redis/redis.log
 for _ in $(seq 100); do "${tls_cli[@]}" ping 2>/dev/null | grep -q PONG && break; sleep 0.1; done
@@ -262,6 +263,14 @@ env "${tls_env[@]}" "$adworker" produce --env-file "$empty_env" --stream request
 timeout 120 env "${tls_env[@]}" "${pg_tls[@]}" "$adworker" run --env-file "$empty_env" --drain
 [ "$(psql_tls -c 'SELECT (SELECT count(*) FROM training_data) || '"'|'"' || (SELECT count(*) FROM inference_results)')" = "1000|1000" ] \
     || { log "TLS drain into PostgreSQL over TLS: rows wrong"; exit 1; }
+env "${tls_env[@]}" "$adworker" bench --env-file "$empty_env" --count 2000 --rounds 1 --latency-seconds 1 --latency-rates 500 \
+    --plaintext-port $((tls_port - 1)) --json > /tmp/adworker-smoke-bench-tls.json
+python3 - /tmp/adworker-smoke-bench-tls.json <<'PY'
+import json, sys
+tls = json.load(open(sys.argv[1]))["tls"]
+assert tls["tlsToPlaintextDrainRatio"] > 0 and tls["tlsToPlaintextProducerRatio"] > 0 and tls["plaintextDrainToRawCopyRatio"] > 0, tls
+assert [latency["rate"] for latency in tls["plaintextLatency"]] == [500], tls
+PY
 "${tls_cli[@]}" --scan --pattern "${prefix}*" | xargs -r "${tls_cli[@]}" del >/dev/null
 "${tls_cli[@]}" shutdown nosave >/dev/null 2>&1 || true
 

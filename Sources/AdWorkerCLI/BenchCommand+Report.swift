@@ -1,5 +1,6 @@
 import AdTelemetryRecords
 import AdWorkerCore
+import AdWorkerRedis
 import Foundation
 
 extension BenchCommand {
@@ -26,6 +27,19 @@ extension BenchCommand {
         var drainRowsPerSecond: Double
         var clusterToSingleNodeProducerRatio: Double
         var clusterToSingleNodeDrainRatio: Double
+    }
+
+    /// TLS figures next to the same server's in plaintext, measured in the same rounds (medians),
+    /// and the latency runs at each rate.
+    struct TLSComparison: Encodable {
+        var plaintextRedis: String
+        var plaintextProducerToCeilingRatio: Double
+        var plaintextDrainToRawCopyRatio: Double
+        var plaintextProducerEntriesPerSecond: Double
+        var plaintextDrainRowsPerSecond: Double
+        var tlsToPlaintextProducerRatio: Double
+        var tlsToPlaintextDrainRatio: Double
+        var plaintextLatency: [Latency]
     }
 
     /// End-to-end latency (commit time minus entry id time) at one fixed rate.
@@ -101,6 +115,8 @@ extension BenchCommand {
         var latency: [Latency]
         /// On a cluster: the same rounds against the single node, and the ratios.
         var singleNode: SingleNodeComparison?
+        /// Over TLS with --plaintext-port: the same rounds and latency runs in plaintext.
+        var tls: TLSComparison?
         var loadAverageBefore: String
         var loadAverageAfter: String
     }
@@ -108,9 +124,14 @@ extension BenchCommand {
     /// The medians over the rounds (the highest RSS growth of any), beside the latency runs.
     func summarize(
         kind: RecordKind, configuration: WorkerConfiguration, rounds measured: [Round], appendOnly: String, latency: [Latency],
-        singleNode: (redis: String, rounds: [Round])?, loadBefore: String
+        comparison: (Comparison, rounds: [Round], latency: [Latency])?, loadBefore: String
     ) -> Report {
         func median(_ figure: (Round) -> Double) -> Double { Self.median(measured.map(figure)) }
+        func comparisonMedian(_ figure: (Round) -> Double) -> Double { Self.median(comparison?.rounds.map(figure) ?? []) }
+        func comparisonRatio(_ figure: (Round) -> Double) -> Double {
+            Self.median(zip(measured, comparison?.rounds ?? []).map { Self.ratio(figure($0), figure($1)) })
+        }
+        let redis = comparison.map { "\($0.0.configuration.redis.host):\($0.0.configuration.redis.port)" } ?? ""
         return Report(
             kind: kind.rawValue, records: count, batchSize: configuration.batchSize, concurrency: configuration.concurrency,
             rounds: measured,
@@ -125,15 +146,19 @@ extension BenchCommand {
                 cores: ProcessInfo.processInfo.activeProcessorCount
             ),
             latency: latency,
-            singleNode: singleNode.map { single in
-                SingleNodeComparison(
-                    redis: single.redis,
-                    producerEntriesPerSecond: Self.median(single.rounds.map(\.producerEntriesPerSecond)),
-                    drainRowsPerSecond: Self.median(single.rounds.map(\.drainRowsPerSecond)),
-                    clusterToSingleNodeProducerRatio: Self.median(zip(measured, single.rounds).map { Self.ratio($0.producerEntriesPerSecond, $1.producerEntriesPerSecond) }),
-                    clusterToSingleNodeDrainRatio: Self.median(zip(measured, single.rounds).map { Self.ratio($0.drainRowsPerSecond, $1.drainRowsPerSecond) })
-                )
-            },
+            singleNode: comparison?.0.kind != .singleNode ? nil : SingleNodeComparison(
+                redis: redis, producerEntriesPerSecond: comparisonMedian(\.producerEntriesPerSecond),
+                drainRowsPerSecond: comparisonMedian(\.drainRowsPerSecond),
+                clusterToSingleNodeProducerRatio: comparisonRatio(\.producerEntriesPerSecond), clusterToSingleNodeDrainRatio: comparisonRatio(\.drainRowsPerSecond)
+            ),
+            tls: comparison?.0.kind != .plaintext ? nil : TLSComparison(
+                plaintextRedis: redis, plaintextProducerToCeilingRatio: comparisonMedian(\.producerToCeilingRatio),
+                plaintextDrainToRawCopyRatio: comparisonMedian(\.drainToRawCopyRatio),
+                plaintextProducerEntriesPerSecond: comparisonMedian(\.producerEntriesPerSecond),
+                plaintextDrainRowsPerSecond: comparisonMedian(\.drainRowsPerSecond),
+                tlsToPlaintextProducerRatio: comparisonRatio(\.producerEntriesPerSecond), tlsToPlaintextDrainRatio: comparisonRatio(\.drainRowsPerSecond),
+                plaintextLatency: comparison?.latency ?? []
+            ),
             loadAverageBefore: loadBefore, loadAverageAfter: Self.loadAverage()
         )
     }
@@ -173,8 +198,20 @@ extension BenchCommand {
                 String(format: "\n  single node %@: producer %.0f entries/s, drain %.0f rows/s; cluster / single node: producer %.3f, drain %.3f",
                        single.redis, single.producerEntriesPerSecond, single.drainRowsPerSecond,
                        single.clusterToSingleNodeProducerRatio, single.clusterToSingleNodeDrainRatio)
-            } ?? "")
+            } ?? "")\(report.tls.map(Self.tlsLines) ?? "")
               load average before / after: \(report.loadAverageBefore) / \(report.loadAverageAfter)
             """
+    }
+
+    static func tlsLines(_ tls: TLSComparison) -> String {
+        let latencies = tls.plaintextLatency.map { latency in
+            String(format: "\n    latency @ %6d/s in plaintext   p50 %.1f ms   p99 %.1f ms   p99.9 %.1f ms", latency.rate,
+                   latency.p50Milliseconds, latency.p99Milliseconds, latency.p999Milliseconds)
+        }.joined()
+        return String(
+            format: "\n  plaintext %@: producer %.0f entries/s (%.3f of its XADD ceiling), drain %.0f rows/s (%.3f of its raw COPY); TLS / plaintext: producer %.3f, drain %.3f",
+            tls.plaintextRedis, tls.plaintextProducerEntriesPerSecond, tls.plaintextProducerToCeilingRatio, tls.plaintextDrainRowsPerSecond,
+            tls.plaintextDrainToRawCopyRatio, tls.tlsToPlaintextProducerRatio, tls.tlsToPlaintextDrainRatio
+        ) + latencies
     }
 }

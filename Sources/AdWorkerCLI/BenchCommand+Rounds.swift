@@ -9,18 +9,19 @@ import Logging
 
 /// The rounds: raw COPY, the XADD ceiling, the producer and the drain.
 extension BenchCommand {
-    /// Every round; on a cluster, each first against the single node.
+    /// Every round, each first against `comparison` when there is one (on a cluster the single
+    /// node; over TLS the same server's plaintext port), so that both see the same machine.
     func measureRounds(
-        _ records: [TelemetryRecord], kind: RecordKind, configuration: WorkerConfiguration, singleNode: WorkerConfiguration, logger: Logger
-    ) async throws -> (measured: [Round], singleNode: [Round]) {
+        _ records: [TelemetryRecord], kind: RecordKind, configuration: WorkerConfiguration, comparison: Comparison?, logger: Logger
+    ) async throws -> (measured: [Round], comparison: [Round]) {
         var measured: [Round] = []
-        var singleNodeRounds: [Round] = []
+        var comparisonRounds: [Round] = []
         for number in 1...rounds {
-            if configuration.redis.isCluster {
-                let single = try await measureRound(records, kind: kind, configuration: singleNode, logger: logger)
-                log(String(format: "round %d on the single node %@: producer %.0f entries/s, drain %.0f rows/s", number,
-                           "\(singleNode.redis.host):\(singleNode.redis.port)", single.producerEntriesPerSecond, single.drainRowsPerSecond))
-                singleNodeRounds.append(single)
+            if let comparison {
+                let other = try await measureRound(records, kind: kind, configuration: comparison.configuration, logger: logger)
+                log(String(format: "round %d %@: producer %.0f entries/s, drain %.0f rows/s (%.3f of raw COPY)", number,
+                           comparison.label, other.producerEntriesPerSecond, other.drainRowsPerSecond, other.drainToRawCopyRatio))
+                comparisonRounds.append(other)
             }
             let round = try await measureRound(records, kind: kind, configuration: configuration, logger: logger)
             log(
@@ -32,7 +33,7 @@ extension BenchCommand {
             )
             measured.append(round)
         }
-        return (measured, singleNodeRounds)
+        return (measured, comparisonRounds)
     }
 
     /// (a) raw COPY, (b) XADD ceiling and producer, (c) drain, on an empty table and stream.

@@ -48,6 +48,12 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: "Rounds of raw COPY, XADD ceiling, producer and drain; the table shows their medians.")
     var rounds: Int = 3
 
+    @Option(help: ArgumentHelp(
+        "With Redis over TLS: the same server's plaintext port, to measure what TLS costs.",
+        discussion: "Every round then also runs raw COPY, the XADD ceiling, the producer and the drain through the plaintext port, and every latency run too; the report puts the two side by side with TLS / plaintext ratios."
+    ))
+    var plaintextPort: Int?
+
     @Flag(help: "Print JSON instead of a table.")
     var json = false
 
@@ -91,14 +97,14 @@ struct BenchCommand: AsyncParsableCommand {
 
         log("preparing \(count) \(kind.rawValue) records")
         let records = LoadGenerator.records(kind == .training ? .training : .inference, count: count, seed: 7)
-        var singleNode = configuration
-        singleNode.redis = try connection.singleNodeRedis(settings)
-        singleNode.shards = 1
-        let (measured, singleNodeRounds) = try await measureRounds(records, kind: kind, configuration: configuration, singleNode: singleNode, logger: logger)
+        let comparison = try comparison(to: configuration, settings: settings)
+        let (measured, comparisonRounds) = try await measureRounds(records, kind: kind, configuration: configuration, comparison: comparison, logger: logger)
         let appendOnly = try await RedisConnection.withConnection(configuration.redis, logger: logger) { redis in
             try await Self.appendOnlySetting(redis)
         }
         let latency = try await measureLatencies(configuration: configuration, kind: kind, logger: logger)
+        let plaintextLatency = comparison?.kind == .plaintext
+            ? try await measureLatencies(configuration: comparison!.configuration, kind: kind, logger: logger) : []
         _ = try await PostgresConnection.withConnection(configuration.postgres, logger: logger) { postgres in
             try await postgres.execute("DROP SCHEMA IF EXISTS \(Self.schema) CASCADE")
         }
@@ -106,14 +112,38 @@ struct BenchCommand: AsyncParsableCommand {
 
         let report = summarize(
             kind: kind, configuration: configuration, rounds: measured, appendOnly: appendOnly, latency: latency,
-            singleNode: singleNodeRounds.isEmpty ? nil : ("\(singleNode.redis.host):\(singleNode.redis.port)", singleNodeRounds),
-            loadBefore: loadBefore
+            comparison: comparison.map { ($0, comparisonRounds, plaintextLatency) }, loadBefore: loadBefore
         )
         if json {
             try printJSON(report)
         } else {
             print(Self.table(report))
         }
+    }
+
+    /// What the rounds are measured beside: on a cluster, the single Redis at REDIS_HOST:REDIS_PORT;
+    /// over TLS with --plaintext-port, the same server in plaintext.
+    struct Comparison {
+        enum Kind { case singleNode, plaintext }
+        var kind: Kind
+        var configuration: WorkerConfiguration
+        var label: String { kind == .singleNode ? "on the single node \(configuration.redis.host):\(configuration.redis.port)" : "in plaintext" }
+    }
+
+    private func comparison(to configuration: WorkerConfiguration, settings: Settings) throws -> Comparison? {
+        var other = configuration
+        if let plaintextPort {
+            guard configuration.redis.tls != nil, !configuration.redis.isCluster else {
+                throw ValidationError("--plaintext-port measures what TLS costs: reach a single Redis over TLS (rediss:// in REDIS_URL, or REDIS_TLS=1)")
+            }
+            other.redis.tls = nil
+            other.redis.port = plaintextPort
+            return Comparison(kind: .plaintext, configuration: other)
+        }
+        guard configuration.redis.isCluster else { return nil }
+        other.redis = try connection.singleNodeRedis(settings)
+        other.shards = 1
+        return Comparison(kind: .singleNode, configuration: other)
     }
 
     /// Every stream the bench writes: the worker's, its dead letters, the XADD ceiling's.

@@ -41,7 +41,7 @@ public struct RedisConfiguration: Sendable, CustomStringConvertible {
 
     /// Never shows the password.
     public var description: String {
-        let nodes = isCluster ? "cluster " + clusterNodes.map(\.description).joined(separator: ",") : "\(host):\(port)"
+        let nodes = isCluster ? "cluster " + clusterNodes.map(\.description).joined(separator: ",") : RedisNodeAddress(host: host, port: port).description
         return "\(tls == nil ? "redis" : "rediss")://\(username.map { "\($0)@" } ?? "")\(nodes)\(password == nil ? "" : " (password set)")"
     }
 }

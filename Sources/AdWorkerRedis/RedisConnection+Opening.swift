@@ -1,5 +1,8 @@
 internal import CAdWorkerHiredis
 internal import CAdWorkerRedisTransport
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Opening a connection: TCP, TLS when configured, then AUTH or PING.
 extension RedisConnection {
@@ -22,22 +25,50 @@ extension RedisConnection {
         return link
     }
 
-    /// A TCP connection to `node`, plaintext so far.
+    /// A TCP connection to `node`, plaintext so far. A name is resolved here, and each of its
+    /// addresses tried in turn (hiredis 0.14 gives up after the first that fails, and tries IPv6
+    /// only when the name has no IPv4 address at all).
     func connectSocket(_ node: RedisNodeAddress) throws(RedisError) -> OpaquePointer {
         let connectTimeout = timeval(configuration.connectTimeout)
-        guard let newContext = redisConnectWithTimeout(node.host, Int32(node.port), connectTimeout) else {
-            throw RedisError(.connectionFailed, "cannot allocate a hiredis context")
+        var failures: [String] = []
+        for address in Self.addresses(of: node.host) {
+            guard let newContext = redisConnectWithTimeout(address, Int32(node.port), connectTimeout) else {
+                throw RedisError(.connectionFailed, "cannot allocate a hiredis context")
+            }
+            if newContext.pointee.err != 0 {
+                failures.append(address == node.host ? Self.errorString(newContext) : "\(address): \(Self.errorString(newContext))")
+                redisFree(newContext)
+                continue
+            }
+            guard let link = adw_link_new(newContext) else {
+                redisFree(newContext)
+                throw RedisError(.connectionFailed, "cannot allocate a connection")
+            }
+            return link
         }
-        if newContext.pointee.err != 0 {
-            let message = Self.errorString(newContext)
-            redisFree(newContext)
-            throw RedisError(.connectionFailed, "\(node): \(message)")
+        throw RedisError(.connectionFailed, "\(node): \(failures.joined(separator: "; "))")
+    }
+
+    /// Every address `host` resolves to, in the resolver's order; `host` itself when it does not
+    /// resolve (hiredis then says why).
+    static func addresses(of host: String) -> [String] {
+        var hints = addrinfo()
+        hints.ai_family = AF_UNSPEC
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        var found: UnsafeMutablePointer<addrinfo>?
+        guard getaddrinfo(host, nil, &hints, &found) == 0, let first = found else { return [host] }
+        defer { freeaddrinfo(first) }
+        var addresses: [String] = []
+        var cursor: UnsafeMutablePointer<addrinfo>? = first
+        while let info = cursor {
+            var text = [CChar](repeating: 0, count: Int(NI_MAXHOST))
+            if getnameinfo(info.pointee.ai_addr, info.pointee.ai_addrlen, &text, socklen_t(text.count), nil, 0, NI_NUMERICHOST) == 0 {
+                let address = String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+                if !addresses.contains(address) { addresses.append(address) }
+            }
+            cursor = info.pointee.ai_next
         }
-        guard let link = adw_link_new(newContext) else {
-            redisFree(newContext)
-            throw RedisError(.connectionFailed, "cannot allocate a connection")
-        }
-        return link
+        return addresses.isEmpty ? [host] : addresses
     }
 
     /// AUTH when a password is set, else PING. Any reply to PING will do (LOADING, NOAUTH: the

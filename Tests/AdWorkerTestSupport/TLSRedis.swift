@@ -41,23 +41,23 @@ public enum TLSRedis {
         )
     }
 
-    /// Runs `body` with a TLS-only redis-server (no plaintext port) on a free port, and a client
+    /// Runs `body` with a TLS-only redis-server (no plaintext port) on a free port of `host`, and a client
     /// configuration that trusts it (with a client certificate when `requiresClientCertificate`).
     public static func with<Result>(
-        certificate: ServerCertificate = .valid, requiresClientCertificate: Bool = false,
+        certificate: ServerCertificate = .valid, requiresClientCertificate: Bool = false, host: String = "127.0.0.1",
         _ body: (_ redis: RedisConfiguration, _ certificates: String) async throws -> Result
     ) async throws -> Result {
         let directory = try certificates()
         let port = try TestPorts.free()
         let server = try TestServers.privateRedisServer(port: port, directoryPrefix: "adworker-tls-redis-")
-        server.arguments = (server.arguments ?? []).map { $0 == "\(port)" ? "0" : $0 } + [
+        server.arguments = (server.arguments ?? []).map { $0 == "\(port)" ? "0" : $0 == "127.0.0.1" ? host : $0 } + [
             "--tls-port", "\(port)", "--tls-cert-file", "\(directory)/\(certificate.rawValue).crt",
             "--tls-key-file", "\(directory)/\(certificate.rawValue).key", "--tls-ca-cert-file", "\(directory)/ca.crt",
             "--tls-auth-clients", requiresClientCertificate ? "yes" : "no",
         ]
         try server.run()
         defer { kill(server.processIdentifier, SIGKILL) }
-        var redis = RedisConfiguration(host: "127.0.0.1", port: port, connectTimeout: .seconds(2))
+        var redis = RedisConfiguration(host: host, port: port, connectTimeout: .seconds(2))
         redis.tls = clientTLS(directory, clientCertificate: requiresClientCertificate)
         // Answering means the TLS port is up: a refused connection until then. The expired
         // certificate is checked without verification, which is what that server is for.

@@ -42,6 +42,15 @@ struct RedisTLSTests {
         }
     }
 
+    @Test func anIPv6LiteralInARedissURLIsReachedAndVerifiedByItsAddress() async throws {
+        try await TLSRedis.with(host: "::1") { redis, certificates in
+            var configuration = try RedisConfiguration(url: "rediss://[::1]:\(redis.port)")
+            configuration.tls?.certificateAuthorityFile = "\(certificates)/ca.crt"
+            try await RedisConnection.withConnection(configuration, logger: TestServers.logger) { try await $0.ping() }
+            #expect(configuration.description == "rediss://[::1]:\(redis.port)")
+        }
+    }
+
     /// How a connection to a TLS-only server configured as `change` ends.
     static func refusal(
         certificate: TLSRedis.ServerCertificate = .valid, requiresClientCertificate: Bool = false,
