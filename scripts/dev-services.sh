@@ -6,6 +6,9 @@ set -euo pipefail
 
 REDIS_HOST=${REDIS_HOST:-127.0.0.1}
 REDIS_PORT=${REDIS_PORT:-6379}
+# The same Redis over TLS too, with the certificates of scripts/tls-certs.sh (the TLS tests and
+# fault scenarios reach it there; plaintext clients are unaffected).
+REDIS_TLS_PORT=${ADWORKER_DEV_REDIS_TLS_PORT:-6380}
 DATABASE_HOST=${DATABASE_HOST:-127.0.0.1}
 DATABASE_PORT=${DATABASE_PORT:-5432}
 DATABASE_NAME=${DATABASE_NAME:-adworker}
@@ -51,14 +54,18 @@ start_redis() {
         return
     fi
     mkdir -p "$DATA_DIR/redis"
+    local certificates
+    certificates=$("$(dirname "$0")/tls-certs.sh")
     # Streams are the queue: never evict them, and keep an append-only file so a restart loses nothing.
     # No RDB snapshots on top: here they would only fork a second copy of Redis every minute under
     # load, on a two-core machine where the benchmarks run.
     redis-server --daemonize yes --bind "$REDIS_HOST" --port "$REDIS_PORT" \
         --dir "$DATA_DIR/redis" --appendonly yes --save "" --maxmemory-policy noeviction \
-        --logfile "$DATA_DIR/redis/redis.log" --pidfile "$DATA_DIR/redis/redis.pid"
+        --logfile "$DATA_DIR/redis/redis.log" --pidfile "$DATA_DIR/redis/redis.pid" \
+        --tls-port "$REDIS_TLS_PORT" --tls-cert-file "$certificates/server.crt" --tls-key-file "$certificates/server.key" \
+        --tls-ca-cert-file "$certificates/ca.crt" --tls-auth-clients optional
     wait_for_redis
-    log "redis started on $REDIS_HOST:$REDIS_PORT"
+    log "redis started on $REDIS_HOST:$REDIS_PORT, and over TLS on $REDIS_TLS_PORT (CA: $certificates/ca.crt)"
 }
 
 start_postgres() {

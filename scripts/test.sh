@@ -284,7 +284,7 @@ scripts/check-monitoring.sh
 # Installed here, once, for the observability scenario, which loads the status page in it.
 command -v chromium >/dev/null || { log "installing chromium"; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
 
-log "fault tests: kill -9, PostgreSQL restart, 30 s outage and crashes, Redis restart and maxmemory, a half-open PostgreSQL, lost replies, SIGTERM, racing and same-named workers, poison and hostile ids, a held lock, /readyz and status exit codes, probe floods, idle HTTP clients, least privilege, the process pool; on the cluster: 12 shards in a pool, kill -9 of a primary, live resharding, a seed down at start, one shard"
+log "fault tests: kill -9, PostgreSQL restart, 30 s outage and crashes, Redis restart and maxmemory, a half-open PostgreSQL, lost replies, SIGTERM, racing and same-named workers, poison and hostile ids, a held lock, /readyz and status exit codes, probe floods, idle HTTP clients, least privilege, the process pool; on the cluster: 12 shards in a pool, kill -9 of a primary, live resharding, a seed down at start, one shard; over TLS: kill -9, poison, Redis restart"
 # In a subshell with the smoke run's stream prefix and database unset: each scenario sets its own.
 (unset ADWORKER_STREAM_PREFIX DATABASE_NAME; python3 scripts/fault-tests.py "$adworker")
 

@@ -115,15 +115,26 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def tls_environment():
+    """What adworker needs to reach the dev Redis on its TLS port (scripts/dev-services.sh opens it)."""
+    certificates = subprocess.run([os.path.join(ROOT, "scripts", "tls-certs.sh")], check=True, capture_output=True, text=True).stdout.strip()
+    port = os.environ.get("ADWORKER_DEV_REDIS_TLS_PORT", "6380")
+    return {"REDIS_URL": f"rediss://127.0.0.1:{port}", "REDIS_TLS_CA_FILE": os.path.join(certificates, "ca.crt")}
+
+
 class Scenario:
-    def __init__(self, name):
+    def __init__(self, name, tls=False):
+        """With `tls`, the scenario's adworker processes reach Redis over TLS (named NAME-tls);
+        the harness's own checks stay on the plaintext port of the same server."""
+        name = f"{name}-tls" if tls else name
         self.name = name
         self.prefix = f"fault-{name}-{os.getpid()}:"
         self.stream = self.prefix + "inference"
         self.processes = []
         self.notes = []
         # Settings for this scenario's processes only (a proxy's port, a short statement timeout).
-        self.extra_env = {}
+        self.tls = tls
+        self.extra_env = tls_environment() if tls else {}
         psql("TRUNCATE inference_results")
 
     def environment(self):
@@ -143,11 +154,19 @@ class Scenario:
     def worker(self, consumer="w", *extra):
         # Several workers run at once here: the HTTP endpoint only where a scenario asks for it.
         http = [] if "--http" in extra else ["--http", "off"]
-        return self.spawn(
+        worker = self.spawn(
             f"worker-{consumer}",
             ["run", "--env-file", EMPTY_ENV, "--streams", "inference", "--consumer-name", consumer, "--trim-interval", "0",
              "--claim-idle", "2", "--max-wait-ms", "50", *http, *extra],
         )
+        if self.tls:
+            self.expect_tls_clients()
+        return worker
+
+    def expect_tls_clients(self):
+        """Over TLS, the server lists this scenario's clients on its TLS port (CLIENT LIST's laddr)."""
+        port = self.extra_env["REDIS_URL"].rsplit(":", 1)[1]
+        wait_for(lambda: f"laddr=127.0.0.1:{port} " in redis("CLIENT", "LIST"), 20, "a client on Redis's TLS port")
 
     def pool(self, label, port, name, *extra):
         """A supervisor with two worker processes, its endpoint on `port`."""

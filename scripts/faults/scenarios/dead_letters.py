@@ -10,8 +10,8 @@ from ..harness import Scenario, check, http_get, pending_count, redis, wait_for,
 from ..proxy import Proxy
 
 
-def poison_mix():
-    scenario = Scenario("poison")
+def poison_mix(tls=False):
+    scenario = Scenario("poison", tls=tls)
     redis("XGROUP", "CREATE", scenario.stream, "adworker", "0", "MKSTREAM")
 
     def entry(**overrides):

@@ -9,8 +9,8 @@ from ..harness import (DATABASE, PG_ENV, PSQL, REDIS, ROOT, Scenario, check, cpu
                        psql, redis, redis_pid, redis_stopped, wait_for, wait_producer)
 
 
-def kill9():
-    scenario = Scenario("kill9")
+def kill9(tls=False):
+    scenario = Scenario("kill9", tls=tls)
     worker = scenario.worker()
     producer = scenario.produce(20000, 5000, 1)
     time.sleep(2)
@@ -58,8 +58,8 @@ def postgres_down_30s():
 
 
 
-def redis_restart():
-    scenario = Scenario("redis-restart")
+def redis_restart(tls=False):
+    scenario = Scenario("redis-restart", tls=tls)
     scenario.worker()
     producer = scenario.produce(20000, 5000, 4)
     time.sleep(2)
@@ -69,7 +69,7 @@ def redis_restart():
     back = time.monotonic()
     # Sends while Redis was down fail and are counted by the producer; what Redis holds is the truth.
     wait_producer(producer, allow_failures=True)
-    with open(os.path.join(h.LOG_DIR, "redis-restart-produce.log")) as log:
+    with open(os.path.join(h.LOG_DIR, f"{scenario.name}-produce.log")) as log:
         summary = [line for line in log if line.startswith("sent ")]
     scenario.notes.append("producer: " + (summary[-1].split(" in ")[0] if summary else "no summary") + " while Redis restarted")
     return scenario.finish(scenario.wait_caught_up(back))
