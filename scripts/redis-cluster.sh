@@ -8,6 +8,11 @@
 # 10000. A short node timeout (2 s) makes a replica take over a killed primary within seconds.
 # REDIS_CLUSTER_REPLICAS=0 makes three primaries alone (three ports), e.g. to measure what the
 # replicas cost on a shared machine: REDIS_CLUSTER_BASE_PORT=30011 REDIS_CLUSTER_REPLICAS=0 ... start
+# REDIS_CLUSTER_TLS=1 makes a cluster that speaks TLS (tls-cluster yes: the bus and replication
+# too, and slot maps give TLS clients the TLS ports) with the certificates of scripts/tls-certs.sh:
+# each node's TLS port is its port + 100 (the cluster bus then TLS port + 10000), and the plaintext
+# port stays for redis-cli; `nodes` prints the TLS ports. The tests' TLS cluster is
+#   REDIS_CLUSTER_TLS=1 REDIS_CLUSTER_BASE_PORT=21001 scripts/redis-cluster.sh start
 # Same settings as the single dev Redis: append-only file, no snapshots, never evict.
 set -euo pipefail
 
@@ -18,23 +23,38 @@ NODE_TIMEOUT=${REDIS_CLUSTER_NODE_TIMEOUT:-2000}
 REPLICAS=${REDIS_CLUSTER_REPLICAS:-1}
 NODE_COUNT=$((3 * (1 + REPLICAS)))
 PORTS=$(seq "$BASE_PORT" $((BASE_PORT + NODE_COUNT - 1)))
+TLS=${REDIS_CLUSTER_TLS:-0}
+TLS_OFFSET=100
+tls_arguments=()
+cli_tls=()
+if [ "$TLS" = 1 ]; then
+    certificates=$("$(dirname "$0")/tls-certs.sh")
+    # Nodes present the server certificate to each other on the bus (it allows client use too);
+    # clients need none.
+    tls_arguments=(--tls-cert-file "$certificates/server.crt" --tls-key-file "$certificates/server.key"
+        --tls-ca-cert-file "$certificates/ca.crt" --tls-auth-clients no --tls-cluster yes --tls-replication yes)
+    cli_tls=(--tls --cacert "$certificates/ca.crt")
+fi
 
 log() { printf '[redis-cluster] %s\n' "$*" >&2; }
 
-nodes() { for port in $PORTS; do printf '%s:%s\n' "$HOST" "$port"; done | paste -sd, -; }
+client_port() { if [ "$TLS" = 1 ]; then echo $(($1 + TLS_OFFSET)); else echo "$1"; fi; }
+
+nodes() { for port in $PORTS; do printf '%s:%s\n' "$HOST" "$(client_port "$port")"; done | paste -sd, -; }
 
 answers() { redis-cli -h "$HOST" -p "$1" ping 2>/dev/null | grep -q PONG; }
 
 state_ok() { redis-cli -h "$HOST" -p "$1" cluster info 2>/dev/null | grep -q '^cluster_state:ok'; }
 
 start_node() {
-    local port=$1 dir="$DATA_DIR/$1"
+    local port=$1 dir="$DATA_DIR/$1" tls_port=()
+    [ "$TLS" = 1 ] && tls_port=(--tls-port "$(client_port "$port")")
     mkdir -p "$dir"
     if answers "$port"; then return; fi
     redis-server --daemonize yes --bind "$HOST" --port "$port" --dir "$dir" \
         --cluster-enabled yes --cluster-config-file "$dir/nodes.conf" --cluster-node-timeout "$NODE_TIMEOUT" \
         --appendonly yes --save "" --maxmemory-policy noeviction \
-        --logfile "$dir/redis.log" --pidfile "$dir/redis.pid"
+        --logfile "$dir/redis.log" --pidfile "$dir/redis.pid" ${tls_arguments[@]+"${tls_arguments[@]}"} ${tls_port[@]+"${tls_port[@]}"}
 }
 
 wait_until() {
@@ -72,7 +92,9 @@ start() {
             redis-cli -h "$HOST" -p "$port" cluster reset hard >/dev/null
         done
         # shellcheck disable=SC2046
-        redis-cli --cluster create $(for port in $PORTS; do printf '%s:%s ' "$HOST" "$port"; done) \
+        # Through the client ports: a node told to meet PORT looks for its bus at PORT + 10000,
+        # and with tls-cluster yes the bus follows the TLS port.
+        redis-cli ${cli_tls[@]+"${cli_tls[@]}"} --cluster create $(for port in $PORTS; do printf '%s:%s ' "$HOST" "$(client_port "$port")"; done) \
             --cluster-replicas "$REPLICAS" --cluster-yes >"$DATA_DIR/create.log"
     fi
     wait_until "cluster_state:ok on every node" all_ok

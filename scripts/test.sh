@@ -22,6 +22,8 @@ log "starting a TLS-only PostgreSQL cluster on 127.0.0.1:5433 (certificates from
 scripts/postgres-tls.sh start
 log "starting a Redis Cluster on loopback (three primaries, three replicas)"
 scripts/redis-cluster.sh start
+log "starting a Redis Cluster over TLS (tls-cluster yes) on loopback: ports 21001-21006, TLS 21101-21106"
+REDIS_CLUSTER_TLS=1 REDIS_CLUSTER_BASE_PORT=21001 scripts/redis-cluster.sh start
 
 log "checking the layout: file and function sizes, Redis commands only in AdWorkerRedis"
 python3 scripts/check-layout.py

@@ -2,7 +2,7 @@
 # Makes the certificates the TLS tests use, with openssl, into one directory (default
 # $ADWORKER_DEV_DATA_DIR/tls): a test CA and a second, unrelated CA; a server certificate for
 # localhost, 127.0.0.1 and ::1; a client certificate for mutual TLS; and a server certificate that
-# expired in 2020. Safe to run again: an existing, complete set is kept.
+# expired in 2020. Safe to run again: an existing, complete and current set is kept.
 set -euo pipefail
 
 DIR=${1:-${ADWORKER_DEV_DATA_DIR:-/var/tmp/adworker-dev}/tls}
@@ -11,7 +11,9 @@ log() { printf '[tls-certs] %s\n' "$*" >&2; }
 files=(ca.crt other-ca.crt server.crt server.key client.crt client.key expired.crt expired.key)
 complete=1
 for file in "${files[@]}"; do [ -s "$DIR/$file" ] || complete=0; done
-if [ $complete = 1 ] && openssl x509 -checkend 86400 -noout -in "$DIR/server.crt" >/dev/null; then
+# A set made before the server certificate could also act as a client (cluster bus) is made again.
+if [ $complete = 1 ] && openssl x509 -checkend 86400 -noout -in "$DIR/server.crt" >/dev/null \
+    && openssl x509 -noout -ext extendedKeyUsage -in "$DIR/server.crt" | grep -q 'Client Authentication'; then
     echo "$DIR"
     exit 0
 fi
@@ -55,8 +57,10 @@ CONF
     fi
 }
 
+# clientAuth too: Redis Cluster nodes present their certificate to each other on the bus, and the
+# bus always asks for one.
 server_ext='subjectAltName = DNS:localhost, IP:127.0.0.1, IP:::1
-extendedKeyUsage = serverAuth'
+extendedKeyUsage = serverAuth, clientAuth'
 authority ca "adworker test CA"
 authority other-ca "an unrelated CA"
 signed server localhost "$server_ext"

@@ -28,10 +28,23 @@ public final class ThreadExecutor: SerialExecutor, TaskExecutor, @unchecked Send
         // Swift's Glibc does not declare pthread_setname_np; the name is the thread's comm file.
         let thread = Thread { [self] in
             try? threadName.write(toFile: "/proc/thread-self/comm", atomically: false, encoding: .utf8)
+            Self.blockBrokenPipeSignal()
             runLoop()
         }
         thread.name = threadName
         thread.start()
+    }
+
+    /// A write to a socket whose peer is gone raises SIGPIPE, whose default action ends the
+    /// process. hiredis and OpenSSL write with write(2), and the producer library runs in
+    /// processes that never ignored the signal (the CLI does; a test runner or an API service need
+    /// not). Blocked on this thread, the signal stays pending and harmless, and the write fails
+    /// with EPIPE, which is how the connection learns the peer is gone.
+    static func blockBrokenPipeSignal() {
+        var signals = sigset_t()
+        sigemptyset(&signals)
+        sigaddset(&signals, SIGPIPE)
+        pthread_sigmask(SIG_BLOCK, &signals, nil)
     }
 
     static func threadName(_ name: String) -> String {

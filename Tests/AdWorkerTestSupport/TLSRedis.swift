@@ -14,21 +14,13 @@ public enum TLSRedis {
         case expired
     }
 
-    /// The directory `scripts/tls-certs.sh` fills (it keeps a complete set, so this is cheap).
-    public static func certificates() throws -> String {
-        let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-        // Where the script puts them by default, so that the servers the scripts start
-        // (scripts/postgres-tls.sh) and the ones tests start trust the same CA.
+    /// The directory `scripts/tls-certs.sh` fills (it keeps a complete set, so this is cheap):
+    /// where the script puts them by default, so that the servers the scripts start
+    /// (dev-services.sh, postgres-tls.sh, redis-cluster.sh) and the ones tests start trust one CA.
+    public static func certificates() async throws -> String {
         let environment = ProcessInfo.processInfo.environment
         let directory = (environment["ADWORKER_DEV_DATA_DIR"] ?? "/var/tmp/adworker-dev") + "/tls"
-        let script = Process()
-        script.executableURL = URL(fileURLWithPath: "/bin/bash")
-        script.arguments = [repository.appendingPathComponent("scripts/tls-certs.sh").path, directory]
-        script.standardOutput = FileHandle.nullDevice
-        script.standardError = FileHandle.nullDevice
-        try script.run()
-        script.waitUntilExit()
-        guard script.terminationStatus == 0 else { throw TestSupportError("scripts/tls-certs.sh exited \(script.terminationStatus)") }
+        try await Scripts.run("tls-certs.sh", [directory])
         return directory
     }
 
@@ -47,7 +39,7 @@ public enum TLSRedis {
         certificate: ServerCertificate = .valid, requiresClientCertificate: Bool = false, host: String = "127.0.0.1",
         _ body: (_ redis: RedisConfiguration, _ certificates: String) async throws -> Result
     ) async throws -> Result {
-        let directory = try certificates()
+        let directory = try await certificates()
         let port = try TestPorts.free()
         let server = try TestServers.privateRedisServer(port: port, directoryPrefix: "adworker-tls-redis-")
         server.arguments = (server.arguments ?? []).map { $0 == "\(port)" ? "0" : $0 == "127.0.0.1" ? host : $0 } + [

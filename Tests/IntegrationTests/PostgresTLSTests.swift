@@ -27,12 +27,12 @@ struct PostgresTLSTests {
     }
 
     @Test func verifyFullWithTheTestCAConnectsEncrypted() async throws {
-        let configuration = Self.verifyingConfiguration(try TLSRedis.certificates())
+        let configuration = Self.verifyingConfiguration(try await TLSRedis.certificates())
         #expect(try await Self.session(configuration) == ["true", nil])
     }
 
     @Test func aClientCertificateIsTheLoginWhereTheServerSaysSo() async throws {
-        let certificates = try TLSRedis.certificates()
+        let certificates = try await TLSRedis.certificates()
         var configuration = Self.verifyingConfiguration(certificates, database: "adworker_mtls")
         configuration.password = nil
         configuration.sslCertificate = "\(certificates)/client.crt"
@@ -41,7 +41,7 @@ struct PostgresTLSTests {
     }
 
     @Test func aURLCarriesTheTLSSettings() async throws {
-        let certificates = try TLSRedis.certificates()
+        let certificates = try await TLSRedis.certificates()
         var configuration = PostgresConfiguration()
         configuration.url = "postgresql://adworker@localhost:\(Self.port)/adworker_tls?sslmode=verify-full&sslrootcert=\(certificates)/ca.crt"
         configuration.password = TestServers.postgres.password
@@ -49,13 +49,13 @@ struct PostgresTLSTests {
     }
 
     @Test func aServerCertificateFromAnotherAuthorityIsRefused() async throws {
-        var configuration = Self.verifyingConfiguration(try TLSRedis.certificates())
-        configuration.sslRootCertificate = "\(try TLSRedis.certificates())/other-ca.crt"
+        var configuration = Self.verifyingConfiguration(try await TLSRedis.certificates())
+        configuration.sslRootCertificate = "\(try await TLSRedis.certificates())/other-ca.crt"
         await #expect(throws: PostgresError.self) { _ = try await Self.session(configuration) }
     }
 
     @Test func aPlaintextSessionIsRefusedByTheServer() async throws {
-        var configuration = Self.verifyingConfiguration(try TLSRedis.certificates())
+        var configuration = Self.verifyingConfiguration(try await TLSRedis.certificates())
         configuration.sslMode = "disable"
         await #expect(throws: PostgresError.self) { _ = try await Self.session(configuration) }
     }

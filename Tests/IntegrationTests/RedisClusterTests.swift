@@ -285,7 +285,7 @@ struct RedisClusterTests {
             _ = try await RedisConnection.withConnection(cluster.routed(by: poisonStream), logger: TestServers.logger) { redis in
                 try await redis.add([.streamAdd(to: poisonStream, fields: StreamFields([("v", "1"), ("model", "m")]))])
             }
-            let lengths = try await Self.lengths(configuration.allStreams, cluster)
+            let lengths = try await ClusterStreams.lengths(configuration.allStreams, cluster)
             #expect(lengths.reduce(0, +) == 12_001)
             #expect(lengths.allSatisfy { $0 > 300 }, "every shard got records: \(lengths)")
 
@@ -295,42 +295,11 @@ struct RedisClusterTests {
             #expect(try await TestServers.count(postgres, "inference_results") == 6000)
             let shards = try await TestServers.query(postgres, "SELECT count(DISTINCT shard) FROM inference_results")
             #expect(shards.first?.first == "12")
-            let (pending, dead) = try await Self.pendingAndDead(configuration.allStreams, group: configuration.group, cluster)
+            let (pending, dead) = try await ClusterStreams.pendingAndDead(configuration.allStreams, group: configuration.group, cluster)
             #expect(pending == 0)
             #expect(dead == [DeadLetter.stream(for: poisonStream): 1])
             // (A failed run leaves its uniquely named streams behind; fault-test cleanup is by prefix.)
-            try await Self.delete(configuration.allStreams, cluster)
-        }
-    }
-
-    static func lengths(_ streams: [String], _ cluster: RedisConfiguration) async throws -> [Int] {
-        var lengths: [Int] = []
-        for stream in streams {
-            lengths.append(try await RedisConnection.withConnection(cluster.routed(by: stream), logger: TestServers.logger) {
-                try await $0.streamLength(stream)
-            })
-        }
-        return lengths
-    }
-
-    static func pendingAndDead(_ streams: [String], group: String, _ cluster: RedisConfiguration) async throws -> (Int, [String: Int]) {
-        var pending = 0
-        var dead: [String: Int] = [:]
-        for stream in streams {
-            let (waiting, letters) = try await RedisConnection.withConnection(cluster.routed(by: stream), logger: TestServers.logger) {
-                (try await $0.pendingCount(stream, group: group), try await $0.streamLength(DeadLetter.stream(for: stream)))
-            }
-            pending += waiting
-            if letters > 0 { dead[DeadLetter.stream(for: stream)] = letters }
-        }
-        return (pending, dead)
-    }
-
-    static func delete(_ streams: [String], _ cluster: RedisConfiguration) async throws {
-        for stream in streams {
-            _ = try await RedisConnection.withConnection(cluster.routed(by: stream), logger: TestServers.logger) {
-                try await $0.delete([stream, DeadLetter.stream(for: stream)])
-            }
+            try await ClusterStreams.delete(configuration.allStreams, cluster)
         }
     }
 }

@@ -98,7 +98,7 @@ struct RedisTLSTests {
 
     @Test func aTLSClientOnAPlaintextPortIsToldTheServerDoesNotSpeakIt() async throws {
         var redis = TestServers.redis
-        redis.tls = TLSRedis.clientTLS(try TLSRedis.certificates())
+        redis.tls = TLSRedis.clientTLS(try await TLSRedis.certificates())
         redis.connectTimeout = .seconds(2)
         let error = await #expect(throws: RedisError.self) {
             try await RedisConnection.withConnection(redis, logger: TestServers.logger) { try await $0.ping() }
