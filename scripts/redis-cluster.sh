@@ -95,7 +95,7 @@ start() {
         # Through the client ports: a node told to meet PORT looks for its bus at PORT + 10000,
         # and with tls-cluster yes the bus follows the TLS port.
         redis-cli ${cli_tls[@]+"${cli_tls[@]}"} --cluster create $(for port in $PORTS; do printf '%s:%s ' "$HOST" "$(client_port "$port")"; done) \
-            --cluster-replicas "$REPLICAS" --cluster-yes >"$DATA_DIR/create.log"
+            --cluster-replicas "$REPLICAS" --cluster-yes >"$DATA_DIR/create-$BASE_PORT.log"
     fi
     wait_until "cluster_state:ok on every node" all_ok
     wait_until "every replica linked to its primary" replicas_linked
