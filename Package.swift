@@ -131,6 +131,7 @@ let package = Package(
             name: "WorkerUnitTests",
             dependencies: [
                 "AdTelemetry", "AdWorkerConnectionThread", "AdWorkerCore", "AdWorkerHTTP", "AdWorkerPostgres", "AdWorkerRedis", "AdTelemetryRecords", "AdWorkerTestSupport",
+                "CAdWorkerHiredis", "CAdWorkerRedisArena",
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
             ],

@@ -75,12 +75,18 @@ void adw_arena_reset(adw_arena *arena) {
 
 int adw_arena_reply_from_reader(void *context, adw_arena *arena, int *complete) {
     redisContext *redis = context;
-    redisReplyObjectFunctions *saved = redis->reader->fn;
+    redisReader *reader = redis->reader;
+    redisReplyObjectFunctions *saved = reader->fn;
     filling = arena;
-    redis->reader->fn = &arena_functions;
+    reader->fn = &arena_functions;
+    // Every object of an arena reply is the arena itself, so an unfinished reply's root is too.
+    // hiredis keeps that root in `reader->reply` and frees it with the reader's functions when the
+    // context is freed (a connection given up mid-reply): it holds it only during this call.
+    if (reader->ridx >= 0) reader->reply = arena;
     void *reply = NULL;
     int status = redisGetReplyFromReader(redis, &reply);
-    redis->reader->fn = saved;
+    reader->reply = NULL;
+    reader->fn = saved;
     filling = NULL;
     *complete = reply != NULL;
     return status;
