@@ -32,15 +32,13 @@ let package = Package(
         .target(name: "CAdWorkerProcessControl"),
         .target(name: "CAdWorkerRedisArena", dependencies: ["CAdWorkerHiredis"]),
         // OpenSSL from Debian's libssl-dev (libpq links the same library).
-        .target(
-            name: "CAdWorkerRedisTransport", dependencies: ["CAdWorkerHiredis"],
-            linkerSettings: [.linkedLibrary("ssl"), .linkedLibrary("crypto")]
-        ),
+        .target(name: "CAdWorkerTLS", linkerSettings: [.linkedLibrary("ssl"), .linkedLibrary("crypto")]),
+        .target(name: "CAdWorkerRedisTransport", dependencies: ["CAdWorkerHiredis", "CAdWorkerTLS"]),
         .target(name: "AdTelemetryRecords", swiftSettings: swiftSettings),
         .target(
             name: "AdWorkerRedis",
             dependencies: [
-                "CAdWorkerHiredis", "CAdWorkerRedisArena", "CAdWorkerRedisTransport", "AdWorkerConnectionThread", "AdTelemetryRecords",
+                "CAdWorkerHiredis", "CAdWorkerRedisArena", "CAdWorkerRedisTransport", "CAdWorkerTLS", "AdWorkerConnectionThread", "AdTelemetryRecords",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings
@@ -48,7 +46,7 @@ let package = Package(
         .target(
             name: "AdWorkerPostgres",
             dependencies: [
-                "CAdWorkerLibPQ", "AdWorkerConnectionThread", "AdTelemetryRecords",
+                "CAdWorkerLibPQ", "CAdWorkerTLS", "AdWorkerConnectionThread", "AdTelemetryRecords",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings

@@ -267,6 +267,9 @@ env "${tls_env[@]}" "$adworker" produce --env-file "$empty_env" --stream request
 timeout 120 env "${tls_env[@]}" "${pg_tls[@]}" "$adworker" run --env-file "$empty_env" --drain
 [ "$(psql_tls -c 'SELECT (SELECT count(*) FROM training_data) || '"'|'"' || (SELECT count(*) FROM inference_results)')" = "1000|1000" ] \
     || { log "TLS drain into PostgreSQL over TLS: rows wrong"; exit 1; }
+# PostgreSQL's TLS refusals, which libpq states only in words, refuse start-up too (OpenSSL's codes).
+expect_refusal 4 "set DATABASE_SSLROOTCERT to its CA's certificate" "${tls_env[@]}" "${pg_tls[@]}" DATABASE_SSLROOTCERT="$tls_dir/other-ca.crt"
+expect_refusal 4 "does not offer TLS (ssl = off)" "${tls_env[@]}" DATABASE_SSLMODE=require
 env "${tls_env[@]}" "$adworker" bench --env-file "$empty_env" --count 2000 --rounds 1 --latency-seconds 1 --latency-rates 500 \
     --plaintext-port $((tls_port - 1)) --json > /tmp/adworker-smoke-bench-tls.json
 python3 - /tmp/adworker-smoke-bench-tls.json <<'PY'

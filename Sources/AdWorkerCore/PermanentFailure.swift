@@ -24,6 +24,20 @@ struct PermanentFailure: Equatable, Sendable {
         case redisTLSNotOffered = "tlsNotOffered"
         case redisTLSHandshakeFailed = "tlsHandshakeFailed"
         case redisTLSConfiguration = "tlsConfiguration"
+        case postgresTLSCertificateRejected = "postgres.tlsCertificateRejected"
+        case postgresTLSNotOffered = "postgres.tlsNotOffered"
+        case postgresTLSHandshakeFailed = "postgres.tlsHandshakeFailed"
+
+        /// The label in `adworker_permanent_errors{target,kind}`: a TLS refusal is named the same
+        /// for both targets.
+        var label: String {
+            switch self {
+            case .postgresTLSCertificateRejected: Self.redisTLSCertificateRejected.rawValue
+            case .postgresTLSNotOffered: Self.redisTLSNotOffered.rawValue
+            case .postgresTLSHandshakeFailed: Self.redisTLSHandshakeFailed.rawValue
+            default: rawValue
+            }
+        }
 
         /// What an operator changes, for a PostgreSQL refusal (a Redis one names the key or user from
         /// its message). Class 28 and 3D000 arrive at login, the others on a statement.
@@ -47,6 +61,12 @@ struct PermanentFailure: Equatable, Sendable {
     init?(_ error: any Error) {
         switch error {
         case let error as PostgresError:
+            if let kind = Self.tlsKind(error.code) {
+                self.kind = kind
+                // The message names what is wrong and what to change.
+                self.fix = "PostgreSQL TLS: \(error.message)"
+                return
+            }
             guard let sqlState = error.sqlState, let kind = Kind(rawValue: sqlState), let fix = kind.postgresFix else { return nil }
             self.kind = kind
             self.fix = "PostgreSQL refuses (sqlstate \(sqlState)): \(fix)"
@@ -80,6 +100,15 @@ struct PermanentFailure: Equatable, Sendable {
             }
         default:
             return nil
+        }
+    }
+
+    private static func tlsKind(_ code: PostgresError.Code) -> Kind? {
+        switch code {
+        case .tlsCertificateRejected: .postgresTLSCertificateRejected
+        case .tlsNotOffered: .postgresTLSNotOffered
+        case .tlsHandshakeFailed: .postgresTLSHandshakeFailed
+        default: nil
         }
     }
 

@@ -172,7 +172,7 @@ public final class WorkerStatus: Sendable {
         let changes = state.withLock { $0.readiness.permanentFailure(key, target: target, failure) }
         // Rare (a refusal starts or ends): the handle is made per change.
         for change in changes {
-            Gauge(label: "adworker_permanent_errors", dimensions: [("target", target), ("kind", change.kind.rawValue)], factory: factory ?? MetricsSystem.factory)
+            Gauge(label: "adworker_permanent_errors", dimensions: [("target", target), ("kind", change.kind.label)], factory: factory ?? MetricsSystem.factory)
                 .record(change.raised ? 1 : 0)
         }
     }

@@ -72,8 +72,11 @@ public actor PostgresConnection {
         }
         guard PQstatus(newConnection) == CONNECTION_OK else {
             let message = Self.errorMessage(newConnection)
+            let sqlState = Self.connectionSQLState(in: message)
+            // A server's refusal of the login carries a SQLSTATE; a TLS refusal comes before it.
+            let refusal = sqlState == nil ? Self.tlsRefusal(of: newConnection, within: min(configuration.connectTimeout, .seconds(2))) : nil
             PQfinish(newConnection)
-            throw PostgresError(.connectionFailed, "\(configuration): \(message)", sqlState: Self.connectionSQLState(in: message))
+            throw refusal ?? PostgresError(.connectionFailed, "\(configuration): \(message)", sqlState: sqlState)
         }
         PQsetErrorVerbosity(newConnection, PQERRORS_DEFAULT)
         // Non-blocking, so that every wait for the server goes through waitUntil(_:deadline:),

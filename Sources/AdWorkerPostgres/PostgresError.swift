@@ -27,6 +27,13 @@ public struct PostgresError: Error, Sendable, CustomStringConvertible {
         case cancelled
         /// A setting that cannot work (a malformed DATABASE_URL); refused before connecting.
         case invalidConfiguration
+        /// TLS was required (sslmode require, verify-ca, verify-full) and the server's certificate
+        /// did not verify: untrusted, expired, or issued for another name.
+        case tlsCertificateRejected
+        /// TLS was required and the server declined it (ssl = off).
+        case tlsNotOffered
+        /// The server ended the TLS session with an alert: it refuses the client's certificate.
+        case tlsHandshakeFailed
     }
 
     public var code: Code

@@ -1,6 +1,7 @@
 import AdTelemetryRecords
 internal import CAdWorkerHiredis
 internal import CAdWorkerRedisTransport
+internal import CAdWorkerTLS
 import Logging
 #if canImport(Glibc)
 import Glibc

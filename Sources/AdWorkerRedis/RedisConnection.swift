@@ -3,6 +3,7 @@ package import AdWorkerConnectionThread
 internal import CAdWorkerHiredis
 internal import CAdWorkerRedisArena
 internal import CAdWorkerRedisTransport
+internal import CAdWorkerTLS
 public import Logging
 #if canImport(Glibc)
 import Glibc

@@ -48,16 +48,56 @@ struct PostgresTLSTests {
         #expect(try await Self.session(configuration) == ["true", nil])
     }
 
-    @Test func aServerCertificateFromAnotherAuthorityIsRefused() async throws {
+    /// Each TLS refusal libpq states only in words is told apart by OpenSSL's codes, and its
+    /// message says what to change.
+    @Test func aServerCertificateFromAnotherAuthorityIsRefusedNamingTheSetting() async throws {
         var configuration = Self.verifyingConfiguration(try await TLSRedis.certificates())
         configuration.sslRootCertificate = "\(try await TLSRedis.certificates())/other-ca.crt"
-        await #expect(throws: PostgresError.self) { _ = try await Self.session(configuration) }
+        let error = await #expect(throws: PostgresError.self) { _ = try await Self.session(configuration) }
+        #expect(error?.code == .tlsCertificateRejected)
+        #expect(error?.message.contains("set DATABASE_SSLROOTCERT to its CA's certificate") == true, "\(String(describing: error))")
+    }
+
+    @Test func aNameTheServerCertificateDoesNotHoldIsRefusedUnderVerifyFull() async throws {
+        let certificates = try await TLSRedis.certificates()
+        var configuration = PostgresConfiguration()
+        // The address is the server's; the name verify-full checks is one its certificate lacks.
+        configuration.url = "postgresql://adworker@db.invalid:\(Self.port)/adworker_tls?hostaddr=127.0.0.1&sslmode=verify-full&sslrootcert=\(certificates)/ca.crt"
+        configuration.password = TestServers.postgres.password
+        let error = await #expect(throws: PostgresError.self) { _ = try await Self.session(configuration) }
+        #expect(error?.code == .tlsCertificateRejected)
+        #expect(error?.message.contains("not issued for db.invalid") == true, "\(String(describing: error))")
+        configuration.url = configuration.url!.replacingOccurrences(of: "verify-full", with: "verify-ca")
+        #expect(try await Self.session(configuration) == ["true", nil], "verify-ca checks the authority only")
+    }
+
+    @Test func aClientCertificateTheServerRefusesIsNamed() async throws {
+        let certificates = try await TLSRedis.certificates()
+        var configuration = Self.verifyingConfiguration(certificates, database: "adworker_mtls")
+        configuration.password = nil
+        configuration.sslCertificate = "\(certificates)/expired.crt"
+        configuration.sslKey = "\(certificates)/expired.key"
+        let error = await #expect(throws: PostgresError.self) { _ = try await Self.session(configuration) }
+        #expect(error?.code == .tlsHandshakeFailed)
+        #expect(error?.message.contains("set DATABASE_SSLCERT and DATABASE_SSLKEY") == true, "\(String(describing: error))")
+    }
+
+    /// The test PostgreSQL of `scripts/dev-services.sh` has ssl = off.
+    @Test func aServerWithoutTLSIsRefusedWhenTLSIsRequired() async throws {
+        var configuration = TestServers.postgres
+        #expect(try await TestServers.query(configuration, "SHOW ssl") == [["off"]], "this test needs a server without TLS")
+        configuration.sslMode = "require"
+        let error = await #expect(throws: PostgresError.self) { _ = try await Self.session(configuration) }
+        #expect(error?.code == .tlsNotOffered)
+        configuration.sslMode = "prefer"
+        #expect(try await Self.session(configuration) == ["false", nil], "prefer falls back to plaintext")
     }
 
     @Test func aPlaintextSessionIsRefusedByTheServer() async throws {
         var configuration = Self.verifyingConfiguration(try await TLSRedis.certificates())
         configuration.sslMode = "disable"
-        await #expect(throws: PostgresError.self) { _ = try await Self.session(configuration) }
+        let error = await #expect(throws: PostgresError.self) { _ = try await Self.session(configuration) }
+        #expect(error?.sqlState == "28000", "pg_hba.conf has no line for a plaintext session")
     }
 
     @Test func theWholePipelineOverTLSStoresEveryRecordOnce() async throws {

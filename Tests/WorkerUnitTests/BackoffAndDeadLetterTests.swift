@@ -71,4 +71,13 @@ struct ErrorLabelTests {
         #expect(PermanentFailure(RedisError.fromReply("LOADING Redis is loading")) == nil)
         #expect(PermanentFailure(RedisError(.connectionFailed, "refused")) == nil)
     }
+
+    /// A TLS refusal is one whichever server made it, and is labelled alike in the metric.
+    @Test func postgreSQLTLSRefusalsArePermanentAndLabelledAsRedisOnesAre() {
+        let rejected = PermanentFailure(PostgresError(.tlsCertificateRejected, "set DATABASE_SSLROOTCERT"))
+        #expect(rejected?.kind == .postgresTLSCertificateRejected && rejected?.refusesStartup == true)
+        #expect(rejected?.kind.label == PermanentFailure.Kind.redisTLSCertificateRejected.label)
+        #expect(PermanentFailure(PostgresError(.tlsNotOffered, "ssl = off"))?.kind.label == "tlsNotOffered")
+        #expect(PermanentFailure(PostgresError(.tlsHandshakeFailed, "certificate expired"))?.fix == "PostgreSQL TLS: certificate expired")
+    }
 }
