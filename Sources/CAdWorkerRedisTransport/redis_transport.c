@@ -119,12 +119,23 @@ int adw_link_read(adw_link *link) {
     redisContext *context = link->context;
     if (link->session == NULL) return redisBufferRead(context);
     if (context->err) return REDIS_ERR;
-    char buffer[16 * 1024];
+    // One SSL_read gives at most one record (16 KiB): take every record already received, so a
+    // large reply is fed to the reader, and waited for, in a few large steps, not many small ones.
+    char buffer[64 * 1024];
+    size_t filled = 0;
+    do {
+        ERR_clear_error();
+        errno = 0;
+        int count = SSL_read(link->session, buffer + filled, (int)(sizeof(buffer) - filled));
+        if (count <= 0) {
+            // What came before a failure is fed first; the next read meets the failure again.
+            if (filled > 0) break;
+            return session_failed(link, count, 1) ? REDIS_OK : REDIS_ERR;
+        }
+        filled += (size_t)count;
+    } while (filled < sizeof(buffer) && SSL_has_pending(link->session));
     ERR_clear_error();
-    errno = 0;
-    int count = SSL_read(link->session, buffer, sizeof(buffer));
-    if (count <= 0) return session_failed(link, count, 1) ? REDIS_OK : REDIS_ERR;
-    if (redisReaderFeed(context->reader, buffer, count) != REDIS_OK) {
+    if (redisReaderFeed(context->reader, buffer, filled) != REDIS_OK) {
         errno = 0;
         set_error(link, context->reader->err, context->reader->errstr);
         return REDIS_ERR;
@@ -132,7 +143,7 @@ int adw_link_read(adw_link *link) {
     return REDIS_OK;
 }
 
-int adw_link_has_buffered_input(adw_link *link) { return link->session != NULL && SSL_pending(link->session) > 0; }
+int adw_link_has_buffered_input(adw_link *link) { return link->session != NULL && SSL_has_pending(link->session); }
 
 int adw_link_last_alert(adw_link *link) { return link->last_alert; }
 

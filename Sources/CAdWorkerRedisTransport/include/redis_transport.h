@@ -28,10 +28,12 @@ int adw_link_await_first_record(adw_link *link, int timeout_ms, adw_tls_outcome 
 
 /// Like redisBufferWrite: writes the context's output buffer; `*done` is 1 once it is empty.
 int adw_link_write(adw_link *link, int *done);
-/// Like redisBufferRead: one read into the context's reader. Over TLS a read that decrypted only
-/// handshake messages (a session ticket) feeds nothing and returns 0 (REDIS_OK).
+/// Like redisBufferRead: one read into the context's reader (over TLS, every record already
+/// received, up to 64 KiB). Over TLS a read that decrypted only handshake messages (a session
+/// ticket) feeds nothing and returns 0 (REDIS_OK).
 int adw_link_read(adw_link *link);
-/// Bytes already decrypted and waiting in the session: read them before waiting on the socket.
+/// Bytes already received and waiting in the session (decrypted or not): read them before
+/// waiting on the socket.
 int adw_link_has_buffered_input(adw_link *link);
 /// The TLS alert number that ended the session in the last failed read or write, or 0.
 int adw_link_last_alert(adw_link *link);
