@@ -20,7 +20,8 @@ log() { printf '[dev-services] %s\n' "$*" >&2; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 install_packages() {
-    local wanted=(redis-server redis-tools libhiredis-dev libpq-dev libssl-dev openssl postgresql postgresql-client)
+    # libnss-wrapper: the tests give a name several addresses without touching /etc/hosts.
+    local wanted=(redis-server redis-tools libhiredis-dev libpq-dev libssl-dev openssl postgresql postgresql-client libnss-wrapper)
     local missing=()
     for package in "${wanted[@]}"; do
         dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing+=("$package")

@@ -267,6 +267,14 @@ env "${tls_env[@]}" "$adworker" produce --env-file "$empty_env" --stream request
 timeout 120 env "${tls_env[@]}" "${pg_tls[@]}" "$adworker" run --env-file "$empty_env" --drain
 [ "$(psql_tls -c 'SELECT (SELECT count(*) FROM training_data) || '"'|'"' || (SELECT count(*) FROM inference_results)')" = "1000|1000" ] \
     || { log "TLS drain into PostgreSQL over TLS: rows wrong"; exit 1; }
+# A name with several addresses (managed Redis endpoints have them) is reached at whichever answers:
+# nss_wrapper's hosts file gives 127.0.0.2, where nothing listens, first (hiredis alone tries only it).
+multi_hosts=$(mktemp)
+printf '127.0.0.2 redis.multi.test\n127.0.0.1 redis.multi.test\n' > "$multi_hosts"
+LD_PRELOAD=libnss_wrapper.so NSS_WRAPPER_HOSTS=$multi_hosts env "${tls_env[@]}" REDIS_URL="rediss://redis.multi.test:$tls_port" REDIS_TLS_SERVER_NAME=localhost \
+    "$adworker" produce --env-file "$empty_env" --stream requests --count 200 2>&1 | tee /tmp/adworker-smoke-multi.txt | grep -q "^sent 200 records (0 failed)" \
+    || { log "a name with several addresses, the first refusing:"; cat /tmp/adworker-smoke-multi.txt; exit 1; }
+rm -f "$multi_hosts"
 # PostgreSQL's TLS refusals, which libpq states only in words, refuse start-up too (OpenSSL's codes).
 expect_refusal 4 "set DATABASE_SSLROOTCERT to its CA's certificate" "${tls_env[@]}" "${pg_tls[@]}" DATABASE_SSLROOTCERT="$tls_dir/other-ca.crt"
 expect_refusal 4 "does not offer TLS (ssl = off)" "${tls_env[@]}" DATABASE_SSLMODE=require
