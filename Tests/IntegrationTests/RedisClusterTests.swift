@@ -31,7 +31,8 @@ struct RedisClusterTests {
 
     /// Assigns an empty `slot` to `owner` on every primary, as `redis-cli --cluster` does: the new
     /// owner first, with a configuration epoch of its own so that its claim wins over gossip still
-    /// carrying the old one, then the others; done once every primary names the new owner. Said
+    /// carrying the old one, then the others; done once every node, replicas too, names the new
+    /// owner, and still does 300 ms later. Said
     /// again when they do not within 5 s: gossip from the old owner, sent before it was told and
     /// carrying a higher epoch than the new owner's as some node knew it, can win the new owner
     /// back over, and then no node claims the slot to correct it (seen: the new owner naming the
@@ -47,19 +48,33 @@ struct RedisClusterTests {
                 }
             }
             do {
-                let everyPrimaryNamesOwner = { () async throws -> Bool in
-                    for primary in primaries where try await ownerID(of: slot, asSeenBy: primary.address) != owner.id { return false }
+                // Replicas too: a replica still naming the old owner gossips its primary's old claim,
+                // which can win the slot back while every primary already names the new owner.
+                let nodes = primaries + map.shards.flatMap(\.replicas)
+                let everyNodeNamesOwner = { () async throws -> Bool in
+                    for node in nodes where try await ownerID(of: slot, asSeenBy: node.address) != owner.id { return false }
                     return true
                 }
-                try await waitUntil("every primary to name \(owner.address) for slot \(slot) (attempt \(attempt))", within: .seconds(5), everyPrimaryNamesOwner)
+                try await waitUntil("every node to name \(owner.address) for slot \(slot) (attempt \(attempt))", within: .seconds(5), everyNodeNamesOwner)
                 // Still so a moment later: gossip already under way can turn one back (seen under load).
                 try await Task.sleep(for: .milliseconds(300))
-                if try await everyPrimaryNamesOwner() { return }
-                throw TestSupportError("slot \(slot) went back from \(owner.address) after every primary named it")
+                if try await everyNodeNamesOwner() { return }
+                throw TestSupportError("slot \(slot) went back from \(owner.address) after every node named it")
             } catch where attempt < 5 {
                 continue
             }
         }
+    }
+
+    /// Which primaries hold `key` and whom each names for `slot`: what a failed expectation shows.
+    func whereIs(_ key: String, slot: HashSlot, in map: SlotMap) async throws -> String {
+        var lines: [String] = []
+        for primary in map.shards.map(\.primary) {
+            let exists = try await onNode(primary.address) { try await $0.send(RedisCommand("EXISTS", key)) }
+            let owner = try await ownerID(of: slot, asSeenBy: primary.address)
+            lines.append("\(primary.address) (\(primary.id.prefix(8))): EXISTS \(exists), names \(owner?.prefix(8) ?? "nobody")")
+        }
+        return lines.joined(separator: "; ")
     }
 
     /// Who `node` says serves `slot` (CLUSTER SLOTS: start, end, then the primary as host, port, id).
@@ -181,7 +196,9 @@ struct RedisClusterTests {
             }
             let after = try FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count
             try await assign(slot, to: target, in: map)
-            #expect(try await redis.delete([key]) == 1)
+            let deleted = try await redis.delete([key])
+            let whereItWas = deleted == 1 ? "" : try await whereIs(key, slot: slot, in: map)
+            #expect(deleted == 1, "\(whereItWas)")
             try await assign(slot, to: source, in: map)
             #expect(after - before < 50, "\(after - before) descriptors left open by 100 failed ASK exchanges")
         }
