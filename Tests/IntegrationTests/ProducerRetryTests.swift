@@ -106,13 +106,15 @@ struct ProducerCutPipelineTests {
         let target = redis
         let results = try await withRunningService(producer) {
             try await withThrowingTaskGroup(of: Void.self) { killer in
-                // Once the records are queued: up to 10 kills 60 ms apart, while some are unconfirmed.
+                // Once the records are queued: up to 20 kills 25 ms apart while some are unconfirmed,
+                // until one has cut a pipeline Redis had run part of (a kill between two
+                // pipelines, or before Redis read any of one, cuts nothing to look up).
                 killer.addTask {
                     while await producer.bufferedCount == 0 { try await Task.sleep(for: .milliseconds(5)) }
                     try await RedisConnection.withConnection(target, logger: TestServers.logger) { admin in
-                        for _ in 0..<10 {
-                            try await Task.sleep(for: .milliseconds(60))
-                            guard await producer.bufferedCount > 0 else { return }
+                        for _ in 0..<20 {
+                            try await Task.sleep(for: .milliseconds(25))
+                            guard await producer.bufferedCount > 0, Self.foundStored(in: metrics) == 0 else { return }
                             let count = try await admin.send(RedisCommand("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")).integer ?? 0
                             killed.count.withLock { $0 += Int(count) }
                         }
