@@ -25,6 +25,9 @@ scripts/redis-cluster.sh start
 log "starting a Redis Cluster over TLS (tls-cluster yes) on loopback: ports 21001-21006, TLS 21101-21106"
 REDIS_CLUSTER_TLS=1 REDIS_CLUSTER_BASE_PORT=21001 scripts/redis-cluster.sh start
 
+log "starting Redis under Sentinel on loopback: a primary and a replica on 6400-6401, sentinels on 26400-26402"
+scripts/redis-sentinel.sh start
+
 log "checking the layout: file and function sizes, Redis commands only in AdWorkerRedis"
 python3 scripts/check-layout.py
 
@@ -288,6 +291,19 @@ assert [latency["rate"] for latency in tls["plaintextLatency"]] == [500], tls
 PY
 "${tls_cli[@]}" --scan --pattern "${prefix}*" | xargs -r "${tls_cli[@]}" del >/dev/null
 "${tls_cli[@]}" shutdown nosave >/dev/null 2>&1 || true
+
+log "CLI under Sentinel: produce and drain through the sentinels of scripts/redis-sentinel.sh; a master name they do not know exits 4, contradictory settings exit 64"
+sentinel_env=(REDIS_SENTINELS="$(scripts/redis-sentinel.sh nodes)" REDIS_SENTINEL_MASTER=adworker)
+psql_smoke -c 'TRUNCATE training_data, inference_results'
+env "${sentinel_env[@]}" "$adworker" produce --env-file "$empty_env" --stream requests --count 2000
+timeout 120 env "${sentinel_env[@]}" "$adworker" run --env-file "$empty_env" --drain
+[ "$(psql_smoke -c 'SELECT (SELECT count(*) FROM training_data) || '"'|'"' || (SELECT count(*) FROM inference_results)')" = "1000|1000" ] \
+    || { log "drain under Sentinel: rows wrong"; exit 1; }
+expect_refusal 4 "knows no master named no-such-master" "${sentinel_env[@]}" REDIS_SENTINEL_MASTER=no-such-master
+expect_refusal 64 "REDIS_SENTINELS needs REDIS_SENTINEL_MASTER" REDIS_SENTINELS="$(scripts/redis-sentinel.sh nodes)"
+expect_refusal 64 "exclude each other" "${sentinel_env[@]}" "${cluster_env[@]}"
+sentinel_primary=$(redis-cli -p 26400 sentinel get-master-addr-by-name adworker | sed -n 2p)
+redis-cli -p "$sentinel_primary" --scan --pattern "${prefix}*" | xargs -r redis-cli -p "$sentinel_primary" del >/dev/null
 
 python3 -c 'import prometheus_client' 2>/dev/null || python3 -m pip install -q prometheus_client
 

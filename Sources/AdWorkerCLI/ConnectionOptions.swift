@@ -47,17 +47,41 @@ struct ConnectionOptions: ParsableArguments {
     func redis(_ settings: Settings) throws -> RedisConfiguration {
         var configuration = try singleNodeRedis(settings)
         if let nodes = redisClusterNodes ?? settings.string("REDIS_CLUSTER_NODES"), !nodes.isEmpty {
-            configuration.clusterNodes = try nodes.split(separator: ",").map { text in
-                let trimmed = text.trimmingCharacters(in: .whitespaces)
-                guard let node = RedisNodeAddress(trimmed) else {
-                    throw ValidationError("REDIS_CLUSTER_NODES: '\(trimmed)' is not host:port; expected e.g. 10.0.0.1:6379,10.0.0.2:6379")
-                }
-                return node
-            }
+            configuration.clusterNodes = try Self.nodes(nodes, setting: "REDIS_CLUSTER_NODES", example: "10.0.0.1:6379,10.0.0.2:6379")
             configuration.host = configuration.clusterNodes[0].host
             configuration.port = configuration.clusterNodes[0].port
         }
+        configuration.sentinel = try sentinel(settings)
+        if configuration.sentinel != nil && configuration.isCluster {
+            throw ValidationError("REDIS_SENTINELS and REDIS_CLUSTER_NODES exclude each other (Sentinel watches one primary, a cluster has many): set one")
+        }
         return configuration
+    }
+
+    /// Sentinel mode, from REDIS_SENTINELS and REDIS_SENTINEL_MASTER (both or neither).
+    private func sentinel(_ settings: Settings) throws -> RedisSentinel? {
+        let master = settings.string("REDIS_SENTINEL_MASTER")
+        guard let list = settings.string("REDIS_SENTINELS"), !list.isEmpty else {
+            if master != nil { throw ValidationError("REDIS_SENTINEL_MASTER is set without REDIS_SENTINELS: set the sentinels' host:port list too") }
+            return nil
+        }
+        guard let master, !master.isEmpty else {
+            throw ValidationError("REDIS_SENTINELS needs REDIS_SENTINEL_MASTER: the name the sentinels monitor the primary by (sentinel monitor NAME ...)")
+        }
+        return RedisSentinel(
+            nodes: try Self.nodes(list, setting: "REDIS_SENTINELS", example: "10.0.0.1:26379,10.0.0.2:26379"), masterName: master,
+            username: settings.string("REDIS_SENTINEL_USERNAME"), password: try settings.secret("REDIS_SENTINEL_PASSWORD")
+        )
+    }
+
+    private static func nodes(_ list: String, setting: String, example: String) throws -> [RedisNodeAddress] {
+        try list.split(separator: ",").map { text in
+            let trimmed = text.trimmingCharacters(in: .whitespaces)
+            guard let node = RedisNodeAddress(trimmed) else {
+                throw ValidationError("\(setting): '\(trimmed)' is not host:port; expected e.g. \(example)")
+            }
+            return node
+        }
     }
 
     /// The single Redis at REDIS_HOST:REDIS_PORT, cluster settings aside (bench's comparison).

@@ -24,6 +24,7 @@ struct PermanentFailure: Equatable, Sendable {
         case redisTLSNotOffered = "tlsNotOffered"
         case redisTLSHandshakeFailed = "tlsHandshakeFailed"
         case redisTLSConfiguration = "tlsConfiguration"
+        case redisUnknownMaster = "unknownMaster"
         case postgresTLSCertificateRejected = "postgres.tlsCertificateRejected"
         case postgresTLSNotOffered = "postgres.tlsNotOffered"
         case postgresTLSHandshakeFailed = "postgres.tlsHandshakeFailed"
@@ -84,6 +85,9 @@ struct PermanentFailure: Equatable, Sendable {
             case .wrongType:
                 self.kind = .redisWrongType
                 self.fix = "\(error.message): rename or delete that key (redis-cli TYPE, RENAME, DEL), or set ADWORKER_STREAM_PREFIX to a prefix of your own; its consumers start once it is a stream or gone"
+            case .unknownMaster:
+                self.kind = .redisUnknownMaster
+                self.fix = "Redis Sentinel: \(error.message)"
             case .tlsCertificateRejected, .tlsRequired, .tlsNotOffered, .tlsHandshakeFailed, .tlsConfiguration:
                 self.kind =
                     switch error.code {

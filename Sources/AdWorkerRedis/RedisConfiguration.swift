@@ -18,6 +18,10 @@ public struct RedisConfiguration: Sendable, CustomStringConvertible {
     /// the ports its slot map gives (`tls-cluster yes` makes those the TLS ports).
     public var tls: RedisTLS?
 
+    /// Sentinel mode: the primary is whichever node the sentinels name for a master; ``host`` and
+    /// ``port`` do not apply. Exclusive with ``clusterNodes``.
+    public var sentinel: RedisSentinel?
+
     public var isCluster: Bool { !clusterNodes.isEmpty }
 
     /// The same configuration for a connection whose commands all touch `key`'s slot.
@@ -41,7 +45,10 @@ public struct RedisConfiguration: Sendable, CustomStringConvertible {
 
     /// Never shows the password.
     public var description: String {
-        let nodes = isCluster ? "cluster " + clusterNodes.map(\.description).joined(separator: ",") : RedisNodeAddress(host: host, port: port).description
+        let nodes =
+            if isCluster { "cluster " + clusterNodes.map(\.description).joined(separator: ",") }
+            else if let sentinel { "master \(sentinel.masterName) of sentinels " + sentinel.nodes.map(\.description).joined(separator: ",") }
+            else { RedisNodeAddress(host: host, port: port).description }
         return "\(tls == nil ? "redis" : "rediss")://\(username.map { "\($0)@" } ?? "")\(nodes)\(password == nil ? "" : " (password set)")"
     }
 }
@@ -69,5 +76,22 @@ public struct RedisTLS: Sendable, Equatable {
         self.keyFile = keyFile
         self.serverName = serverName
         self.verifiesServer = verifiesServer
+    }
+}
+
+/// Redis under Sentinel: the sentinels to ask, the master's name, and the sentinels' own
+/// credentials (a sentinel's `requirepass` or ACL user is separate from the data nodes'). Over
+/// TLS (``RedisConfiguration/tls``) the sentinels are reached over TLS too.
+public struct RedisSentinel: Sendable, Equatable {
+    public var nodes: [RedisNodeAddress]
+    public var masterName: String
+    public var username: String?
+    public var password: String?
+
+    public init(nodes: [RedisNodeAddress], masterName: String, username: String? = nil, password: String? = nil) {
+        self.nodes = nodes
+        self.masterName = masterName
+        self.username = username
+        self.password = password
     }
 }

@@ -10,7 +10,7 @@ import Logging
 /// promoted) the next command asks the cluster again, seeds and the nodes of the last map in turn.
 extension RedisConnection {
     /// The host this connection talks to, for redirects and maps that name none.
-    var currentHost: String { clusterNode?.host ?? configuration.host }
+    var currentHost: String { discoveredNode?.host ?? configuration.host }
 
     /// The slot map as the first answering node (of the last map's, then the seeds) tells it.
     public func slotMap() throws(RedisError) -> SlotMap {
@@ -59,12 +59,12 @@ extension RedisConnection {
 
     /// Moves the connection to `node`, which serves its slot from now on.
     func retarget(to node: RedisNodeAddress) {
-        logger.notice("redis cluster slot moved; following it", metadata: ["from": "\(clusterNode.map(\.description) ?? "?")", "to": "\(node)"])
+        logger.notice("redis cluster slot moved; following it", metadata: ["from": "\(discoveredNode.map(\.description) ?? "?")", "to": "\(node)"])
         if let link {
             adw_link_free(link)
             self.link = nil
         }
-        clusterNode = node
+        discoveredNode = node
     }
 
     /// Sends `commands` to the slot's primary and follows the cluster's redirects as

@@ -8,8 +8,8 @@ import Glibc
 extension RedisConnection {
     /// A new connection to `node`: over TLS when configured, authenticated, and greeted (AUTH or
     /// PING), so that a server that speaks the other protocol is told at once, not at the first
-    /// command.
-    func open(_ node: RedisNodeAddress) throws(RedisError) -> OpaquePointer {
+    /// command. `credentials` replace the configuration's (a sentinel's own).
+    func open(_ node: RedisNodeAddress, credentials: (username: String?, password: String?)? = nil) throws(RedisError) -> OpaquePointer {
         let link = try connectSocket(node)
         let context = Self.hiredisContext(link)
         // Keepalives notice an idle peer that vanished (no RST) in seconds instead of TCP's two hours.
@@ -21,7 +21,7 @@ extension RedisConnection {
         }
         // Every read and write is bounded by the command timeout.
         redisSetTimeout(context, timeval(configuration.commandTimeout))
-        try greet(on: link, node: node)
+        try greet(on: link, node: node, credentials: credentials ?? (configuration.username, configuration.password))
         return link
     }
 
@@ -74,11 +74,13 @@ extension RedisConnection {
     /// AUTH when a password is set, else PING. Any reply to PING will do (LOADING, NOAUTH: the
     /// commands that follow meet those as before); what matters is that the server answered in
     /// the protocol spoken. A transport failure frees `link` (see dropBrokenContext).
-    private func greet(on link: OpaquePointer, node: RedisNodeAddress) throws(RedisError) {
+    private func greet(
+        on link: OpaquePointer, node: RedisNodeAddress, credentials: (username: String?, password: String?)
+    ) throws(RedisError) {
         var greeting = RedisCommand("PING")
-        if let password = configuration.password {
+        if let password = credentials.password {
             greeting = RedisCommand("AUTH")
-            if let username = configuration.username { greeting.append(username) }
+            if let username = credentials.username { greeting.append(username) }
             greeting.append(password)
         }
         let reply: RedisValue
@@ -89,7 +91,7 @@ extension RedisConnection {
         } catch where configuration.tls == nil && error.code == .connectionLost && speaksTLS(node) {
             throw RedisError(.tlsRequired, "\(node) speaks only TLS on this port (it closed the plaintext connection): use rediss:// in REDIS_URL or set REDIS_TLS=1")
         }
-        if configuration.password != nil, case .error(let message) = reply {
+        if credentials.password != nil, case .error(let message) = reply {
             adw_link_free(link)
             // Only the reply's leading word: the rest is the server's prose, never needed here.
             throw RedisError(.authenticationFailed, "AUTH refused: \(message.prefix { $0 != " " })")

@@ -30,9 +30,10 @@ public actor RedisConnection {
     /// per-field reply objects.
     // nonisolated(unsafe) only so that deinit may free it; every other use is on the actor.
     private nonisolated(unsafe) let arena: UnsafeMutablePointer<adw_arena>
-    /// Cluster mode: the primary serving ``RedisConfiguration/routingSlot`` as last learned; nil
-    /// until asked (and after a lost connection, so a failover is noticed).
-    var clusterNode: RedisNodeAddress?
+    /// Cluster mode: the primary serving ``RedisConfiguration/routingSlot`` as last learned;
+    /// Sentinel mode: the primary the sentinels named. Nil until asked (and after a lost
+    /// connection, so a failover is noticed).
+    var discoveredNode: RedisNodeAddress?
     /// Cluster mode: every node of the last slot map, asked (before the seeds) for the next one.
     var knownNodes: [RedisNodeAddress] = []
 
@@ -92,14 +93,17 @@ public actor RedisConnection {
         }
         var target = RedisNodeAddress(host: configuration.host, port: configuration.port)
         if configuration.isCluster {
-            if clusterNode == nil { clusterNode = try discoverNode() }
-            target = clusterNode!
+            if discoveredNode == nil { discoveredNode = try discoverNode() }
+            target = discoveredNode!
+        } else if configuration.sentinel != nil {
+            if discoveredNode == nil { discoveredNode = try askSentinels() }
+            target = discoveredNode!
         }
         do {
             link = try open(target)
         } catch {
-            // The node is gone (a failed primary, say): ask the cluster again on the next try.
-            clusterNode = nil
+            // The node is gone (a failed primary, say): ask the cluster or the sentinels again next time.
+            discoveredNode = nil
             throw error
         }
         logger.debug("redis connected", metadata: ["redis": "\(configuration)", "node": "\(target)"])
@@ -131,6 +135,7 @@ public actor RedisConnection {
         _ commands: [RedisCommand], asUnit: Bool = false, decode: (UnsafePointer<redisReply>) throws(RedisError) -> Decoded
     ) throws(RedisError) -> [Decoded] {
         try ensureConnected()
+        if configuration.sentinel != nil { return try exchangeWithPrimary(commands, decode: decode) }
         guard configuration.isCluster else { return try exchange(commands, on: link!, decode: decode) }
         return try exchangeFollowingRedirects(commands, asUnit: asUnit, decode: decode)
     }
@@ -155,6 +160,7 @@ public actor RedisConnection {
             // The reply is in the arena now: a node asked once is done with.
             if case .asking = redirects.target { adw_link_free(target) }
             var reply = ArenaReply(arena.pointee)
+            if configuration.sentinel != nil && Self.isReadOnlyReply(reply) { forgetDemotedPrimary() }
             let redirect = configuration.isCluster ? Self.redirect(in: reply, host: currentHost) : nil
             switch redirects.received([redirect.map { .redirect($0, nil) } ?? .reply(())]) {
             case .finished: return try decode(&reply)
@@ -316,7 +322,7 @@ public actor RedisConnection {
         adw_link_free(failed)
         if failed == link {
             link = nil
-            clusterNode = nil
+            discoveredNode = nil
         }
     }
 

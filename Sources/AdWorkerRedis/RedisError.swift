@@ -29,6 +29,11 @@ public struct RedisError: Error, Sendable, CustomStringConvertible {
         /// The cluster cannot serve the slot now (`CLUSTERDOWN`: a primary failed and its replica
         /// has not yet taken over, or no node serves the slot).
         case clusterDown
+        /// READONLY: the node is a replica now (a primary demoted by a failover, or one restarted as
+        /// a replica); a Sentinel connection asks the sentinels for the primary again.
+        case readOnlyReplica
+        /// A sentinel knows no master of the configured name.
+        case unknownMaster
         /// The server's TLS certificate did not verify: not signed by a trusted authority, expired or
         /// not yet valid, or issued for another name.
         case tlsCertificateRejected
@@ -67,7 +72,7 @@ public struct RedisError: Error, Sendable, CustomStringConvertible {
     /// Whether retrying after a pause can help.
     public var isTransient: Bool {
         switch code {
-        case .connectionFailed, .connectionLost, .timeout, .serverBusy, .redirected, .clusterDown: true
+        case .connectionFailed, .connectionLost, .timeout, .serverBusy, .redirected, .clusterDown, .readOnlyReplica: true
         default: false
         }
     }
@@ -97,6 +102,7 @@ public struct RedisError: Error, Sendable, CustomStringConvertible {
             case "WRONGTYPE": .wrongType
             case "MOVED", "ASK": .redirected
             case "CLUSTERDOWN": .clusterDown
+            case "READONLY": .readOnlyReplica
             default: .serverError
             }
         return RedisError(code, message, file: file, line: line)

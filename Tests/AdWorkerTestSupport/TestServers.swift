@@ -35,6 +35,15 @@ public enum TestServers {
         return configuration
     }
 
+    /// The primary and replica under the three sentinels `scripts/redis-sentinel.sh start` makes.
+    public static var redisSentinel: RedisConfiguration {
+        var configuration = redis
+        let sentinels = environment["REDIS_SENTINELS"] ?? (26400...26402).map { "127.0.0.1:\($0)" }.joined(separator: ",")
+        configuration.sentinel = RedisSentinel(
+            nodes: sentinels.split(separator: ",").compactMap { RedisNodeAddress($0) }, masterName: environment["REDIS_SENTINEL_MASTER"] ?? "adworker")
+        return configuration
+    }
+
     public static var postgres: PostgresConfiguration {
         PostgresConfiguration(
             host: environment["DATABASE_HOST"] ?? "127.0.0.1",

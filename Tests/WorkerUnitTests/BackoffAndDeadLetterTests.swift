@@ -72,6 +72,16 @@ struct ErrorLabelTests {
         #expect(PermanentFailure(RedisError(.connectionFailed, "refused")) == nil)
     }
 
+    /// Under Sentinel, a demoted primary's READONLY passes (the connection asks the sentinels
+    /// again), while a master name no sentinel knows needs a change.
+    @Test func sentinelFailuresAreTransientOrPermanentAsTheyNeed() {
+        let demoted = RedisError.fromReply("READONLY You can't write against a read only replica.")
+        #expect(demoted.code == .readOnlyReplica && demoted.isTransient)
+        #expect(PermanentFailure(demoted) == nil)
+        let unknown = PermanentFailure(RedisError(.unknownMaster, "sentinel 10.0.0.1:26379 knows no master named x"))
+        #expect(unknown?.kind == .redisUnknownMaster && unknown?.refusesStartup == true)
+    }
+
     /// A TLS refusal is one whichever server made it, and is labelled alike in the metric.
     @Test func postgreSQLTLSRefusalsArePermanentAndLabelledAsRedisOnesAre() {
         let rejected = PermanentFailure(PostgresError(.tlsCertificateRejected, "set DATABASE_SSLROOTCERT"))

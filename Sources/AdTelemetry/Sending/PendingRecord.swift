@@ -39,10 +39,10 @@ struct PendingSend<Instant: InstantProtocol, Waiter: Sendable>: Sendable {
 enum SendFailure {
     /// Whether a failed XADD certainly did not run, so sending it again cannot store it twice:
     /// no connection (nothing was written), or an error reply (LOADING, BUSY, TRYAGAIN,
-    /// CLUSTERDOWN, OOM, a slot still moving).
+    /// CLUSTERDOWN, OOM, a slot still moving, READONLY from a demoted primary).
     static func isSafeToResend(_ error: RedisError) -> Bool {
         switch error.code {
-        case .connectionFailed, .serverBusy, .outOfMemory, .clusterDown, .redirected: true
+        case .connectionFailed, .serverBusy, .outOfMemory, .clusterDown, .redirected, .readOnlyReplica: true
         default: false
         }
     }
@@ -61,7 +61,7 @@ enum SendFailure {
     static func producerError(_ error: RedisError) -> TelemetryProducerError {
         let code: TelemetryProducerError.Code =
             switch error.code {
-            case .tlsCertificateRejected, .tlsRequired, .tlsNotOffered, .tlsHandshakeFailed, .tlsConfiguration: .misconfigured
+            case .tlsCertificateRejected, .tlsRequired, .tlsNotOffered, .tlsHandshakeFailed, .tlsConfiguration, .unknownMaster: .misconfigured
             default: error.isTransient ? .redisUnavailable : .rejected
             }
         return TelemetryProducerError(code, error.message, underlying: error)
