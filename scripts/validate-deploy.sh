@@ -93,6 +93,30 @@ expected = namespace["shard_streams"]("adserving:", "training", 12) + namespace[
 assert streams == expected, (streams, expected)
 PY
 
+log "KEDA under Sentinel: a redis-sentinel-streams trigger on the lag of both streams, at the ConfigMap's sentinels and master"
+"$k8s/bin/python" - deploy/kubernetes/keda-scaledobject-sentinel.yaml deploy/kubernetes/configmap.yaml <<'PY'
+import re, sys, yaml
+objects = {d["kind"]: d for d in yaml.safe_load_all(open(sys.argv[1])) if d}
+# The ConfigMap shows the Sentinel settings as commented lines, to be uncommented together.
+sentinels = re.search(r"^  # REDIS_SENTINELS: (\S+)$", open(sys.argv[2]).read(), re.M).group(1)
+scaled, auth = objects["ScaledObject"], objects["TriggerAuthentication"]
+assert scaled["apiVersion"] == auth["apiVersion"] == "keda.sh/v1alpha1"
+assert scaled["spec"]["scaleTargetRef"]["name"] == "adworker"
+streams = set()
+for trigger in scaled["spec"]["triggers"]:
+    metadata = trigger["metadata"]
+    assert trigger["type"] == "redis-sentinel-streams", trigger
+    assert metadata["addresses"] == sentinels, (metadata["addresses"], sentinels)
+    assert metadata["sentinelMasterFromEnv"] == "REDIS_SENTINEL_MASTER"
+    assert "lagCount" in metadata and "pendingEntriesCount" not in metadata
+    assert int(metadata["lagCount"]) > int(metadata.get("activationLagCount", "0")) >= 0
+    assert metadata["consumerGroup"] == "adworker"
+    assert trigger["authenticationRef"]["name"] == auth["metadata"]["name"]
+    streams.add(metadata["stream"])
+assert streams == {"adserving:training", "adserving:inference"}, streams
+assert any(ref["parameter"] == "password" and ref["name"] == "adworker" for ref in auth["spec"]["secretTargetRef"])
+PY
+
 log "systemd unit takes both passwords as credentials"
 for secret in database-password redis-password; do
     grep -q "^LoadCredential=$secret:" deploy/systemd/adworker.service || { log "no LoadCredential for $secret"; exit 1; }
