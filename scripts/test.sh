@@ -303,6 +303,10 @@ expect_refusal 4 "knows no master named no-such-master" "${sentinel_env[@]}" RED
 expect_refusal 64 "REDIS_SENTINELS needs REDIS_SENTINEL_MASTER" REDIS_SENTINELS="$(scripts/redis-sentinel.sh nodes)"
 expect_refusal 64 "exclude each other" "${sentinel_env[@]}" "${cluster_env[@]}"
 sentinel_primary=$(redis-cli -p 26400 sentinel get-master-addr-by-name adworker | sed -n 2p)
+# status names the primary in use (the daemon is not running here: status says so and exits 2).
+sentinel_status=$(env "${sentinel_env[@]}" "$adworker" status --env-file "$empty_env" 2>&1 || true)
+grep -qF "redis under sentinel: master adworker, primary 127.0.0.1:$sentinel_primary" <<<"$sentinel_status" \
+    || { log "status does not name the primary on $sentinel_primary:"; echo "$sentinel_status"; exit 1; }
 redis-cli -p "$sentinel_primary" --scan --pattern "${prefix}*" | xargs -r redis-cli -p "$sentinel_primary" del >/dev/null
 
 python3 -c 'import prometheus_client' 2>/dev/null || python3 -m pip install -q prometheus_client

@@ -45,6 +45,14 @@ struct StatusCommand: AsyncParsableCommand {
         var postgres: DatabaseView?
         /// On a Redis Cluster: its nodes and which primary holds which shard streams.
         var cluster: [ClusterNode]?
+        /// Under Sentinel: the primary in use.
+        var sentinel: SentinelView?
+    }
+
+    struct SentinelView: Encodable {
+        var master: String
+        var primary: String?
+        var sentinels: [String]
     }
 
     struct ClusterNode: Encodable {
@@ -117,19 +125,7 @@ struct StatusCommand: AsyncParsableCommand {
             report.postgres = await Self.database(try connection.postgres(settings), logger: logger)
             if let error = report.postgres?.error { report.reasons.append("postgres: \(error)") }
         }
-        if redisConfiguration.isCluster {
-            do {
-                let map = try await RedisConnection.withConnection(redisConfiguration, logger: logger) { try await $0.slotMap() }
-                report.cluster = Self.clusterView(map, streams: streams)
-                if !map.isComplete { report.reasons.append("redis cluster: some hash slots have no primary (CLUSTERDOWN for their keys)") }
-                for node in map.nodes where node.health != .online {
-                    report.reasons.append("redis cluster: node \(node.address) is \(node.health)")
-                }
-            } catch {
-                report.reasons.append("redis cluster: \(error)")
-            }
-            if report.health == .healthy, !report.reasons.isEmpty { report.health = .degraded }
-        }
+        await Self.addTopology(to: &report, redisConfiguration, streams: streams, logger: logger)
         if json {
             try printJSON(report)
         } else {
@@ -163,6 +159,35 @@ struct StatusCommand: AsyncParsableCommand {
     struct ReadinessReply: Decodable {
         var status: String
         var reasons: [String]?
+    }
+
+    /// On a Redis Cluster, its nodes and shards; under Sentinel, the primary the sentinels name
+    /// now (the one the worker and the producer use). A problem makes a healthy report degraded.
+    static func addTopology(to report: inout Report, _ redis: RedisConfiguration, streams: [String], logger: Logger) async {
+        if redis.isCluster {
+            do {
+                let map = try await RedisConnection.withConnection(redis, logger: logger) { try await $0.slotMap() }
+                report.cluster = Self.clusterView(map, streams: streams)
+                if !map.isComplete { report.reasons.append("redis cluster: some hash slots have no primary (CLUSTERDOWN for their keys)") }
+                for node in map.nodes where node.health != .online {
+                    report.reasons.append("redis cluster: node \(node.address) is \(node.health)")
+                }
+            } catch {
+                report.reasons.append("redis cluster: \(error)")
+            }
+        } else if let sentinel = redis.sentinel {
+            do {
+                let primary = try await RedisConnection.withConnection(redis, logger: logger) { redis in
+                    try await redis.ping()
+                    return await redis.connectedNode
+                }
+                report.sentinel = SentinelView(
+                    master: sentinel.masterName, primary: primary?.description, sentinels: sentinel.nodes.map(\.description))
+            } catch {
+                report.reasons.append("redis sentinel: \(error)")
+            }
+        }
+        if report.health == .healthy, !report.reasons.isEmpty { report.health = .degraded }
     }
 
     static func clusterView(_ map: SlotMap, streams: [String]) -> [ClusterNode] {
@@ -222,6 +247,9 @@ struct StatusCommand: AsyncParsableCommand {
             for node in cluster {
                 lines.append(row([node.node, node.role, node.health, node.slots.joined(separator: ",")], widths) + node.streams.joined(separator: " "))
             }
+        }
+        if let sentinel = report.sentinel {
+            lines.append("redis under sentinel: master \(sentinel.master), primary \(sentinel.primary ?? "-") (sentinels \(sentinel.sentinels.joined(separator: ",")))")
         }
         if let database = report.postgres {
             lines.append("from PostgreSQL: " + (database.reachable ? "reachable" : "unreachable"))

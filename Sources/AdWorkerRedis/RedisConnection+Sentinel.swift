@@ -34,6 +34,13 @@ extension RedisConnection {
         throw lastError
     }
 
+    /// The node this connection talks to now (under Sentinel, the primary the sentinels named;
+    /// on a cluster, the slot's primary); nil while not connected.
+    public var connectedNode: RedisNodeAddress? {
+        guard link != nil else { return nil }
+        return discoveredNode ?? RedisNodeAddress(host: configuration.host, port: configuration.port)
+    }
+
     /// Exchanges `commands` with the primary and, when it answered READONLY (demoted), forgets it,
     /// so the next command asks the sentinels again.
     func exchangeWithPrimary<Decoded>(
