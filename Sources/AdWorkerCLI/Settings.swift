@@ -46,7 +46,7 @@ struct Settings {
         return value
     }
 
-    /// 1, true or yes; 0, false or no; nil when unset.
+    /// 1, true, yes or on; 0, false, no or off; nil when unset.
     func boolean(_ key: String) throws -> Bool? {
         guard let text = string(key) else { return nil }
         switch text.lowercased() {

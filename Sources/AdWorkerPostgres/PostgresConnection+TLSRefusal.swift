@@ -1,3 +1,4 @@
+import AdTelemetryRecords
 internal import CAdWorkerLibPQ
 internal import CAdWorkerTLS
 #if canImport(Glibc)
@@ -29,8 +30,7 @@ extension PostgresConnection {
         }
         let address = settings["hostaddr"] ?? host
         var outcome = adw_tls_outcome()
-        let milliseconds = Int32(clamping: timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000)
-        if adw_tls_probe_postgres(address, port, milliseconds, context, host, mode == "verify-full" ? 1 : 0, &outcome) == 1 { return nil }
+        if adw_tls_probe_postgres(address, port, Int32(clamping: timeout.wholeMilliseconds), context, host, mode == "verify-full" ? 1 : 0, &outcome) == 1 { return nil }
         let said = withUnsafeBytes(of: outcome.detail) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
         let server = "\(host):\(port)"
         switch outcome.status {
@@ -76,11 +76,6 @@ extension PostgresConnection {
 
     /// What to change for the alerts a server sends a client whose certificate it will not take.
     private static func alertAdvice(_ alert: Int32) -> String {
-        switch alert {
-        // bad_certificate, unsupported_certificate, certificate_revoked, certificate_expired,
-        // certificate_unknown, unknown_ca, certificate_required
-        case 42, 43, 44, 45, 46, 48, 116: ": it wants a client certificate it trusts: set DATABASE_SSLCERT and DATABASE_SSLKEY"
-        default: ""
-        }
+        adw_tls_alert_refuses_client_certificate(alert) == 1 ? ": it wants a client certificate it trusts: set DATABASE_SSLCERT and DATABASE_SSLKEY" : ""
     }
 }

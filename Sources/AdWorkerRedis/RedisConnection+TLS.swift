@@ -106,15 +106,10 @@ extension RedisConnection {
         }
     }
 
-    /// What to change for the alerts a server sends a client it will not talk to.
+    /// What to change for the alerts a server sends a client whose certificate it will not take.
     static func alertAdvice(_ alert: Int32) -> String {
-        switch alert {
-        // bad_certificate, unsupported_certificate, certificate_revoked, certificate_expired,
-        // certificate_unknown, unknown_ca, certificate_required
-        case 42, 43, 44, 45, 46, 48, 116:
-            ": it wants a client certificate it trusts: set REDIS_TLS_CERT_FILE and REDIS_TLS_KEY_FILE"
-        default: ""
-        }
+        adw_tls_alert_refuses_client_certificate(alert) == 1
+            ? ": it wants a client certificate it trusts: set REDIS_TLS_CERT_FILE and REDIS_TLS_KEY_FILE" : ""
     }
 }
 

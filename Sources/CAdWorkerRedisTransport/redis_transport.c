@@ -15,14 +15,6 @@ struct adw_link {
     int last_alert;
 };
 
-static void describe_last_error(char *detail, size_t size) {
-    unsigned long code = ERR_peek_last_error();
-    if (detail != NULL && size > 0) {
-        if (code != 0) ERR_error_string_n(code, detail, size);
-        else detail[0] = 0;
-    }
-}
-
 adw_link *adw_link_new(void *context) {
     adw_link *link = calloc(1, sizeof(adw_link));
     if (link == NULL) return NULL;
@@ -85,7 +77,7 @@ static int session_failed(adw_link *link, int result, int reading) {
     } else {
         if (error == SSL_ERROR_SSL && reason >= SSL_AD_REASON_OFFSET) link->last_alert = reason - SSL_AD_REASON_OFFSET;
         char text[128];
-        describe_last_error(text, sizeof(text));
+        adw_tls_describe_last_error(text, sizeof(text));
         errno = 0;
         set_error(link, REDIS_ERR_IO, text);
     }

@@ -14,7 +14,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
-static void describe_last_error(char *detail, size_t size) {
+void adw_tls_describe_last_error(char *detail, size_t size) {
     unsigned long code = ERR_peek_last_error();
     if (detail != NULL && size > 0) {
         if (code != 0) ERR_error_string_n(code, detail, size);
@@ -44,7 +44,7 @@ int adw_tls_context_trust(void *context, const char *file, char *detail, size_t 
     ERR_clear_error();
     int loaded = file != NULL ? SSL_CTX_load_verify_locations(context, file, NULL)
                               : SSL_CTX_set_default_verify_paths(context);
-    if (loaded != 1) describe_last_error(detail, detail_size);
+    if (loaded != 1) adw_tls_describe_last_error(detail, detail_size);
     return loaded == 1;
 }
 
@@ -53,7 +53,7 @@ int adw_tls_context_identify(void *context, const char *certificate_file, const 
     if (SSL_CTX_use_certificate_chain_file(context, certificate_file) != 1
         || SSL_CTX_use_PrivateKey_file(context, key_file, SSL_FILETYPE_PEM) != 1
         || SSL_CTX_check_private_key(context) != 1) {
-        describe_last_error(detail, detail_size);
+        adw_tls_describe_last_error(detail, detail_size);
         return 0;
     }
     return 1;
@@ -72,7 +72,7 @@ static void classify_failure(SSL *session, int result, adw_tls_outcome *outcome)
     outcome->os_error = 0;
     outcome->reason = reason;
     outcome->verify_result = SSL_get_verify_result(session);
-    describe_last_error(outcome->detail, sizeof(outcome->detail));
+    adw_tls_describe_last_error(outcome->detail, sizeof(outcome->detail));
     if (outcome->verify_result != X509_V_OK) {
         outcome->status = ADW_TLS_CERTIFICATE_REJECTED;
         switch (outcome->verify_result) {
@@ -110,7 +110,7 @@ void *adw_tls_handshake(int fd, void *context, const char *server_name, int veri
     SSL *session = SSL_new(context);
     if (session == NULL || SSL_set_fd(session, fd) != 1) {
         outcome->status = ADW_TLS_OTHER;
-        describe_last_error(outcome->detail, sizeof(outcome->detail));
+        adw_tls_describe_last_error(outcome->detail, sizeof(outcome->detail));
         if (session != NULL) SSL_free(session);
         return NULL;
     }
@@ -239,3 +239,16 @@ int adw_tls_probe_postgres(const char *host, int port, int timeout_ms, void *con
 }
 
 const char *adw_tls_alert_name(int alert) { return SSL_alert_desc_string_long(alert); }
+
+int adw_tls_alert_refuses_client_certificate(int alert) {
+    switch (alert) {
+    case SSL_AD_BAD_CERTIFICATE:
+    case SSL_AD_UNSUPPORTED_CERTIFICATE:
+    case SSL_AD_CERTIFICATE_REVOKED:
+    case SSL_AD_CERTIFICATE_EXPIRED:
+    case SSL_AD_CERTIFICATE_UNKNOWN:
+    case SSL_AD_UNKNOWN_CA:
+    case SSL_AD_CERTIFICATE_REQUIRED: return 1;
+    default: return 0;
+    }
+}

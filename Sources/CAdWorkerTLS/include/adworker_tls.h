@@ -76,5 +76,10 @@ int adw_tls_probe_postgres(const char *host, int port, int timeout_ms, void *con
 
 /// The alert's name, as the TLS specification gives it ("certificate required").
 const char *adw_tls_alert_name(int alert);
+/// 1 when `alert` is one a server sends a client whose certificate it will not take (none sent,
+/// untrusted, expired, revoked, unsupported), so the fix is the client certificate.
+int adw_tls_alert_refuses_client_certificate(int alert);
+/// OpenSSL's words for the last error of this thread's queue, in `detail` (empty when none).
+void adw_tls_describe_last_error(char *detail, size_t size);
 
 #endif
