@@ -4,6 +4,7 @@ processes a scenario spawns, exact accounting, and waits that poll a state with 
 Nothing runs at import: `configure(adworker)` sets the binary and makes the log directory; the
 runner calls it once before any scenario.
 """
+import json
 import os
 import re
 import signal
@@ -307,6 +308,19 @@ def consecutive_free_ports(count, start):
         finally:
             for bound in sockets:
                 bound.close()
+
+
+def held_entries(stream, consumer_prefix):
+    """Ids of the entries pending for the worker's consumers whose names start with the prefix."""
+    reply = json.loads(redis("--json", "XPENDING", stream, "adworker", "-", "+", "1000000") or "[]")
+    return [entry[0] for entry in reply if entry[1].startswith(consumer_prefix)]
+
+
+def stored_among(entry_ids):
+    """How many of these entry ids are rows already (committed; the XACK may not have followed)."""
+    if not entry_ids:
+        return 0
+    return int(psql("SELECT count(*) FROM inference_results WHERE stream_id = ANY('{" + ",".join(entry_ids) + "}'::text[])"))
 
 
 def pending_by_consumer(stream):
