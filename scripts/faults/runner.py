@@ -39,9 +39,7 @@ SCENARIOS = {
     "cluster-one-shard": cluster_one_shard, "redis-kill9-always": redis_kill9_always, "redis-client-kill": redis_client_kill,
     "api-spool-restart": api_spool_restart,
     "pool-frozen-child": pool_frozen_child, "stray-signals": stray_signals, "example-refusals": example_refusals,
-    # The same over TLS: the worker, the producer and dlq reach Redis through rediss://. Last, so
-    # the scenarios before them run in the order they always have (pool-frozen-child failed twice
-    # in full runs with these three just before it, cause not yet found; alone it passes).
+    # The same over TLS: the worker, the producer and dlq reach Redis through rediss://.
     "kill9-tls": lambda: kill9(tls=True), "poison-tls": lambda: poison_mix(tls=True), "redis-restart-tls": lambda: redis_restart(tls=True),
 }
 
