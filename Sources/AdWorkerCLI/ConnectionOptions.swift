@@ -107,7 +107,20 @@ struct ConnectionOptions: ParsableArguments {
         configuration.username = configuration.username ?? settings.string("REDIS_USERNAME")
         configuration.password = try configuration.password ?? settings.secret("REDIS_PASSWORD")
         configuration.tls = try redisTLS(settings, urlSaysTLS: configuration.tls != nil)
+        configuration.replicaWait = try replicaWait(settings, commandTimeout: configuration.commandTimeout)
         return configuration
+    }
+
+    /// ADWORKER_REDIS_WAIT_REPLICAS=N (0 or unset: off) and ADWORKER_REDIS_WAIT_TIMEOUT_MS.
+    private func replicaWait(_ settings: Settings, commandTimeout: Duration) throws -> RedisReplicaWait? {
+        let replicas = try settings.integer("ADWORKER_REDIS_WAIT_REPLICAS") ?? 0
+        guard replicas >= 0 else { throw ValidationError("ADWORKER_REDIS_WAIT_REPLICAS must be 0 (off) or the number of replicas that must hold a write") }
+        let milliseconds = try settings.integer("ADWORKER_REDIS_WAIT_TIMEOUT_MS") ?? 1000
+        guard milliseconds >= 10, Duration.milliseconds(milliseconds) < commandTimeout else {
+            throw ValidationError("ADWORKER_REDIS_WAIT_TIMEOUT_MS must be 10 or more and under the Redis command timeout (\(commandTimeout))")
+        }
+        guard replicas > 0 else { return nil }
+        return RedisReplicaWait(replicas: replicas, timeout: .milliseconds(milliseconds))
     }
 
     /// TLS is on with `rediss://` or REDIS_TLS=1; its files and name mean nothing without it, so

@@ -181,11 +181,16 @@ struct StreamReader {
         var replyLost = false
         let entries = try await breaker.retrying(doing: "reading", logger: logger, probe: { try await redis.ping() }) {
             do {
-                return try await recreatingGroup(redis, ifMissing: []) {
+                let entries = try await recreatingGroup(redis, ifMissing: []) {
                     try await redis.readGroup(
                         configuration.group, consumer: consumer, from: stream, position: position, count: count, block: block
                     )
                 }
+                // A row is never made of an entry a failover may still take back (and give its
+                // id to another record): with WAIT replicas, the entries go on once replicas have them.
+                if entries.isEmpty { return entries }
+                let replicated = try await ReplicationGate(stream: stream, logger: logger, status: status, waits: configuration.redis.replicaWait != nil).wait(on: redis, for: "reading")
+                return replicated ? entries : []
             } catch let error as RedisError where error.outcomeIsUnknown && position == .new {
                 replyLost = true
                 throw error

@@ -190,6 +190,13 @@ struct StreamSink {
                     letters.map(\.entry.id), in: stream, group: configuration.group,
                     addingAtomically: letters.filter { !lettered.contains($0.entry.id) }.map { $0.command(from: stream, at: now) }
                 )
+                // Written. With WAIT replicas, counted once replicas have the letters; a failover
+                // before that takes the XACK back with them, so the entry is read and lettered again.
+                do {
+                    _ = try await ReplicationGate(stream: stream, logger: logger, status: status, waits: configuration.redis.replicaWait != nil).wait(on: redis, for: "writing dead letters")
+                } catch {
+                    logger.warning("dead letters written; whether replicas have them is unknown", metadata: ["error": "\(error)"])
+                }
                 return letters
             } catch let error as RedisError where error.code == .outOfMemory {
                 return nil

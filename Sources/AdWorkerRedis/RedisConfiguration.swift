@@ -22,6 +22,11 @@ public struct RedisConfiguration: Sendable, CustomStringConvertible {
     /// ``port`` do not apply. Exclusive with ``clusterNodes``.
     public var sentinel: RedisSentinel?
 
+    /// Confirmed means replicated: XADD pipelines and dead-letter transactions are followed by
+    /// `WAIT`, and count as done only once this many replicas acknowledged them. Nil: a write is
+    /// done when the primary answers (a failover may lose its last writes).
+    public var replicaWait: RedisReplicaWait?
+
     public var isCluster: Bool { !clusterNodes.isEmpty }
 
     /// The same configuration for a connection whose commands all touch `key`'s slot.
@@ -76,6 +81,19 @@ public struct RedisTLS: Sendable, Equatable {
         self.keyFile = keyFile
         self.serverName = serverName
         self.verifiesServer = verifiesServer
+    }
+}
+
+/// `WAIT replicas timeout` after writes that must survive a failover.
+public struct RedisReplicaWait: Sendable, Equatable {
+    /// How many replicas must hold a write before it counts as done, at least 1.
+    public var replicas: Int
+    /// How long one WAIT waits; shorter than the command timeout (the WAIT's reply is a reply).
+    public var timeout: Duration
+
+    public init(replicas: Int, timeout: Duration = .seconds(1)) {
+        self.replicas = replicas
+        self.timeout = timeout
     }
 }
 

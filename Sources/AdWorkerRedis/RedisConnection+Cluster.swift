@@ -91,8 +91,10 @@ extension RedisConnection {
             switch redirects.received(replies) {
             case .finished(let answers): return answers
             case .failed(let error): throw error
-            case .move(let node): retarget(to: node)
-            case .send: continue
+            case .move(let node):
+                redirectsFollowed += 1
+                retarget(to: node)
+            case .send: redirectsFollowed += 1
             }
         }
     }

@@ -91,24 +91,6 @@ extension RedisConnection {
         _ = try transaction(commands)
     }
 
-    /// Sends XADD commands pipelined. One result per command, in order: the new entry's id or why
-    /// that one failed.
-    public func add(_ commands: [RedisCommand]) throws(RedisError) -> [Result<StreamEntryID, RedisError>] {
-        try pipeline(commands) { reply throws(RedisError) -> Result<StreamEntryID, RedisError> in
-            let value = reply.pointee
-            let text = UnsafeRawBufferPointer(start: value.str, count: value.len)
-            switch value.type {
-            case REDIS_REPLY_STRING:
-                if let id = StreamEntryID(utf8: text) { return .success(id) }
-                return .failure(RedisError(.unexpectedReply, "XADD returned a malformed id"))
-            case REDIS_REPLY_ERROR:
-                return .failure(RedisError.fromReply(String(decoding: text, as: UTF8.self)))
-            default:
-                return .failure(RedisError(.unexpectedReply, "XADD"))
-            }
-        }
-    }
-
     /// XTRIM MAXLEN (exact): keeps the newest `maximumLength` entries. - Returns: entries removed.
     @discardableResult
     public func trim(_ stream: String, maximumLength: Int) throws(RedisError) -> Int {

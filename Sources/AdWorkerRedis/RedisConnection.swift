@@ -36,6 +36,9 @@ public actor RedisConnection {
     var discoveredNode: RedisNodeAddress?
     /// Cluster mode: every node of the last slot map, asked (before the seeds) for the next one.
     var knownNodes: [RedisNodeAddress] = []
+    /// Cluster mode: redirects (MOVED, ASK) followed so far. A WAIT covers only the writes sent on
+    /// its own link, so a pipeline that was redirected part way cannot count on its WAIT.
+    var redirectsFollowed = 0
 
     /// Commands written ahead of the replies being read in a long pipeline.
     static let pipelineChunk = 256

@@ -34,6 +34,9 @@ public struct RedisError: Error, Sendable, CustomStringConvertible {
         case readOnlyReplica
         /// A sentinel knows no master of the configured name.
         case unknownMaster
+        /// Fewer replicas than ``RedisReplicaWait/replicas`` acknowledged a write within its
+        /// timeout (WAIT fell short): the primary holds it, and a failover may still lose it.
+        case replicationShortfall
         /// The server's TLS certificate did not verify: not signed by a trusted authority, expired or
         /// not yet valid, or issued for another name.
         case tlsCertificateRejected
@@ -72,16 +75,17 @@ public struct RedisError: Error, Sendable, CustomStringConvertible {
     /// Whether retrying after a pause can help.
     public var isTransient: Bool {
         switch code {
-        case .connectionFailed, .connectionLost, .timeout, .serverBusy, .redirected, .clusterDown, .readOnlyReplica: true
+        case .connectionFailed, .connectionLost, .timeout, .serverBusy, .redirected, .clusterDown, .readOnlyReplica, .replicationShortfall: true
         default: false
         }
     }
 
     /// Whether Redis may have run the command that failed: the connection broke after it was
-    /// sent, or its reply did not come in time.
+    /// sent, or its reply did not come in time; or it ran and too few replicas have it yet, so
+    /// whether it survives a failover is unknown.
     public var outcomeIsUnknown: Bool {
         switch code {
-        case .connectionLost, .timeout: true
+        case .connectionLost, .timeout, .replicationShortfall: true
         default: false
         }
     }

@@ -56,20 +56,59 @@ struct RedisSentinelTests {
     /// asynchronous, so a record the old primary confirmed but had not passed on can be lost (the
     /// WAIT option is what closes that); nothing is stored twice and nothing stays pending.
     @Test func aPrimaryKilledWithMinusNineIsFollowedWithoutARestart() async throws {
-        try await TestServers.withTestSchema { postgres in
+        let outcome = try await failover(sentinel, restartAfter: nil)
+        #expect(outcome.confirmed == 8000, "every record confirmed, the failover within the producer's retries")
+        // A row whose entry died with the old primary's unreplicated tail is one more than the
+        // new primary holds; a record confirmed and lost there before it was stored has none.
+        #expect(outcome.rows >= outcome.entries, "every entry of the new primary is a row")
+        #expect(8000 - outcome.stored < 400, "confirmed records lost with the old primary's unreplicated tail: \(8000 - outcome.stored)")
+    }
+
+    /// The same with ADWORKER_REDIS_WAIT_REPLICAS=1, the killed node restarted 3 s later: confirmed
+    /// means the replica had it, so every confirmed record survives the failover, each as one row.
+    @Test func withWaitReplicasAPrimaryKilledWithMinusNineLosesNothingConfirmed() async throws {
+        var configuration = sentinel
+        configuration.replicaWait = RedisReplicaWait(replicas: 1, timeout: .milliseconds(500))
+        let outcome = try await failover(configuration, restartAfter: .seconds(3))
+        #expect(outcome.confirmed == 8000)
+        #expect(outcome.stored == 8000, "confirmed records lost: \(8000 - outcome.stored)")
+        #expect(outcome.rows == outcome.entries && outcome.rows == 8000, "rows \(outcome.rows), entries \(outcome.entries): each record once")
+    }
+
+    struct FailoverOutcome {
+        var confirmed = 0, rows = 0, stored = 0, entries = 0
+    }
+
+    /// 8,000 records sent in chunks of 200 every 50 ms, the primary killed after the tenth chunk
+    /// (and started again `restartAfter` later); a worker stores them throughout, and a draining
+    /// run after it must find nothing pending.
+    func failover(_ redis: RedisConfiguration, restartAfter: Duration?) async throws -> FailoverOutcome {
+        let outcome = try await TestServers.withTestSchema { postgres in
             let prefix = TestServers.uniqueName("sentinel") + ":"
             var configuration = TestServers.workerConfiguration(prefix: prefix, postgres: postgres)
-            configuration.redis = sentinel
+            configuration.redis = redis
             configuration.drain = false
-            let producer = TelemetryProducer(configuration: TelemetryProducerConfiguration(redis: sentinel, streamPrefix: prefix), logger: TestServers.logger)
+            // Entries are counted with XLEN: nothing trimmed.
+            configuration.trimInterval = nil
+            let producer = TelemetryProducer(configuration: TelemetryProducerConfiguration(redis: redis, streamPrefix: prefix), logger: TestServers.logger)
             let before = try #require(try await namedPrimaryPort())
             var telemetry = SyntheticTelemetry(seed: 41)
             let worker = WorkerService(configuration: configuration, logger: TestServers.logger)
-            let confirmed = try await withRunningService(worker) {
+            var outcome = FailoverOutcome()
+            outcome.confirmed = try await withRunningService(worker) {
                 try await withRunningService(producer) {
                     var confirmed = 0
+                    var restart: Task<String, any Error>?
                     for chunk in 0..<40 {
-                        if chunk == 10 { try await Self.killPrimary(of: sentinel) }
+                        if chunk == 10 {
+                            try await Self.killPrimary(of: redis)
+                            if let restartAfter {
+                                restart = Task {
+                                    try await Task.sleep(for: restartAfter)
+                                    return try await Scripts.run("redis-sentinel.sh", ["start"])
+                                }
+                            }
+                        }
                         let records = (0..<100).flatMap { number -> [TelemetryRecord] in
                             let (training, inference) = telemetry.request(number: chunk * 100 + number)
                             return [.training(training), .inference(inference)]
@@ -77,38 +116,40 @@ struct RedisSentinelTests {
                         confirmed += try await producer.send(records).map { try $0.get() }.count
                         try await Task.sleep(for: .milliseconds(50))
                     }
+                    _ = try await restart?.value
                     return confirmed
                 }
             }
-            #expect(confirmed == 8000, "every record confirmed, the failover within the producer's retries")
             #expect(try await namedPrimaryPort() != before, "the sentinels promoted the replica")
             // The worker that lived through the failover stored what the new primary holds; a
             // run after it finds nothing pending.
             configuration.drain = true
             try await WorkerService(configuration: configuration, logger: TestServers.logger).run()
-            let rows = try await TestServers.count(postgres, "training_data") + TestServers.count(postgres, "inference_results")
-            let (entries, pending) = try await RedisConnection.withConnection(sentinel, logger: TestServers.logger) { redis in
-                var (entries, pending) = (0, 0)
+            outcome.rows = try await TestServers.count(postgres, "training_data") + TestServers.count(postgres, "inference_results")
+            let pending: Int
+            let dead: Int
+            (outcome.entries, pending, dead) = try await RedisConnection.withConnection(sentinel, logger: TestServers.logger) { redis in
+                var (entries, pending, dead) = (0, 0, 0)
                 for stream in configuration.allStreams {
                     entries += try await redis.streamLength(stream)
                     pending += try await redis.pendingCount(stream, group: "adworker")
+                    dead += try await redis.streamLength(stream + ":dead")
                 }
-                return (entries, pending)
+                _ = try await redis.delete(configuration.allStreams + configuration.allStreams.map { $0 + ":dead" })
+                return (entries, pending, dead)
             }
             #expect(pending == 0)
-            // A row whose entry died with the old primary's unreplicated tail is one more than the
-            // new primary holds; a record confirmed and lost there before it was stored has none.
-            #expect(rows >= entries, "every entry of the new primary is a row")
+            // Good entries only: none may end as a dead letter (one that waited out a failover
+            // must not count as a failed delivery).
+            #expect(dead == 0)
             let requests = try await TestServers.query(
                 postgres, "SELECT (SELECT count(DISTINCT request_id) FROM training_data) + (SELECT count(DISTINCT request_id) FROM inference_results)")
-            let stored = try #require(requests.first?.first.flatMap { $0.flatMap { Int($0) } })
-            print("sentinel failover: \(confirmed) confirmed, \(rows) rows of \(stored) records, \(entries) entries on the new primary")
-            #expect(8000 - stored < 400, "confirmed records lost with the old primary's unreplicated tail: \(8000 - stored)")
-            try await RedisConnection.withConnection(sentinel, logger: TestServers.logger) { redis in
-                _ = try await redis.delete(configuration.allStreams)
-            }
+            outcome.stored = try #require(requests.first?.first.flatMap { $0.flatMap { Int($0) } })
+            print("sentinel failover (wait \(redis.replicaWait?.replicas ?? 0)): \(outcome.confirmed) confirmed, \(outcome.rows) rows of \(outcome.stored) records, \(outcome.entries) entries on the new primary")
+            return outcome
         }
         try await Scripts.run("redis-sentinel.sh", ["start"])
+        return outcome
     }
 
     static func killPrimary(of configuration: RedisConfiguration) async throws {

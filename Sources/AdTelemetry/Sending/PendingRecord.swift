@@ -48,13 +48,9 @@ enum SendFailure {
     }
 
     /// Whether Redis may or may not have run a failed XADD: its connection broke or its reply did
-    /// not come in time. Such a record is looked for in its stream before it is sent again.
-    static func hasUnknownOutcome(_ error: RedisError) -> Bool {
-        switch error.code {
-        case .connectionLost, .timeout: true
-        default: false
-        }
-    }
+    /// not come in time; or it ran and too few replicas acknowledged it (a failover may undo it).
+    /// Such a record is looked for in its stream before it is sent again.
+    static func hasUnknownOutcome(_ error: RedisError) -> Bool { error.outcomeIsUnknown }
 
     /// What the caller is told: `misconfigured` when this client cannot talk to that server as
     /// configured (TLS refused), `redisUnavailable` when Redis may take it later, else `rejected`.
