@@ -27,15 +27,17 @@ public enum ServerSession: Sendable, Equatable {
             let announced = try await first.announcedBackendPID()
             let served = try await first.servingBackendPID()
             guard announced != served else { return .direct }
-            let (other, again) = try await PostgresConnection.withConnection(configuration, logger: logger) { second in
+            let keptItsOwn = try await PostgresConnection.withConnection(configuration, logger: logger) { second in
                 try await second.execute("BEGIN")
-                // Asked while the second connection holds its transaction (and so its session).
+                // The first connection is asked again while the second holds its transaction (and
+                // so its session), and only if that is another session: with a pool of one session
+                // it would wait for the second's transaction to end.
                 let other = try await second.servingBackendPID()
-                let again = try await first.servingBackendPID()
+                let again = other == served ? nil : try await first.servingBackendPID()
                 try await second.execute("ROLLBACK")
-                return (other, again)
+                return again == served
             }
-            return other != served && again == served ? .pinnedByPooler : .sharedByPooler
+            return keptItsOwn ? .pinnedByPooler : .sharedByPooler
         }
     }
 }
