@@ -28,6 +28,9 @@ REDIS_CLUSTER_TLS=1 REDIS_CLUSTER_BASE_PORT=21001 scripts/redis-cluster.sh start
 log "starting Redis under Sentinel on loopback: a primary and a replica on 6400-6401, sentinels on 26400-26402"
 scripts/redis-sentinel.sh start
 
+log "starting PgBouncer on 127.0.0.1:6432 (transaction mode; adworker_pgbouncer_session in session mode) before database adworker_pgbouncer"
+scripts/pgbouncer.sh start
+
 log "checking the layout: file and function sizes, Redis commands only in AdWorkerRedis"
 python3 scripts/check-layout.py
 
@@ -308,6 +311,27 @@ sentinel_status=$(env "${sentinel_env[@]}" "$adworker" status --env-file "$empty
 grep -qF "redis under sentinel: master adworker, primary 127.0.0.1:$sentinel_primary" <<<"$sentinel_status" \
     || { log "status does not name the primary on $sentinel_primary:"; echo "$sentinel_status"; exit 1; }
 redis-cli -p "$sentinel_primary" --scan --pattern "${prefix}*" | xargs -r redis-cli -p "$sentinel_primary" del >/dev/null
+
+log "CLI through PgBouncer (scripts/pgbouncer.sh, database adworker_pgbouncer, default synchronous_commit = off): migrate refuses the transaction pool with exit 4 and applies nothing, migrates through the session pool; produce, drain and stats through the transaction pool"
+pgbouncer_env=(DATABASE_HOST=127.0.0.1 DATABASE_PORT=6432 DATABASE_NAME=adworker_pgbouncer)
+psql_pgbouncer() { PGPASSWORD=$DATABASE_PASSWORD psql -X -q -t -A -v ON_ERROR_STOP=1 -h "$DATABASE_HOST" -p "$DATABASE_PORT" -U "$DATABASE_USER" -d adworker_pgbouncer "$@"; }
+psql_pgbouncer -c 'SET client_min_messages = warning; DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public;'
+code=0
+timeout 60 env "${pgbouncer_env[@]}" "$adworker" migrate --env-file "$empty_env" > /tmp/adworker-smoke-pgbouncer.txt 2>&1 || code=$?
+[ "$code" = 4 ] && grep -qF "needs a direct connection to PostgreSQL or a session-mode pool" /tmp/adworker-smoke-pgbouncer.txt \
+    && [ "$(psql_pgbouncer -c "SELECT to_regclass('public.adworker_schema_migrations') IS NULL")" = t ] \
+    || { log "migrate through the transaction pool: expected exit 4 and nothing applied; got $code:"; cat /tmp/adworker-smoke-pgbouncer.txt; exit 1; }
+env "${pgbouncer_env[@]}" DATABASE_NAME=adworker_pgbouncer_session "$adworker" migrate --env-file "$empty_env" >/dev/null
+env "${pgbouncer_env[@]}" "$adworker" produce --env-file "$empty_env" --stream requests --count 2000
+timeout 120 env "${pgbouncer_env[@]}" "$adworker" run --env-file "$empty_env" --drain
+[ "$(psql_pgbouncer -c 'SELECT (SELECT count(*) FROM training_data) || '"'|'"' || (SELECT count(*) FROM inference_results)')" = "1000|1000" ] \
+    && [ "$(redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" xpending "${prefix}inference" adworker | head -1)" = 0 ] \
+    || { log "drain through PgBouncer: rows or pending entries wrong"; exit 1; }
+pgbouncer_model=$(psql_pgbouncer -c 'SELECT model_name FROM inference_results GROUP BY 1 ORDER BY count(*) DESC LIMIT 1')
+env "${pgbouncer_env[@]}" "$adworker" stats --env-file "$empty_env" --model "$pgbouncer_model" --hours 1 --json | python3 -c '
+import json, sys
+stats = json.load(sys.stdin)
+assert stats["inferenceRecords"] == int(sys.argv[1]), stats' "$(psql_pgbouncer -c "SELECT count(*) FROM inference_results WHERE model_name = '$pgbouncer_model'")"
 
 python3 -c 'import prometheus_client' 2>/dev/null || python3 -m pip install -q prometheus_client
 

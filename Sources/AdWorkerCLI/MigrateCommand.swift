@@ -6,7 +6,8 @@ import Logging
 struct MigrateCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "migrate",
-        abstract: "Applies the SQL migrations in schema/ that the database does not have yet; safe to run again."
+        abstract: "Applies the SQL migrations in schema/ that the database does not have yet; safe to run again.",
+        discussion: "Needs a server session of its own: directly to PostgreSQL, or through a pooler in session mode. Through a pooler in transaction mode (PgBouncer pool_mode = transaction) it exits 4 before applying anything."
     )
 
     @OptionGroup var connection: ConnectionOptions
@@ -32,6 +33,7 @@ struct MigrateCommand: AsyncParsableCommand {
         let logger = try connection.bootstrap(settings, label: "adworker.migrate")
         let migrations = try Migration.load(from: try Self.schemaDirectory(schemaDir ?? settings.string("ADWORKER_SCHEMA_DIR")))
         let postgres = try connection.postgres(settings)
+        try await refuseATransactionPool(postgres, logger: logger)
         let (applied, timescale) = try await PostgresConnection.withConnection(postgres, logger: logger) { connection in
             let applied = try await connection.migrate(migrations)
             return (applied, try await setUpTimescale(connection, logger: logger))
@@ -41,6 +43,21 @@ struct MigrateCommand: AsyncParsableCommand {
     }
 
     static let tables = ["training_data", "inference_results"]
+
+    /// Migrations run in one server session of their own: through a pooler in transaction mode
+    /// whatever a migration sets for its session would stay in a pooled session and reach other
+    /// clients' transactions. Refused before anything is applied, with the start-up refusal's status.
+    private func refuseATransactionPool(_ postgres: PostgresConfiguration, logger: Logger) async throws {
+        let session = try await ServerSession.detect(postgres, logger: logger)
+        guard session == .sharedByPooler else {
+            if session == .pinnedByPooler { logger.info("migrating through a pooler that keeps one server session for it") }
+            return
+        }
+        logger.critical(
+            "cannot migrate: \(postgres) is a connection pooler in transaction mode (PgBouncer pool_mode = transaction), which serves each transaction from whichever server session is free; migrate needs a direct connection to PostgreSQL or a session-mode pool: point DATABASE_HOST and DATABASE_PORT (or DATABASE_URL) at PostgreSQL itself, or at a pool with pool_mode = session, for migrate only (the worker runs through the transaction pool)"
+        )
+        throw ExitCode(RunCommand.startupRefusedExitCode)
+    }
 
     /// TimescaleDB after the versioned migrations, on every run (``TimescaleSetup``): creates the
     /// extension when the server preloads it, converts the tables that are not hypertables yet

@@ -9,6 +9,7 @@ public struct CopyTarget: Sendable, Equatable {
     }
 
     var columnList: String { columns.joined(separator: ", ") }
-    /// A session-local staging table for the idempotent path.
-    var stagingTable: String { "adworker_staging_" + table.map { $0.isLetter || $0.isNumber ? String($0) : "_" }.joined() }
+    /// The idempotent path's staging table, a temporary table that lives for one transaction. Not
+    /// the name of the session-long table older versions kept, which a pooled session may still hold.
+    var stagingTable: String { "adworker_txn_staging_" + table.map { $0.isLetter || $0.isNumber ? String($0) : "_" }.joined() }
 }

@@ -22,7 +22,7 @@ public struct PostgresConfiguration: Sendable, CustomStringConvertible {
     public var url: String?
     /// Fields that override the URL's: the ones given as flags.
     public var urlOverrides: Set<Field> = []
-    /// `search_path` for the session; tests use it to give each run its own schema.
+    /// `search_path` for every transaction; tests use it to give each run its own schema.
     public var searchPath: String?
     public var applicationName: String
     public var connectTimeout: Duration
@@ -94,18 +94,25 @@ public struct PostgresConfiguration: Sendable, CustomStringConvertible {
     /// without reading the environment or any file.
     static let keywords = Set(libpqOptions("")?.map(\.keyword) ?? [])
 
+    /// The session settings, as the first statements of every transaction: no startup `options`,
+    /// which PgBouncer refuses (08P01) and a pooler in transaction mode could not keep for a
+    /// session anyway, and nothing the next transaction relies on.
+    /// - Important: The XACK after a commit is an action outside the database that relies on the
+    ///   commit, so every transaction commits synchronously whatever the server's default
+    ///   (`synchronous_commit = off` would acknowledge entries whose rows a crash can still lose).
+    var transactionSettings: String {
+        var settings = "SET LOCAL statement_timeout = \(statementTimeout.wholeMilliseconds); SET LOCAL synchronous_commit = on; "
+        // A client that went away mid-statement (a reply overdue, a shutdown) is noticed by the
+        // server within a second, not when the statement ends.
+        settings += "SET LOCAL client_connection_check_interval = 1000; "
+        if let searchPath { settings += "SET LOCAL search_path = \(searchPath); " }
+        return settings
+    }
+
     /// Keyword/value pairs for `PQconnectdbParams` with `expand_dbname`: a URL goes first as
     /// `dbname` (libpq expands it), and later pairs override what it says. Contains the password:
     /// never log it.
     var connectionParameters: [(String, String)] {
-        // The XACK after a commit is an action outside the database that relies on the commit, so
-        // every session commits synchronously whatever the server's default (`synchronous_commit
-        // = off` would acknowledge entries whose rows a crash can still lose).
-        // A client that went away mid-statement (a reply overdue, a shutdown) is noticed by the
-        // server within a second, not when the statement ends.
-        var options = "-c statement_timeout=\(statementTimeout.wholeMilliseconds) -c synchronous_commit=on"
-        options += " -c client_connection_check_interval=1000"
-        if let searchPath { options += " -c search_path=\(searchPath)" }
         var parameters: [(String, String)] = []
         let fields: Set<Field>
         if let url {
@@ -127,7 +134,6 @@ public struct PostgresConfiguration: Sendable, CustomStringConvertible {
         parameters += [
             ("connect_timeout", String(max(1, connectTimeout.components.seconds))),
             ("application_name", applicationName),
-            ("options", options),
             // A peer that disappears is noticed by the kernel: idle connections through keepalives,
             // unacknowledged writes through the user timeout. Replies are bounded by replyTimeout.
             ("keepalives", "1"),

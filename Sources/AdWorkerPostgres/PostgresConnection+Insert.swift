@@ -54,8 +54,8 @@ extension PostgresConnection {
             let inserted: Int
             switch path {
             case .fast:
-                // A lone COPY is a transaction of its own (all rows or none): no BEGIN and COMMIT
-                // round trips per batch.
+                // A COPY sent alone is a transaction of its own (all rows or none), its settings
+                // sent in the same query string: no BEGIN and COMMIT round trips per batch.
                 inserted = try copyOnce(rows, range: range, into: target, path: path)
             case .idempotent:
                 inserted = try transaction { connection throws(PostgresError) in
@@ -86,10 +86,13 @@ extension PostgresConnection {
             return try copy("COPY \(target.table) (\(target.columnList)) FROM STDIN (FORMAT binary)", chunks: chunks)
         case .idempotent:
             let staging = target.stagingTable
-            try execute(
-                "CREATE TEMP TABLE IF NOT EXISTS \(staging) (LIKE \(target.table) INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+            // Made and dropped by the transaction that uses it, sent with its COPY: through a pooler
+            // in transaction mode the next transaction may run in another server session.
+            _ = try copy(
+                "CREATE TEMP TABLE \(staging) (LIKE \(target.table) INCLUDING DEFAULTS) ON COMMIT DROP; "
+                    + "COPY \(staging) (\(target.columnList)) FROM STDIN (FORMAT binary)",
+                chunks: chunks
             )
-            _ = try copy("COPY \(staging) (\(target.columnList)) FROM STDIN (FORMAT binary)", chunks: chunks)
             return try execute(
                 "INSERT INTO \(target.table) (\(target.columnList)) SELECT \(target.columnList) FROM \(staging) ON CONFLICT DO NOTHING"
             )

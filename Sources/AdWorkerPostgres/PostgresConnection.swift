@@ -122,7 +122,7 @@ public actor PostgresConnection {
     }
 
     /// The live connection, reconnecting first if the last one broke.
-    private func liveConnection() throws(PostgresError) -> OpaquePointer {
+    func liveConnection() throws(PostgresError) -> OpaquePointer {
         if let connection, PQstatus(connection) == CONNECTION_OK {
             return connection
         }
@@ -131,12 +131,13 @@ public actor PostgresConnection {
         return connection
     }
 
-    /// Runs one or more statements without parameters. - Returns: rows affected by the last one.
+    /// Runs one or more statements without parameters; outside ``transaction(_:)`` they are one
+    /// transaction of their own. - Returns: rows affected by the last one.
     @discardableResult
     public func execute(_ sql: String) throws(PostgresError) -> Int {
         let connection = try liveConnection()
         let deadline = replyDeadline()
-        guard PQsendQuery(connection, sql) == 1 else { throw lostConnection(connection, "sending a statement") }
+        guard PQsendQuery(connection, settingsUnlessInTransaction(connection) + sql) == 1 else { throw lostConnection(connection, "sending a statement") }
         let result = try lastResult(connection, deadline: deadline)
         defer { PQclear(result) }
         try check(result, connection: connection)
@@ -147,6 +148,10 @@ public actor PostgresConnection {
     /// as text. For small results: migrations, stats, tests.
     public func query(_ sql: String, _ parameters: [String?] = []) throws(PostgresError) -> [[String?]] {
         let connection = try liveConnection()
+        // One statement of the extended protocol has no room for the settings in front of it.
+        if settingsUnlessInTransaction(connection) != "" {
+            return try transaction { connection throws(PostgresError) in try connection.query(sql, parameters) }
+        }
         let deadline = replyDeadline()
         var cStrings: [UnsafeMutablePointer<CChar>?] = parameters.map { $0.flatMap { strdup($0) } }
         defer { cStrings.forEach { free($0) } }
@@ -174,6 +179,7 @@ public actor PostgresConnection {
     }
 
     /// Runs `body` inside BEGIN … COMMIT on the connection's thread; rolls back if it throws.
+    /// BEGIN goes in one round trip with the settings (``execute(_:)``).
     public func transaction<Result>(
         _ body: (isolated PostgresConnection) throws(PostgresError) -> Result
     ) throws(PostgresError) -> Result {
@@ -190,14 +196,15 @@ public actor PostgresConnection {
         }
     }
 
-    /// `COPY … FROM STDIN` with `chunks` as the data, sent in order without joining them.
-    /// A server error (a refused row) leaves the connection usable; a transport failure, a reply
+    /// `COPY … FROM STDIN` with `chunks` as the data, sent in order without joining them; outside
+    /// ``transaction(_:)`` it is a transaction of its own, its settings sent with it.
+    /// `copyStatement` may start with other statements. A server error (a refused row) leaves the connection usable; a transport failure, a reply
     /// overdue or cancellation drops it, and the server rolls the COPY back.
     /// - Returns: rows copied.
     public func copy(_ copyStatement: String, chunks: [ArraySlice<UInt8>]) throws(PostgresError) -> Int {
         let connection = try liveConnection()
         let deadline = replyDeadline()
-        guard PQsendQuery(connection, copyStatement) == 1 else { throw lostConnection(connection, "sending COPY") }
+        guard PQsendQuery(connection, settingsUnlessInTransaction(connection) + copyStatement) == 1 else { throw lostConnection(connection, "sending COPY") }
         let start = try lastResult(connection, deadline: deadline)
         guard PQresultStatus(start) == PGRES_COPY_IN else {
             // The statement failed before any data (a missing table, say).
@@ -240,6 +247,12 @@ public actor PostgresConnection {
         }
         if let firstError { throw firstError }
         return rows
+    }
+
+    /// The settings every transaction starts with, when `connection` is between transactions: a
+    /// simple query's statements are one transaction, so `SET LOCAL` in front holds for all of them.
+    private func settingsUnlessInTransaction(_ connection: OpaquePointer) -> String {
+        PQtransactionStatus(connection) == PQTRANS_IDLE ? configuration.transactionSettings : ""
     }
 
     // MARK: Bounded waits
@@ -323,7 +336,7 @@ public actor PostgresConnection {
 
     /// Drops a connection mid-statement. No PQcancel: it opens a connection of its own and waits
     /// on it without a bound, so against a server that stopped answering it would hang just the
-    /// same. The session's `client_connection_check_interval` makes the server notice the closed
+    /// same. The transaction's `client_connection_check_interval` makes the server notice the closed
     /// socket within a second and stop the statement (rolling back a COPY or a transaction).
     private func abandon(_ connection: OpaquePointer) {
         PQfinish(connection)
@@ -360,23 +373,6 @@ public actor PostgresConnection {
             logger.warning("postgres connection lost", metadata: ["error": "\(message)"])
         }
         return PostgresError(.connectionLost, "\(context): \(message)")
-    }
-
-    /// The SQLSTATE of a failed connection, from libpq's verbose rendering of the server's
-    /// ErrorResponse: `<severity>:  <SQLSTATE>: <message>` (five digits or capitals); nil when the
-    /// failure never reached the server (refused, unreachable, timed out).
-    static func connectionSQLState(in message: String) -> String? {
-        let bytes = Array(message.utf8)
-        var index = 0
-        while index + 9 < bytes.count {
-            if bytes[index] == UInt8(ascii: ":"), bytes[index + 1] == UInt8(ascii: " "), bytes[index + 2] == UInt8(ascii: " ") {
-                let code = bytes[(index + 3)..<(index + 8)]
-                let isCode = code.allSatisfy { (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) || (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains($0) }
-                if isCode && bytes[index + 8] == UInt8(ascii: ":") { return String(decoding: code, as: UTF8.self) }
-            }
-            index += 1
-        }
-        return nil
     }
 
     private static func errorMessage(_ connection: OpaquePointer) -> String {

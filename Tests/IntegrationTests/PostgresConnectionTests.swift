@@ -6,8 +6,8 @@ import Testing
 @Suite("PostgreSQL connection settings against a real server", .timeLimit(.minutes(1)))
 struct PostgresConnectionTests {
     /// With `synchronous_commit = off` as the default, COMMIT returns before the WAL is flushed; the
-    /// worker XACKs after COMMIT, so its sessions must commit synchronously whatever the default.
-    @Test func sessionsCommitSynchronouslyWhenTheServerDefaultIsOff() async throws {
+    /// worker XACKs after COMMIT, so its transactions must commit synchronously whatever the default.
+    @Test func transactionsCommitSynchronouslyWhenTheServerDefaultIsOff() async throws {
         let configuration = TestServers.postgres
         try await PostgresConnection.withConnection(configuration, logger: TestServers.logger) { connection in
             try await connection.execute("ALTER ROLE CURRENT_USER SET synchronous_commit = off")

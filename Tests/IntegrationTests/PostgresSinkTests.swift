@@ -7,31 +7,17 @@ import Testing
 
 @Suite("PostgreSQL sink against a real server", .timeLimit(.minutes(1)))
 struct PostgresSinkTests {
-    static func rows(_ ids: ClosedRange<UInt64>, badValueAt bad: Set<UInt64> = []) -> BinaryCopyRows {
-        var rows = BinaryCopyRows()
-        var telemetry = SyntheticTelemetry(seed: 3)
-        for sequence in ids {
-            var record = telemetry.inference(model: "m", requestID: "r-\(sequence)")
-            if bad.contains(sequence) {
-                // A NUL byte is valid in a Swift string but PostgreSQL's text refuses it (SQLSTATE 22021).
-                record.model = "bad\u{0}model"
-            }
-            RowEncoder.append(record, id: StreamEntryID(milliseconds: 1_700_000_000_000, sequence: sequence), to: &rows)
-        }
-        return rows
-    }
-
     @Test func fastPathFallsBackToIdempotentOnDuplicates() async throws {
         try await TestServers.withTestSchema { configuration in
             try await PostgresConnection.withConnection(configuration, logger: TestServers.logger) { connection in
-                let first = try await connection.insert(Self.rows(1...10), into: RowEncoder.inferenceTarget, path: .fast)
+                let first = try await connection.insert(TestRows.inference(1...10), into: RowEncoder.inferenceTarget, path: .fast)
                 #expect(first.insertedRows == 10)
                 #expect(!first.fellBackToIdempotentPath)
-                let again = try await connection.insert(Self.rows(5...15), into: RowEncoder.inferenceTarget, path: .fast)
+                let again = try await connection.insert(TestRows.inference(5...15), into: RowEncoder.inferenceTarget, path: .fast)
                 #expect(again.fellBackToIdempotentPath)
                 #expect(again.insertedRows == 5)
                 #expect(again.duplicateRows == 6)
-                let redelivered = try await connection.insert(Self.rows(1...15), into: RowEncoder.inferenceTarget, path: .idempotent)
+                let redelivered = try await connection.insert(TestRows.inference(1...15), into: RowEncoder.inferenceTarget, path: .idempotent)
                 #expect(redelivered.insertedRows == 0)
                 #expect(redelivered.duplicateRows == 15)
             }
@@ -42,7 +28,7 @@ struct PostgresSinkTests {
     @Test func aDataErrorIsBisectedToTheBadRowsAndTheRestCommitted() async throws {
         try await TestServers.withTestSchema { configuration in
             try await PostgresConnection.withConnection(configuration, logger: TestServers.logger) { connection in
-                let outcome = try await connection.insert(Self.rows(1...100, badValueAt: [7, 64]), into: RowEncoder.inferenceTarget, path: .fast)
+                let outcome = try await connection.insert(TestRows.inference(1...100, badValueAt: [7, 64]), into: RowEncoder.inferenceTarget, path: .fast)
                 #expect(outcome.insertedRows == 98)
                 #expect(outcome.rejectedRows.map(\.index) == [6, 63])
                 #expect(outcome.rejectedRows.allSatisfy { $0.error.sqlState == "22021" && $0.error.code == .dataError })

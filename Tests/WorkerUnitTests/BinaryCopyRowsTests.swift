@@ -85,9 +85,16 @@ struct PostgresErrorTests {
         #expect(!withURL.description.contains("secret"))
     }
 
-    @Test func everySessionCommitsSynchronouslyAndBoundsItsWaits() throws {
-        let parameters = Dictionary(PostgresConfiguration().connectionParameters, uniquingKeysWith: { _, last in last })
-        #expect(try #require(parameters["options"]).contains("-c synchronous_commit=on"))
+    @Test func everyTransactionCommitsSynchronouslyAndBoundsItsWaits() throws {
+        var configuration = PostgresConfiguration()
+        configuration.searchPath = "s1"
+        let parameters = Dictionary(configuration.connectionParameters, uniquingKeysWith: { _, last in last })
+        // No startup options: PgBouncer refuses them, and a transaction pool could not keep them.
+        #expect(parameters["options"] == nil)
+        #expect(
+            configuration.transactionSettings
+                == "SET LOCAL statement_timeout = 60000; SET LOCAL synchronous_commit = on; SET LOCAL client_connection_check_interval = 1000; SET LOCAL search_path = s1; "
+        )
         #expect(parameters["keepalives"] == "1")
         #expect(parameters["tcp_user_timeout"] == "65000")
     }
