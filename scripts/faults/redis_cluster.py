@@ -53,9 +53,10 @@ def shard_streams(prefix, kind, count):
     return streams
 
 
-def cluster_redis(*args, port=None):
-    """redis-cli -c (follows MOVED/ASK) against the first node that answers."""
-    for candidate in ([port] if port else CLUSTER_PORTS):
+def cluster_redis(*args, port=None, skip=None):
+    """redis-cli -c (follows MOVED/ASK) against the first node that answers; never `skip` (a
+    frozen node accepts the connection and answers nothing)."""
+    for candidate in ([port] if port else [node for node in CLUSTER_PORTS if node != skip]):
         result = subprocess.run(["redis-cli", "-c", "-h", "127.0.0.1", "-p", str(candidate), *args], capture_output=True)
         if result.returncode == 0 and not result.stdout.startswith(b"Could not connect"):
             return result.stdout.decode("utf-8", "replace").strip()
@@ -72,8 +73,8 @@ def cluster_primaries():
     return primaries
 
 
-def primary_of(slot):
-    for line in cluster_redis("CLUSTER", "NODES").splitlines():
+def primary_of(slot, skip=None):
+    for line in cluster_redis("CLUSTER", "NODES", skip=skip).splitlines():
         fields = line.split()
         if "master" not in fields[2] or "fail" in fields[2]:
             continue

@@ -35,6 +35,8 @@ SCENARIOS = {
     "dead-letter-reply-lost": dead_letter_reply_lost, "readyz-load": readyz_under_load, "idle-http-clients": idle_http_clients,
     "permanent-postgres": permanent_postgres, "startup-refused": startup_refused, "stuck-worker": stuck_worker,
     "cluster-pool-12-shards": cluster_pool_12_shards, "cluster-kill9-master": cluster_kill9_master,
+    "cluster-kill9-master-wait": lambda: cluster_kill9_master(wait_replicas=1),
+    "cluster-freeze-master-wait": lambda: cluster_kill9_master(wait_replicas=1, freeze=True),
     "cluster-reshard-live": cluster_reshard_live, "cluster-node-down-at-start": cluster_node_down_at_start,
     "cluster-one-shard": cluster_one_shard, "redis-kill9-always": redis_kill9_always, "redis-client-kill": redis_client_kill,
     "api-spool-restart": api_spool_restart,

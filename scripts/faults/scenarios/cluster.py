@@ -29,26 +29,36 @@ def cluster_pool_12_shards():
 
 
 
-def cluster_kill9_master():
-    """kill -9 of the primary serving shard 0 under load: its replica takes over; producer and worker
-    go on without a restart. What Redis's asynchronous replication lost is counted apart from what
-    adworker lost, which must be nothing: every entry the cluster holds afterwards is one row."""
+def cluster_kill9_master(wait_replicas=0, freeze=False):
+    """kill -9 of the primary serving shard 0 under load (or, with `freeze`, SIGSTOP past the node
+    timeout, then SIGCONT: it wakes up a primary no longer, after taking writes its replica never
+    saw): its replica takes over; producer and worker go on without a restart. What Redis's
+    asynchronous replication lost is counted apart from what adworker lost, which must be nothing:
+    every entry the cluster holds afterwards is one row. With `wait_replicas`
+    (ADWORKER_REDIS_WAIT_REPLICAS), replication loses nothing confirmed either."""
     # A cluster fresh from `create`: the Swift tests move slots back and forth with forced config
     # epochs, and once the promoted replica of a killed primary held a slot map it never settled
     # (cluster_state:fail on it alone for 30 s while every other node said ok).
     subprocess.run([os.path.join(ROOT, "scripts", "redis-cluster.sh"), "recreate"], check=True, capture_output=True)
-    scenario = ClusterScenario("cluster-kill9-master", 12)
+    name = "cluster-" + ("freeze" if freeze else "kill9") + "-master" + ("-wait" if wait_replicas else "")
+    scenario = ClusterScenario(name, 12)
+    if wait_replicas:
+        scenario.extra_env["ADWORKER_REDIS_WAIT_REPLICAS"] = str(wait_replicas)
     worker = scenario.worker("w")
     producer = scenario.produce(30000, 5000, 32)
     time.sleep(2)
     victim_port, victim_id = primary_of(key_slot(scenario.streams[0]))
     check(victim_port is not None, "no primary serves shard 0")
     with open(os.path.join(CLUSTER_DATA, str(victim_port), "redis.pid")) as pidfile:
-        os.kill(int(pidfile.read().strip()), signal.SIGKILL)
+        victim_pid = int(pidfile.read().strip())
+    os.kill(victim_pid, signal.SIGSTOP if freeze else signal.SIGKILL)
     killed = time.monotonic()
-    wait_for(lambda: primary_of(key_slot(scenario.streams[0]))[0] not in (None, victim_port), 30, "a replica to take over shard 0")
+    wait_for(lambda: primary_of(key_slot(scenario.streams[0]), skip=victim_port)[0] not in (None, victim_port), 30, "a replica to take over shard 0")
     failover = time.monotonic() - killed
-    restore_cluster()  # the killed node comes back, as a replica of its successor
+    if freeze:
+        os.kill(victim_pid, signal.SIGCONT)
+    else:
+        restore_cluster()  # the killed node comes back, as a replica of its successor
     wait_for(cluster_ok, 30, "cluster_state:ok everywhere")
     code = producer.wait(120)
     sent_line = scenario.log("produce").strip().splitlines()[-1] if scenario.log("produce").strip() else ""
@@ -63,9 +73,12 @@ def cluster_kill9_master():
     check(not unstored, f"adworker lost {len(unstored)} entries the cluster holds (e.g. {sorted(unstored)[:3]})")
     stored_then_lost = len(stored - present)
     redis_lost = max(0, confirmed - len(present & stored) - stored_then_lost)
+    if wait_replicas:
+        check(failed == 0 and redis_lost == 0 and stored_then_lost == 0,
+              f"with WAIT {wait_replicas}: {failed} failed, {redis_lost} confirmed entries lost, {stored_then_lost} stored and then lost")
     moved = scenario.log("worker-w").count("following it")
     scenario.notes.append(
-        f"primary :{victim_port} killed, replica took over in {failover:.1f} s; producer confirmed {confirmed}, failed {failed}; "
+        f"primary :{victim_port} {'frozen' if freeze else 'killed'}, replica took over in {failover:.1f} s; producer confirmed {confirmed}, failed {failed}; "
         f"cluster holds {len(present)}: every one stored; replication lost {redis_lost} confirmed entries "
         f"before the worker read them, {stored_then_lost} after it stored them; worker followed {moved} slot moves")
     return scenario.finish(recovery)
