@@ -42,6 +42,10 @@ SCENARIOS = {
     "api-spool-restart": api_spool_restart,
     "pool-frozen-child": pool_frozen_child, "stray-signals": stray_signals, "example-refusals": example_refusals,
     # The same over TLS: the worker, the producer and dlq reach Redis through rediss://.
+    # Through PgBouncer in transaction mode (scripts/pgbouncer.sh): a worker killed, PostgreSQL
+    # restarted and crashed behind the pooler.
+    "kill9-pgbouncer": lambda: kill9(pooled=True), "postgres-restart-pgbouncer": lambda: postgres_restart(pooled=True),
+    "async-commit-crash-pgbouncer": lambda: async_commit_crash(pooled=True),
     "kill9-tls": lambda: kill9(tls=True), "poison-tls": lambda: poison_mix(tls=True), "redis-restart-tls": lambda: redis_restart(tls=True),
 }
 

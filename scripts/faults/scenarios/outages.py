@@ -9,8 +9,18 @@ from ..harness import (DATABASE, PG_ENV, PSQL, REDIS, ROOT, Scenario, check, cpu
                        psql, redis, redis_pid, redis_stopped, wait_for, wait_producer)
 
 
-def kill9(tls=False):
-    scenario = Scenario("kill9", tls=tls)
+def pooled_scenario(name, pooled, tls=False):
+    """With `pooled`, the scenario's adworker processes reach PostgreSQL through PgBouncer in
+    transaction mode (scripts/pgbouncer.sh, port 6432; named NAME-pgbouncer); the harness's own
+    counts go to PostgreSQL directly."""
+    scenario = Scenario(name + ("-pgbouncer" if pooled else ""), tls=tls)
+    if pooled:
+        scenario.extra_env["DATABASE_PORT"] = "6432"
+    return scenario
+
+
+def kill9(tls=False, pooled=False):
+    scenario = pooled_scenario("kill9", pooled, tls=tls)
     worker = scenario.worker()
     producer = scenario.produce(20000, 5000, 1)
     time.sleep(2)
@@ -25,8 +35,8 @@ def kill9(tls=False):
 
 
 
-def postgres_restart():
-    scenario = Scenario("postgres-restart")
+def postgres_restart(pooled=False):
+    scenario = pooled_scenario("postgres-restart", pooled)
     scenario.worker()
     producer = scenario.produce(20000, 5000, 2)
     time.sleep(2)
@@ -195,10 +205,10 @@ def slow_database():
 
 
 
-def async_commit_crash():
+def async_commit_crash(pooled=False):
     """synchronous_commit = off as the database's default, and PostgreSQL crashing (immediate
     stop) under load: what was acknowledged must have been durable."""
-    scenario = Scenario("async-commit-crash")
+    scenario = pooled_scenario("async-commit-crash", pooled)
     psql(f"ALTER DATABASE {DATABASE} SET synchronous_commit = off")
     try:
         scenario.worker()
