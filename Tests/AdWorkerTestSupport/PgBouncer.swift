@@ -34,23 +34,6 @@ extension TestServers {
     /// Runs `body` with the transaction pool's configuration whose `search_path` is a fresh,
     /// migrated schema (made directly, as migrate must be), dropped afterwards.
     public static func withPooledTestSchema<Result>(_ body: (PostgresConfiguration) async throws -> Result) async throws -> Result {
-        let schema = uniqueName("test")
-        var direct = pgbouncerDatabaseDirect
-        direct.searchPath = schema
-        let migrations = try Migration.load(from: schemaDirectory)
-        try await PostgresConnection.withConnection(direct, logger: logger) { connection in
-            try await connection.execute("CREATE SCHEMA \(schema)")
-            _ = try await connection.migrate(migrations)
-        }
-        var pooled = pgbouncer
-        pooled.searchPath = schema
-        do {
-            let result = try await body(pooled)
-            _ = try await query(pgbouncerDatabaseDirect, "DROP SCHEMA IF EXISTS \(schema) CASCADE")
-            return result
-        } catch {
-            _ = try? await query(pgbouncerDatabaseDirect, "DROP SCHEMA IF EXISTS \(schema) CASCADE")
-            throw error
-        }
+        try await withTestSchema(direct: pgbouncerDatabaseDirect, servedBy: pgbouncer, body)
     }
 }

@@ -65,29 +65,29 @@ public enum TestServers {
     }
 
     /// Runs `body` with a PostgreSQL configuration whose `search_path` is a fresh, migrated
-    /// schema, dropped afterwards.
-    public static func withTestSchema<Result>(_ body: (PostgresConfiguration) async throws -> Result) async throws -> Result {
+    /// schema, dropped afterwards. The schema is made through `direct` (migrations need a session
+    /// of their own); `body` gets `servedBy` (a pooler in front of the same database, say).
+    public static func withTestSchema<Result>(
+        direct: PostgresConfiguration = postgres, servedBy: PostgresConfiguration? = nil,
+        _ body: (PostgresConfiguration) async throws -> Result
+    ) async throws -> Result {
         let schema = uniqueName("test")
-        var configuration = postgres
+        var configuration = direct
         configuration.searchPath = schema
         let migrations = try Migration.load(from: schemaDirectory)
         try await PostgresConnection.withConnection(configuration, logger: logger) { connection in
             try await connection.execute("CREATE SCHEMA \(schema)")
             _ = try await connection.migrate(migrations)
         }
+        var served = servedBy ?? direct
+        served.searchPath = schema
         do {
-            let result = try await body(configuration)
-            try await dropSchema(schema)
+            let result = try await body(served)
+            _ = try await query(direct, "DROP SCHEMA IF EXISTS \(schema) CASCADE")
             return result
         } catch {
-            try? await dropSchema(schema)
+            _ = try? await query(direct, "DROP SCHEMA IF EXISTS \(schema) CASCADE")
             throw error
-        }
-    }
-
-    private static func dropSchema(_ schema: String) async throws {
-        _ = try await PostgresConnection.withConnection(postgres, logger: logger) { connection in
-            try await connection.execute("DROP SCHEMA IF EXISTS \(schema) CASCADE")
         }
     }
 
