@@ -7,14 +7,14 @@ extension TelemetryProducer {
     /// the round settles those Redis holds with their ids and sends the rest again. A stream that
     /// cannot be read yet keeps its records unknown, until the retry deadline fails them. With
     /// ``RedisConfiguration/replicaWait``, what the stream holds counts only once enough replicas
-    /// hold it too; until then its records stay unknown.
+    /// hold it too (``RedisConnection/confirmReplicated()``); until then its records stay unknown.
     nonisolated func lookUpUnknownOutcomes(_ round: inout Machine.Round, on connections: [RedisConnection]) async {
         for lookup in round.lookups() {
             let connection = connections.count == 1 ? connections[0] : connections[lookup.route]
             do {
                 let redisAhead = lookup.needsRedisClock ? try await redisClockAhead(on: connection) : 0
                 let stored = try await lookUp(lookup.wanted, in: streams[lookup.route], from: lookup.start(redisAhead: redisAhead), on: connection)
-                if !stored.isEmpty { try await connection.waitForReplicas() }
+                if !stored.isEmpty { try await connection.confirmReplicated() }
                 let (found, resent) = round.found(stored, route: lookup.route)
                 unknownOutcome("stored", count: found)
                 unknownOutcome("resent", count: resent)

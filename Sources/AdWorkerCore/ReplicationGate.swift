@@ -14,20 +14,22 @@ struct ReplicationGate {
     /// ADWORKER_REDIS_WAIT_REPLICAS is set.
     let waits: Bool
 
-    /// - Returns: true once the replicas hold what `redis` read or wrote last; false when the
-    ///   worker stops first (what it waited for stays pending in Redis, for the next run).
+    /// - Parameter confirm: Throws ``RedisError/Code/replicationShortfall`` until the replicas
+    ///   hold it (one of `RedisConnection`'s `waitForReplicas`), on the connection that read or wrote.
+    /// - Returns: true once they do; false when the worker stops first (what it waited for stays
+    ///   pending in Redis, for the next run).
     /// - Throws: What else the WAIT met (a lost connection: then the outcome is unknown).
-    func wait(on redis: RedisConnection, for activity: String) async throws -> Bool {
+    func wait(for activity: String, _ confirm: () async throws -> Void) async throws -> Bool {
         guard waits else { return true }
-        let problemKey = "replicas \(stream)"
+        let problemKey = "replicas \(stream) \(activity)"
         var shortfalls = 0
         defer { if shortfalls > 0 { status?.problem(problemKey, nil) } }
         while true {
             do {
-                try await redis.waitForReplicas()
+                try await confirm()
                 if shortfalls > 0 { logger.notice("redis replicas caught up", metadata: ["activity": "\(activity)", "waits": "\(shortfalls)"]) }
                 return true
-            } catch {
+            } catch let error as RedisError {
                 guard error.code == .replicationShortfall else { throw error }
                 if shortfalls == 0 {
                     logger.warning("redis replicas do not acknowledge in time; holding on (ADWORKER_REDIS_WAIT_REPLICAS)", metadata: ["activity": "\(activity)", "error": "\(error.message)"])

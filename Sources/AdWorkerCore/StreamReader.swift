@@ -139,11 +139,15 @@ struct StreamReader {
         let claim = try await breaker.retrying(doing: "claiming idle entries", logger: logger) {
             do {
                 // The group gone: a pass that found nothing (the recreated group delivers everything again).
-                return try await recreatingGroup(redis, ifMissing: AutoClaim(next: StreamEntryID(milliseconds: 0, sequence: 0), entries: [], deleted: [])) {
+                var claim = try await recreatingGroup(redis, ifMissing: AutoClaim(next: StreamEntryID(milliseconds: 0, sequence: 0), entries: [], deleted: [])) {
                     try await redis.autoClaim(
                         stream, group: configuration.group, consumer: consumer, minimumIdle: configuration.claimIdle, start: cursor, count: count
                     )
                 }
+                // Inside the retry: a claim the replicas do not hold yet, or one made on a primary
+                // a failover replaced, is an outcome to find out again, not the reader's end.
+                claim.entries = try await replicated(claim.entries, on: redis, for: "claiming")
+                return claim
             } catch let error as RedisError where error.outcomeIsUnknown {
                 replyLost = true
                 throw error
@@ -188,15 +192,25 @@ struct StreamReader {
                 }
                 // A row is never made of an entry a failover may still take back (and give its
                 // id to another record): with WAIT replicas, the entries go on once replicas have them.
-                if entries.isEmpty { return entries }
-                let replicated = try await ReplicationGate(stream: stream, logger: logger, status: status, waits: configuration.redis.replicaWait != nil).wait(on: redis, for: "reading")
-                return replicated ? entries : []
+                return try await replicated(entries, on: redis, for: "reading")
             } catch let error as RedisError where error.outcomeIsUnknown && position == .new {
                 replyLost = true
                 throw error
             }
         }
         return (entries, replyLost)
+    }
+
+    /// `entries` once the replicas hold them, with ADWORKER_REDIS_WAIT_REPLICAS: a row is never made
+    /// of an entry a failover may still take back (and give its id to another record). Empty when
+    /// the worker stops first: they stay pending, for the next run.
+    private func replicated(_ entries: [StreamEntry], on redis: RedisConnection, for activity: String) async throws -> [StreamEntry] {
+        guard let newest = entries.last?.id else { return entries }
+        let gate = ReplicationGate(stream: stream, logger: logger, status: status, waits: configuration.redis.replicaWait != nil)
+        let held = try await gate.wait(for: activity) {
+            try await redis.waitForReplicas(holding: newest, of: stream, group: configuration.group, consumer: consumer)
+        }
+        return held ? entries : []
     }
 
     /// Whether entries are pending on the group at all (in drain mode, another consumer's batch

@@ -144,6 +144,18 @@ struct StreamSink {
         }
     }
 
+    /// With WAIT replicas, the batch goes on once replicas have its letters (or the worker stops,
+    /// or the connection breaks): they are written either way, and a failover that takes the MULTI
+    /// back takes its XACK with it, so the entry is read and lettered again, never lost.
+    private func replicasHoldLetters(_ redis: RedisConnection) async {
+        do {
+            let gate = ReplicationGate(stream: stream, logger: logger, status: status, waits: configuration.redis.replicaWait != nil)
+            _ = try await gate.wait(for: "writing dead letters") { try await redis.waitForReplicas() }
+        } catch {
+            logger.warning("dead letters written; whether replicas have them is unknown", metadata: ["error": "\(error)"])
+        }
+    }
+
     /// Writes each dead letter and acknowledges its entry in one MULTI/EXEC. Returns the letters
     /// written, and apart from them those whose entries had one already (acknowledged without a
     /// second: counted as acknowledged, not as dead lettered).
@@ -190,13 +202,7 @@ struct StreamSink {
                     letters.map(\.entry.id), in: stream, group: configuration.group,
                     addingAtomically: letters.filter { !lettered.contains($0.entry.id) }.map { $0.command(from: stream, at: now) }
                 )
-                // Written. With WAIT replicas, counted once replicas have the letters; a failover
-                // before that takes the XACK back with them, so the entry is read and lettered again.
-                do {
-                    _ = try await ReplicationGate(stream: stream, logger: logger, status: status, waits: configuration.redis.replicaWait != nil).wait(on: redis, for: "writing dead letters")
-                } catch {
-                    logger.warning("dead letters written; whether replicas have them is unknown", metadata: ["error": "\(error)"])
-                }
+                await replicasHoldLetters(redis)
                 return letters
             } catch let error as RedisError where error.code == .outOfMemory {
                 return nil

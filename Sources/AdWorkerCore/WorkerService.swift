@@ -198,6 +198,13 @@ public struct WorkerService: Service {
         do {
             try await RedisConnection.withConnection(configuration.redis, logger: logger) { redis in
                 try await redis.ping()
+                // An ACL without +wait refuses here, not at the first entry; replicas behind now
+                // are no reason (the reads wait for them).
+                do {
+                    try await redis.waitForReplicas()
+                } catch let error as RedisError {
+                    guard error.code == .replicationShortfall else { throw error }
+                }
             }
         } catch {
             try refuse(error, "Redis")

@@ -91,9 +91,10 @@ public struct RedisReplicaWait: Sendable, Equatable {
     /// How long one WAIT waits; shorter than the command timeout (the WAIT's reply is a reply).
     public var timeout: Duration
 
+    /// At least one replica, and at least 1 ms (`WAIT n 0` would block until the command timeout).
     public init(replicas: Int, timeout: Duration = .seconds(1)) {
-        self.replicas = replicas
-        self.timeout = timeout
+        self.replicas = max(1, replicas)
+        self.timeout = max(.milliseconds(1), timeout)
     }
 }
 

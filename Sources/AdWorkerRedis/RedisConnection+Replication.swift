@@ -1,4 +1,7 @@
 public import AdTelemetryRecords
+#if canImport(Glibc)
+import Glibc
+#endif
 internal import CAdWorkerHiredis
 
 /// Confirmed means replicated (``RedisConfiguration/replicaWait``): a write counts as done once
@@ -24,14 +27,28 @@ extension RedisConnection {
         let replies = try pipeline(commands + [Self.waitCommand(wait)]) { reply throws(RedisError) -> AddReply in
             defer { position += 1 }
             guard position == commands.count else { return .entry(try Self.entryID(reply)) }
-            // WAIT's reply: the replicas that hold everything before it.
-            return .replicas(reply.pointee.type == REDIS_REPLY_INTEGER ? Int(reply.pointee.integer) : 0)
+            // WAIT's reply: the replicas that hold everything before it, or why it was refused.
+            switch reply.pointee.type {
+            case REDIS_REPLY_INTEGER: return .replicas(Int(reply.pointee.integer))
+            case REDIS_REPLY_ERROR: return .waitRefused(String(decoding: UnsafeRawBufferPointer(start: reply.pointee.str, count: reply.pointee.len), as: UTF8.self))
+            default: return .waitRefused("WAIT: unexpected reply")
+            }
         }
         var results = replies.compactMap { if case .entry(let result) = $0 { result } else { nil } }
-        let acknowledged = replies.last.flatMap { if case .replicas(let count) = $0 { count } else { nil } } ?? 0
-        // A redirected pipeline went to more than one link; its WAIT covers only its own.
-        guard acknowledged < wait.replicas || redirectsFollowed != redirectsBefore else { return results }
-        let shortfall = RedisError(.replicationShortfall, "\(acknowledged) of \(wait.replicas) replicas acknowledged within \(wait.timeout)")
+        let shortfall: RedisError
+        switch replies.last {
+        case .replicas(let acknowledged)? where acknowledged < wait.replicas:
+            shortfall = RedisError(.replicationShortfall, "\(acknowledged) of \(wait.replicas) replicas acknowledged within \(wait.timeout)")
+        case .replicas?:
+            // A redirected pipeline went to more than one link; its WAIT covers only its own.
+            guard redirectsFollowed != redirectsBefore else { return results }
+            shortfall = RedisError(.replicationShortfall, "redirected mid-pipeline: its WAIT does not cover every entry")
+        case .waitRefused(let message)?:
+            // Stored, and not known to be replicated (an ACL without +wait, say): unconfirmed.
+            shortfall = RedisError(.replicationShortfall, "WAIT refused: \(message)")
+        default:
+            shortfall = RedisError(.unexpectedReply, "no WAIT reply")
+        }
         for index in results.indices where (try? results[index].get()) != nil { results[index] = .failure(shortfall) }
         return results
     }
@@ -39,6 +56,7 @@ extension RedisConnection {
     private enum AddReply {
         case entry(Result<StreamEntryID, RedisError>)
         case replicas(Int)
+        case waitRefused(String)
     }
 
     /// One XADD reply: the entry's id, or why it failed.
@@ -56,18 +74,90 @@ extension RedisConnection {
         }
     }
 
-    /// Throws ``RedisError/Code/replicationShortfall`` unless ``RedisConfiguration/replicaWait``'s
-    /// replicas acknowledged, within its timeout, everything the primary held when this
-    /// connection's last command ran: Redis sets a client's WAIT offset after every command, reads
-    /// included, so after an XREADGROUP or an XRANGE this covers the entries it returned, whoever
-    /// wrote them. Nothing without the setting.
+    /// After a write on this connection (a dead-letter MULTI): throws
+    /// ``RedisError/Code/replicationShortfall`` unless ``RedisConfiguration/replicaWait``'s
+    /// replicas acknowledged it within the timeout. WAIT covers this client's last *replicated*
+    /// write (Redis 7.2 and later move a client's WAIT offset only then; 7.0 not for a blocked
+    /// read answered later), never what a read returned. Nothing without the setting.
     public func waitForReplicas() throws(RedisError) {
         guard let wait = configuration.replicaWait else { return }
-        let redirectsBefore = redirectsFollowed
         let reply = try send(Self.waitCommand(wait))
         if case .error(let message) = reply { throw RedisError.fromReply(message) }
         guard let acknowledged = reply.integer.map({ Int($0) }) else { throw RedisError(.unexpectedReply, "WAIT") }
-        guard acknowledged < wait.replicas || redirectsFollowed != redirectsBefore else { return }
+        guard acknowledged < wait.replicas else { return }
         throw RedisError(.replicationShortfall, "\(acknowledged) of \(wait.replicas) replicas acknowledged within \(wait.timeout)")
+    }
+
+    /// Entries this consumer read or claimed, up to `newest`, are held by the replicas: first a
+    /// replicated write after them on this connection (`XCLAIM … 0 newest JUSTID`: this consumer
+    /// claims its own newest entry again, which counts no delivery), then WAIT, in one round trip.
+    /// - Throws: ``RedisError/Code/replicationShortfall`` when they are not (yet), or the claim was
+    ///   redirected (a cluster slot moving: its WAIT went to another node);
+    ///   ``RedisError/Code/connectionLost`` when the primary now serving the stream does not hold
+    ///   `newest` as this consumer's: they were read from a primary a failover replaced (a frozen
+    ///   one that woke up), and are gone. The outcome of the read is then unknown: the consumer
+    ///   reads its pending entries again, from the new primary.
+    public func waitForReplicas(holding newest: StreamEntryID, of stream: String, group: String, consumer: String) throws(RedisError) {
+        guard let wait = configuration.replicaWait else { return }
+        let redirectsBefore = redirectsFollowed
+        let claim = RedisCommand("XCLAIM", stream, group, consumer, "0", newest.description, "JUSTID")
+        let replies = try pipeline([claim, Self.waitCommand(wait)])
+        // Moved (the node is a replica now): its WAIT answered for the old node; ask the new one.
+        guard redirectsFollowed == redirectsBefore else {
+            throw RedisError(.replicationShortfall, "the slot moved while waiting for replicas")
+        }
+        let gone = RedisError(.connectionLost, "entry \(newest) of \(stream) is not this consumer's on the primary now serving it: read from one a failover replaced")
+        if case .error(let message) = replies[0] {
+            let error = RedisError.fromReply(message)
+            // A primary demoted under Sentinel: what was read there is read again from the new one.
+            throw error.code == .readOnlyReplica ? gone : error
+        }
+        guard case .array(let claimed) = replies[0], claimed.contains(where: { $0.string == newest.description }) else { throw gone }
+        if case .error(let message) = replies[1] { throw RedisError.fromReply(message) }
+        guard let acknowledged = replies[1].integer.map({ Int($0) }) else { throw RedisError(.unexpectedReply, "WAIT") }
+        guard acknowledged < wait.replicas else { return }
+        throw RedisError(.replicationShortfall, "\(acknowledged) of \(wait.replicas) replicas acknowledged within \(wait.timeout)")
+    }
+
+    /// Whether enough replicas hold everything the primary holds now, entries other connections
+    /// wrote included (found by a lookup after a cut pipeline: a WAIT here covers only this
+    /// connection's replicated writes, none after a reconnect). Asks `ROLE` until the replicas'
+    /// acknowledged offsets reach the primary's offset of now; replicas report theirs once a
+    /// second, so this waits up to the WAIT timeout or 2 s, whichever is longer.
+    /// - Throws: ``RedisError/Code/replicationShortfall`` when they did not in time,
+    ///   ``RedisError/Code/readOnlyReplica`` when this node is no longer a primary.
+    public func confirmReplicated() throws(RedisError) {
+        guard let wait = configuration.replicaWait else { return }
+        let patience = max(wait.timeout, .seconds(2))
+        let deadline = ContinuousClock.now + patience
+        let target = try replicationRole().primaryOffset
+        while true {
+            let holding = try replicationRole().replicaOffsets.count { $0 >= target }
+            if holding >= wait.replicas { return }
+            guard ContinuousClock.now < deadline else {
+                throw RedisError(.replicationShortfall, "\(holding) of \(wait.replicas) replicas reached offset \(target) within \(patience)")
+            }
+            usleep(50_000)
+        }
+    }
+
+    /// `ROLE` of a primary: its replication offset and each replica's acknowledged one.
+    private func replicationRole() throws(RedisError) -> (primaryOffset: Int64, replicaOffsets: [Int64]) {
+        let reply = try send(RedisCommand("ROLE"))
+        if case .error(let message) = reply { throw RedisError.fromReply(message) }
+        guard case .array(let fields) = reply, let role = fields.first?.string else { throw RedisError(.unexpectedReply, "ROLE") }
+        guard role == "master" else {
+            if configuration.sentinel != nil, link != nil { forgetDemotedPrimary() }
+            throw RedisError(.readOnlyReplica, "the node is a \(role) now")
+        }
+        // ["master", offset, [[host, port, offset], …]]; a replica's offset is a bulk string.
+        guard fields.count == 3, let offset = fields[1].integer, case .array(let replicas) = fields[2] else {
+            throw RedisError(.unexpectedReply, "ROLE")
+        }
+        let offsets = replicas.compactMap { replica -> Int64? in
+            guard case .array(let parts) = replica, parts.count == 3 else { return nil }
+            return parts[2].integer ?? parts[2].string.flatMap { Int64($0) }
+        }
+        return (offset, offsets)
     }
 }

@@ -61,6 +61,8 @@ extension RedisSentinelTests {
         try await withRunningService(producer) {
             _ = try await producer.send(records(10, seed: 1)).map { try $0.get() }
             kill(pid, SIGSTOP)
+            // Whatever happens here, the suite's replica runs again after it.
+            defer { kill(pid, SIGCONT) }
             let sending = Task { try await producer.send(records(500, seed: 2)).map { try $0.get() } }
             try await Task.sleep(for: .seconds(2))
             let heldWhileStopped = await producer.bufferedCount
@@ -72,6 +74,40 @@ extension RedisSentinelTests {
         let primary = try #require(try await namedPrimaryPort())
         #expect(try await onNode(primary, RedisCommand("XLEN", prefix + "inference")).integer == 510, "each record once")
         _ = try await onNode(primary, RedisCommand("DEL", prefix + "inference"))
+    }
+
+    /// The worker stores an entry only once the replica holds it: with the replica stopped, entries
+    /// added while the worker blocks in XREADGROUP get no row; once it runs again, all of them do.
+    /// (A read's WAIT alone would not say so: Redis moves a client's WAIT offset with its own
+    /// replicated writes, and a blocked read answered later is none.)
+    @Test func theWorkerStoresNothingTheReplicaDoesNotHold() async throws {
+        try await TestServers.withTestSchema { postgres in
+            let prefix = TestServers.uniqueName("waitworker") + ":"
+            var configuration = TestServers.workerConfiguration(prefix: prefix, postgres: postgres, concurrency: 1)
+            configuration.redis = waiting
+            configuration.kinds = [.inference]
+            configuration.drain = false
+            let replica = try await replicaPort()
+            let pid = try #require(Int32(try await onNode(replica, RedisCommand("INFO", "server")).string.flatMap(Self.processID) ?? ""))
+            let producer = TelemetryProducer(configuration: TelemetryProducerConfiguration(redis: sentinel, streamPrefix: prefix), logger: TestServers.logger)
+            let worker = WorkerService(configuration: configuration, logger: TestServers.logger)
+            try await withRunningService(worker) {
+                try await withRunningService(producer) {
+                    _ = try await producer.send(records(10, seed: 3)).map { try $0.get() }
+                    try await waitUntil("the first 10 rows") { try await TestServers.count(postgres, "inference_results") == 10 }
+                    kill(pid, SIGSTOP)
+                    defer { kill(pid, SIGCONT) }
+                    _ = try await producer.send(records(100, seed: 4)).map { try $0.get() }
+                    try await Task.sleep(for: .seconds(2))
+                    let rowsWhileStopped = try await TestServers.count(postgres, "inference_results")
+                    kill(pid, SIGCONT)
+                    try await waitUntil("110 rows") { try await TestServers.count(postgres, "inference_results") == 110 }
+                    #expect(rowsWhileStopped == 10, "rows stored while the replica was stopped: \(rowsWhileStopped - 10)")
+                }
+            }
+            let primary = try #require(try await namedPrimaryPort())
+            _ = try await onNode(primary, RedisCommand("DEL", prefix + "inference", prefix + "inference:dead"))
+        }
     }
 
     static func processID(_ info: String) -> String? {

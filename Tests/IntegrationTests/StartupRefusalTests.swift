@@ -86,4 +86,22 @@ struct StartupRefusalTests {
         let reason = try await Self.refusal(Self.configuration(redis: redis, postgres: TestServers.postgres))
         #expect(reason.hasPrefix("Redis refuses the credentials") && reason.contains("REDIS_PASSWORD"), "\(reason)")
     }
+
+    /// With ADWORKER_REDIS_WAIT_REPLICAS, an ACL user without `+wait` is refused at start-up,
+    /// not at the first entry it reads.
+    @Test func anACLWithoutWaitRefusesToStartWhenWaitingForReplicas() async throws {
+        let user = TestServers.uniqueName("nowait")
+        try await RedisConnection.withConnection(TestServers.redis, logger: TestServers.logger) { redis in
+            _ = try await redis.send(RedisCommand("ACL", "SETUSER", user, "on", ">secret", "+@all", "-wait", "~*"))
+        }
+        defer {
+            Task { try? await RedisConnection.withConnection(TestServers.redis, logger: TestServers.logger) { _ = try await $0.send(RedisCommand("ACL", "DELUSER", user)) } }
+        }
+        var redis = TestServers.redis
+        redis.username = user
+        redis.password = "secret"
+        redis.replicaWait = RedisReplicaWait(replicas: 1, timeout: .milliseconds(100))
+        let reason = try await Self.refusal(Self.configuration(redis: redis, postgres: TestServers.postgres))
+        #expect(reason.hasPrefix("Redis's ACL denies a command") && reason.contains("wait"), "\(reason)")
+    }
 }

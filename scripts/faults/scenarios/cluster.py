@@ -6,7 +6,7 @@ import signal
 import subprocess
 import time
 
-from ..harness import ROOT, check, http_get, psql, wait_for, wait_producer
+from ..harness import ROOT, Failure, check, http_get, psql, wait_for, wait_producer
 from ..redis_cluster import CLUSTER_DATA, CLUSTER_NODES, CLUSTER_PORTS, ClusterScenario, cluster_manager, cluster_ok, cluster_primaries, cluster_redis, key_slot, primary_of, restore_cluster
 
 
@@ -65,7 +65,12 @@ def cluster_kill9_master(wait_replicas=0, freeze=False):
     match = re.search(r"sent (\d+) records \((\d+) failed\)", scenario.log("produce"))
     check(match is not None, f"producer printed no summary (exit {code}): {sent_line}")
     confirmed, failed = int(match.group(1)), int(match.group(2))
-    recovery = scenario.wait_caught_up(killed, timeout=180)
+    try:
+        recovery = scenario.wait_caught_up(killed, timeout=180)
+    except Failure as failure:
+        present, stored = scenario.entries_in_redis(), scenario.rows_by_entry()
+        raise Failure(f"{failure}: {scenario.counts()}; {len(present - stored)} entries without a row, {len(stored - present)} rows without an entry; "
+                      f"worker {'running' if worker.poll() is None else f'exited {worker.poll()}'}")
     check(worker.poll() is None, "the worker exited during the failover")
     present = scenario.entries_in_redis()
     stored = scenario.rows_by_entry()
