@@ -38,7 +38,7 @@ extension RedisConnection {
         let shortfall: RedisError
         switch replies.last {
         case .replicas(let acknowledged)? where acknowledged < wait.replicas:
-            shortfall = RedisError(.replicationShortfall, "\(acknowledged) of \(wait.replicas) replicas acknowledged within \(wait.timeout)")
+            shortfall = Self.shortfall(acknowledged, wait)
         case .replicas?:
             // A redirected pipeline went to more than one link; its WAIT covers only its own.
             guard redirectsFollowed != redirectsBefore else { return results }
@@ -81,11 +81,19 @@ extension RedisConnection {
     /// read answered later), never what a read returned. Nothing without the setting.
     public func waitForReplicas() throws(RedisError) {
         guard let wait = configuration.replicaWait else { return }
-        let reply = try send(Self.waitCommand(wait))
+        try Self.check(waitReply: try send(Self.waitCommand(wait)), wait)
+    }
+
+    /// A WAIT's reply: its error, or a shortfall when fewer replicas than asked acknowledged.
+    private static func check(waitReply reply: RedisValue, _ wait: RedisReplicaWait) throws(RedisError) {
         if case .error(let message) = reply { throw RedisError.fromReply(message) }
         guard let acknowledged = reply.integer.map({ Int($0) }) else { throw RedisError(.unexpectedReply, "WAIT") }
         guard acknowledged < wait.replicas else { return }
-        throw RedisError(.replicationShortfall, "\(acknowledged) of \(wait.replicas) replicas acknowledged within \(wait.timeout)")
+        throw shortfall(acknowledged, wait)
+    }
+
+    static func shortfall(_ acknowledged: Int, _ wait: RedisReplicaWait) -> RedisError {
+        RedisError(.replicationShortfall, "\(acknowledged) of \(wait.replicas) replicas acknowledged within \(wait.timeout)")
     }
 
     /// Entries this consumer read or claimed, up to `newest`, are held by the replicas: first a
@@ -113,10 +121,7 @@ extension RedisConnection {
             throw error.code == .readOnlyReplica ? gone : error
         }
         guard case .array(let claimed) = replies[0], claimed.contains(where: { $0.string == newest.description }) else { throw gone }
-        if case .error(let message) = replies[1] { throw RedisError.fromReply(message) }
-        guard let acknowledged = replies[1].integer.map({ Int($0) }) else { throw RedisError(.unexpectedReply, "WAIT") }
-        guard acknowledged < wait.replicas else { return }
-        throw RedisError(.replicationShortfall, "\(acknowledged) of \(wait.replicas) replicas acknowledged within \(wait.timeout)")
+        try Self.check(waitReply: replies[1], wait)
     }
 
     /// Whether enough replicas hold everything the primary holds now, entries other connections
