@@ -190,7 +190,10 @@ class Scenario:
         return counts["entries"] > 0 and counts["pending"] == 0 and counts["rows"] + counts["dead"] == counts["entries"]
 
     def wait_caught_up(self, since, timeout=120):
-        wait_for(self.caught_up, timeout, "the worker to catch up")
+        try:
+            wait_for(self.caught_up, timeout, "the worker to catch up")
+        except Failure as timeout_error:
+            raise Failure(f"{timeout_error}; {self.counts()}") from None
         return time.monotonic() - since
 
     def stop(self, process, timeout=40):

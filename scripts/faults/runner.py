@@ -68,6 +68,24 @@ def remove_leftovers():
                 subprocess.run(["redis-cli", "-c", "-p", str(port), "UNLINK", key], capture_output=True)
 
 
+def diagnosis(since):
+    """The last lines of every log written since `since` (a monotonic time), and PostgreSQL's
+    client connections by state: what a timeout alone does not say."""
+    lines = []
+    cutoff = time.time() - (time.monotonic() - since)
+    for entry in sorted(os.scandir(harness.LOG_DIR), key=lambda entry: entry.name):
+        if entry.name.endswith(".log") and entry.stat().st_mtime >= cutoff:
+            with open(entry.path, errors="replace") as log:
+                tail = [line.rstrip()[:240] for line in log.read().splitlines() if line.strip()][-4:]
+            lines += [f"    {entry.name}: {line}" for line in tail]
+    connections = subprocess.run(
+        harness.PSQL + ["-c", "SELECT coalesce(state, '?') || ' ' || count(*) FROM pg_stat_activity"
+                               " WHERE backend_type = 'client backend' GROUP BY state"],
+        env=harness.PG_ENV, capture_output=True, text=True)
+    lines.append("    postgres connections: " + (" ".join(connections.stdout.split("\n")).strip() or connections.stderr.strip()[:200]))
+    return "\n".join(lines)
+
+
 def main(argv):
     """`argv` as sys.argv: the binary, then scenario names. Names are checked before anything runs."""
     if len(argv) > 1 and argv[1] in ("-h", "--help", "--list"):
@@ -90,7 +108,9 @@ def main(argv):
             results.append(SCENARIOS[name]())
             print(f"[fault] {name}: ok ({time.monotonic() - started:.0f} s)", file=sys.stderr, flush=True)
         except Exception as error:  # noqa: BLE001 - every scenario runs, every failure is reported
-            failures.append(f"{name}: {error}")
+            # CI shows only the end of the output: the summary carries what the scenario's
+            # processes said last and what PostgreSQL's connections were doing.
+            failures.append(f"{name}: {error}\n" + diagnosis(started))
             for process in SPAWNED:
                 if process.poll() is None:
                     process.kill()
