@@ -296,6 +296,14 @@ def notify_listener(path):
     return notify, messages, receive
 
 
+def free_ports(base, count=1):
+    """The first of `count` consecutive loopback ports nothing listens on, from `base` plus this
+    run's pid modulo 1000: the pid keeps two runs apart, the probe keeps clear of the servers the
+    test script runs (the TLS cluster's 21001-21106, the sentinels' 26400-26402), which a port
+    taken from the pid alone hit once in a few dozen runs (a pool needs its port and one per child)."""
+    return consecutive_free_ports(count, base + os.getpid() % 1000)
+
+
 def consecutive_free_ports(count, start):
     """The first of `count` consecutive loopback ports from `start` on that nothing is bound to."""
     port = start

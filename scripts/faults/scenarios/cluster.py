@@ -6,14 +6,14 @@ import signal
 import subprocess
 import time
 
-from ..harness import ROOT, Failure, check, http_get, psql, wait_for, wait_producer
+from ..harness import Failure, ROOT, check, free_ports, http_get, psql, wait_for, wait_producer
 from ..redis_cluster import CLUSTER_DATA, CLUSTER_NODES, CLUSTER_PORTS, ClusterScenario, cluster_manager, cluster_ok, cluster_primaries, cluster_redis, key_slot, primary_of, restore_cluster
 
 
 def cluster_pool_12_shards():
     """A pool of two worker processes consuming 12 shards on the cluster while a producer writes."""
     scenario = ClusterScenario("cluster-pool-12-shards", 12)
-    port = 19800 + os.getpid() % 100
+    port = free_ports(19800, 3)
     scenario.pool("supervisor", port, "cpool", "--trim-interval", "0", "--claim-idle", "2")
     producer = scenario.produce(24000, 6000, 31)
     started = time.monotonic()

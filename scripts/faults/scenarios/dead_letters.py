@@ -6,7 +6,7 @@ import subprocess
 import time
 
 from .. import harness as h
-from ..harness import Scenario, check, http_get, pending_count, redis, wait_for, wait_producer, xadd
+from ..harness import Scenario, check, free_ports, http_get, pending_count, redis, wait_for, wait_producer, xadd
 from ..proxy import Proxy
 
 
@@ -54,7 +54,7 @@ def hostile_id():
     """An explicit id whose milliseconds overflow a timestamp, and the entries Redis gives the
     same milliseconds afterwards: dead letters, and the worker (two processes) keeps going."""
     scenario = Scenario("hostile-id")
-    port = 21000 + os.getpid() % 1000
+    port = free_ports(21000, 3)
     wait_producer(scenario.produce(500, 5000, 21))
     redis("XADD", scenario.stream, "9223372036854776-0", "v", "1", "model", "m", "request_id", "hostile", "ts", "1", "prediction", "1")
     for number in range(20):
@@ -76,7 +76,7 @@ def redis_oom():
     (pending, visible on /readyz), a restarted worker reads although its group exists; once memory
     is free the waiting letters are written."""
     scenario = Scenario("redis-oom")
-    base = f"http://127.0.0.1:{23000 + os.getpid() % 1000}"
+    base = f"http://127.0.0.1:{free_ports(23000)}"
     redis("XGROUP", "CREATE", scenario.stream, "adworker", "0", "MKSTREAM")
     wait_producer(scenario.produce(3000, 5000, 23))
     for number in range(20):

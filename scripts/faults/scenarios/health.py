@@ -7,14 +7,15 @@ import threading
 import time
 
 from .. import harness as h
-from ..harness import PG_ENV, PSQL, ROOT, Scenario, check, http_get, metric_value, notify_listener, pending_count, pg_ctl, psql, redis, wait_for, wait_producer
+from ..harness import (PG_ENV, PSQL, ROOT, Scenario, check, free_ports, http_get, metric_value, notify_listener, pending_count, pg_ctl,
+                       psql, redis, wait_for, wait_producer)
 
 
 def observability():
     from prometheus_client.parser import text_string_to_metric_families
 
     scenario = Scenario("observability")
-    base = f"http://127.0.0.1:{19000 + os.getpid() % 1000}"
+    base = f"http://127.0.0.1:{free_ports(19000)}"
     worker = scenario.worker("w", "--http", base.removeprefix("http://"))
     wait_producer(scenario.produce(5000, 5000, 10))
     redis("XADD", scenario.stream, "*", "v", "1", "model", "m", "request_id", "bad", "ts", "1", "prediction", "{")
@@ -76,7 +77,7 @@ def observability():
 def readyz_under_load():
     """200 clients polling /readyz cost the servers nothing extra, and get no false 503."""
     scenario = Scenario("readyz-load")
-    base = f"http://127.0.0.1:{24000 + os.getpid() % 1000}"
+    base = f"http://127.0.0.1:{free_ports(24000)}"
     scenario.worker("w", "--http", base.removeprefix("http://"))
     producer = scenario.produce(20000, 4000, 25)
     wait_for(lambda: http_get(base + "/readyz")[0] == 200, 20, "/readyz to answer 200")
@@ -111,7 +112,7 @@ def idle_http_clients():
     """300 idle and 100 slow (never finishing a header) clients on the endpoint: closed after the
     idle timeout, never more than the connection limit held, the pipeline keeps flowing."""
     scenario = Scenario("idle-http-clients")
-    port = 25000 + os.getpid() % 1000
+    port = free_ports(25000)
     worker = scenario.worker("w", "--http", f"127.0.0.1:{port}")
     producer = scenario.produce(20000, 2000, 26)
     wait_for(lambda: http_get(f"http://127.0.0.1:{port}/readyz")[0] == 200, 20, "/readyz to answer 200")
@@ -154,7 +155,7 @@ def permanent_postgres():
     """The table renamed away under load (42P01): retried with nothing acknowledged, and
     unmistakable: /readyz names the fix, status is degraded, a gauge by kind, a bounded error log."""
     scenario = Scenario("permanent-postgres")
-    base = f"http://127.0.0.1:{20000 + os.getpid() % 1000}"
+    base = f"http://127.0.0.1:{free_ports(20000)}"
     scenario.worker("w", "--http", base.removeprefix("http://"))
     wait_producer(scenario.produce(2000, 4000, 41))
     scenario.wait_caught_up(time.monotonic())
@@ -201,7 +202,7 @@ def stuck_worker():
 
     scenario.extra_env.update(NOTIFY_SOCKET=path, WATCHDOG_USEC="2000000", ADWORKER_STALL_TIMEOUT="3",
                               ADWORKER_STATEMENT_TIMEOUT="600")
-    base = f"http://127.0.0.1:{21000 + os.getpid() % 1000}"
+    base = f"http://127.0.0.1:{free_ports(21000)}"
     worker = scenario.worker("w", "--http", base.removeprefix("http://"))
     wait_for(lambda: "READY=1" in messages + receive(0.5), 30, "READY=1 on the notify socket")
     check("WATCHDOG=1" in receive(2), "no watchdog ping while healthy")

@@ -3,7 +3,7 @@ import os
 import re
 import time
 
-from ..harness import Scenario, check, http_get, wait_for, wait_producer
+from ..harness import Scenario, check, free_ports, http_get, wait_for, wait_producer
 from ..proxy import Proxy
 
 
@@ -13,7 +13,7 @@ def half_open_postgres():
     scenario = Scenario("half-open-postgres")
     proxy = Proxy(int(os.environ.get("DATABASE_PORT", "5432")))
     scenario.extra_env = {"DATABASE_PORT": str(proxy.port), "ADWORKER_STATEMENT_TIMEOUT": "2"}
-    base = f"http://127.0.0.1:{22000 + os.getpid() % 1000}"
+    base = f"http://127.0.0.1:{free_ports(22000)}"
     worker = scenario.worker("w", "--http", base.removeprefix("http://"), "--shutdown-timeout", "5")
     producer = scenario.produce(12000, 1000, 22)
     try:
@@ -60,7 +60,7 @@ def half_open_redis():
     scenario = Scenario("half-open-redis")
     proxy = Proxy(int(os.environ.get("REDIS_PORT", "6379")))
     scenario.extra_env = {"REDIS_PORT": str(proxy.port)}
-    base = f"http://127.0.0.1:{26000 + os.getpid() % 1000}"
+    base = f"http://127.0.0.1:{free_ports(26000)}"
     worker = scenario.worker("w", "--http", base.removeprefix("http://"), "--shutdown-timeout", "5")
     # The producer talks to Redis directly: only the worker's connections are frozen.
     scenario.extra_env = {}

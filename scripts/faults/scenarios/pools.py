@@ -8,14 +8,14 @@ import subprocess
 import time
 
 from .. import harness as h
-from ..harness import (Scenario, check, consecutive_free_ports, held_entries, http_get, notify_listener, pending_by_consumer, redis, stored_among,
-                       wait_for, wait_producer)
+from ..harness import (Scenario, check, consecutive_free_ports, free_ports, held_entries, http_get, notify_listener, pending_by_consumer,
+                       redis, stored_among, wait_for, wait_producer)
 
 
 def pool():
     """adworker run --processes 2: kill -9 of a child under load, the aggregate endpoint, SIGTERM."""
     scenario = Scenario("pool")
-    port = 19600 + os.getpid() % 200
+    port = free_ports(19600, 3)
     base = f"http://127.0.0.1:{port}"
     supervisor = scenario.pool("supervisor", port, "pool", "--trim-interval", "0", "--claim-idle", "2", "--max-wait-ms", "50")
     producer = scenario.produce(20000, 5000, 12)
@@ -63,7 +63,7 @@ def pool():
 def pool_crash_loop():
     """A child that cannot start (its port taken) is restarted with backoff, then the pool gives up."""
     scenario = Scenario("pool-crash-loop")
-    port = 19800 + os.getpid() % 100
+    port = free_ports(19800, 3)
     blocker = socket.socket()
     blocker.bind(("127.0.0.1", port + 1))
     blocker.listen()

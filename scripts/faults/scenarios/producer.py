@@ -11,7 +11,8 @@ import time
 import urllib.request
 
 from .. import harness as h
-from ..harness import REDIS, ROOT, SPAWNED, Scenario, check, consecutive_free_ports, entries_added, http_get, redis, redis_pid, wait_for
+from ..harness import (REDIS, ROOT, SPAWNED, Scenario, check, consecutive_free_ports, entries_added, free_ports, http_get, redis,
+                       redis_pid, wait_for)
 
 
 def api_spool_restart():
@@ -23,7 +24,7 @@ def api_spool_restart():
 
     scenario = Scenario("api-spool-restart")
     example = os.path.join(os.path.dirname(h.ADWORKER), "AdServingExample")
-    port = 18300 + os.getpid() % 100
+    port = free_ports(18300)
     spool = tempfile.mkdtemp(prefix="adworker-spool-")
     log = open(os.path.join(h.LOG_DIR, "api-spool-restart-example.log"), "ab")
     environment = dict(scenario.environment(), EXAMPLE_HTTP=f"127.0.0.1:{port}", EXAMPLE_SPOOL_DIR=spool, EXAMPLE_MAX_BUFFERED="1000")
@@ -99,7 +100,7 @@ def api_not_blocked():
 
     scenario = Scenario("api-not-blocked")
     example = os.path.join(os.path.dirname(h.ADWORKER), "AdServingExample")
-    port = 18100 + os.getpid() % 100
+    port = free_ports(18100)
     log = open(os.path.join(h.LOG_DIR, "api-not-blocked-example.log"), "ab")
     service = subprocess.Popen([example], env=dict(scenario.environment(), EXAMPLE_HTTP=f"127.0.0.1:{port}"), stdout=log, stderr=subprocess.STDOUT)
     scenario.processes.append(service)
