@@ -15,10 +15,10 @@ struct MigrateCommand: AsyncParsableCommand {
     @Option(help: "Directory of NNN_name.sql files (env ADWORKER_SCHEMA_DIR; default ./schema, then <binary>/../share/adworker/schema).")
     var schemaDir: String?
 
-    @Option(help: "TimescaleDB only: compress chunks older than this many days (0: no compression policy).")
+    @Option(help: "TimescaleDB or Citus: compress chunks (columnar partitions on Citus) older than this many days (0: never).")
     var compressAfterDays = 0
 
-    @Option(help: "TimescaleDB only: drop chunks older than this many days (0: keep everything).")
+    @Option(help: "TimescaleDB or Citus: drop chunks (partitions on Citus) older than this many days (0: keep everything).")
     var retainDays = 0
 
     func validate() throws {
@@ -34,11 +34,17 @@ struct MigrateCommand: AsyncParsableCommand {
         let migrations = try Migration.load(from: try Self.schemaDirectory(schemaDir ?? settings.string("ADWORKER_SCHEMA_DIR")))
         let postgres = try connection.postgres(settings)
         try await refuseATransactionPool(postgres, logger: logger)
-        let (applied, timescale) = try await PostgresConnection.withConnection(postgres, logger: logger) { connection in
+        let (applied, citus, timescale) = try await PostgresConnection.withConnection(postgres, logger: logger) { connection in
             let applied = try await connection.migrate(migrations)
-            return (applied, try await setUpTimescale(connection, logger: logger))
+            // Citus first: tables it has distributed are never made hypertables too.
+            let citus = try await setUpCitus(connection, hypertables: try await timescaleFacts(connection).hypertables, logger: logger)
+            let timescale = citus.distributed
+                ? "TimescaleDB: not used, the tables are Citus distributed tables, and a table cannot be both"
+                : try await setUpTimescale(connection, logger: logger)
+            return (applied, citus.message, timescale)
         }
         print(applied.isEmpty ? "schema is up to date (\(migrations.count) migrations)" : "applied \(applied.map { "\($0.version)_\($0.name)" }.joined(separator: ", "))")
+        if let citus { print(citus) }
         print(timescale)
     }
 
@@ -111,7 +117,7 @@ struct MigrateCommand: AsyncParsableCommand {
         return "TimescaleDB: \(Self.tables.count) hypertables" + (done.isEmpty ? "" : ", " + done.joined(separator: ", "))
     }
 
-    private func timescaleFacts(_ connection: PostgresConnection) async throws -> TimescaleSetup.Facts {
+    func timescaleFacts(_ connection: PostgresConnection) async throws -> TimescaleSetup.Facts {
         // shared_preload_libraries is readable by superusers only; the settings a loaded
         // TimescaleDB library defines are readable by anyone (placeholders for unloaded ones are
         // not in pg_settings), and before any TimescaleDB call only preloading has loaded it.

@@ -34,8 +34,8 @@ extension PostgresConnection {
     /// Inserts `rows` into `target`, each run of rows in one transaction.
     ///
     /// - Important: Rows are keyed by (enqueued_at, stream_id, shard), so the idempotent path makes a
-    ///   redelivered entry a no-op. A unique violation on the fast path retries the same rows on the
-    ///   idempotent path; a data error (SQLSTATE class 22/23) bisects the rows until the refused
+    ///   redelivered entry a no-op. A unique violation on the fast path, or an error without its
+    ///   code (``PostgresError/Code/unnamed``: Citus), retries the same rows on the idempotent path; a data error (SQLSTATE class 22/23) bisects the rows until the refused
     ///   ones are isolated, and commits the rest. Any other error is thrown: nothing of the
     ///   failing run is committed, and the caller retries it later.
     public func insert(_ rows: BinaryCopyRows, into target: CopyTarget, path: InsertPath) throws(PostgresError) -> InsertOutcome {
@@ -64,7 +64,7 @@ extension PostgresConnection {
             }
             outcome.insertedRows += inserted
             outcome.duplicateRows += range.count - inserted
-        } catch let error where error.code == .uniqueViolation && path == .fast {
+        } catch let error where (error.code == .uniqueViolation || error.code == .unnamed) && path == .fast {
             outcome.fellBackToIdempotentPath = true
             try insert(rows, range: range, into: target, path: .idempotent, outcome: &outcome)
         } catch let error where error.isDataError {

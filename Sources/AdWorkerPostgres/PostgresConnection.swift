@@ -133,11 +133,15 @@ public actor PostgresConnection {
 
     /// Runs one or more statements without parameters; outside ``transaction(_:)`` they are one
     /// transaction of their own. - Returns: rows affected by the last one.
+    /// - Parameter callCommitting: `sql` is a `CALL` of a procedure that commits as it goes, which
+    ///   PostgreSQL allows only as a statement of its own: sent without the settings (the server's
+    ///   statement timeout applies), its reply awaited for up to an hour.
     @discardableResult
-    public func execute(_ sql: String) throws(PostgresError) -> Int {
+    public func execute(_ sql: String, callCommitting: Bool = false) throws(PostgresError) -> Int {
         let connection = try liveConnection()
-        let deadline = replyDeadline()
-        guard PQsendQuery(connection, settingsUnlessInTransaction(connection) + sql) == 1 else { throw lostConnection(connection, "sending a statement") }
+        let deadline = callCommitting ? .now + .seconds(3600) : replyDeadline()
+        let settings = callCommitting ? "" : settingsUnlessInTransaction(connection)
+        guard PQsendQuery(connection, settings + sql) == 1 else { throw lostConnection(connection, "sending a statement") }
         let result = try lastResult(connection, deadline: deadline)
         defer { PQclear(result) }
         try check(result, connection: connection)

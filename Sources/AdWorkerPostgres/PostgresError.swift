@@ -1,6 +1,6 @@
 /// An error from the Postgres module, classified once from its SQLSTATE so the sink can switch
-/// on ``code``: bisect a data error, take the idempotent path on a unique violation, back off and
-/// retry anything else.
+/// on ``code``: bisect a data error, take the idempotent path on a unique violation (or an error
+/// the server did not name), back off and retry anything else.
 ///
 /// ``description`` carries the code and SQLSTATE only; the server's message (which may quote a
 /// row's value) is kept apart in ``serverMessage``.
@@ -21,6 +21,11 @@ public struct PostgresError: Error, Sendable, CustomStringConvertible {
         case constraintViolation
         /// Anything else the server refused (missing table, permissions, syntax).
         case serverError
+        /// XX000: the server did not name the error. Citus raises every error a worker node gave
+        /// during a COPY so (a unique or NOT NULL violation included): it keeps the message and
+        /// drops the code. The fast path retries such rows on the idempotent path, whose INSERT
+        /// Citus runs with the codes kept.
+        case unnamed
         /// A result libpq should not have given.
         case unexpectedResult
         /// The task was cancelled while waiting for the server; the connection was given up.
@@ -71,6 +76,7 @@ public struct PostgresError: Error, Sendable, CustomStringConvertible {
         case "57014": return .timeout
         case "57P01", "57P02", "57P03": return .connectionLost
         case "40001", "40P01": return .transient
+        case "XX000": return .unnamed
         default: break
         }
         switch state.prefix(2) {

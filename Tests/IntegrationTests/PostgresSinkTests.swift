@@ -25,6 +25,37 @@ struct PostgresSinkTests {
         }
     }
 
+    /// Citus re-raises an error a worker node gave during a COPY with its message but without its
+    /// SQLSTATE (XX000, `ReportCopyError` in its multi_copy.c), a duplicate included. A trigger
+    /// does the same here for a COPY of a row that exists; the INSERT of the idempotent path,
+    /// which Citus runs with the codes kept, is left to the primary key.
+    @Test func anErrorWithoutItsCodeOnTheFastPathIsRetriedOnTheIdempotentPath() async throws {
+        try await TestServers.withTestSchema { configuration in
+            try await PostgresConnection.withConnection(configuration, logger: TestServers.logger) { connection in
+                try await connection.execute(
+                    """
+                    CREATE FUNCTION raise_like_citus() RETURNS trigger LANGUAGE plpgsql AS $$
+                    BEGIN
+                        IF current_query() LIKE '%COPY inference_results%'
+                           AND EXISTS (SELECT 1 FROM inference_results WHERE stream_id = NEW.stream_id) THEN
+                            RAISE 'duplicate key value violates unique constraint' USING ERRCODE = 'XX000';
+                        END IF;
+                        RETURN NEW;
+                    END $$;
+                    CREATE TRIGGER raise_like_citus BEFORE INSERT ON inference_results FOR EACH ROW EXECUTE FUNCTION raise_like_citus();
+                    """
+                )
+                _ = try await connection.insert(TestRows.inference(1...10), into: RowEncoder.inferenceTarget, path: .fast)
+                let again = try await connection.insert(TestRows.inference(5...15), into: RowEncoder.inferenceTarget, path: .fast)
+                #expect(again.fellBackToIdempotentPath)
+                #expect(again.insertedRows == 5)
+                #expect(again.duplicateRows == 6)
+                #expect(again.rejectedRows.isEmpty)
+            }
+            #expect(try await TestServers.count(configuration, "inference_results") == 15)
+        }
+    }
+
     @Test func aDataErrorIsBisectedToTheBadRowsAndTheRestCommitted() async throws {
         try await TestServers.withTestSchema { configuration in
             try await PostgresConnection.withConnection(configuration, logger: TestServers.logger) { connection in

@@ -66,6 +66,7 @@ struct PostgresErrorTests {
         ("40P01", .transient),
         ("53100", .transient),
         ("42P01", .serverError),
+        ("XX000", .unnamed),
     ])
     func classifies(state: String, code: PostgresError.Code) {
         #expect(PostgresError.code(forSQLState: state) == code)
