@@ -36,17 +36,41 @@ struct StatsCommand: AsyncParsableCommand {
         guard hours > 0 else { throw ValidationError("--hours must be positive") }
     }
 
+    /// One row; each part a query of its own, which Citus runs on the nodes that hold the rows
+    /// (it refuses a subquery in a distributed query's select list). The p95 is percentile_cont's, bit for bit, computed from a histogram of the
+    /// processing times (whole milliseconds, so one row per distinct value), which a distributed
+    /// table (Citus) counts where its rows are: percentile_cont itself would pull every row of
+    /// the model to the coordinator. At the position p × (n − 1) of the sorted values it
+    /// interpolates between the values at its floor and its ceiling, as PostgreSQL does.
     static let query = """
-        WITH window_start AS (SELECT now() - make_interval(secs => $2::float8 * 3600) AS since)
-        SELECT
-          (SELECT count(*) FROM training_data, window_start WHERE model_name = $1 AND event_time >= since),
-          count(*),
-          avg(processing_time_ms),
-          percentile_cont(0.95) WITHIN GROUP (ORDER BY processing_time_ms),
-          avg(confidence),
-          avg(is_anomaly::int) FILTER (WHERE is_anomaly IS NOT NULL)
-        FROM inference_results, window_start
-        WHERE model_name = $1 AND event_time >= since
+        WITH window_start AS (SELECT now() - make_interval(secs => $2::float8 * 3600) AS since),
+        training AS (SELECT count(*) AS records FROM training_data, window_start WHERE model_name = $1 AND event_time >= since),
+        inference AS (
+          SELECT count(*) AS records, avg(processing_time_ms) AS mean_ms, avg(confidence) AS confidence,
+            avg(is_anomaly::int) FILTER (WHERE is_anomaly IS NOT NULL) AS anomaly_rate
+          FROM inference_results, window_start
+          WHERE model_name = $1 AND event_time >= since
+        ),
+        histogram AS (
+          SELECT processing_time_ms AS value, count(*) AS rows
+          FROM inference_results, window_start
+          WHERE model_name = $1 AND event_time >= since AND processing_time_ms IS NOT NULL
+          GROUP BY processing_time_ms
+        ),
+        ranked AS (
+          SELECT value, (sum(rows) OVER (ORDER BY value) - rows)::bigint AS first_rank,
+            (sum(rows) OVER (ORDER BY value))::bigint AS next_rank, (sum(rows) OVER ())::bigint AS total
+          FROM histogram
+        ),
+        position AS (SELECT 0.95::float8 * (total - 1) AS at FROM ranked LIMIT 1),
+        p95 AS (
+          SELECT lower.value::float8 + (upper.value::float8 - lower.value::float8) * (at - floor(at)) AS value
+          FROM position, ranked lower, ranked upper
+          WHERE floor(at) >= lower.first_rank AND floor(at) < lower.next_rank
+            AND ceil(at) >= upper.first_rank AND ceil(at) < upper.next_rank
+        )
+        SELECT training.records, inference.records, inference.mean_ms, p95.value, inference.confidence, inference.anomaly_rate
+        FROM training CROSS JOIN inference LEFT JOIN p95 ON true
         """
 
     func run() async throws {
