@@ -1,11 +1,15 @@
 import AdTelemetryRecords
 import AdWorkerCore
+import AdWorkerPostgres
 import AdWorkerRedis
 import ArgumentParser
 import Foundation
 
 /// Options for commands that run the worker pipeline (`run`, and `bench` for its drain and latency runs).
 struct WorkerOptions: ParsableArguments {
+    @Option(help: "Nodes the sinks write through, host[:port],... (env DATABASE_HOSTS): each sink takes the next, e.g. Citus nodes, which all route rows to their shards; DATABASE_HOST stays the node for start-up checks and probes.")
+    var databaseHosts: String?
+
     @Option(help: "Comma-separated record kinds to consume: training, inference (env ADWORKER_STREAMS; default both).")
     var streams: String?
 
@@ -100,7 +104,17 @@ struct WorkerOptions: ParsableArguments {
             postgres: try connection.postgres(settings)
         )
         configuration.shards = layout.count
+        configuration.postgresNodes = try postgresNodes(settings, defaultPort: configuration.postgres.port)
         configuration.deadLetterLimit = deadLetterLimit > 0 ? deadLetterLimit : nil
         return configuration
+    }
+
+    private func postgresNodes(_ settings: Settings, defaultPort: Int) throws -> [PostgresNodes.Node] {
+        guard let hosts = databaseHosts ?? settings.string("DATABASE_HOSTS") else { return [] }
+        do {
+            return try PostgresNodes.parse(hosts, defaultPort: defaultPort)
+        } catch {
+            throw ValidationError(error.message)
+        }
     }
 }

@@ -9,4 +9,5 @@ enum LogKey {
     static let attempt = "attempt"
     static let delay = "delay"
     static let role = "role"
+    static let postgresNode = "postgres_node"
 }

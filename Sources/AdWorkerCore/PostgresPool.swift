@@ -33,6 +33,19 @@ final class PostgresPool: Sendable {
         return try await open([])
     }
 
+    /// A pool of `size` for each configuration (a node each), as ``withPool(size:configuration:logger:_:)``.
+    static func withPools<Result>(
+        size: Int, configurations: [PostgresConfiguration], logger: Logger, _ body: ([PostgresPool]) async throws -> sending Result
+    ) async throws -> sending Result {
+        func open(_ pools: [PostgresPool]) async throws -> sending Result {
+            if pools.count == configurations.count { return try await body(pools) }
+            return try await withPool(size: size, configuration: configurations[pools.count], logger: logger) { pool in
+                try await open(pools + [pool])
+            }
+        }
+        return try await open([])
+    }
+
     /// Runs `body` with a connection of its own, waiting for one if all are lent.
     func withConnection<Result>(_ body: (PostgresConnection) async throws -> sending Result) async throws -> sending Result {
         let connection = try await borrow()

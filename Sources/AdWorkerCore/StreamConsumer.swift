@@ -25,7 +25,8 @@ struct StreamConsumer {
     let sinks: [StreamSink]
 
     init(
-        kind: RecordKind, shard: Int, stream: String, slot: Int, postgres: PostgresPool, configuration: WorkerConfiguration, logger: Logger,
+        kind: RecordKind, shard: Int, stream: String, slot: Int, postgres: [PostgresPool], firstSink: Int, configuration: WorkerConfiguration,
+        logger: Logger,
         status: WorkerStatus?, stageObserver: (any BatchStageObserver)?, onBatch: @escaping @Sendable (BatchReport) -> Void
     ) {
         let consumer = "\(configuration.consumerPrefix)-\(slot)"
@@ -57,8 +58,12 @@ struct StreamConsumer {
             breaker: breaker("redis", "reader", sink: false), machine: machine, stageObserver: stageObserver
         )
         self.sinks = (1...Self.sinkLanes).map { lane in
-            StreamSink(
-                kind: kind, stream: stream, shard: Int16(shard), consumer: consumer, postgres: postgres, configuration: configuration,
+            // Sink by sink over the nodes (one pool each): the process's sinks spread evenly.
+            let node = (firstSink + lane - 1) % postgres.count
+            var logger = logger
+            if postgres.count > 1 { logger[metadataKey: LogKey.postgresNode] = "\(configuration.postgresNodes[node])" }
+            return StreamSink(
+                kind: kind, stream: stream, shard: Int16(shard), consumer: consumer, postgres: postgres[node], configuration: configuration,
                 logger: logger, status: status, onBatch: onBatch, postgresBreaker: breaker("postgres", "sink \(lane)", sink: true),
                 redisBreaker: breaker("redis", "sink \(lane)", sink: true), machine: machine, stageObserver: stageObserver
             )

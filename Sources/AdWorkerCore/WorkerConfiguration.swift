@@ -47,6 +47,9 @@ public struct WorkerConfiguration: Sendable {
     public var deadLetterLimit: Int? = WorkerConfiguration.defaultDeadLetterLimit
     public var redis: RedisConfiguration
     public var postgres: PostgresConfiguration
+    /// The nodes the sinks write through (`DATABASE_HOSTS`), spread over them sink by sink; empty:
+    /// every sink writes through ``postgres``, which start-up checks and probes always use.
+    public var postgresNodes: [PostgresNodes.Node] = []
     /// How long the consumer name's lease lasts without renewal (it is renewed every third of
     /// this): how long a restarted worker waits for a holder that died on another host.
     public var consumerLease: Duration = .seconds(10)

@@ -115,19 +115,25 @@ public struct WorkerService: Service {
 
     /// `concurrency` consumers on every shard of `kind`, whose sinks share the kind's PostgreSQL
     /// connections. Each shard's consumers start once its group exists: a shard whose group cannot
-    /// be created (its key holds another type) holds up no other.
+    /// be created (its key holds another type) holds up no other. With several nodes
+    /// (``WorkerConfiguration/postgresNodes``) each has a pool of its own, and the sinks take
+    /// them in turn, each kind starting one node further on, so a node that goes away is a
+    /// circuit on its sinks only.
     private func consume(_ kind: RecordKind) async throws {
-        let size = StreamConsumer.sinkLanes * configuration.concurrency
-        try await PostgresPool.withPool(size: size, configuration: configuration.postgres, logger: logger) { pool in
+        let nodes = configuration.postgresNodes.isEmpty ? [configuration.postgres] : configuration.postgresNodes.map(configuration.postgres.through)
+        let size = (StreamConsumer.sinkLanes * configuration.concurrency + nodes.count - 1) / nodes.count
+        let kindOffset = RecordKind.allCases.firstIndex(of: kind) ?? 0
+        try await PostgresPool.withPools(size: size, configurations: nodes, logger: logger) { pools in
             try await withThrowingTaskGroup(of: Void.self) { shards in
                 for (shard, stream) in configuration.streams(for: kind).enumerated() {
                     shards.addTask {
                         guard try await createGroup(on: stream) else { return }
                         try await withThrowingTaskGroup(of: Void.self) { consumers in
                             for slot in 0..<configuration.concurrency {
+                                let firstSink = kindOffset + (shard * configuration.concurrency + slot) * StreamConsumer.sinkLanes
                                 let consumer = StreamConsumer(
-                                    kind: kind, shard: shard, stream: stream, slot: slot, postgres: pool, configuration: configuration,
-                                    logger: logger, status: status, stageObserver: stageObserver, onBatch: onBatch
+                                    kind: kind, shard: shard, stream: stream, slot: slot, postgres: pools, firstSink: firstSink,
+                                    configuration: configuration, logger: logger, status: status, stageObserver: stageObserver, onBatch: onBatch
                                 )
                                 consumers.addTask { try await consumer.run() }
                             }
