@@ -92,6 +92,15 @@ struct BenchCommand: AsyncParsableCommand {
         try await PostgresConnection.withConnection(configuration.postgres, logger: logger) { postgres in
             try await postgres.execute("DROP SCHEMA IF EXISTS \(Self.schema) CASCADE; CREATE SCHEMA \(Self.schema)")
             _ = try await postgres.migrate(migrations)
+            // On Citus with worker nodes, the bench's tables are distributed as migrate makes the real ones.
+            let citus = try await postgres.query("SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')").first?.first == "t"
+            let workers = citus
+                ? try await postgres.query("SELECT count(*) FROM pg_dist_node WHERE isactive AND noderole = 'primary' AND groupid <> 0").first?.first
+                : nil
+            if let workers, workers != "0" {
+                log("distributing the bench tables over \(workers ?? "?") Citus worker nodes")
+                for table in MigrateCommand.tables { try await postgres.execute(CitusSetup.conversion(of: table)) }
+            }
         }
         defer { logger.debug("bench finished") }
 
