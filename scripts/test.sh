@@ -70,6 +70,14 @@ else
     expected_timescale='TimescaleDB: installed on this server but not preloaded, so tables stay plain: add timescaledb to shared_preload_libraries'
 fi
 grep -qF "$expected_timescale" /tmp/adworker-smoke-migrate.txt || { log "migrate does not say: $expected_timescale"; exit 1; }
+# Citus likewise: nothing said on a server without it (CI's), the change to make where its files
+# are not preloaded (a machine that built it by hand).
+if [ "$(psql_smoke -c "SELECT count(*) FROM pg_available_extensions WHERE name = 'citus'")" = 0 ]; then
+    ! grep -q '^Citus' /tmp/adworker-smoke-migrate.txt || { log "migrate speaks of Citus on a server without it"; exit 1; }
+else
+    grep -qF "Citus: installed on this server but not preloaded, so tables stay on this node: put citus first in shared_preload_libraries" /tmp/adworker-smoke-migrate.txt \
+        || { log "migrate does not say how to preload Citus"; exit 1; }
+fi
 "$adworker" produce --env-file "$empty_env" --stream requests --count 2000
 redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" xadd "${prefix}inference" '*' v 1 model smoke request_id by-hand ts 1700000000000 prediction 0.5 >/dev/null
 redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" xadd "${prefix}inference" '*' v 1 model smoke request_id poison ts 1700000000000 prediction '{' >/dev/null

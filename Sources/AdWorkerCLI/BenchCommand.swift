@@ -95,7 +95,7 @@ struct BenchCommand: AsyncParsableCommand {
             // On Citus with worker nodes, the bench's tables are distributed as migrate makes the real ones.
             let citus = try await postgres.query("SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')").first?.first == "t"
             let workers = citus
-                ? try await postgres.query("SELECT count(*) FROM pg_dist_node WHERE isactive AND noderole = 'primary' AND groupid <> 0").first?.first
+                ? try await postgres.query(CitusSetup.workerNodesQuery).first?.first
                 : nil
             if let workers, workers != "0" {
                 log("distributing the bench tables over \(workers ?? "?") Citus worker nodes")

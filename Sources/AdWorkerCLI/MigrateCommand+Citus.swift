@@ -51,7 +51,7 @@ extension MigrateCommand {
         if compressAfterDays > 0 { try await connection.execute("CREATE EXTENSION IF NOT EXISTS citus_columnar") }
         try await connection.execute("CALL adworker_partition_upkeep(\(retainDays), \(compressAfterDays))", callCommitting: true)
         let nodes = try await connection.query(
-            "SELECT count(*) FROM pg_dist_node WHERE isactive AND noderole = 'primary' AND groupid <> 0"
+            CitusSetup.workerNodesQuery
         ).first?.first.flatMap { $0 } ?? "?"
         let through = try await connection.query(
             "SELECT max(to_value) FROM time_partitions WHERE parent_table = 'inference_results'::regclass"
@@ -83,23 +83,14 @@ extension MigrateCommand {
     }
 
     private func citusFacts(_ connection: PostgresConnection, hypertables: Set<String>) async throws -> CitusSetup.Facts {
-        // Settings a loaded Citus library defines are readable by anyone; only preloading loads it.
-        let row = try await connection.query(
-            """
-            SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'citus'),
-                EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus'),
-                EXISTS (SELECT 1 FROM pg_settings WHERE name LIKE 'citus.%')
-            """
-        ).first ?? []
-        let installed = row.count > 1 && row[1] == "t"
-        let preloaded = row.count > 2 && row[2] == "t"
+        let (available, installed, preloaded) = try await Self.extensionPresence("citus", on: connection)
         guard installed && preloaded else {
             return CitusSetup.Facts(
-                available: row.first == "t", preloaded: preloaded, installed: installed, workerNodes: 0, distributed: [], hypertables: hypertables
+                available: available, preloaded: preloaded, installed: installed, workerNodes: 0, distributed: [], hypertables: hypertables
             )
         }
         let workers = try await connection.query(
-            "SELECT count(*) FROM pg_dist_node WHERE isactive AND noderole = 'primary' AND groupid <> 0"
+            CitusSetup.workerNodesQuery
         ).first?.first.flatMap { $0 }.flatMap { Int($0) } ?? 0
         let distributed = try await connection.query(
             """

@@ -117,26 +117,33 @@ struct MigrateCommand: AsyncParsableCommand {
         return "TimescaleDB: \(Self.tables.count) hypertables" + (done.isEmpty ? "" : ", " + done.joined(separator: ", "))
     }
 
-    func timescaleFacts(_ connection: PostgresConnection) async throws -> TimescaleSetup.Facts {
-        // shared_preload_libraries is readable by superusers only; the settings a loaded
-        // TimescaleDB library defines are readable by anyone (placeholders for unloaded ones are
-        // not in pg_settings), and before any TimescaleDB call only preloading has loaded it.
+    /// Whether the server has an extension's files, this database has it, and the server preloads
+    /// its library. shared_preload_libraries is readable by superusers only; the settings a loaded
+    /// library defines (`name.%`) are readable by anyone (placeholders for unloaded ones are not in
+    /// pg_settings), and before any call into the extension only preloading has loaded it.
+    static func extensionPresence(_ name: String, on connection: PostgresConnection) async throws
+        -> (available: Bool, installed: Bool, preloaded: Bool)
+    {
         let row = try await connection.query(
             """
-            SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'),
-                EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'),
-                EXISTS (SELECT 1 FROM pg_settings WHERE name LIKE 'timescaledb.%')
-            """
+            SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = $1),
+                EXISTS (SELECT 1 FROM pg_extension WHERE extname = $1),
+                EXISTS (SELECT 1 FROM pg_settings WHERE name LIKE $1 || '.%')
+            """,
+            [name]
         ).first ?? []
-        let installed = row.count > 1 && row[1] == "t"
-        let preloaded = row.count > 2 && row[2] == "t"
+        return (row.first == "t", row.count > 1 && row[1] == "t", row.count > 2 && row[2] == "t")
+    }
+
+    func timescaleFacts(_ connection: PostgresConnection) async throws -> TimescaleSetup.Facts {
+        let (available, installed, preloaded) = try await Self.extensionPresence("timescaledb", on: connection)
         // The information schema exists only with the extension, and is usable only once it is loaded.
         let hypertables = installed && preloaded
             ? Set(try await connection.query(
                 "SELECT hypertable_name FROM timescaledb_information.hypertables WHERE hypertable_schema = current_schema()"
             ).compactMap { $0.first ?? nil })
             : []
-        return TimescaleSetup.Facts(available: row.first == "t", preloaded: preloaded, installed: installed, hypertables: hypertables)
+        return TimescaleSetup.Facts(available: available, preloaded: preloaded, installed: installed, hypertables: hypertables)
     }
 
     /// The first directory that exists among the one given and the usual places.

@@ -72,6 +72,9 @@ public enum CitusSetup: Equatable, Sendable {
 }
 
 extension CitusSetup {
+    /// Active primary worker nodes, the coordinator not counted (only where Citus is installed).
+    public static let workerNodesQuery = "SELECT count(*) FROM pg_dist_node WHERE isactive AND noderole = 'primary' AND groupid <> 0"
+
     /// Partitions are created this far ahead, by every `migrate` and every upkeep run.
     public static let partitionsAhead = 14
     /// A table converted with rows gets daily partitions back to its oldest row, but no further
