@@ -25,9 +25,9 @@ struct StreamConsumer {
     let sinks: [StreamSink]
 
     init(
-        kind: RecordKind, shard: Int, stream: String, slot: Int, postgres: [PostgresPool], firstSink: Int, configuration: WorkerConfiguration,
-        logger: Logger,
-        status: WorkerStatus?, stageObserver: (any BatchStageObserver)?, onBatch: @escaping @Sendable (BatchReport) -> Void
+        kind: RecordKind, shard: Int, stream: String, slot: Int, postgres: [PostgresPool], firstSink: Int,
+        configuration: WorkerConfiguration, logger: Logger, status: WorkerStatus?, stageObserver: (any BatchStageObserver)?,
+        onBatch: @escaping @Sendable (BatchReport) -> Void
     ) {
         let consumer = "\(configuration.consumerPrefix)-\(slot)"
         self.stream = stream
