@@ -342,6 +342,37 @@ import json, sys
 stats = json.load(sys.stdin)
 assert stats["inferenceRecords"] == int(sys.argv[1]), stats' "$(psql_pgbouncer -c "SELECT count(*) FROM inference_results WHERE model_name = '$pgbouncer_model'")"
 
+log "DATABASE_HOSTS: a worker's sinks over two nodes (PostgreSQL itself and PgBouncer, one database); PgBouncer stopped under load: rows go on through the other node, only the stopped node's sinks open their circuits, then exact counts"
+hosts_prefix="hosts-$$:"
+hosts_env=(DATABASE_HOST=127.0.0.1 DATABASE_PORT=5432 DATABASE_NAME=adworker_pgbouncer DATABASE_HOSTS=127.0.0.1:5432,127.0.0.1:6432 ADWORKER_STREAM_PREFIX=$hosts_prefix)
+hosts_rows() { psql_pgbouncer -c 'SELECT count(*) FROM inference_results'; }
+psql_pgbouncer -c 'TRUNCATE inference_results'
+env "${hosts_env[@]}" "$adworker" produce --env-file "$empty_env" --stream inference --count 20000 --rate 4000 > /tmp/adworker-hosts-produce.txt 2>&1 &
+hosts_producer=$!
+env "${hosts_env[@]}" "$adworker" run --env-file "$empty_env" --streams inference --concurrency 2 --http off > /tmp/adworker-hosts-run.txt 2>&1 &
+hosts_worker=$!
+sleep 2
+scripts/pgbouncer.sh stop >/dev/null
+sleep 0.5
+hosts_before=$(hosts_rows)
+sleep 2
+hosts_after=$(hosts_rows)
+scripts/pgbouncer.sh start >/dev/null
+wait "$hosts_producer"
+for _ in $(seq 600); do
+    [ "$(hosts_rows)" = 20000 ] && [ "$(redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" xpending "${hosts_prefix}inference" adworker | head -1)" = 0 ] && break
+    sleep 0.1
+done
+kill -TERM "$hosts_worker"
+wait "$hosts_worker" || { log "the worker over two nodes exited $?"; cat /tmp/adworker-hosts-run.txt; exit 1; }
+hosts_counts="rows $(hosts_rows) of 20000, distinct $(psql_pgbouncer -c 'SELECT count(DISTINCT stream_id) FROM inference_results'), dead $(redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" xlen "${hosts_prefix}inference:dead"), pending $(redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" xpending "${hosts_prefix}inference" adworker | head -1); while PgBouncer was down $hosts_before -> $hosts_after rows"
+echo "$hosts_counts"
+[ "$hosts_counts" = "rows 20000 of 20000, distinct 20000, dead 0, pending 0; while PgBouncer was down $hosts_before -> $hosts_after rows" ] && [ "$hosts_after" -gt "$hosts_before" ] \
+    && grep "circuit open" /tmp/adworker-hosts-run.txt | grep -q "postgres_node=127.0.0.1:6432" \
+    && ! grep "circuit open" /tmp/adworker-hosts-run.txt | grep -q "postgres_node=127.0.0.1:5432" \
+    || { log "DATABASE_HOSTS: counts or circuits wrong"; grep -i "circuit\|error" /tmp/adworker-hosts-run.txt | tail -5; exit 1; }
+redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" --scan --pattern "${hosts_prefix}*" | xargs -r redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" del >/dev/null
+
 python3 -c 'import prometheus_client' 2>/dev/null || python3 -m pip install -q prometheus_client
 
 log "deploy files: systemd unit, Kubernetes manifests, compose file"
