@@ -211,8 +211,12 @@ class Scenario:
             try:
                 process.wait(40)
             except subprocess.TimeoutExpired:
+                # What it and its children were doing, before the kill ends them: a pool's
+                # supervisor waits for its children, so say which of them are still there.
+                tree = subprocess.run(["ps", "-o", "pid,ppid,stat,etime,wchan:24,args", "--pid", str(process.pid), "--ppid", str(process.pid)],
+                                      capture_output=True, text=True).stdout.strip().replace("\n", " | ")
                 process.kill()
-                raise Failure(f"process {process.args[1]} did not stop within 40 s of SIGTERM")
+                raise Failure(f"process {process.args[1]} did not stop within 40 s of SIGTERM; processes: {tree[:1200]}")
         counts = self.counts()
         check(counts["rows"] + counts["dead"] == counts["entries"],
               f"{counts['entries']} entries but {counts['rows']} rows + {counts['dead']} dead letters")
