@@ -149,10 +149,7 @@ extension RunCommand {
         let processes: @Sendable () -> [PoolEndpoint.Process] = {
             supervisor.snapshot.map { PoolEndpoint.Process(index: $0.index, state: $0.state, port: $0.port) }
         }
-        var services = [
-            ServiceGroupConfiguration.ServiceConfiguration(service: strays),
-            .init(service: supervisor, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup),
-        ]
+        var services = [ServiceGroupConfiguration.ServiceConfiguration(service: strays)]
         if let address {
             let endpoint = PoolEndpoint.application(
                 host: address.host, port: address.port, version: AdWorker.version,
@@ -163,6 +160,12 @@ extension RunCommand {
             // The pool's health is its children's /healthz (without --http they serve none).
             services.append(.init(service: PoolProbe(processes: processes, timeout: monitor.probeTimeout, report: supervisor.probed)))
         }
+        // A group shuts its services down one at a time, last first: the supervisor after the
+        // endpoint would pass SIGTERM on to the children only once the endpoint had stopped, and
+        // the endpoint keeps answering (503, children stopping) while the children finish.
+        services.append(
+            .init(service: supervisor, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup)
+        )
         if let notifier = SystemdNotifier(
             environment: ProcessInfo.processInfo.environment, logger: logger,
             isReady: { processes().allSatisfy { $0.state == .running } },
