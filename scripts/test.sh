@@ -352,12 +352,13 @@ hosts_producer=$!
 env "${hosts_env[@]}" "$adworker" run --env-file "$empty_env" --streams inference --concurrency 2 --http off > /tmp/adworker-hosts-run.txt 2>&1 &
 hosts_worker=$!
 sleep 2
-scripts/pgbouncer.sh stop >/dev/null
+# The script's own database, not the smoke database exported above (it writes pgbouncer.ini's alias from it).
+DATABASE_NAME=adworker_pgbouncer scripts/pgbouncer.sh stop >/dev/null
 sleep 0.5
 hosts_before=$(hosts_rows)
 sleep 2
 hosts_after=$(hosts_rows)
-scripts/pgbouncer.sh start >/dev/null
+DATABASE_NAME=adworker_pgbouncer scripts/pgbouncer.sh start >/dev/null
 wait "$hosts_producer"
 for _ in $(seq 600); do
     [ "$(hosts_rows)" = 20000 ] && [ "$(redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" xpending "${hosts_prefix}inference" adworker | head -1)" = 0 ] && break
