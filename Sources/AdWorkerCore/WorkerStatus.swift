@@ -233,10 +233,14 @@ public final class WorkerStatus: Sendable {
         state.withLock { $0.readiness.openCircuits }
     }
 
-    /// Why the worker is not ready, from what it already knows: open circuits, raised problems and
-    /// the probe's last findings (stale after `probeMaximumAge`). Asking costs the servers nothing.
+    /// Why the worker is not ready, from what it already knows: not started yet (its start-up
+    /// checks and the consumer name's lease come first), open circuits, raised problems and the
+    /// probe's last findings (stale after `probeMaximumAge`). Asking costs the servers nothing.
     public func notReadyReasons(probing targets: [String], probeMaximumAge: Duration) -> [String] {
-        state.withLock { $0.readiness.notReadyReasons(probing: targets, probeMaximumAge: probeMaximumAge, now: .now) }
+        state.withLock {
+            let reasons = $0.readiness.notReadyReasons(probing: targets, probeMaximumAge: probeMaximumAge, now: .now)
+            return $0.readiness.hasStarted || !reasons.isEmpty ? reasons : ["starting: the consumers have not started yet"]
+        }
     }
 
     /// Streams whose consumers have neither committed a batch nor caught up for longer than

@@ -5,6 +5,18 @@ import Foundation
 import Testing
 
 @Suite struct WorkerStatusTests {
+    /// /readyz once answered 200 between the probes' first success and the consumer name's lease
+    /// (readyz-load saw "taking the consumer name" after a 200): not ready until the consumers start.
+    @Test func aWorkerIsNotReadyBeforeItsConsumersStart() {
+        let status = WorkerStatus(version: "test")
+        #expect(status.notReadyReasons(probing: [], probeMaximumAge: .seconds(5)) == ["starting: the consumers have not started yet"])
+        status.problem("lease", "taking the consumer name w")
+        #expect(status.notReadyReasons(probing: [], probeMaximumAge: .seconds(5)) == ["taking the consumer name w"])
+        status.problem("lease", nil)
+        status.markStarted()
+        #expect(status.notReadyReasons(probing: [], probeMaximumAge: .seconds(5)).isEmpty)
+    }
+
     @Test func ratesInTheFirstMinuteArePerSecondOfUptimeNotOfTheWholeWindow() {
         let before = Timestamp.now()
         let status = WorkerStatus(version: "t", startedAt: Timestamp(millisecondsSinceEpoch: before.millisecondsSinceEpoch - 10_000))

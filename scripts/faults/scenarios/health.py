@@ -94,7 +94,9 @@ def readyz_under_load():
     backends = []
     for _ in range(20):
         time.sleep(0.25)
-        backends.append(int(psql("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'adworker%'")))
+        # This worker's database only: PgBouncer keeps idle server sessions of earlier runs (named
+        # adworker too) for up to 10 minutes, on its own databases.
+        backends.append(int(psql("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'adworker%' AND datname = current_database()")))
     stop.set()
     for poller in pollers:
         poller.join(10)
