@@ -35,8 +35,9 @@ extension PostgresConnection {
     ///
     /// - Important: Rows are keyed by (enqueued_at, stream_id, shard), so the idempotent path makes a
     ///   redelivered entry a no-op. A unique violation on the fast path, or an error without its
-    ///   code (``PostgresError/Code/unnamed``: Citus), retries the same rows on the idempotent path; a data error (SQLSTATE class 22/23) bisects the rows until the refused
-    ///   ones are isolated, and commits the rest. Any other error is thrown: nothing of the
+    ///   code (``PostgresError/Code/unnamed``: Citus), retries the same rows on the idempotent
+    ///   path; a data error (SQLSTATE class 22/23) bisects the rows until the refused ones are
+    ///   isolated, and commits the rest. Any other error is thrown: nothing of the
     ///   failing run is committed, and the caller retries it later.
     public func insert(_ rows: BinaryCopyRows, into target: CopyTarget, path: InsertPath) throws(PostgresError) -> InsertOutcome {
         var outcome = InsertOutcome()
